@@ -1,0 +1,48 @@
+# kdlab — the two main commands are `make study` and `make test`.
+# Every target sets up (or reuses) the project virtual environment first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kdlab-installed
+PROFILE ?= default
+
+.PHONY: setup study test lab corpus browser-deps clean-outputs
+
+# Re-installs only when requirements.txt or pyproject.toml changed since the last install.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name kdlab --display-name "kdlab (Python)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: build the default corpus and run the sequenced notebooks headless into outputs/.
+study: setup
+	$(PY) -m kdlab data --profile $(PROFILE)
+	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
+
+## Unit tests and headless notebook runs at tiny settings.
+test: setup browser-deps
+	$(PY) -m pytest -q
+
+## JupyterLab on notebooks/ with the kdlab kernel.
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+corpus: setup
+	$(PY) -m kdlab data --profile $(PROFILE)
+
+## Headless Chromium for the browser tests (Debian package; nothing downloads a browser build).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; browser tests will be skipped outside CI"; \
+	  else echo "note: install Debian's 'chromium' package to run the browser tests"; fi; }
+
+clean-outputs:
+	rm -rf outputs

@@ -1,0 +1,42 @@
+"""Command line: `python -m kdlab <command> [options]`.
+
+Each command lives in its own module under `kdlab/commands/` and exposes
+`HELP` (one line), `add_arguments(parser)` and `run(args) -> int | None`.
+Command modules keep heavy imports (torch, plotly) inside `run`, so building
+the parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import kdlab.commands
+
+
+def _command_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(kdlab.commands.__path__) if not m.name.startswith("_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kdlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _command_names():
+        module = importlib.import_module(f"kdlab.commands.{name}")
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._module.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)

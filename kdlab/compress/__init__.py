@@ -1,0 +1,1 @@
+"""Hard-concrete L0 gates, low-rank factorisation, distillation losses, materialisation."""

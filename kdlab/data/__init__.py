@@ -1,0 +1,1 @@
+"""Corpus synthesis, audio I/O, manifests, tokenizer, features and batching."""

@@ -1,0 +1,1 @@
+"""Decoding, WER/CER, parameter and MAC counts, latency."""

@@ -1,0 +1,1 @@
+"""Prunable conformer encoder, RNN-T and SSL (BEST-RQ) heads."""

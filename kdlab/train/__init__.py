@@ -1,0 +1,1 @@
+"""The trainer and the recipes (pretrain, finetune, distil, prune, joint)."""

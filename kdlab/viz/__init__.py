@@ -1,0 +1,1 @@
+"""plotly figures and ipywidgets panels used by the notebooks."""
