@@ -1,0 +1,62 @@
+"""CPU latency and real-time factor, measured with `torch.utils.benchmark` (warm-up, median)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.utils.benchmark as benchmark
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Median latency of one call and, when `audio_seconds` was given, the real-time factor."""
+
+    median_s: float
+    iqr_s: float
+    runs: int
+    audio_seconds: float | None = None
+
+    @property
+    def real_time_factor(self) -> float | None:
+        """Processing time / audio duration (< 1 is faster than real time)."""
+        if not self.audio_seconds:
+            return None
+        return self.median_s / self.audio_seconds
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "real_time_factor": self.real_time_factor}
+
+
+def measure_latency(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 2,
+    min_runs: int = 5,
+    min_time_s: float = 0.5,
+    threads: int | None = None,
+    audio_seconds: float | None = None,
+) -> LatencyResult:
+    """Median wall time of `fn()` after `warmup` calls, over at least `min_runs` runs.
+
+    Runs under `torch.inference_mode()`; `threads` sets the torch thread count for the
+    measurement (default: the current setting).
+    """
+    if min_runs < 1:
+        raise ValueError(f"min_runs must be >= 1, got {min_runs}")
+    num_threads = threads or torch.get_num_threads()
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
+        measurement = timer.blocked_autorange(min_run_time=min_time_s)
+        while len(measurement.times) < min_runs:
+            extra = timer.blocked_autorange(min_run_time=min_time_s)
+            measurement = benchmark.Measurement.merge([measurement, extra])[0]
+    return LatencyResult(
+        median_s=float(measurement.median),
+        iqr_s=float(measurement.iqr),
+        runs=len(measurement.times),
+        audio_seconds=audio_seconds,
+    )
