@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "build the embedded espeak-ng speech corpus (cached under data/cache) and print its summary"
+HELP = ("build the embedded espeak-ng speech corpus (cached under data/cache), or import your own "
+        "local data (LibriSpeech layout or a JSONL/CSV list), and print its summary")
+
+SPLITS = ("train", "dev", "test")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synthetic.add_argument("--seed", type=int, default=0, help="random seed; same seed => identical corpus (default: 0)")
     synthetic.add_argument("--difficulty", type=float, default=None,
                            help="override the profile's difficulty in [0, 1] (noise, reverberation, accents, rates)")
+    own = parser.add_argument_group(
+        "your own data (nothing is downloaded; writes train/dev/test.jsonl into --out)")
+    own.add_argument("--librispeech", metavar="ROOT", default=None,
+                     help="a local LibriSpeech-layout folder: <subset>/<speaker>/<chapter>/*.flac + .trans.txt")
+    for split, default in zip(SPLITS, ("train-clean-100", "dev-clean", "test-clean")):
+        own.add_argument(f"--{split}-subsets", nargs="+", default=[default], metavar="SUBSET",
+                         help=f"LibriSpeech subset folder(s) for the {split} split (default: {default})")
+    for split in SPLITS:
+        own.add_argument(f"--{split}-list", metavar="FILE", default=None,
+                         help=f"a JSONL (path/audio + text) or CSV (path,text header) list for the {split} split")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default=None, help="corpus folder (default: data/cache/<profile>-<config hash>)")
     output.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
@@ -30,11 +43,44 @@ def format_summary(summary: dict, folder) -> str:
     return "\n".join(lines)
 
 
+def import_own_data(args: argparse.Namespace):
+    """Read the user's local data into `<out>/{train,dev,test}.jsonl`; returns the folder.
+
+    Every split must be given; unreadable files and empty transcripts are skipped and counted
+    (the report is printed), malformed list lines raise an error naming the file and line.
+    """
+    from pathlib import Path
+
+    from kdlab.data.own_data import import_dataset, read_librispeech, read_plain_manifest
+
+    lists = {split: getattr(args, f"{split}_list") for split in SPLITS}
+    if args.librispeech and any(lists.values()):
+        raise ValueError("use either --librispeech or the --train/--dev/--test-list options, not both")
+    if not args.librispeech and not all(lists.values()):
+        missing = [f"--{split}-list" for split, path in lists.items() if not path]
+        raise ValueError(f"importing a list needs all three splits; missing {' '.join(missing)}")
+    if args.out is None:
+        raise ValueError("importing your own data needs --out DIR (the folder that receives the manifests)")
+    folder = Path(args.out)
+    for split in SPLITS:
+        if args.librispeech:
+            utterances, report = read_librispeech(args.librispeech, getattr(args, f"{split}_subsets"))
+        else:
+            utterances, report = read_plain_manifest(lists[split])
+        print(f"{split}: {report.summary()}")
+        import_dataset(utterances, folder, split)
+    return folder
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from kdlab.data.corpus import build_corpus, corpus_summary, profile_config
 
+    if args.librispeech or any(getattr(args, f"{split}_list") for split in SPLITS):
+        folder = import_own_data(args)
+        print(format_summary(corpus_summary(folder), folder))
+        return 0
     config = profile_config(args.profile, args.seed)
     if args.difficulty is not None:
         config = replace(config, difficulty=args.difficulty)
