@@ -1,0 +1,33 @@
+"""`python -m kdlab notebooks`: run the sequenced notebooks headless and publish HTML reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run notebooks/NN_*.ipynb headless (papermill) into OUT, with HTML reports and OUT/index.html"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="default", help="corpus/study profile injected into every notebook (default: default)")
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/ of the checkout, or $KDLAB_HOME/outputs)")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number (00) or name (00_corpus)")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML reports (executed .ipynb and index only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab import notebook_runner as nr
+    from kdlab.paths import outputs_dir
+
+    out_dir = args.out or outputs_dir()
+    sources = nr.discover_notebooks(nr.default_notebooks_dir(), args.only)
+    if not sources:
+        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {nr.default_notebooks_dir()}")
+    try:
+        runs = nr.run_notebooks(sources, out_dir, {"profile": args.profile}, html_reports=not args.no_html)
+    except nr.NotebookFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    index = nr.write_index(out_dir, [nr.notebook_links_section(runs, out_dir)])
+    print(f"{len(runs)} notebook(s) executed; index: {index}")
+    return 0

@@ -1,0 +1,268 @@
+"""Run the sequenced notebooks headless and publish them as HTML reports.
+
+The lessons live in `notebooks/NN_name.ipynb` (two digits, then a name). `run_notebooks`
+executes them in order with papermill, injecting parameters into each notebook's cell tagged
+`parameters`, writes the executed copies to `<out>/NN_name.ipynb`, and exports each one to
+`<out>/html/NN_name.html` with the widget state and the plotly figures embedded, so a report
+opens offline. `write_index` assembles `<out>/index.html` from a list of `IndexSection`s; the
+notebook links are one section, and later parts of the study add theirs (results, figures).
+
+Plotly figures reach the HTML only if the notebook's renderer embeds them: notebooks call
+`use_embedded_plotly()` once, which writes the plotly.js bundle into the notebook a single
+time (no CDN, so reports work offline) and then shows every figure both as plotly's own
+mimetype (for JupyterLab) and as HTML (for the report). `export_html` checks this.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from kdlab.paths import PROJECT_ROOT
+
+NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
+PREFERRED_KERNEL = "kdlab"
+FALLBACK_KERNEL = "python3"
+PLOTLY_RENDERER = "plotly_mimetype+notebook"
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
+WIDGET_STATE_MIMETYPE = "application/vnd.jupyter.widget-state+json"
+_PLOTLYJS_BANNER = re.compile(r"\* plotly\.js v\d+\.\d+\.\d+")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised while executing, or its report is incomplete; the message says where."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """One executed notebook: its name (`NN_name`), title, output files and execution time."""
+
+    name: str
+    title: str
+    executed: Path
+    html: Path | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    """One section of `index.html`: a heading and a block of HTML produced by kdlab (trusted)."""
+
+    title: str
+    body_html: str
+
+    @property
+    def anchor(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-") or "section"
+
+
+def default_notebooks_dir() -> Path:
+    """The lessons folder of the checkout: `<project>/notebooks`."""
+    return PROJECT_ROOT / "notebooks"
+
+
+def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
+    """Sequenced notebooks `NN_name.ipynb` of `folder`, in order.
+
+    `only`: numbers (`"00"`) or names (`"00_corpus"`) to keep; ValueError names unknown ones.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebook folder not found: {folder}")
+    notebooks = sorted(p for p in folder.iterdir() if NOTEBOOK_NAME.match(p.name))
+    if not only:
+        return notebooks
+    chosen = [p for p in notebooks if p.name[:2] in only or p.stem in only]
+    matched = {p.name[:2] for p in chosen} | {p.stem for p in chosen}
+    unknown = [name for name in only if name not in matched]
+    if unknown:
+        available = ", ".join(p.stem for p in notebooks) or "none"
+        raise ValueError(f"no notebook {', '.join(unknown)} in {folder} (available: {available})")
+    return chosen
+
+
+def resolve_kernel(preferred: str = PREFERRED_KERNEL) -> str:
+    """Name of the Jupyter kernel to run notebooks with: `preferred` if installed, else `python3`.
+
+    The fallback (the interpreter running kdlab) comes with a warning saying how to register
+    the `kdlab` kernel; RuntimeError when neither exists.
+    """
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    installed = find_kernel_specs()
+    if preferred in installed:
+        return preferred
+    if FALLBACK_KERNEL in installed:
+        warnings.warn(
+            f"Jupyter kernel {preferred!r} is not installed; running notebooks with {FALLBACK_KERNEL!r}. "
+            f"Register it with `make setup` (python -m ipykernel install --sys-prefix --name {preferred}).",
+            stacklevel=2,
+        )
+        return FALLBACK_KERNEL
+    raise RuntimeError(
+        f"no Jupyter kernel {preferred!r} or {FALLBACK_KERNEL!r} found; install ipykernel and run `make setup`"
+    )
+
+
+def use_embedded_plotly() -> None:
+    """Make plotly figures show in JupyterLab and in exported HTML, with plotly.js embedded once.
+
+    Call it once per notebook, in a cell that runs before the first figure.
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = PLOTLY_RENDERER
+
+
+def notebook_title(notebook) -> str:
+    """Text of the first `# heading` in a notebook's markdown cells ('' when there is none)."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
+
+
+def execute_notebook(
+    source: str | Path, target: str | Path, parameters: Mapping, kernel_name: str, progress: bool = True
+) -> None:
+    """Execute `source` headless into `target` (created or replaced) with injected `parameters`.
+
+    The kernel runs in the notebook's own folder, as in JupyterLab. Raises `NotebookFailed`
+    naming the notebook, the cell and the error; `target` then holds the failed run.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(source), str(target), parameters=dict(parameters), kernel_name=kernel_name,
+            cwd=str(source.parent), progress_bar=progress,
+        )
+    except PapermillExecutionError as error:
+        raise NotebookFailed(
+            f"{source.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+            f"(the executed notebook with the traceback is {target})"
+        ) from None
+
+
+def plotlyjs_bundle_count(page: str) -> int:
+    """How many copies of the plotly.js library an HTML page embeds."""
+    return len(_PLOTLYJS_BANNER.findall(page))
+
+
+def export_html(executed: str | Path, target: str | Path) -> Path:
+    """Write an executed notebook as a standalone HTML report (lab template) to `target`.
+
+    Widget state stored by the run is embedded. If the notebook shows plotly figures, the
+    page must embed plotly.js exactly once, else `NotebookFailed` says how to fix the notebook.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed, target = Path(executed), Path(target)
+    notebook = nbformat.read(executed, as_version=4)
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    has_figures = any(PLOTLY_MIMETYPE in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    bundles = plotlyjs_bundle_count(page)
+    if has_figures and bundles != 1:
+        raise NotebookFailed(
+            f"{executed.name} shows plotly figures but its HTML embeds plotly.js {bundles} times (expected 1); "
+            "call kdlab.notebook_runner.use_embedded_plotly() once, before the first figure"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def run_notebooks(
+    sources: Iterable[str | Path],
+    out_dir: str | Path,
+    parameters: Mapping,
+    html_reports: bool = True,
+    kernel_name: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[NotebookRun]:
+    """Execute `sources` in order into `out_dir` (and `out_dir/html` unless `html_reports` is False).
+
+    Stops at the first failing notebook (`NotebookFailed`), since later lessons build on earlier ones.
+    """
+    import nbformat
+
+    out_dir = Path(out_dir)
+    kernel_name = kernel_name or resolve_kernel()
+    runs = []
+    for source in map(Path, sources):
+        executed = out_dir / source.name
+        log(f"{source.stem}: running with kernel {kernel_name!r} ...")
+        start = time.perf_counter()
+        execute_notebook(source, executed, parameters, kernel_name, progress=progress)
+        seconds = time.perf_counter() - start
+        report = export_html(executed, out_dir / "html" / f"{source.stem}.html") if html_reports else None
+        title = notebook_title(nbformat.read(source, as_version=4)) or source.stem
+        runs.append(NotebookRun(source.stem, title, executed, report, seconds))
+        log(f"{source.stem}: done in {seconds:.1f} s -> {report or executed}")
+    return runs
+
+
+def notebook_links_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> IndexSection:
+    """Index section listing every notebook: its HTML report and the executed `.ipynb`."""
+    out_dir = Path(out_dir)
+    items = []
+    for run in runs:
+        links = [f'<a href="{html.escape(_relative(run.html, out_dir))}">report</a>'] if run.html else []
+        links.append(f'<a href="{html.escape(_relative(run.executed, out_dir))}">notebook</a>')
+        items.append(
+            f"<li>{html.escape(run.title)} — "
+            f"{' · '.join(links)} <span class=\"time\">({run.seconds:.0f} s)</span></li>"
+        )
+    return IndexSection("Notebooks", "<ul class=\"notebooks\">\n" + "\n".join(items) + "\n</ul>")
+
+
+def render_index(sections: Sequence[IndexSection], title: str = "kdlab study report") -> str:
+    """A self-contained HTML page (no external scripts or styles) with a table of contents."""
+    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
+    body = "\n".join(
+        f'<section id="{s.anchor}">\n<h2>{html.escape(s.title)}</h2>\n{s.body_html}\n</section>' for s in sections
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }}
+nav ul, ul.notebooks {{ padding-left: 1.2rem; }}
+.time {{ color: #666; font-size: 0.9em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: right; }}
+</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<nav><ul>{toc}</ul></nav>
+{body}
+</body>
+</html>
+"""
+
+
+def write_index(out_dir: str | Path, sections: Sequence[IndexSection], title: str = "kdlab study report") -> Path:
+    """Write `render_index(sections)` to `<out_dir>/index.html` and return its path."""
+    path = Path(out_dir) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_index(sections, title), encoding="utf-8")
+    return path
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return Path(path).resolve().relative_to(folder.resolve()).as_posix()

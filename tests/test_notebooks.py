@@ -1,0 +1,160 @@
+"""Notebooks: committed clean, run headless at tiny settings, published as HTML with an index."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import warnings
+
+import nbformat
+import papermill
+import pytest
+from jupyter_client.kernelspec import find_kernel_specs
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from kdlab import notebook_runner as nr
+from kdlab.paths import PROJECT_ROOT
+
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _kernel() -> str:
+    return nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
+
+
+def _write(path, *cells):
+    notebook = new_notebook(cells=list(cells), metadata={"language_info": {"name": "python"}})
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(notebook, path)
+    return path
+
+
+# --- committed notebooks ---------------------------------------------------------------
+
+
+def test_notebooks_folder_holds_sequenced_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebooks"
+    assert [p.name for p in NOTEBOOKS] == [p.name for p in nr.discover_notebooks(PROJECT_ROOT / "notebooks")], (
+        "every notebook must be named NN_name.ipynb"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_with_a_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged 'parameters'"
+    dirty = [i for i, cell in enumerate(code) if cell.outputs or cell.execution_count is not None]
+    assert not dirty, f"{path.name}: code cells {dirty} have outputs; clear them before committing"
+    assert "widgets" not in notebook.metadata, f"{path.name}: widget state is stored; clear it before committing"
+    assert notebook.metadata.kernelspec.name == nr.PREFERRED_KERNEL
+    assert "profile" in papermill.inspect_notebook(str(path)), f"{path.name}: parameters cell must define `profile`"
+
+
+# --- notebook 00 executed by the command, as `make study` does -------------------------
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--out", str(out), "--only", "00"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+    assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return out
+
+
+def test_notebook_00_runs_headless_at_tiny_settings(study):
+    notebook = nbformat.read(study / "00_corpus.ipynb", as_version=4)
+    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    assert not errors, errors
+    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+    assert all(cell.execution_count is not None for cell in notebook.cells if cell.cell_type == "code")
+    assert not notebook.metadata.papermill.exception
+
+
+def test_html_report_embeds_plotly_once_and_the_widget_state(study):
+    page = (study / "html" / "00_corpus.html").read_text(encoding="utf-8")
+    assert nr.plotlyjs_bundle_count(page) == 1
+    assert page.count("Plotly.newPlot(") >= 3  # duration histogram, waveform and spectrogram at least
+    assert nr.WIDGET_STATE_MIMETYPE in page
+    assert '"model_name": "AnyModel"' in page or '"model_name":"AnyModel"' in page  # the FigureWidget of the panel
+    assert "cdn.plot.ly/plotly" not in page
+
+
+def test_index_links_every_report_and_loads_nothing_external(study):
+    index = (study / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'href="([^"#]+)"', index)
+    assert "html/00_corpus.html" in links and "00_corpus.ipynb" in links
+    assert all((study / link).is_file() for link in links)
+    assert "<script" not in index and "http" not in index
+    assert "The corpus" in index  # the notebook's title
+
+
+# --- runner behaviour --------------------------------------------------------------------
+
+
+def test_discover_notebooks_orders_and_filters(tmp_path):
+    for name in ("01_b.ipynb", "00_a.ipynb", "notes.ipynb", "2_c.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in nr.discover_notebooks(tmp_path)] == ["00_a.ipynb", "01_b.ipynb"]
+    assert [p.name for p in nr.discover_notebooks(tmp_path, ["01"])] == ["01_b.ipynb"]
+    assert [p.name for p in nr.discover_notebooks(tmp_path, ["00_a"])] == ["00_a.ipynb"]
+    with pytest.raises(ValueError, match=r"no notebook 07 in .* \(available: 00_a, 01_b\)"):
+        nr.discover_notebooks(tmp_path, ["01", "07"])
+    with pytest.raises(FileNotFoundError, match="notebook folder not found"):
+        nr.discover_notebooks(tmp_path / "missing")
+
+
+def test_resolve_kernel_falls_back_to_python3_with_a_warning(monkeypatch):
+    import jupyter_client.kernelspec as kernelspec
+
+    monkeypatch.setattr(kernelspec, "find_kernel_specs", lambda: {"python3": "/k/python3", "kdlab": "/k/kdlab"})
+    assert nr.resolve_kernel() == "kdlab"
+    monkeypatch.setattr(kernelspec, "find_kernel_specs", lambda: {"python3": "/k/python3"})
+    with pytest.warns(UserWarning, match="'kdlab' is not installed.*make setup"):
+        assert nr.resolve_kernel() == "python3"
+    monkeypatch.setattr(kernelspec, "find_kernel_specs", lambda: {})
+    with pytest.raises(RuntimeError, match="no Jupyter kernel"):
+        nr.resolve_kernel()
+
+
+def test_export_refuses_plotly_figures_without_an_embedded_plotlyjs(tmp_path):
+    figure = new_code_cell("fig", execution_count=1)
+    figure.outputs = [new_output("display_data", data={nr.PLOTLY_MIMETYPE: {"data": [], "layout": {}}, "text/plain": "fig"})]
+    path = _write(tmp_path / "00_fig.ipynb", new_code_cell("profile = 'x'"), figure)
+    with pytest.raises(nr.NotebookFailed, match=r"embeds plotly.js 0 times \(expected 1\).*use_embedded_plotly"):
+        nr.export_html(path, tmp_path / "00_fig.html")
+    assert not (tmp_path / "00_fig.html").exists()
+
+
+def test_run_notebooks_injects_parameters_and_stops_at_the_first_failure(tmp_path):
+    source = tmp_path / "nb"
+    source.mkdir()
+    _write(source / "00_ok.ipynb", new_code_cell("profile = 'default'"), new_markdown_cell("# Fine"), new_code_cell("print(profile * 2)"))
+    _write(source / "01_bad.ipynb", new_code_cell("profile = 'default'"), new_code_cell("raise ValueError('boom ' + profile)"))
+    _write(source / "02_never.ipynb", new_code_cell("profile = 'default'"))
+    out = tmp_path / "out"
+    logged = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(nr.NotebookFailed, match=r"01_bad.ipynb failed in cell \d+: ValueError: boom tiny"):
+            nr.run_notebooks(
+                nr.discover_notebooks(source), out, {"profile": "tiny"}, html_reports=False,
+                kernel_name=_kernel(), progress=False, log=logged.append,
+            )  # fmt: skip
+    done = nbformat.read(out / "00_ok.ipynb", as_version=4)
+    assert done.cells[-1].outputs[0].text == "tinytiny\n"
+    assert (out / "01_bad.ipynb").is_file() and not (out / "02_never.ipynb").exists()
+    assert any(line.startswith("00_ok: done in") for line in logged)
+
+
+def test_index_is_assembled_from_sections_in_order(tmp_path):
+    runs = [nr.NotebookRun("00_a", "A <lesson>", tmp_path / "00_a.ipynb", None, 1.0)]
+    sections = [nr.IndexSection("Results table", "<table><tr><td>1</td></tr></table>"), nr.notebook_links_section(runs, tmp_path)]
+    page = nr.write_index(tmp_path, sections).read_text()
+    assert page.index('id="results-table"') < page.index('id="notebooks"')
+    assert '<a href="#results-table">Results table</a>' in page
+    assert "A &lt;lesson&gt;" in page and 'href="00_a.ipynb"' in page and "report</a>" not in page
