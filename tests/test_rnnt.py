@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from stand_ins import FakeBatch, StackEncoder
+
 from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
 
 torch.set_num_threads(1)
-
-
-class StackEncoder(nn.Module):
-    """Stand-in encoder with the kdlab contract: stack 4 frames + Linear + tanh, T' = T // 4."""
-
-    def __init__(self, input_dim: int = 80, d_model: int = 16) -> None:
-        super().__init__()
-        self.config = SimpleNamespace(d_model=d_model)
-        self.linear = nn.Linear(4 * input_dim, d_model)
-
-    def forward(self, features, lengths):
-        b, t, f = features.shape
-        out = torch.tanh(self.linear(features[:, : t // 4 * 4].reshape(b, t // 4, 4 * f)))
-        return out, lengths // 4, [out]
-
-
-@dataclass
-class FakeBatch:
-    features: torch.Tensor
-    feature_lengths: torch.Tensor
-    tokens: torch.Tensor
-    token_lengths: torch.Tensor
 
 
 CONFIG = RNNTConfig(vocab_size=6, pred_embed_dim=8, pred_hidden=12, pred_layers=2, joint_dim=10, dropout=0.0)

@@ -15,17 +15,18 @@ normalised (CMVN), as the quantiser's projection assumes zero-mean, unit-scale i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from kdlab.config import JsonConfig
 
 STACK = 4
 
 
 @dataclass
-class BestRQConfig:
+class BestRQConfig(JsonConfig):
     """Quantiser sizes and masking. ``mask_prob`` is the fraction of input frames masked, in
     spans of ``mask_span`` frames; ``seed`` fixes the (frozen) projection and codebooks."""
 
@@ -46,17 +47,6 @@ class BestRQConfig:
             raise ValueError(f"mask_prob (fraction of frames masked) must be in (0, 1), got {self.mask_prob}")
         if self.noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BestRQConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown BestRQConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 def stack_frames(features: torch.Tensor, stack: int = STACK) -> torch.Tensor:

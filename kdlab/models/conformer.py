@@ -19,11 +19,12 @@ per-block sizes, and a size of 0 removes that branch (its module is ``None``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from kdlab.config import JsonConfig
 from kdlab.models.attention import MultiHeadSelfAttention, rotary_table
 from kdlab.models.convolution import ConvolutionModule
 from kdlab.models.feedforward import FeedForward
@@ -44,7 +45,7 @@ class BlockDims:
 
 
 @dataclass
-class ConformerConfig:
+class ConformerConfig(JsonConfig):
     """Encoder hyper-parameters (JSON-serialisable; stored in every checkpoint).
 
     ``streaming`` selects chunked attention + causal depthwise convolution; ``chunk_size``
@@ -108,17 +109,6 @@ class ConformerConfig:
         if self.layer_dims is not None:
             dims.update(self.layer_dims[index])
         return BlockDims(**dims)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ConformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ConformerConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 def teacher_config(size: str = "default", **overrides) -> ConformerConfig:

@@ -20,11 +20,12 @@ the predictor state here is an LSTM ``(h, c)`` tuple, each (layers, B, P).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchaudio.functional import rnnt_loss
+from kdlab.config import JsonConfig
 
 BLANK = 0
 
@@ -32,7 +33,7 @@ PredictorState = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class RNNTConfig:
+class RNNTConfig(JsonConfig):
     """Predictor and joiner sizes; ``vocab_size`` counts the blank (id 0)."""
 
     vocab_size: int = 29
@@ -53,17 +54,6 @@ class RNNTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RNNTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown RNNTConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 class Predictor(nn.Module):

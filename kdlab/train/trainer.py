@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdlab.config import JsonConfig
 from kdlab.train.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.train.epochs import EpochIterator
 from kdlab.train.history import History
@@ -65,7 +66,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(JsonConfig):
     """Optimisation and bookkeeping settings (JSON-serialisable; stored in every checkpoint).
 
     ``eval_every`` / ``checkpoint_every`` = 0: only at the end. ``grad_clip`` = 0: no clipping.
@@ -109,17 +110,6 @@ class TrainerConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.nonfinite not in ("skip", "stop"):
             raise ValueError(f"nonfinite must be 'skip' or 'stop', got {self.nonfinite!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TrainerConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 def resolve_device(name: str) -> torch.device:
