@@ -282,8 +282,14 @@ class LowRankLinear(nn.Module):
 
 
 def add_rank_gate(layer: LowRankLinear, init_keep_prob: float = 0.99, seed: int | None = None) -> HardConcreteGate:
-    """Attach a `HardConcreteGate(layer.rank)` as `layer.gate` (on the layer's device) and return it."""
-    gate = HardConcreteGate(layer.rank, init_keep_prob=init_keep_prob, seed=seed).to(layer.first.weight.device)
+    """Attach a `HardConcreteGate(layer.rank)` as `layer.gate` and return it.
+
+    The gate takes the layer's device, dtype and train/eval mode (an eval-mode model keeps
+    using deterministic masks).
+    """
+    weight = layer.first.weight
+    gate = HardConcreteGate(layer.rank, init_keep_prob=init_keep_prob, seed=seed).to(weight.device, weight.dtype)
+    gate.train(layer.training)
     layer.gate = gate
     return gate
 
