@@ -23,7 +23,7 @@ from kdlab.viz import hardconcrete_figure as hf
 from kdlab.viz import rank_figures as rf
 from kdlab.viz.compression_history import as_records
 from kdlab.viz.compression_panels import HardConcretePanel, RankPanel, SparsityPanel
-from kdlab.viz.sparsity_selection import SparsitySelector
+from kdlab.compress.sparsity_selection import SparsitySelector
 
 BRANCHES = ("ffn1", "attn", "conv", "ffn2")
 #: A short input for the panels' latency measurement (keeps the tests fast).

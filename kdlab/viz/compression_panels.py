@@ -8,7 +8,7 @@ the status line (the previous figure stays) instead of being raised. Display wit
 ``display(panel.widget)``.
 
 * ``SparsityPanel``: a sparsity slider; the encoder is pruned to that sparsity by ranking units
-  (``kdlab.viz.sparsity_selection``), materialised, and measured: parameters, MACs per second
+  (``kdlab.compress.sparsity_selection``), materialised, and measured: parameters, MACs per second
   of audio, CPU latency and real-time factor on ``dev_batch`` (``measure_latency``, short), and a
   quick dev WER when ``quick_wer_fn`` is given. Figure: remaining fraction per layer/structure.
 * ``RankPanel``: a matrix dropdown and a rank slider; shows the truncated-SVD error, the
@@ -33,7 +33,7 @@ from kdlab.models.conformer import ConformerEncoder
 from kdlab.viz.gate_figures import remaining_ratio_figure, remaining_ratios, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
-from kdlab.viz.sparsity_selection import SparsitySelector
+from kdlab.compress.sparsity_selection import SparsitySelector
 
 FRAMES_PER_SECOND = 100.0  # input feature frames (10 ms hop)
 DEFAULT_LATENCY_FRAMES = 400  # a 4 s utterance when no dev batch is given

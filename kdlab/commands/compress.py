@@ -1,0 +1,49 @@
+"""`python -m kdlab compress`: compress the SSL teacher encoder with KD, L0, LRF or a combination."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compress the profile's SSL teacher encoder (kd, l0, lrf, kd+l0, kd+lrf, kd+lrf+l0) to a target sparsity"
+PROFILES = ("tiny", "default", "full")
+METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=METHODS, required=True,
+                        help="kd: dense smaller student distilled; l0: hard-concrete pruning; lrf: low-rank "
+                             "factorisation; '+' combines them (kd = layer-wise distillation loss)")
+    parser.add_argument("--target-sparsity", type=float, required=True,
+                        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)")
+    parser.add_argument("--profile", choices=PROFILES, default="default",
+                        help="which SSL teacher and corpus (trained first if missing): tiny, default, full")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the compression (default: 0)")
+    parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the SSL teacher run (default: 0)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's budget)")
+    parser.add_argument("--final-distill-steps", type=int, default=0,
+                        help="after pruning, distil the materialised model this many more steps (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--run-dir", default=None,
+                        help="run folder (default: runs/teacher-<profile>-<hash>/compress-<method>-<target>-<hash>)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab.train.recipes.compress_config import CompressConfig
+    from kdlab.train.recipes.compress_teacher import compress_profile
+
+    config = CompressConfig.for_profile(args.profile, args.method, args.target_sparsity, args.seed, args.steps,
+                                        teacher_seed=args.teacher_seed, final_distill_steps=args.final_distill_steps)
+    result = compress_profile(config, args.run_dir, device=args.device, progress=not args.no_progress)
+    m = result.metrics
+    print(f"run dir:        {result.run_dir}")
+    print(f"method:         {m['method']}, {m['steps']} steps (+{m['final_distill_steps']} final distillation), "
+          f"{m['wall_seconds']:.0f} s on {m['device']}")
+    print(f"sparsity:       target {m['target_sparsity']:.3f}, achieved {m['achieved_sparsity']:.3f} "
+          f"(materialised {m['params'] / 1e6:.3f} M of {m['teacher_params'] / 1e6:.3f} M params)")
+    print(f"MACs / s audio: {m['macs_per_second'] / 1e6:.1f} M (teacher {m['teacher_macs_per_second'] / 1e6:.1f} M, "
+          f"{m['mac_reduction']:.2f}x fewer)")
+    print(f"CPU latency:    {m['latency']['median_s'] * 1e3:.1f} ms per {m['latency']['audio_seconds']:g} s utterance "
+          f"(teacher {m['teacher_latency']['median_s'] * 1e3:.1f} ms, {m['latency_speedup']:.2f}x, "
+          f"{m['torch_threads']} threads)")
+    return 0

@@ -1,0 +1,208 @@
+"""Compression of the SSL teacher encoder (task-agnostic, sequential route): KD, L0, LRF and combinations.
+
+    result = run_compress(CompressConfig(method="kd+l0", target_sparsity=0.5), teacher_encoder,
+                          train_loader, "runs/my-compression")
+    result.encoder                      # the materialised (physically smaller) encoder, eval, CPU
+    result.metrics["achieved_sparsity"] # 1 − its real parameter count / the teacher's
+
+Training (``CompressConfig`` explains the methods): the student (``build_student``) and the KD
+projections (``LayerDistillation``, identity-initialised) minimise
+
+    loss = layer_weight · Σ_pairs [L1 + (1 − cos)](P h_student, h_teacher) / #pairs
+           + λ1 (ŝ − t) + λ2 (ŝ − t)²                       (methods with gates only)
+
+with ŝ = 1 − E[params] / params₀, params₀ = ``teacher_encoder.num_parameters()``, t ramping from 0
+to the target over ``warmup_fraction · steps``; λ ascends (``SparsityController`` in its own
+parameter group and in the trainer's ``modules``). The teacher runs in eval mode without gradient.
+Then the student is materialised (``materialise``: gates → sliced dense weights), optionally
+distilled further for ``final_distill_steps`` (no gates), saved with ``save_compressed``, and
+measured.
+
+Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (the trainer; an interrupted
+run resumes), ``final_distill/`` (the same for the final distillation), ``compressed.pt``
+(``load_compressed``) and, written last, ``result.json``: method, target and achieved sparsity
+(real materialised count vs the teacher), the last expected sparsity ŝ, parameters, MACs per
+second of audio (``expected_macs_per_second``) and their reduction, CPU latency of one
+``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time.
+A folder with ``result.json`` is reused as is.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
+from kdlab.compress.lagrangian import SparsityController, expected_sparsity, lagrangian_param_group
+from kdlab.compress.materialise import load_compressed, materialise, save_compressed
+from kdlab.compress.param_count import expected_macs_per_second, expected_params
+from kdlab.compress.structures import GateSet
+from kdlab.eval.latency import measure_latency
+from kdlab.models.conformer import ConformerEncoder
+from kdlab.train.history import History
+from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
+from kdlab.train.recipes.compress_history import compression_record
+from kdlab.train.recipes.compress_student import build_student
+from kdlab.train.recipes.runs import has_checkpoint, read_result, write_result
+from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
+
+COMPRESSED = "compressed.pt"
+FINAL_DISTILL = "final_distill"
+
+
+class DistilledStudent(nn.Module):
+    """What the trainer optimises: the student encoder and the KD projections."""
+
+    def __init__(self, student: ConformerEncoder, distill: LayerDistillation) -> None:
+        super().__init__()
+        self.student = student
+        self.distill = distill
+
+
+@dataclass
+class CompressResult:
+    """A finished compression run. ``encoder``: the materialised encoder (eval, CPU); ``student``:
+    the gated / factorised encoder it came from (eval; None when loaded from disk); ``metrics``:
+    ``result.json``."""
+
+    run_dir: Path
+    config: CompressConfig
+    encoder: ConformerEncoder
+    student: ConformerEncoder | None
+    history: History
+    metrics: dict
+
+
+def layer_map(config: CompressConfig, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """(student, teacher) hidden-state pairs: every block for KD methods (``distill.layer_map`` or
+    uniform), the last hidden state only for the methods without KD."""
+    if not uses_kd(config.method):
+        return [(student_layers, teacher_layers)]
+    return list(config.distill.layer_map) or uniform_layer_map(student_layers, teacher_layers)
+
+
+def _trainer_config(config: CompressConfig, steps: int, device: str, progress: bool) -> TrainerConfig:
+    return TrainerConfig(max_steps=steps, lr=config.lr, weight_decay=0.0,
+                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine",
+                         min_lr_ratio=0.1, grad_clip=config.grad_clip, log_every=config.log_every(),
+                         seed=config.seed, device=device, progress=progress)
+
+
+def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, config: CompressConfig,
+           train_loader, run_dir: Path, steps: int, device: str, progress: bool) -> Trainer:
+    """Train ``model`` for ``steps`` (with the Lagrangian when ``gates`` is not empty); returns the trainer."""
+    teacher_params = teacher.num_parameters()
+    controller = None
+    groups = []
+    if len(gates):
+        controller = SparsityController(config.target_sparsity, config.warmup_steps).to(resolve_device(device))
+        groups = [{"params": list(gates.parameters()), "lr": config.gate_lr, "weight_decay": 0.0,
+                   "scheduled": False, "name": "gates"},
+                  {**lagrangian_param_group(controller, config.lagrangian_lr), "scheduled": False,
+                   "name": "lagrangian"}]
+    weight = config.distill.layer_weight
+    trainer: Trainer
+
+    def step_fn(m: DistilledStudent, batch) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            teacher_hidden = teacher(batch.features, batch.feature_lengths)[2]
+        _, lengths, student_hidden = m.student(batch.features, batch.feature_lengths)
+        distill, _ = m.distill(student_hidden, teacher_hidden, lengths)
+        loss, metrics = weight * distill, {"loss_distill": distill.detach()}
+        if controller is not None:
+            s_hat = expected_sparsity(expected_params(m.student), teacher_params)
+            penalty = controller.penalty(s_hat, trainer.step).to(loss.dtype)
+            loss = loss + penalty
+            metrics["loss_penalty"] = penalty.detach()
+        return loss, metrics
+
+    def record_fn(m: DistilledStudent) -> dict:
+        return compression_record(m.student, gates, teacher_params, controller, trainer.step, config.target_sparsity)
+
+    trainer = Trainer(model, _trainer_config(config, steps, device, progress), step_fn, train_loader,
+                      param_groups=groups, modules={"lagrangian": controller} if controller else None,
+                      record_fn=record_fn, run_dir=run_dir, configs={"compress": config.to_dict()})
+    if has_checkpoint(run_dir):
+        trainer.load_checkpoint()
+    trainer.fit()
+    return trainer
+
+
+def _latency(encoder: ConformerEncoder, seconds: float, seed: int) -> dict:
+    """Batch-1 CPU latency of one ``seconds`` utterance (10 ms frames), median after warm-up."""
+    frames = round(100 * seconds) + 3
+    features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(seed))
+    lengths = torch.tensor([frames])
+    return measure_latency(lambda: encoder(features, lengths), warmup=3, min_time_s=0.3,
+                           audio_seconds=seconds).to_dict()
+
+
+def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
+    """Parameters, MACs per second of audio and batch-1 CPU latency of ``encoder`` vs ``teacher``
+    (both eval, CPU); sparsity = 1 − params / teacher params (real counts)."""
+    params, teacher_params = encoder.num_parameters(), teacher.num_parameters()
+    macs = float(expected_macs_per_second(encoder, deterministic=True))
+    teacher_macs = float(expected_macs_per_second(teacher, deterministic=True))
+    latency, teacher_latency = _latency(encoder, seconds, seed), _latency(teacher, seconds, seed)
+    return {"achieved_sparsity": 1.0 - params / teacher_params, "params": params, "teacher_params": teacher_params,
+            "macs_per_second": macs, "teacher_macs_per_second": teacher_macs, "mac_reduction": teacher_macs / macs,
+            "latency": latency, "teacher_latency": teacher_latency,
+            "latency_speedup": teacher_latency["median_s"] / latency["median_s"], "torch_threads": torch.get_num_threads()}
+
+
+def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, train_loader, run_dir: str | Path,
+                 device: str = "auto", progress: bool = True) -> CompressResult:
+    """Compress ``teacher_encoder`` (not modified) with ``config.method`` on batches of ``train_loader``
+    (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
+    ``run_dir`` and resumes an interrupted one."""
+    run_dir = Path(run_dir)
+    if read_result(run_dir) is not None:
+        return load_compress(run_dir)
+    start = time.perf_counter()
+    teacher = copy.deepcopy(teacher_encoder).to(resolve_device(device)).eval().requires_grad_(False)
+    built = build_student(config, teacher)
+    pairs = layer_map(config, built.encoder.config.num_layers, teacher.config.num_layers)
+    model = DistilledStudent(built.encoder, LayerDistillation(built.encoder.config.d_model,
+                                                              teacher.config.d_model, pairs))
+    trainer = _train(model, teacher, built.gates, config, train_loader, run_dir, config.steps, device, progress)
+    student = model.student.eval()
+    encoder = materialise(student)
+    final = None
+    if config.final_distill_steps:
+        final_model = DistilledStudent(encoder, model.distill)
+        final = _train(final_model, teacher, GateSet({}, {}), config, train_loader, run_dir / FINAL_DISTILL,
+                       config.final_distill_steps, device, progress)
+        encoder = final_model.student
+    seconds = time.perf_counter() - start
+    encoder = encoder.cpu().eval()
+    save_compressed(encoder, run_dir / COMPRESSED)
+    last = trainer.history.last("record") or {}
+    last_train = (final or trainer).history.last("train") or {}
+    metrics = {"method": config.method, "target_sparsity": config.target_sparsity,
+               "expected_sparsity_end": last.get("expected_sparsity"), "steps": trainer.step,
+               "final_distill_steps": config.final_distill_steps, "wall_seconds": seconds, "device": str(trainer.device),
+               "skipped_steps": trainer.skipped + (final.skipped if final else 0),
+               "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
+               **built.info,
+               **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed)}
+    write_result(run_dir, metrics)
+    return CompressResult(run_dir, config, encoder, student.cpu(), History.load(run_dir / "history.json"), metrics)
+
+
+def load_compress(run_dir: str | Path) -> CompressResult:
+    """A completed compression run, loaded on the CPU (``student`` is None: only the materialised
+    encoder is stored)."""
+    run_dir = Path(run_dir)
+    metrics = read_result(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} holds no completed compression run (no result.json); run "
+                                "`python -m kdlab compress` or run_compress() first")
+    config = CompressConfig.from_dict(json.loads((run_dir / "config.json").read_text())["compress"])
+    return CompressResult(run_dir, config, load_compressed(run_dir / COMPRESSED), None,
+                          History.load(run_dir / "history.json"), metrics)

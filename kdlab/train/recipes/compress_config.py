@@ -1,0 +1,245 @@
+"""Settings of a compression run (``CompressConfig``) and the size of a dense KD student.
+
+Methods (the task-agnostic, sequential route: compress the SSL teacher encoder, no ASR loss):
+
+    method        student                                         loss
+    kd            dense smaller conformer (``dense_student_config``) layer KD (every student block)
+    l0            teacher copy + hard-concrete gates              last-layer reconstruction + Lagrangian
+    kd+l0         teacher copy + hard-concrete gates              layer KD + Lagrangian
+    lrf           teacher copy, low-rank factorised to the budget last-layer reconstruction
+    kd+lrf        teacher copy, low-rank factorised to the budget layer KD
+    kd+lrf+l0     factorised + rank gates + structure gates       layer KD + Lagrangian over the total
+
+"Layer KD" is L1 + (1 − cos) between every student block output (through an identity-initialised
+projection) and the teacher block it is mapped to (``uniform_layer_map``). The methods without KD
+still need a task-agnostic loss: they use the same L1 + (1 − cos) on the *last* hidden state only
+(reconstruct the teacher's output representation), i.e. no supervision of intermediate layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+from kdlab.compress.kd_losses import DistillationConfig
+from kdlab.compress.structures import L0Config
+from kdlab.models.conformer import ConformerConfig, ConformerEncoder
+
+METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
+LRF_METHODS = ("budget", "energy")
+STUDENT_SHAPES = ("deep", "shallow")
+#: Largest |achieved − target| sparsity accepted for a dense KD student.
+STUDENT_TOLERANCE = 0.03
+#: Compression steps of each recipe profile (``--steps`` replaces them).
+PROFILE_STEPS = {"tiny": 40, "default": 400, "full": 20000}
+
+
+def uses_kd(method: str) -> bool:
+    """True when every student layer is distilled (the method name contains "kd")."""
+    return "kd" in method.split("+")
+
+
+def uses_gates(method: str) -> bool:
+    """True when the method trains hard-concrete gates under the Lagrangian."""
+    return "l0" in method.split("+")
+
+
+def uses_lrf(method: str) -> bool:
+    return "lrf" in method.split("+")
+
+
+@dataclass
+class CompressConfig:
+    """One compression run (JSON-serialisable; ``to_dict`` / ``from_dict``).
+
+    * ``profile`` / ``teacher_seed``: which SSL teacher (``run_pretrain`` of that profile and seed)
+      ``compress_profile`` uses; ``seed``: gates' noise, student init, data order.
+    * ``target_sparsity`` t: fraction of the teacher encoder's parameters to remove, in [0, 1).
+    * ``steps`` optimizer steps; the target ramps from 0 to t over ``warmup_fraction · steps``.
+    * ``lr`` student weights and KD projections (cosine decay after ``lr_warmup_fraction``),
+      ``gate_lr`` the gates' log α, ``lagrangian_lr`` λ1, λ2 (both constant, no weight decay).
+    * ``distill``: KD weights and layer map (empty = uniform); output KL is not available in the
+      task-agnostic route (no output distribution), so ``distill.output_weight`` must be 0.
+    * ``l0``: which structures get gates and their initial keep probabilities (the seed is
+      replaced by ``seed``); ``ranks`` only matters for kd+lrf+l0.
+    * LRF: ``lrf_method`` "budget" (global parameter budget at ``lrf_sparsity``, default: the
+      target; for kd+lrf+l0 half the target, the gates remove the rest) or "energy"
+      (``lrf_energy`` per matrix).
+    * ``student_shape`` (kd): "deep" keeps the depth and narrows heads / FFN / conv, "shallow"
+      keeps the widths and drops blocks; ``student_init`` "teacher" (sliced teacher weights) or "random".
+    * ``final_distill_steps``: after pruning, materialise and keep distilling (no gates) this long.
+    * ``record_every``: steps between history records (None: about 50 records per run).
+    """
+
+    method: str = "kd+l0"
+    target_sparsity: float = 0.5
+    profile: str = "default"
+    seed: int = 0
+    teacher_seed: int = 0
+    steps: int = 400
+    warmup_fraction: float = 0.4
+    lr: float = 2e-4
+    lr_warmup_fraction: float = 0.05
+    gate_lr: float = 0.1
+    lagrangian_lr: float = 0.01
+    grad_clip: float = 10.0
+    distill: DistillationConfig = field(default_factory=DistillationConfig)
+    l0: L0Config = field(default_factory=L0Config)
+    lrf_method: str = "budget"
+    lrf_energy: float = 0.9
+    lrf_sparsity: float | None = None
+    student_shape: str = "deep"
+    student_init: str = "teacher"
+    final_distill_steps: int = 0
+    record_every: int | None = None
+    frames_per_batch: int = 12000
+    latency_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity} "
+                             "(the fraction of the teacher's parameters to remove: 0.5 keeps half)")
+        if self.lrf_sparsity is not None and not 0.0 <= self.lrf_sparsity < 1.0:
+            raise ValueError(f"lrf_sparsity must be in [0, 1) or None, got {self.lrf_sparsity}")
+        for name in ("steps", "frames_per_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.final_distill_steps, int) or self.final_distill_steps < 0:
+            raise ValueError(f"final_distill_steps must be an integer >= 0, got {self.final_distill_steps!r}")
+        if self.record_every is not None and (not isinstance(self.record_every, int) or self.record_every < 1):
+            raise ValueError(f"record_every must be a positive integer or None, got {self.record_every!r}")
+        for name in ("warmup_fraction", "lr_warmup_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("lr", "gate_lr", "lagrangian_lr", "latency_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.lrf_method not in LRF_METHODS:
+            raise ValueError(f"lrf_method must be one of {LRF_METHODS}, got {self.lrf_method!r}")
+        if not 0.0 < self.lrf_energy <= 1.0:
+            raise ValueError(f"lrf_energy must be in (0, 1], got {self.lrf_energy}")
+        if self.student_shape not in STUDENT_SHAPES:
+            raise ValueError(f"student_shape must be one of {STUDENT_SHAPES}, got {self.student_shape!r}")
+        if self.student_init not in ("teacher", "random"):
+            raise ValueError(f"student_init must be 'teacher' or 'random', got {self.student_init!r}")
+        if self.distill.output_weight > 0:
+            raise ValueError("distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
+                             "encoder, which has no output distribution; use layer KD (layer_weight)")
+        if self.distill.layer_weight <= 0:
+            raise ValueError(f"distill.layer_weight must be > 0 (it is the only loss), got {self.distill.layer_weight}")
+        self.l0 = replace(self.l0, seed=self.seed)
+
+    @classmethod
+    def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
+                    steps: int | None = None, **overrides) -> CompressConfig:
+        """The profile's step budget and batch size; `overrides` replace any other field."""
+        from kdlab.train.recipes.profiles import get_profile
+
+        p = get_profile(profile)
+        return cls(**{"method": method, "target_sparsity": target_sparsity, "profile": profile, "seed": seed,
+                      "steps": PROFILE_STEPS[profile] if steps is None else steps,
+                      "frames_per_batch": p.frames_per_batch, **overrides})
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps over which the target sparsity ramps from 0 to ``target_sparsity``."""
+        return round(self.warmup_fraction * self.steps)
+
+    def log_every(self) -> int:
+        return self.record_every or max(1, self.steps // 50)
+
+    def factorisation_sparsity(self) -> float:
+        """Sparsity of the LRF parameter budget (see the class docstring)."""
+        if self.lrf_sparsity is not None:
+            return self.lrf_sparsity
+        return self.target_sparsity / 2 if uses_gates(self.method) else self.target_sparsity
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**data, "distill": self.distill.to_dict(), "l0": self.l0.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompressConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown CompressConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
+        data = dict(data)
+        if "distill" in data:
+            data["distill"] = DistillationConfig.from_dict(data["distill"])
+        if "l0" in data:
+            data["l0"] = L0Config.from_dict(data["l0"])
+        return cls(**data)
+
+
+def config_params(config: ConformerConfig) -> int:
+    """``num_parameters()`` of an encoder with this config (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return ConformerEncoder(config).num_parameters()
+
+
+@dataclass(frozen=True)
+class DenseStudent:
+    """A dense student config, its parameter count and its sparsity 1 − params / teacher params."""
+
+    config: ConformerConfig
+    params: int
+    sparsity: float
+
+
+def _solve_ffn(config: ConformerConfig, target_params: float) -> ConformerConfig | None:
+    """``config`` with the ``ffn_dim`` (≥ 1) whose count is closest to ``target_params`` (counts are
+    affine in ``ffn_dim``); None when even ``ffn_dim`` = 1 is too big."""
+    one, two = config_params(replace(config, ffn_dim=1)), config_params(replace(config, ffn_dim=2))
+    if one > target_params:
+        return None
+    return replace(config, ffn_dim=max(1, round(1 + (target_params - one) / (two - one))))
+
+
+def _scaled(teacher: ConformerConfig, width: float) -> ConformerConfig:
+    return replace(teacher, num_heads=max(1, round(teacher.num_heads * width)),
+                   ffn_dim=max(1, round(teacher.ffn_dim * width)),
+                   conv_channels=max(1, round(teacher.conv_channels * width)), layer_dims=None)
+
+
+def dense_student_config(teacher: ConformerConfig, target_sparsity: float, shape: str = "deep") -> DenseStudent:
+    """A uniform (no ``layer_dims``) conformer with about (1 − target_sparsity) × the teacher's parameters.
+
+    ``shape="deep"``: same depth and ``d_model``; heads, conv channels and FFN width scaled by one
+    factor w (found by bisection on the count), then ``ffn_dim`` solved exactly for the remainder.
+    ``shape="shallow"``: same widths, round((1 − t)·L) blocks (at least 1), ``ffn_dim`` solved
+    exactly. ``d_model`` is kept in both, so KD projections start as the identity.
+    Raises ``ValueError`` when the achieved sparsity is more than ``STUDENT_TOLERANCE`` from the target.
+    """
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}")
+    if shape not in STUDENT_SHAPES:
+        raise ValueError(f"shape must be one of {STUDENT_SHAPES}, got {shape!r}")
+    teacher = replace(teacher, layer_dims=None)
+    total = config_params(teacher)
+    goal = (1.0 - target_sparsity) * total
+    candidate = None
+    if shape == "deep":
+        low, high = 0.0, 1.0
+        for _ in range(30):
+            middle = (low + high) / 2
+            low, high = (middle, high) if config_params(_scaled(teacher, middle)) < goal else (low, middle)
+        candidate = _solve_ffn(_scaled(teacher, high), goal)
+    else:
+        layers = max(1, round((1.0 - target_sparsity) * teacher.num_layers))
+        while candidate is None and layers >= 1:
+            candidate = _solve_ffn(replace(teacher, num_layers=layers), goal)
+            layers -= 1
+    if candidate is None:
+        raise ValueError(f"no {shape} dense student reaches sparsity {target_sparsity}: the fixed parts alone are "
+                         "too big; lower the target or try the other shape")
+    params = config_params(candidate)
+    sparsity = 1.0 - params / total
+    if abs(sparsity - target_sparsity) > STUDENT_TOLERANCE:
+        raise ValueError(f"the closest {shape} dense student has sparsity {sparsity:.3f}, more than "
+                         f"{STUDENT_TOLERANCE} from the target {target_sparsity}; try the other shape")
+    return DenseStudent(candidate, params, sparsity)
