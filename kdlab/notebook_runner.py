@@ -3,14 +3,17 @@
 The lessons live in `notebooks/NN_name.ipynb` (two digits, then a name). `run_notebooks`
 executes them in order with papermill, injecting parameters into each notebook's cell tagged
 `parameters`, writes the executed copies to `<out>/NN_name.ipynb`, and exports each one to
-`<out>/html/NN_name.html` with the widget state and the plotly figures embedded, so a report
-opens offline. `write_index` assembles `<out>/index.html` from a list of `IndexSection`s; the
-notebook links are one section, and later parts of the study add theirs (results, figures).
+`<out>/html/NN_name.html` with the widget state and the plotly figures embedded. Reports load
+nothing from other hosts, so they open offline without errors (`kdlab.offline_html`): widget
+panels are drawn statically from their saved state (`kdlab.widget_snapshot`), and LaTeX in
+markdown stays as source text. `write_index` assembles `<out>/index.html` from a list of
+`IndexSection`s: the key figures of every notebook (`key_figures_section`), the notebook
+links, and what later parts of the study add (results).
 
 Plotly figures reach the HTML only if the notebook's renderer embeds them: notebooks call
 `use_embedded_plotly()` once, which writes the plotly.js bundle into the notebook a single
-time (no CDN, so reports work offline) and then shows every figure both as plotly's own
-mimetype (for JupyterLab) and as HTML (for the report). `export_html` checks this.
+time (no CDN) and then shows every figure both as plotly's own mimetype (for JupyterLab) and
+as HTML (for the report). `export_html` checks this.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from kdlab.paths import PROJECT_ROOT
+from kdlab.widget_snapshot import WIDGET_STATE_MIMETYPE, WIDGET_VIEW_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
 PREFERRED_KERNEL = "kdlab"
 FALLBACK_KERNEL = "python3"
-PLOTLY_RENDERER = "plotly_mimetype+notebook"
+OFFLINE_RENDERER = "kdlab_notebook"
+PLOTLY_RENDERER = f"plotly_mimetype+{OFFLINE_RENDERER}"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
-WIDGET_STATE_MIMETYPE = "application/vnd.jupyter.widget-state+json"
+KEY_FIGURE_TAG = "key-figure"
 _PLOTLYJS_BANNER = re.compile(r"\* plotly\.js v\d+\.\d+\.\d+")
 
 
@@ -51,10 +56,15 @@ class NotebookRun:
 
 @dataclass(frozen=True)
 class IndexSection:
-    """One section of `index.html`: a heading and a block of HTML produced by kdlab (trusted)."""
+    """One section of `index.html`: a heading and a block of HTML produced by kdlab (trusted).
+
+    `uses_plotly`: the body draws plotly figures (`kdlab.offline_html.figure_html`), so the
+    page embeds plotly.js (once, however many sections use it).
+    """
 
     title: str
     body_html: str
+    uses_plotly: bool = False
 
     @property
     def anchor(self) -> str:
@@ -112,10 +122,14 @@ def resolve_kernel(preferred: str = PREFERRED_KERNEL) -> str:
 def use_embedded_plotly() -> None:
     """Make plotly figures show in JupyterLab and in exported HTML, with plotly.js embedded once.
 
-    Call it once per notebook, in a cell that runs before the first figure.
+    Call it once per notebook, in a cell that runs before the first figure. The HTML form comes
+    from `kdlab.offline_html.OfflineNotebookRenderer` (no MathJax from a CDN).
     """
     import plotly.io as pio
 
+    from kdlab.offline_html import OfflineNotebookRenderer
+
+    pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
     pio.renderers.default = PLOTLY_RENDERER
 
 
@@ -160,23 +174,35 @@ def plotlyjs_bundle_count(page: str) -> int:
 
 
 def export_html(executed: str | Path, target: str | Path) -> Path:
-    """Write an executed notebook as a standalone HTML report (lab template) to `target`.
+    """Write an executed notebook as a standalone, offline HTML report (lab template) to `target`.
 
-    Widget state stored by the run is embedded. If the notebook shows plotly figures, the
-    page must embed plotly.js exactly once, else `NotebookFailed` says how to fix the notebook.
+    Widget state stored by the run is embedded, and widget panels are drawn from it statically.
+    `NotebookFailed` (nothing written) says how to fix the notebook when the page shows plotly
+    figures without embedding plotly.js exactly once, or would load anything from another host.
     """
     import nbformat
-    from nbconvert import HTMLExporter
+
+    from kdlab.offline_html import external_resources, offline_html_exporter
+    from kdlab.widget_snapshot import snapshot_widget_views
 
     executed, target = Path(executed), Path(target)
     notebook = nbformat.read(executed, as_version=4)
-    page, _ = HTMLExporter().from_notebook_node(notebook)
-    has_figures = any(PLOTLY_MIMETYPE in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    page, _ = offline_html_exporter().from_notebook_node(snapshot_widget_views(notebook))
+    has_figures = "Plotly.newPlot(" in page or any(
+        PLOTLY_MIMETYPE in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])
+    )
     bundles = plotlyjs_bundle_count(page)
     if has_figures and bundles != 1:
         raise NotebookFailed(
             f"{executed.name} shows plotly figures but its HTML embeds plotly.js {bundles} times (expected 1); "
             "call kdlab.notebook_runner.use_embedded_plotly() once, before the first figure"
+        )
+    external = external_resources(page)
+    if external:
+        raise NotebookFailed(
+            f"{executed.name}: its HTML report would load {len(external)} file(s) from other hosts, which fails "
+            f"offline: {', '.join(sorted(set(external))[:3])}; show figures through "
+            "kdlab.notebook_runner.use_embedded_plotly() and HTML without external <script src=...>"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
@@ -228,8 +254,59 @@ def notebook_links_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> 
     return IndexSection("Notebooks", "<ul class=\"notebooks\">\n" + "\n".join(items) + "\n</ul>")
 
 
+def notebook_figures(notebook) -> list[tuple[dict, dict]]:
+    """`(cell, figure dict)` for every plotly figure an executed notebook shows, in order.
+
+    Figures are plotly mimetype outputs and the `FigureWidget`s inside widget outputs (as saved).
+    """
+    from kdlab.widget_snapshot import saved_widget_state, view_figures
+
+    models = saved_widget_state(notebook)
+    figures = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if PLOTLY_MIMETYPE in data:
+                figures.append((cell, data[PLOTLY_MIMETYPE]))
+            elif WIDGET_VIEW_MIMETYPE in data:
+                figures.extend((cell, figure) for figure in view_figures(models, data[WIDGET_VIEW_MIMETYPE]["model_id"]))
+    return figures
+
+
+def key_figures(notebook) -> list[tuple[dict, dict]]:
+    """The figures of cells tagged `key-figure`; when no cell is tagged, the first figure (if any)."""
+    figures = notebook_figures(notebook)
+    tagged = [(cell, figure) for cell, figure in figures if KEY_FIGURE_TAG in cell.get("metadata", {}).get("tags", [])]
+    return tagged or figures[:1]
+
+
+def key_figures_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> IndexSection:
+    """Index section with the key figures (`key_figures`) of every notebook, each linked to its report."""
+    import nbformat
+
+    from kdlab.offline_html import figure_html
+
+    out_dir = Path(out_dir)
+    blocks = []
+    for run in runs:
+        for cell, figure in key_figures(nbformat.read(run.executed, as_version=4)):
+            source = run.html or run.executed
+            anchor = f"#cell-id={cell['id']}" if run.html and cell.get("id") else ""
+            link = f'<a href="{html.escape(_relative(source, out_dir) + anchor)}">{html.escape(run.title)}</a>'
+            blocks.append(f"<figure>\n{figure_html(figure)}\n<figcaption>from {link}</figcaption>\n</figure>")
+    if not blocks:
+        return IndexSection("Key figures", "<p>No notebook shows a figure.</p>")
+    return IndexSection("Key figures", "\n".join(blocks), uses_plotly=True)
+
+
 def render_index(sections: Sequence[IndexSection], title: str = "kdlab study report") -> str:
-    """A self-contained HTML page (no external scripts or styles) with a table of contents."""
+    """A self-contained HTML page (nothing loaded from other hosts) with a table of contents.
+
+    plotly.js is embedded once when a section `uses_plotly`.
+    """
+    from kdlab.offline_html import plotlyjs_script
+
+    scripts = plotlyjs_script() if any(s.uses_plotly for s in sections) else ""
     toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
     body = "\n".join(
         f'<section id="{s.anchor}">\n<h2>{html.escape(s.title)}</h2>\n{s.body_html}\n</section>' for s in sections
@@ -245,7 +322,10 @@ nav ul, ul.notebooks {{ padding-left: 1.2rem; }}
 .time {{ color: #666; font-size: 0.9em; }}
 table {{ border-collapse: collapse; }}
 th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: right; }}
+figure {{ margin: 1rem 0 2rem; }}
+figcaption {{ color: #444; font-size: 0.9em; }}
 </style>
+{scripts}
 </head>
 <body>
 <h1>{html.escape(title)}</h1>

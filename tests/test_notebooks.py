@@ -14,6 +14,7 @@ from jupyter_client.kernelspec import find_kernel_specs
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from kdlab import notebook_runner as nr
+from kdlab.offline_html import external_resources
 from kdlab.paths import PROJECT_ROOT
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
@@ -77,20 +78,37 @@ def test_notebook_00_runs_headless_at_tiny_settings(study):
 
 def test_html_report_embeds_plotly_once_and_the_widget_state(study):
     page = (study / "html" / "00_corpus.html").read_text(encoding="utf-8")
+    executed = nbformat.read(study / "00_corpus.ipynb", as_version=4)
     assert nr.plotlyjs_bundle_count(page) == 1
-    assert page.count("Plotly.newPlot(") >= 3  # duration histogram, waveform and spectrogram at least
+    assert page.count("Plotly.newPlot(") == len(nr.notebook_figures(executed)) >= 4  # histogram, waveforms, the panel's
     assert nr.WIDGET_STATE_MIMETYPE in page
     assert '"model_name": "AnyModel"' in page or '"model_name":"AnyModel"' in page  # the FigureWidget of the panel
-    assert "cdn.plot.ly/plotly" not in page
+    assert "kdlab-widget-box" in page and nr.WIDGET_VIEW_MIMETYPE not in page  # the panel drawn statically
+
+
+def test_html_report_loads_nothing_from_other_hosts(study):
+    page = (study / "html" / "00_corpus.html").read_text(encoding="utf-8")
+    assert external_resources(page) == []
+    assert "cdnjs.cloudflare.com" not in page and "unpkg.com" not in page  # no MathJax, require.js, widget manager
 
 
 def test_index_links_every_report_and_loads_nothing_external(study):
     index = (study / "index.html").read_text(encoding="utf-8")
-    links = re.findall(r'href="([^"#]+)"', index)
+    markup = re.sub(r"<script\b.*?</script>", "", index, flags=re.DOTALL)  # plotly.js holds links of its own
+    links = re.findall(r'href="([^"#]+)', markup)
     assert "html/00_corpus.html" in links and "00_corpus.ipynb" in links
     assert all((study / link).is_file() for link in links)
-    assert "<script" not in index and "http" not in index
+    assert external_resources(index) == []
     assert "The corpus" in index  # the notebook's title
+
+
+def test_index_shows_the_key_figure_of_notebook_00_with_plotly_embedded_once(study):
+    index = (study / "index.html").read_text(encoding="utf-8")
+    executed = nbformat.read(study / "00_corpus.ipynb", as_version=4)
+    (cell, _), *_ = nr.notebook_figures(executed)  # nothing tagged `key-figure`: the first figure
+    assert nr.plotlyjs_bundle_count(index) == 1
+    assert index.count("Plotly.newPlot(") == 1
+    assert f'href="html/00_corpus.html#cell-id={cell.id}"' in index
 
 
 # --- runner behaviour --------------------------------------------------------------------
@@ -149,6 +167,46 @@ def test_run_notebooks_injects_parameters_and_stops_at_the_first_failure(tmp_pat
     assert done.cells[-1].outputs[0].text == "tinytiny\n"
     assert (out / "01_bad.ipynb").is_file() and not (out / "02_never.ipynb").exists()
     assert any(line.startswith("00_ok: done in") for line in logged)
+
+
+def _figure_output(title):
+    return new_output("display_data", data={nr.PLOTLY_MIMETYPE: {"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": {"text": title}}}})
+
+
+def test_key_figures_are_the_tagged_ones_else_the_first(tmp_path):
+    cells = [new_code_cell("profile = 'x'"), new_code_cell("a"), new_code_cell("b"), new_code_cell("c")]
+    cells[1].outputs, cells[2].outputs, cells[3].outputs = [_figure_output("A")], [_figure_output("B")], [_figure_output("C")]
+    notebook = new_notebook(cells=cells)
+    titles = lambda figures: [figure["layout"]["title"]["text"] for _, figure in figures]  # noqa: E731
+    assert titles(nr.notebook_figures(notebook)) == ["A", "B", "C"]
+    assert titles(nr.key_figures(notebook)) == ["A"]
+    cells[2].metadata["tags"] = [nr.KEY_FIGURE_TAG]
+    cells[3].metadata["tags"] = ["other", nr.KEY_FIGURE_TAG]
+    assert titles(nr.key_figures(notebook)) == ["B", "C"]
+    assert nr.key_figures(new_notebook(cells=[new_code_cell("1")])) == []
+
+
+def test_key_figures_section_embeds_plotlyjs_once_and_only_when_needed(tmp_path):
+    figure = new_code_cell("fig", execution_count=1)
+    figure.outputs = [_figure_output("A")]
+    path = _write(tmp_path / "00_a.ipynb", new_code_cell("profile = 'x'"), figure)
+    runs = [nr.NotebookRun("00_a", "A", path, None, 1.0), nr.NotebookRun("01_b", "B", path, None, 1.0)]
+    section = nr.key_figures_section(runs, tmp_path)
+    assert section.uses_plotly and section.body_html.count("Plotly.newPlot(") == 2
+    assert 'href="00_a.ipynb"' in section.body_html  # no report: the link goes to the executed notebook
+    page = nr.render_index([section, nr.IndexSection("Results", "<p>r</p>")])
+    assert nr.plotlyjs_bundle_count(page) == 1 and external_resources(page) == []
+    plain = nr.render_index([nr.key_figures_section([], tmp_path)])
+    assert nr.plotlyjs_bundle_count(plain) == 0 and "No notebook shows a figure" in plain
+
+
+def test_export_refuses_html_that_loads_from_other_hosts(tmp_path):
+    output = new_code_cell("html", execution_count=1)
+    output.outputs = [new_output("display_data", data={"text/html": '<script src="https://cdn.example.org/lib.js"></script>'})]
+    path = _write(tmp_path / "00_cdn.ipynb", new_code_cell("profile = 'x'"), output)
+    with pytest.raises(nr.NotebookFailed, match=r"would load 1 file\(s\) from other hosts.*https://cdn.example.org/lib.js"):
+        nr.export_html(path, tmp_path / "00_cdn.html")
+    assert not (tmp_path / "00_cdn.html").exists()
 
 
 def test_index_is_assembled_from_sections_in_order(tmp_path):

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     except nr.NotebookFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    index = nr.write_index(out_dir, [nr.notebook_links_section(runs, out_dir)])
+    sections = [nr.key_figures_section(runs, out_dir), nr.notebook_links_section(runs, out_dir)]
+    index = nr.write_index(out_dir, sections)
     print(f"{len(runs)} notebook(s) executed; index: {index}")
     return 0

@@ -1,0 +1,81 @@
+"""HTML that opens without a network: plotly figures and notebook reports with nothing from a CDN.
+
+Three places would otherwise fetch scripts from CDNs, which fails offline (console errors,
+missing pieces): plotly's `notebook` renderer adds a MathJax `<script src=https://cdnjs...>`
+to every figure, and nbconvert's `lab` template loads require.js, MathJax, mermaid and the
+ipywidgets HTML manager. Here:
+
+- `OfflineNotebookRenderer` is plotly's notebook renderer (plotly.js embedded once in the
+  notebook) without the MathJax tag; `kdlab.notebook_runner.use_embedded_plotly` selects it.
+- `offline_html_exporter()` is nbconvert's lab exporter with those loaders removed. Widget
+  views are drawn statically beforehand (`kdlab.widget_snapshot`), so nothing needs the
+  widget manager; LaTeX in markdown cells stays as its source text (no MathJax).
+- `external_resources(page)` lists what a page would still fetch from elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+from plotly.io.base_renderers import NotebookRenderer
+
+OFFLINE_TEMPLATE = "kdlab_offline.html.j2"
+_OFFLINE_TEMPLATE_SOURCE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+# An element attribute that loads something from another host: src/href/data of a tag that
+# fetches (a plain <a href> is a link, not a load), or a CSS @import / url(...).
+_EXTERNAL = re.compile(
+    r"<(?:script|link|img|iframe|audio|video|source|embed|object)\b[^>]*?\b(?:src|href|data)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)"
+    r"|@import\s+(?:url\()?[\"']?((?:https?:)?//[^\"')\s]+)",
+    re.IGNORECASE,
+)
+
+
+class OfflineNotebookRenderer(NotebookRenderer):
+    """plotly's `notebook` renderer minus the per-figure MathJax CDN script (mime type text/html)."""
+
+    def to_mimebundle(self, fig_dict: Mapping) -> dict:
+        return {"text/html": figure_html(fig_dict)}
+
+
+def figure_html(figure: Mapping) -> str:
+    """A `<div>` + `<script>` drawing `figure` (a plotly figure dict) with a page-global plotly.js.
+
+    The page must load plotly.js itself once (`plotlyjs_script()`). Width fills the container;
+    height is the figure's layout height, else 525 px.
+    """
+    import plotly.io as pio
+
+    return pio.to_html(
+        dict(figure), include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
+        default_width="100%", default_height=525,
+    )  # fmt: skip
+
+
+def plotlyjs_script() -> str:
+    """A `<script>` element holding the whole plotly.js library (about 5 MB), for a page's head."""
+    from plotly.offline import get_plotlyjs
+
+    return f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n<script>{get_plotlyjs()}</script>"
+
+
+def offline_html_exporter():
+    """nbconvert `HTMLExporter` (lab template) that loads no script from a CDN."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(
+        template_name="lab",
+        extra_loaders=[DictLoader({OFFLINE_TEMPLATE: _OFFLINE_TEMPLATE_SOURCE})],
+        template_file=OFFLINE_TEMPLATE,
+    )
+
+
+def external_resources(page: str) -> list[str]:
+    """URLs on other hosts that `page` would load (scripts, styles, images, frames, CSS imports)."""
+    return [a or b for a, b in _EXTERNAL.findall(page)]

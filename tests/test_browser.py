@@ -1,0 +1,302 @@
+"""Notebooks as people see them: JupyterLab and the HTML reports in a real (headless) Chromium.
+
+The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider and the plotly
+`FigureWidget`), and moving its SNR slider in the page must change the figure (a round trip
+through the kernel). `outputs/index.html` and the notebook reports must load offline without
+console errors and draw their plotly figures. Screenshots for the README go to `docs/img/`.
+
+Chromium is the system's (Debian `chromium`: `make browser-deps`), driven by Playwright, which
+never downloads a browser here. Without Chromium the tests skip, except under CI (`CI=true`),
+where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import find_kernel_specs
+
+from kdlab import notebook_runner as nr
+from kdlab.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_corpus.ipynb"
+SCREENSHOTS = PROJECT_ROOT / "docs" / "img"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+SERVER_START_S = 60
+PAGE_MS = 60_000
+RUN_ALL_MS = 60_000
+ROUND_TRIP_MS = 30_000
+
+# In the page: the notebook's kernel is ready; the panel's figure is drawn or a cell failed;
+# the error outputs of the notebook; a summary of the waveform trace the figure shows.
+KERNEL_IDLE = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!kernel && kernel.status === 'idle';
+}"""
+NOTEBOOK_ERRORS = """() => {
+  const cells = window.jupyterapp.shell.currentWidget.content.model.cells, errors = [];
+  for (let i = 0; i < cells.length; i++) {
+    const outputs = cells.get(i).outputs;
+    for (let j = 0; outputs && j < outputs.length; j++) {
+      const output = outputs.get(j).toJSON();
+      if (output.output_type === 'error') errors.push(`cell ${i}: ${output.ename}: ${output.evalue}`);
+    }
+  }
+  return errors;
+}"""
+PANEL_DRAWN_OR_FAILED = (
+    "() => !!document.querySelector('.widget-vbox .js-plotly-plot .main-svg') || (" + NOTEBOOK_ERRORS + ")().length > 0"
+)
+TRACE_SUMMARY = """gd => {
+  const y = gd.data[0].y;
+  let total = 0;
+  for (let i = 0; i < y.length; i++) total += Math.abs(y[i]);
+  return {length: y.length, total: total};
+}"""
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser tests must run there)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    """Path of the system Chromium; skips (fails under CI) when it or Playwright is missing."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        _unavailable("no Chromium found: run `make browser-deps` (Debian package chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("Playwright for Python is not installed: run `make setup`")
+    return path
+
+
+def _watch(page) -> list[str]:
+    """Collects, as they happen, the page's console errors, uncaught exceptions and failed requests."""
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(f"console error: {message.text[:500]}") if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"uncaught exception: {str(error)[:500]}"))
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url} ({request.failure})"))
+    return problems
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A Chromium browser context with a fresh profile, closed after the module."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, args=CHROMIUM_FLAGS,
+            headless=True, viewport={"width": 1280, "height": 1400},
+        )  # fmt: skip
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    token: str
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on a free localhost port with a random token, serving notebook 00 at profile tiny."""
+    _chromium()  # skip before starting a server when there is no browser
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from kdlab.data.corpus import ensure_corpus
+
+    ensure_corpus("tiny", progress=False)  # built here, not inside the browser's time limits
+    root = tmp_path
+    notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), {"profile": "tiny"})
+    if nr.PREFERRED_KERNEL not in find_kernel_specs():
+        notebook.metadata.kernelspec = {"name": nr.FALLBACK_KERNEL, "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, root / NOTEBOOK.name)
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no news toast over the panel
+    (root / "notary").mkdir()  # notebook trust database and key, kept out of the user's folders
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
+        f"--LabServerApp.user_settings_dir={root / 'settings'}", f"--LabServerApp.workspaces_dir={root / 'workspaces'}",
+        f"--NotebookNotary.data_dir={root / 'notary'}", "--LabApp.expose_app_in_browser=True",
+        "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]  # fmt: skip
+    log_path = root / "jupyterlab.log"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(root / "runtime"))
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
+        try:
+            lab = Lab(f"http://127.0.0.1:{port}", token, log_path)
+            _wait_until_serving(server, lab)
+            yield lab
+        finally:
+            server.terminate()  # the server shuts its kernels down
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)  # its own process group: the server and its kernels
+                server.wait(timeout=10)
+
+
+def _wait_until_serving(server: subprocess.Popen, lab: Lab) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited with code {server.returncode} while starting:\n{lab.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{lab.url}/api/status?token={lab.token}", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    pytest.fail(f"JupyterLab did not answer within {SERVER_START_S} s:\n{lab.log_tail()}")
+
+
+def _wait_for(page, expression: str, timeout_ms: int, failure: str, problems: list[str], lab: Lab, arg=None) -> None:
+    """Wait until `expression` (JavaScript) is truthy in the page; fail with `failure` and the server's
+    log on timeout, or as soon as the browser reports a problem (a widget that cannot load never appears)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not problems:
+        try:
+            page.wait_for_function(expression, arg=arg, timeout=1000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{failure} (waited {timeout_ms / 1000:.0f} s); JupyterLab's log ends with:\n{lab.log_tail()}")
+    pytest.fail(f"{failure}; the browser reported:\n" + "\n".join(problems))
+
+
+def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, browser):
+    page = browser.new_page()
+    problems = _watch(page)
+    try:
+        page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", timeout=PAGE_MS)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, "JupyterLab did not open the notebook with an idle kernel", problems, lab)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        _wait_for(page, PANEL_DRAWN_OR_FAILED, RUN_ALL_MS, "the synthesis panel's figure was not drawn", problems, lab)
+        errors = page.evaluate(NOTEBOOK_ERRORS)
+        assert not errors, f"notebook 00 failed in JupyterLab: {errors}"
+
+        panel = page.locator(".jp-OutputArea-output", has=page.locator(".widget-vbox .js-plotly-plot"))
+        assert panel.count() == 1, f"expected one output holding the panel, found {panel.count()}"
+        assert panel.locator(".widget-slider").count() >= 3, "the panel's sliders (rate, pitch, SNR) did not render"
+        snr = panel.locator(".widget-slider", has_text="SNR")
+        assert snr.count() == 1, "the SNR slider did not render"
+        figure = panel.locator(".js-plotly-plot")
+        assert figure.locator(".main-svg").count() > 0, "plotly did not draw the panel's figure"
+        before = figure.evaluate(TRACE_SUMMARY)
+        assert before["length"] > 0 and before["total"] > 0, f"the waveform trace is empty: {before}"
+
+        readout = snr.locator(".widget-readout")
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("0")
+        page.keyboard.press("Enter")
+        changed = f"([before]) => ({TRACE_SUMMARY})(document.querySelector('.widget-vbox .js-plotly-plot')).total !== before"
+        _wait_for(page, changed, ROUND_TRIP_MS, "moving the SNR slider to 0 dB in the page did not change the figure", problems, lab, [before["total"]])
+        after = figure.evaluate(TRACE_SUMMARY)
+        assert readout.inner_text().strip() in ("0", "0.0", "0.00"), f"the slider shows {readout.inner_text()!r}"
+        assert after["length"] == before["length"], "the time axis must stay; only the samples change with the SNR"
+        assert after["total"] > before["total"], f"more noise (0 dB SNR) must raise the mean amplitude: {before} -> {after}"
+
+        cell = page.locator(".jp-Cell", has=page.locator(".widget-vbox .js-plotly-plot"))
+        cell.scroll_into_view_if_needed()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        cell.screenshot(path=str(SCREENSHOTS / "00_corpus_widgets.png"))
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Notebook 00 run by the command `make study` uses, at profile tiny."""
+    out = tmp_path_factory.mktemp("outputs")
+    command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--only", "00", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+    assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return out
+
+
+def _open(browser, path: Path):
+    """Open a local page; returns it and the list its problems are collected in."""
+    page = browser.new_page()
+    problems = _watch(page)
+    page.goto(path.as_uri(), wait_until="load", timeout=PAGE_MS)
+    return page, problems
+
+
+def _drawn(page, selector: str) -> list[bool]:
+    """For each element matching `selector`: does it hold a plotly figure drawn as SVG?"""
+    return page.locator(selector).evaluate_all("els => els.map(el => !!el.querySelector('.js-plotly-plot .main-svg'))")
+
+
+def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(browser, study):
+    with_figures = [p.stem for p in sorted(study.glob("*.ipynb")) if nr.notebook_figures(nbformat.read(p, as_version=4))]
+    assert with_figures, "notebook 00 shows figures; the index must have some to check"
+    page, problems = _open(browser, study / "index.html")
+    try:
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_MS)
+        for name in with_figures:
+            drawn = _drawn(page, f"figure:has(a[href^='html/{name}.html'])")
+            assert drawn and all(drawn), f"index.html: the key figure(s) of {name} are missing or not drawn: {drawn}"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "index.png"))
+        assert not problems, "index.html: the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+def test_reports_load_offline_without_errors_and_draw_every_figure(browser, study):
+    for executed in sorted(study.glob("*.ipynb")):
+        expected = len(nr.notebook_figures(nbformat.read(executed, as_version=4)))
+        page, problems = _open(browser, study / "html" / f"{executed.stem}.html")
+        try:
+            if expected:
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_MS)
+            drawn = page.locator(".js-plotly-plot").evaluate_all("els => els.map(el => !!el.querySelector('.main-svg'))")
+            assert len(drawn) == expected and all(drawn), f"{executed.stem}: {expected} figures expected, drawn: {drawn}"
+            assert not problems, f"{executed.stem}.html: the browser reported problems:\n" + "\n".join(problems)
+        finally:
+            page.close()
