@@ -1,0 +1,54 @@
+"""`python -m kdlab joint`: prune / factorise the ASR student while it trains RNN-T (the joint route)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("joint route: compress the fine-tuned teacher's encoder while training RNN-T (kd, l0, lrf, kd+l0, "
+        "kd+lrf, kd+lrf+l0), materialise, recover, report WER / params / MACs")
+PROFILES = ("tiny", "default", "full")
+METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=METHODS, required=True,
+                        help="kd: dense smaller student + KD; l0: hard-concrete pruning; lrf: low-rank factorisation; "
+                             "'+' combines them; without kd the student trains with the RNN-T loss alone")
+    parser.add_argument("--target-sparsity", type=float, required=True,
+                        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)")
+    parser.add_argument("--profile", choices=PROFILES, default="default",
+                        help="which fine-tuned teacher and corpus (trained first if missing): tiny, default, full")
+    parser.add_argument("--streaming", action="store_true",
+                        help="train the student with the streaming chunk mask (and distil from the streaming teacher)")
+    parser.add_argument("--steps", type=int, default=None, help="joint training steps (default: the profile's)")
+    parser.add_argument("--recovery-steps", type=int, default=None,
+                        help="RNN-T fine-tuning steps of the materialised student (default: the profile's; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the joint run (default: 0)")
+    parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher runs (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--run-dir", default=None,
+                        help="run folder (default: runs/teacher-<profile>-<hash>/joint-<mode>-<method>-<target>-<hash>)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab.train.recipes.joint import joint_profile
+    from kdlab.train.recipes.joint_config import JointConfig
+
+    config = JointConfig.for_profile(args.profile, args.method, args.target_sparsity, args.seed, args.streaming,
+                                     args.steps, args.recovery_steps, teacher_seed=args.teacher_seed)
+    result = joint_profile(config, args.run_dir, device=args.device, progress=not args.no_progress)
+    m = result.metrics
+    mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
+    print(f"run dir:        {result.run_dir}")
+    print(f"method:         {m['method']} (joint route, {mode}), {m['steps']} steps + {m['recovery_steps']} recovery, "
+          f"{m['wall_seconds']:.0f} s on {m['device']}")
+    print(f"sparsity:       target {m['target_sparsity']:.3f}, achieved {m['achieved_sparsity']:.3f} (encoder "
+          f"{m['encoder_params'] / 1e6:.3f} M of {m['teacher_encoder_params'] / 1e6:.3f} M params)")
+    print(f"MACs / s audio: {m['macs_per_second'] / 1e6:.1f} M (teacher {m['teacher_macs_per_second'] / 1e6:.1f} M, "
+          f"{m['mac_reduction']:.2f}x fewer)")
+    print(f"CPU latency:    {m['latency']['median_s'] * 1e3:.1f} ms per {m['latency']['audio_seconds']:g} s utterance "
+          f"(teacher {m['teacher_latency']['median_s'] * 1e3:.1f} ms, {m['latency_speedup']:.2f}x)")
+    for split in ("dev", "test"):
+        print(f"{split} greedy:     WER {m[split]['wer']:.2%}  CER {m[split]['cer']:.2%}")
+    return 0

@@ -1,0 +1,280 @@
+"""The joint route: prune / factorise the student WHILE it trains RNN-T, then materialise and recover.
+
+    result = joint_profile(JointConfig.for_profile("default", "kd+l0", 0.5))
+    result.metrics["test"]["wer"], result.metrics["encoder_params"], result.metrics["achieved_sparsity"]
+    result.model                      # materialised student + predictor + joiner (eval, CPU)
+
+Phases (``joint_model`` has the student and the loss, ``JointConfig`` the methods):
+
+1. joint training, ``steps``: RNN-T + KD (kd methods) + Lagrangian (gated methods), gates / ranks
+   recorded in ``history.json`` as ``compress_history.compression_record`` records (the sequential
+   route's format), dev WER of the gated model (eval masks) in "eval" records;
+2. materialisation (``materialise``: gates → sliced dense weights) and a self-check: the largest
+   |difference| between the gated and the materialised encoder outputs on the first dev batch
+   (``materialisation_error``, eval mode);
+3. recovery, ``recovery_steps``: RNN-T (+ KD with ``recovery_kd``) on the materialised model, in
+   ``recovery/`` (its own ``config.json``, ``history.json``, checkpoints);
+4. greedy dev / test WER and CER of the final model, parameters, MACs per second of audio and
+   (``latency``) batch-1 CPU latency vs the teacher (``compress.measure_compressed``).
+
+Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (phase 1), ``recovery/``,
+``asr.pt`` (``load_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` + weights, so it
+reloads without the original; predictor, joiner, tokenizer), ``cmvn.json``,
+``test_transcripts.jsonl`` and, written last, ``result.json``. A complete folder is reused as is;
+an interrupted one resumes from its last checkpoints (every ``checkpoint_every`` steps).
+
+result.json: ``method``, ``route`` "joint", ``mode`` "offline" / "streaming", target and achieved
+sparsity (real materialised encoder count vs the dense teacher encoder), ``encoder_params``,
+``teacher_encoder_params``, ``params`` (whole RNN-T model), ``macs_per_second``, ``dev`` / ``test``
+({"wer", "cer", "utterances"}), ``wall_seconds`` (this invocation) and the details listed in
+``run_joint``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdlab.compress.lagrangian import SparsityController, lagrangian_param_group
+from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
+from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.compress.structures import GateSet
+from kdlab.data.specaugment import SpecAugment
+from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train.history import History
+from kdlab.train.recipes.compress import measure_compressed
+from kdlab.train.recipes.compress_history import compression_record
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.joint_config import JointConfig
+from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
+from kdlab.train.recipes.pretrain import corpus_folder
+from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
+from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
+
+ROUTE = "joint"
+RECOVERY = "recovery"
+ASR_FORMAT = "kdlab-compressed-asr"
+
+
+@dataclass
+class JointResult:
+    """A finished joint run. ``model``: the final RNN-T model (materialised encoder, after recovery;
+    eval, CPU); ``student``: the gated / factorised model at the end of joint training (eval, CPU;
+    None when loaded from disk); ``history`` / ``recovery_history`` (None without recovery);
+    ``metrics``: ``result.json``."""
+
+    run_dir: Path
+    config: JointConfig
+    model: RNNTModel
+    student: RNNTModel | None
+    tokenizer: CharTokenizer
+    history: History
+    recovery_history: History | None
+    metrics: dict
+
+
+def save_student_asr(model: RNNTModel, tokenizer, path: str | Path) -> None:
+    """Save an RNN-T model whose encoder is materialised (``CompressedEncoderSpec`` + all weights)."""
+    torch.save({"format": ASR_FORMAT, "encoder_spec": encoder_spec(model.encoder).to_dict(),
+                "rnnt_config": model.config.to_dict(), "tokenizer": tokenizer.to_dict(),
+                "model": model.state_dict()}, path)
+
+
+def load_student_asr(path: str | Path) -> tuple[RNNTModel, CharTokenizer]:
+    """The RNN-T model (eval, CPU) and tokenizer saved by ``save_student_asr``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != ASR_FORMAT:
+        raise ValueError(f"{path} is not a compressed RNN-T model saved by save_student_asr (no '{ASR_FORMAT}' tag); "
+                         "for a dense teacher use kdlab.train.recipes.finetune.load_asr_model")
+    encoder = build_encoder(CompressedEncoderSpec.from_dict(state["encoder_spec"]))
+    model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), tokenizer_from_dict(state["tokenizer"])
+
+
+def _trainer_config(config: JointConfig, steps: int, lr: float, device: str, progress: bool) -> TrainerConfig:
+    return TrainerConfig(max_steps=steps, lr=lr, weight_decay=config.weight_decay,
+                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine", min_lr_ratio=0.1,
+                         grad_clip=config.grad_clip, log_every=config.log_every(steps), eval_every=config.eval_every,
+                         checkpoint_every=config.checkpoint_every, seed=config.seed, device=device, progress=progress)
+
+
+def _dev_scores(data: SpeechData, limit: int):
+    dev = data.eval_loader("dev", limit=limit)
+
+    def scores(model: JointStudent) -> dict:
+        result = transcribe(model.asr, dev, data.tokenizer).scores()
+        return {"dev_wer": result["wer"], "dev_cer": result["cer"]}
+
+    return scores
+
+
+def _train(model: JointStudent, teacher: RNNTModel, gates: GateSet, config: JointConfig, data: SpeechData,
+           run_dir: Path, recovery: bool, device: str, progress: bool) -> Trainer:
+    """Phase 1 (``recovery`` False: Lagrangian when there are gates, history records) or phase 3."""
+    steps, lr = (config.recovery_steps, config.recovery_lr) if recovery else (config.steps, config.lr)
+    controller, groups, trainer = None, [], None
+    if len(gates):
+        controller = SparsityController(config.target_sparsity, config.warmup_steps).to(resolve_device(device))
+        groups = [{"params": list(gates.parameters()), "lr": config.gate_lr, "weight_decay": 0.0,
+                   "scheduled": False, "name": "gates"},
+                  {**lagrangian_param_group(controller, config.lagrangian_lr), "scheduled": False,
+                   "name": "lagrangian"}]
+    loss_fn = JointLoss(config, teacher, controller, step=lambda: trainer.step, kd=config.recovery_kd or not recovery)
+    teacher_params = teacher.encoder.num_parameters()
+
+    def record_fn(m: JointStudent) -> dict:
+        return compression_record(m.asr.encoder, gates, teacher_params, controller, trainer.step,
+                                  config.target_sparsity)
+
+    specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
+    trainer = Trainer(model, _trainer_config(config, steps, lr, device, progress), loss_fn,
+                      data.train_loader(config.frames_per_batch, config.seed, specaugment), param_groups=groups,
+                      modules={"lagrangian": controller} if controller else None,
+                      eval_fn=_dev_scores(data, config.dev_eval_utterances),
+                      record_fn=None if recovery else record_fn, run_dir=run_dir,
+                      configs={"joint": config.to_dict(), "phase": RECOVERY if recovery else ROUTE})
+    if has_checkpoint(run_dir):
+        trainer.load_checkpoint()
+    trainer.fit()
+    return trainer
+
+
+@torch.no_grad()
+def materialisation_error(gated: RNNTModel, materialised: RNNTModel, batch) -> float:
+    """max |enc_gated − enc_materialised| over the valid frames of ``batch`` (both in eval mode)."""
+    device = next(gated.parameters()).device
+    features, lengths = batch.features.to(device), batch.feature_lengths.to(device)
+    gated_enc, enc_lengths = gated.eval().transcribe(features, lengths)
+    plain_enc, _ = materialised.eval().transcribe(features, lengths)
+    valid = torch.arange(gated_enc.shape[1], device=device)[None, :] < enc_lengths[:, None]
+    return float((gated_enc - plain_enc).abs()[valid].max())
+
+
+def _teacher_model(teacher: RNNTModel | TeacherBundle) -> RNNTModel:
+    return teacher.model if isinstance(teacher, TeacherBundle) else teacher
+
+
+def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: SpeechData, run_dir: str | Path,
+              device: str = "auto", progress: bool = True) -> JointResult:
+    """Joint compression of ``teacher`` (a fine-tuned RNN-T model or ``ensure_teacher``'s bundle; not
+    modified) on ``data`` (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring.
+
+    Besides the fields listed there, result.json holds ``expected_sparsity_end`` (ŝ at the last
+    record), ``materialisation_error``, ``steps`` / ``recovery_steps`` done, ``skipped_steps``, the
+    last logged loss parts of each phase, the layer map, the student's build info (dense student
+    config or factorisation report), MACs, latency and CPU / load details.
+    """
+    run_dir = Path(run_dir)
+    if read_result(run_dir) is not None:
+        return load_joint(run_dir)
+    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    target_device = resolve_device(device)
+    teacher = copy.deepcopy(_teacher_model(teacher)).to(target_device).eval().requires_grad_(False)
+    model, gates, info = build_joint_student(config, teacher)
+    joint = _train(model, teacher, gates, config, data, run_dir, False, device, progress)
+    gated = model.asr.eval()
+    final = copy.deepcopy(gated)
+    final.encoder = materialise(gated.encoder)
+    dev_batch = next(iter(data.eval_loader("dev", limit=config.dev_eval_utterances)))
+    error = materialisation_error(gated, final, dev_batch)
+    recovery = None
+    if config.recovery_steps:
+        distill = model.distill if config.recovery_kd else None
+        recovery = _train(JointStudent(final, distill), teacher, GateSet({}, {}), config, data, run_dir / RECOVERY,
+                          True, device, progress)
+    train_seconds = time.perf_counter() - start
+    final = final.cpu().eval()
+    metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "target_sparsity": config.target_sparsity,
+               **_measure(final, teacher.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
+               "materialisation_error": error, "steps": joint.step, "recovery_steps": recovery.step if recovery else 0,
+               "skipped_steps": joint.skipped + (recovery.skipped if recovery else 0),
+               "expected_sparsity_end": (joint.history.last("record") or {}).get("expected_sparsity"),
+               "train_losses": _losses(joint), "recovery_losses": _losses(recovery) if recovery else None,
+               "device": str(joint.device), "train_seconds": train_seconds, **info}
+    evaluated = time.perf_counter()
+    for split in ("dev", "test"):
+        transcripts = transcribe(final, data.eval_loader(split), data.tokenizer)
+        metrics[split] = transcripts.scores()
+    metrics["eval_seconds"] = time.perf_counter() - evaluated
+    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
+    (run_dir / "test_transcripts.jsonl").write_text("".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n"
+                                                            for i, r, h in rows))
+    data.cmvn.save(run_dir / "cmvn.json")
+    save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
+    metrics.update(wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start,
+                   load_average_1min=[load_before, load_average()], torch_threads=torch.get_num_threads())
+    write_result(run_dir, metrics)
+    result = load_joint(run_dir)
+    result.student = gated.cpu()
+    return result
+
+
+def _measure(final: RNNTModel, teacher: RNNTModel, config: JointConfig) -> dict:
+    """Encoder parameters, sparsity, MACs per second of audio (and, with ``config.latency``, CPU
+    latency: ``measure_compressed``) of the final student vs the teacher."""
+    if config.latency:
+        measured = measure_compressed(final.encoder, teacher.encoder, config.latency_seconds, config.seed)
+        params, teacher_params = measured.pop("params"), measured.pop("teacher_params")
+    else:
+        params, teacher_params = final.encoder.num_parameters(), teacher.encoder.num_parameters()
+        macs = float(expected_macs_per_second(final.encoder, deterministic=True))
+        teacher_macs = float(expected_macs_per_second(teacher.encoder, deterministic=True))
+        measured = {"achieved_sparsity": 1.0 - params / teacher_params, "macs_per_second": macs,
+                    "teacher_macs_per_second": teacher_macs, "mac_reduction": teacher_macs / macs}
+    return {**measured, "encoder_params": params, "teacher_encoder_params": teacher_params}
+
+
+def _losses(trainer: Trainer) -> dict:
+    """Loss parts of the trainer's last "train" record."""
+    last = trainer.history.last("train") or {}
+    return {k: v for k, v in last.items() if k.startswith("loss")}
+
+
+def load_joint(run_dir: str | Path) -> JointResult:
+    """A completed joint run, loaded on the CPU (``student`` is None: only the final model is stored)."""
+    run_dir = Path(run_dir)
+    metrics = read_result(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} holds no completed joint run (no result.json); run "
+                                "`python -m kdlab joint` or run_joint() first")
+    config = JointConfig.from_dict(json.loads((run_dir / "config.json").read_text())["joint"])
+    model, tokenizer = load_student_asr(run_dir / "asr.pt")
+    recovery = run_dir / RECOVERY / "history.json"
+    return JointResult(run_dir, config, model, None, tokenizer, History.load(run_dir / "history.json"),
+                       History.load(recovery) if recovery.is_file() else None, metrics)
+
+
+def joint_teacher(config: JointConfig, device: str = "auto", progress: bool = True) -> TeacherBundle:
+    """The profile's fine-tuned teacher of the run's mode: ``ensure_teacher(profile, teacher_seed,
+    streaming, teacher_init)`` (trained first if missing). A streaming run distils from the
+    streaming teacher (trained with the profile's chunk size and unlimited left context), an
+    offline run from the offline one."""
+    return ensure_teacher(config.profile, config.teacher_seed, streaming=config.streaming, init=config.teacher_init,
+                          device=device, progress=progress)
+
+
+def default_joint_dir(config: JointConfig, teacher: TeacherBundle) -> Path:
+    """``<teacher root>/joint-<mode>-<method>-<target>-<hash of the config>`` (beside the teacher's runs)."""
+    name = f"joint-{config.mode}-{config.method}-{config.target_sparsity:g}-{config_digest(config.to_dict())}"
+    return teacher.finetune.run_dir.parent / name
+
+
+def joint_profile(config: JointConfig, run_dir: str | Path | None = None, device: str = "auto",
+                  progress: bool = True, teacher: TeacherBundle | None = None) -> JointResult:
+    """Joint compression on the profile: its teacher (``joint_teacher``, or ``teacher`` when given),
+    the teacher's corpus and CMVN; default folder ``default_joint_dir``."""
+    teacher = teacher or joint_teacher(config, device, progress)
+    finetune = teacher.finetune.config
+    data = SpeechData.from_corpus(corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
+                                  finetune.cmvn_utterances, teacher.cmvn)
+    run_dir = Path(run_dir) if run_dir is not None else default_joint_dir(config, teacher)
+    return run_joint(config, teacher, data, run_dir, device=device, progress=progress)

@@ -1,0 +1,225 @@
+"""Joint route (prune / factorise while training RNN-T): every method end to end, streaming, the
+loss parts, materialisation, reuse and resume, the Lagrangian, the CLI at the tiny profile.
+
+As in test_compress_recipe.py the teacher is a tiny conformer with 20-dim input features (with
+80-dim features the subsampling front-end holds half of the tiny encoder). Data: fixed random
+features with short character transcripts (a stand-in for ``SpeechData``); the teacher is random,
+which is all the mechanics need.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kdlab.cli import main
+from kdlab.commands import joint as joint_command
+from kdlab.compress.structures import GateSet
+from kdlab.data.batching import Batch
+from kdlab.data.corpus import ensure_corpus
+from kdlab.data.features import GlobalCMVN
+from kdlab.data.tokenizer import CharTokenizer
+from kdlab.models.conformer import ConformerEncoder, teacher_config
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.paths import data_cache
+from kdlab.train.recipes.compress_config import METHODS
+from kdlab.train.recipes.joint import load_student_asr, run_joint
+from kdlab.train.recipes.joint_config import JointConfig
+from kdlab.train.recipes.joint_model import JointLoss, build_joint_student
+
+torch.set_num_threads(1)
+FEATURES = 20
+TOKENIZER = CharTokenizer()
+
+
+def _batch(seed: int, texts: list[str], frames: int) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    ids = [TOKENIZER.encode(text) for text in texts]
+    tokens = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for row, sequence in enumerate(ids):
+        tokens[row, : len(sequence)] = torch.tensor(sequence)
+    lengths = torch.tensor([frames - 10 * (i % 2) for i in range(len(texts))])
+    return Batch(torch.randn(len(texts), frames, FEATURES, generator=generator), lengths, tokens,
+                 torch.tensor([len(s) for s in ids]), texts, [f"{seed}-{i}" for i in range(len(texts))])
+
+
+class FakeData:
+    """``SpeechData`` stand-in: one train batch, one dev / test batch; ``fail_after`` makes the
+    train loader raise after that many batches (an interrupted run)."""
+
+    tokenizer = TOKENIZER
+    cmvn = GlobalCMVN(torch.zeros(FEATURES), torch.ones(FEATURES))
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.train = [_batch(1, ["abc d", "ef g"], 60)]
+        self.dev = [_batch(2, ["hi", "jk lm", "no", "p q"], 80)]
+        self.fail_after = fail_after
+
+    def train_loader(self, max_frames: int, seed: int, specaugment=None):
+        if self.fail_after is None:
+            return self.train
+        return Interrupting(self.train, self.fail_after)
+
+    def eval_loader(self, split: str, limit: int | None = None):
+        return self.dev
+
+
+class Interrupting:
+    """Yields the batches of ``data`` epoch after epoch, raising after ``total`` batches in all."""
+
+    def __init__(self, data: list, total: int) -> None:
+        self.data, self.left = data, total
+
+    def __iter__(self):
+        for batch in self.data:
+            if self.left == 0:
+                raise KeyboardInterrupt("simulated interruption")
+            self.left -= 1
+            yield batch
+
+
+@pytest.fixture(scope="module")
+def teacher() -> RNNTModel:
+    torch.manual_seed(0)
+    encoder = ConformerEncoder(teacher_config("tiny", input_dim=FEATURES, dropout=0.0))
+    rnnt = RNNTConfig(vocab_size=TOKENIZER.vocab_size, pred_embed_dim=16, pred_hidden=32, joint_dim=32, dropout=0.0)
+    return RNNTModel(encoder, rnnt).eval()
+
+
+def _config(method: str, target: float = 0.3, steps: int = 6, recovery_steps: int = 2, **overrides) -> JointConfig:
+    return JointConfig(**{"method": method, "target_sparsity": target, "profile": "tiny", "steps": steps,
+                          "recovery_steps": recovery_steps, "lr": 2e-3, "dev_eval_utterances": 4, "latency": False,
+                          "chunk_size": 4, **overrides})
+
+
+def _logits(model: RNNTModel, batch: Batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(batch, return_logits=True)[1]
+
+
+def _check_run(result, teacher) -> None:
+    """result.json = the reloaded model; records and loss parts of the method; recovery ran."""
+    m, config = result.metrics, result.config
+    loaded, _ = load_student_asr(result.run_dir / "asr.pt")
+    assert m["route"] == "joint" and m["method"] == config.method and m["mode"] == config.mode
+    assert m["encoder_params"] == loaded.encoder.num_parameters() == result.model.encoder.num_parameters()
+    assert m["params"] == sum(p.numel() for p in loaded.parameters())
+    assert m["teacher_encoder_params"] == teacher.encoder.num_parameters()
+    assert m["achieved_sparsity"] == pytest.approx(1 - m["encoder_params"] / m["teacher_encoder_params"])
+    assert m["materialisation_error"] <= 1e-5
+    assert 0.0 <= m["test"]["wer"] and m["test"]["utterances"] == 4 and m["macs_per_second"] > 0
+    gates = GateSet.from_encoder(result.student.encoder)
+    records = result.history.of("record")
+    assert records and records[-1]["step"] == config.steps
+    for record in records:
+        assert {name: len(p) for name, p in record.get("gates", {}).items()} == {n: g.n for n, g in gates.gates.items()}
+    train = result.history.of("train")
+    parts = set().union(*train)
+    assert "loss_rnnt" in parts
+    kd_parts = {"loss_distill", "loss_output_kl"}
+    assert kd_parts & parts == (kd_parts if config.uses_kd() else set())
+    assert ("loss_penalty" in parts) == ("l0" in config.method.split("+"))
+    assert result.recovery_history.last("train")["step"] == config.recovery_steps
+    assert "loss_penalty" not in result.recovery_history.last("train")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_jointly_materialises_and_recovers(method, teacher, tmp_path):
+    result = run_joint(_config(method), teacher, FakeData(), tmp_path, device="cpu", progress=False)
+    _check_run(result, teacher)
+    if method in ("kd", "lrf", "kd+lrf"):  # the budget is fixed when the student is built
+        assert abs(result.metrics["achieved_sparsity"] - 0.3) <= 0.03
+    if "l0" in method:
+        assert result.history.of("record")[-1]["gates"]
+
+
+def test_materialised_student_equals_the_gated_one_and_runs_stream_by_stream(teacher, tmp_path):
+    config = _config("kd+lrf+l0", recovery_steps=0, streaming=True)
+    result = run_joint(config, teacher, FakeData(), tmp_path, device="cpu", progress=False)
+    assert result.metrics["mode"] == "streaming" and result.recovery_history is None
+    loaded, _ = load_student_asr(tmp_path / "asr.pt")
+    assert result.student.encoder.config.streaming and loaded.encoder.config.chunk_size == 4
+    batch = FakeData().dev[0]
+    assert (_logits(result.student, batch) - _logits(loaded, batch)).abs().max() <= 1e-5
+    features = batch.features[:1, :60]
+    whole = loaded.encoder(features, torch.tensor([60]))[0]
+    first, state = loaded.encoder.stream(features[:, :25])
+    rest, _ = loaded.encoder.stream(features[:, 25:], state, final=True)
+    assert torch.allclose(torch.cat([first, rest], dim=1), whole, atol=1e-5)
+
+
+def test_output_and_layer_kd_vanish_when_the_student_is_the_teacher(teacher):
+    config = _config("kd", target=0.0)
+    student, _, info = build_joint_student(config, teacher)
+    student.eval()
+    batch = FakeData().dev[0]
+    _, parts = JointLoss(config, teacher)(student, batch)
+    assert info["student_sparsity"] == 0.0
+    assert parts["loss_output_kl"] <= 1e-6 and parts["loss_distill"] <= 1e-5
+    with torch.no_grad():
+        student.asr.joiner.out.bias[1] += 3.0
+    _, parts = JointLoss(config, teacher)(student, batch)
+    assert parts["loss_output_kl"] > 1e-3
+    _, parts = JointLoss(config, teacher, kd=False)(student, batch)
+    assert set(parts) == {"loss_rnnt"}
+
+
+def test_a_complete_run_is_reused_and_an_interrupted_one_resumes_exactly(teacher, tmp_path):
+    # kd+lrf: a gated method resumes too, but not bit for bit (see HardConcreteGate: the gates' own
+    # noise generators are not in state_dict, so their noise restarts from the seed)
+    config = _config("kd+lrf", steps=4, checkpoint_every=2)
+    first = run_joint(config, teacher, FakeData(), tmp_path / "a", device="cpu", progress=False)
+    again = run_joint(config, teacher, FakeData(), tmp_path / "a", device="cpu", progress=False)
+    assert again.student is None and again.metrics == first.metrics and again.config == config
+    with pytest.raises(KeyboardInterrupt):
+        run_joint(config, teacher, FakeData(fail_after=3), tmp_path / "b", device="cpu", progress=False)
+    assert not (tmp_path / "b" / "result.json").exists()
+    resumed = run_joint(config, teacher, FakeData(), tmp_path / "b", device="cpu", progress=False)
+    assert resumed.history == first.history and resumed.recovery_history == first.recovery_history
+    batch = FakeData().dev[0]
+    assert torch.equal(_logits(resumed.model, batch), _logits(first.model, batch))
+
+
+def test_the_lagrangian_drives_kd_l0_to_the_target_sparsity(teacher, tmp_path):
+    config = _config("kd+l0", steps=150, recovery_steps=0, warmup_fraction=0.1, lagrangian_lr=0.03, record_every=10)
+    result = run_joint(config, teacher, FakeData(), tmp_path, device="cpu", progress=False)
+    records = result.history.of("record")
+    assert records[0]["materialised_sparsity"] < 0.05 and records[0]["lambda1"] != 0.0
+    assert records[-1]["target_sparsity"] == 0.3
+    # On random data the multipliers overshoot a little (see the report): ±0.08 here, not ±0.03.
+    assert abs(result.metrics["achieved_sparsity"] - 0.3) <= 0.08, result.metrics["achieved_sparsity"]
+    assert abs(records[-1]["materialised_sparsity"] - result.metrics["achieved_sparsity"]) <= 1e-3
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A KDLAB_HOME with an empty runs/ and the shared tiny corpus (and its feature cache)."""
+    corpus = ensure_corpus("tiny", progress=False)
+    (tmp_path / "data" / "cache" / "features").mkdir(parents=True)
+    os.symlink(corpus, tmp_path / "data" / "cache" / corpus.name)
+    features = data_cache() / "features" / corpus.name
+    features.mkdir(parents=True, exist_ok=True)
+    os.symlink(features, tmp_path / "data" / "cache" / "features" / corpus.name)
+    monkeypatch.setenv("KDLAB_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_cli_runs_the_tiny_profile_beside_its_teacher(home, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["joint", "--method", "kd+l0", "--target-sparsity", "0.2", "--profile", "tiny", "--steps", "3",
+              "--recovery-steps", "1", "--device", "cpu", "--no-progress"])
+    out = capsys.readouterr()
+    assert exit_info.value.code == 0, out.err
+    (run_dir,) = (home / "runs").glob("teacher-tiny-*/joint-offline-kd+l0-0.2-*")
+    assert f"run dir:        {run_dir}" in out.out and "test greedy:" in out.out
+    assert (run_dir / "result.json").is_file() and (run_dir / "recovery" / "history.json").is_file()
+    assert joint_command.METHODS == METHODS
+
+
+def test_cli_rejects_a_bad_sparsity_before_any_training(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["joint", "--method", "kd+l0", "--target-sparsity", "1.5", "--profile", "tiny"])
+    assert exit_info.value.code == 2
+    assert "target_sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err
