@@ -99,3 +99,15 @@ def test_training_mode_samples_and_seed_reproduces():
 def test_invalid_arguments_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         HardConcreteGate(**kwargs)
+
+
+def test_seeded_gate_state_dict_resumes_the_noise_stream():
+    gate = HardConcreteGate(16, init_keep_prob=0.5, seed=7)
+    gate.sample()
+    saved = gate.state_dict()
+    expected = [gate.sample() for _ in range(3)]
+    resumed = HardConcreteGate(16, init_keep_prob=0.5, seed=7)
+    resumed.load_state_dict(saved)
+    assert all(torch.equal(a, resumed.sample()) for a in expected)
+    fresh = HardConcreteGate(16, init_keep_prob=0.5, seed=7)
+    assert not torch.equal(fresh.sample(), expected[0])  # without the saved state it would restart

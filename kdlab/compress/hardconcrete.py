@@ -87,8 +87,8 @@ class HardConcreteGate(nn.Module):
         seed: if given, samples come from this gate's own `torch.Generator` seeded with it
             (created on the parameter's device at the first sample, and created and seeded
             afresh if the parameter later moves to another device); otherwise from torch's
-            global RNG (seed that with `torch.manual_seed`). The generator state is not part of
-            `state_dict()`.
+            global RNG (seed that with `torch.manual_seed`). The generator's state is saved in
+            `state_dict()` (as extra state), so a resumed run draws the same noise.
     """
 
     def __init__(
@@ -137,6 +137,18 @@ class HardConcreteGate(nn.Module):
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(self.seed)
         return self._generator
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The own generator's state as a uint8 tensor (empty before the first seeded sample)."""
+        if self._generator is None:
+            return torch.empty(0, dtype=torch.uint8)
+        return self._generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        if state.numel() and self.seed is not None:
+            self._own_generator().set_state(state.cpu())
+        else:
+            self._generator = None
 
     def sample(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
