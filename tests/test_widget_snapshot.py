@@ -8,7 +8,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from ipywidgets.embed import embed_data
+from ipywidgets.embed import dependency_state, embed_data
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from kdlab import widget_snapshot as ws
@@ -29,7 +29,7 @@ def panel_notebook():
             figure,
         ]
     )
-    saved = embed_data(views=[panel])
+    saved = embed_data(views=[panel], state=dependency_state([panel]))  # only this panel, not every live widget
     cell = new_code_cell("panel", execution_count=1)
     cell.outputs = [new_output("execute_result", data={ws.WIDGET_VIEW_MIMETYPE: saved["view_specs"][0], "text/plain": "VBox(...)"}, execution_count=1)]
     notebook = new_notebook(cells=[cell])
