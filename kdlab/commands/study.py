@@ -1,0 +1,57 @@
+"""`python -m kdlab study`: the comparison grid of issue 5 (methods x routes x modes vs the KD baseline)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("study grid: every compression method by the sequential and the joint route, offline and streaming, "
+        "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures")
+PROFILES = ("tiny", "default", "full")
+METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
+MODES = ("offline", "streaming")
+ROUTES = ("sequential", "joint")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=PROFILES, default="default",
+                        help="recipe profile: teacher, corpus and step budgets (default: default)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds 0..N-1 of every run downstream of the (shared) teacher (default: 1)")
+    parser.add_argument("--target-sparsity", type=float, nargs="+", default=None, metavar="S",
+                        help="parameter budgets: fractions of the teacher encoder to remove (default: 0.5; tiny: 0.25)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="compression methods (the KD baseline always runs)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="offline and/or streaming")
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES),
+                        help="sequential (compress the SSL encoder, then fine-tune) and/or joint")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="replace every recipe's step budget by N (smoke runs; recovery: N // 2)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0,
+                        help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)")
+    parser.add_argument("--latency-min-time", type=float, default=0.3,
+                        help="seconds of repeated runs behind each latency median (default: 0.3)")
+    parser.add_argument("--latency-runs", type=int, default=5,
+                        help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)")
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/study)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab.study import StudyConfig, run_study
+
+    steps = {}
+    if args.steps is not None:
+        steps = dict(teacher_steps=args.steps, finetune_steps=args.steps, compress_steps=args.steps,
+                     joint_steps=args.steps, recovery_steps=args.steps // 2)
+    config = StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
+                         latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
+                         latency_min_runs=args.latency_runs, **steps)
+    results = run_study(config, args.out, device=args.device, progress=args.progress)
+    print(f"\nresults: {results.out_dir / 'results.md'} (+ results.json, results.csv, figures.html)")
+    for claim in results.claims:
+        held = {True: "held", False: "did not hold", None: "not evaluated"}[claim["held"]]
+        print(f"- {claim['statement']} (target {claim['target_sparsity']:g}): {held}")
+    for name, check in results.checks.items():
+        print(f"- check {name}: {'ok' if check['held'] else 'FAILED' if check['held'] is False else 'n/a'}")
+    return 0

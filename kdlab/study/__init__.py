@@ -1,0 +1,17 @@
+"""The study grid (issue 5): every compression method by both routes, offline and streaming, at
+one or more parameter budgets, against the KD baseline, the teacher and a from-scratch model.
+
+    from kdlab.study import StudyConfig, run_study, load_study
+    results = run_study(StudyConfig("default", seeds=3))       # or: python -m kdlab study --seeds 3
+    results.summary, results.claims, results.checks            # outputs/study/results.{json,csv,md}
+
+Files: ``config`` (StudyConfig), ``plan`` (the rows), ``recipes`` (the run behind each row and
+its measurement), ``runner`` (run, cache, write), ``table`` (RWER, seed summary, CSV),
+``claims`` (the paper's claims, computed), ``checks`` (budget, KD vs teacher), ``report``
+(results.md), ``figures`` (Pareto, RWER bars, one offline HTML page).
+"""
+
+from kdlab.study.config import StudyConfig
+from kdlab.study.runner import StudyResults, load_study, run_study
+
+__all__ = ["StudyConfig", "StudyResults", "load_study", "run_study"]

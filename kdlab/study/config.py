@@ -1,0 +1,113 @@
+"""Settings of the study grid (``StudyConfig``): which methods, modes, routes, budgets and seeds.
+
+    StudyConfig("default", seeds=3)                 # targets: the profile's (0.5)
+    StudyConfig("tiny", compress_steps=2, ...)      # targets: 0.25 (see PROFILE_TARGETS)
+
+Step budgets left at None are each recipe profile's own (``FinetuneConfig``, ``CompressConfig``,
+``JointConfig``); a number replaces that budget for every run of its kind (smoke runs, timing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from kdlab.train.recipes.profiles import get_profile
+
+#: The compression methods compared (the KD baseline "kd" always runs: every RWER needs it).
+METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
+MODES = ("offline", "streaming")
+ROUTES = ("sequential", "joint")
+BASELINE = "kd"
+#: Default budgets per profile. The tiny encoder's subsampling front-end holds about half of its
+#: parameters, so no method can remove 50 % of it: the tiny profile compares at 25 %.
+PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
+#: A compressed encoder meets its budget (1 − t) · teacher params when within this relative margin.
+BUDGET_TOLERANCE = 0.03
+
+
+def _choices(name: str, values, allowed: tuple[str, ...]) -> list[str]:
+    values = list(values)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{name} must be a non-empty list drawn from {', '.join(allowed)}; got {values}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists a value twice: {values}")
+    return values
+
+
+@dataclass
+class StudyConfig:
+    """One study grid (JSON-serialisable; ``to_dict`` / ``from_dict``).
+
+    * ``profile``: recipe profile (teacher, corpus, step budgets); ``seeds``: how many seeds
+      (0 … seeds − 1) of every row downstream of the teacher (compression, fine-tuning, joint
+      training); the teacher itself is trained once with ``teacher_seed`` and shared.
+    * ``target_sparsities``: parameter budgets, fractions of the teacher encoder to remove
+      (None: ``PROFILE_TARGETS[profile]``); ``methods`` / ``modes`` / ``routes``: the grid.
+    * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` (RNN-T fine-tunes of the
+      sequential route and of the from-scratch reference), ``compress_steps`` (task-agnostic
+      compression), ``joint_steps`` / ``recovery_steps`` (joint route): None = the profile's.
+    * ``latency_seconds``: length of the utterance whose batch-1 CPU encoder latency is measured
+      for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
+      ``latency_min_time`` seconds, after warm-up (``kdlab.eval.latency.measure_latency``; each
+      block costs about 0.25 s of calibration, so smoke runs use one).
+    """
+
+    profile: str = "default"
+    seeds: int = 1
+    target_sparsities: list[float] | None = None
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    routes: list[str] = field(default_factory=lambda: list(ROUTES))
+    teacher_seed: int = 0
+    teacher_steps: int | None = None
+    finetune_steps: int | None = None
+    compress_steps: int | None = None
+    joint_steps: int | None = None
+    recovery_steps: int | None = None
+    latency_seconds: float = 10.0
+    latency_min_time: float = 0.3
+    latency_min_runs: int = 5
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer (how many seeds to run), got {self.seeds!r}")
+        if self.target_sparsities is None:
+            self.target_sparsities = list(PROFILE_TARGETS[self.profile])
+        self.target_sparsities = [float(t) for t in self.target_sparsities]
+        if not self.target_sparsities or len(set(self.target_sparsities)) != len(self.target_sparsities):
+            raise ValueError(f"target_sparsities must be distinct values, at least one; got {self.target_sparsities}")
+        for t in self.target_sparsities:
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"target_sparsity must be in (0, 1), got {t} (the fraction of the teacher "
+                                 "encoder's parameters to remove: 0.5 keeps half)")
+        self.methods = _choices("methods", self.methods, METHODS)
+        self.modes = _choices("modes", self.modes, MODES)
+        self.routes = _choices("routes", self.routes, ROUTES)
+        for name in ("teacher_steps", "finetune_steps", "compress_steps", "joint_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None (the profile's), got {value!r}")
+        if self.recovery_steps is not None and (not isinstance(self.recovery_steps, int) or self.recovery_steps < 0):
+            raise ValueError(f"recovery_steps must be an integer >= 0 or None, got {self.recovery_steps!r}")
+        if not isinstance(self.latency_min_runs, int) or self.latency_min_runs < 1:
+            raise ValueError(f"latency_min_runs must be a positive integer, got {self.latency_min_runs!r}")
+        if not self.latency_seconds > 0 or not self.latency_min_time > 0:
+            raise ValueError(f"latency_seconds and latency_min_time must be > 0, got {self.latency_seconds} "
+                             f"and {self.latency_min_time}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown StudyConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**data)

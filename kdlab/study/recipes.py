@@ -1,0 +1,147 @@
+"""The recipe run behind each row of the grid, and the measurements the table reports.
+
+``GridRuns(config)`` builds each row's recipe config, knows its run folder and runs it (every
+recipe reuses a complete folder and resumes an interrupted one):
+
+    teacher      ensure_teacher(profile, teacher_seed, streaming, finetune_steps=teacher_steps)
+    scratch      run_finetune(init="random", encoder=dense_student_config(teacher, t).config)
+    sequential   compress_profile(CompressConfig(method, t, seed)) then run_sequential(mode): the
+                 compression run (the SSL encoder, task-agnostic) is shared by both modes
+    joint        joint_profile(JointConfig(method, t, seed, mode, latency=False), teacher=mode's teacher)
+
+Folders: the recipes' defaults under ``runs/teacher-<profile>-<hash>/`` (so the CLI commands and
+notebooks reuse them and vice versa), except joint runs distilled from a teacher with
+``teacher_steps`` set: ``default_joint_dir`` does not tell teachers of one pre-training apart, so
+those get the teacher fine-tune's hash appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.eval.latency import measure_latency
+from kdlab.models.rnnt import RNNTModel
+from kdlab.study.config import StudyConfig
+from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
+from kdlab.train.recipes.compress_config import CompressConfig, dense_student_config
+from kdlab.train.recipes.compress_teacher import compress_profile, default_compress_dir
+from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, load_asr_model, run_finetune
+from kdlab.train.recipes.joint import default_joint_dir, joint_profile, load_student_asr
+from kdlab.train.recipes.joint_config import JointConfig
+from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, run_pretrain
+from kdlab.train.recipes.sequential import SequentialConfig, default_sequential_dir, run_sequential
+from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
+
+
+class GridRuns:
+    """Configs, folders and runs of the rows of one ``StudyConfig`` (teachers loaded once)."""
+
+    def __init__(self, config: StudyConfig, device: str = "auto", progress: bool = False) -> None:
+        self.config, self.device, self.progress = config, device, progress
+        self._teachers: dict[str, TeacherBundle] = {}
+        self._ssl: PretrainResult | None = None
+
+    def teacher(self, mode: str) -> TeacherBundle:
+        """The fine-tuned teacher of ``mode`` (trained first if missing)."""
+        if mode not in self._teachers:
+            c = self.config
+            self._teachers[mode] = ensure_teacher(c.profile, c.teacher_seed, streaming=mode == "streaming",
+                                                  device=self.device, progress=self.progress,
+                                                  finetune_steps=c.teacher_steps)
+        return self._teachers[mode]
+
+    def teacher_dir(self, mode: str) -> Path:
+        """The run folder ``teacher(mode)`` uses (nothing is trained)."""
+        c = self.config
+        return default_finetune_dir(FinetuneConfig.for_profile(c.profile, c.teacher_seed, streaming=mode == "streaming",
+                                                               steps=c.teacher_steps))
+
+    def ssl_teacher(self) -> PretrainResult:
+        """The SSL pre-training every compression starts from (``compress_teacher.ssl_teacher``'s)."""
+        if self._ssl is None:
+            config = PretrainConfig.for_profile(self.config.profile, self.config.teacher_seed)
+            self._ssl = run_pretrain(config, device=self.device, progress=self.progress)
+        return self._ssl
+
+    def compress_config(self, method: str, target: float, seed: int) -> CompressConfig:
+        c = self.config
+        return CompressConfig.for_profile(c.profile, method, target, seed, c.compress_steps,
+                                          teacher_seed=c.teacher_seed, latency_seconds=c.latency_seconds)
+
+    def scratch_config(self, spec: RowSpec) -> FinetuneConfig:
+        """Random-init RNN-T training of the dense budget-size encoder (the compress ``kd`` student's shape)."""
+        c = self.config
+        base = FinetuneConfig.for_profile(c.profile, spec.seed, streaming=spec.mode == "streaming", init="random",
+                                          steps=c.finetune_steps)
+        shape = self.compress_config("kd", spec.target_sparsity, spec.seed).student_shape  # the KD baseline's
+        student = dense_student_config(base.encoder, spec.target_sparsity, shape)
+        return replace(base, encoder=student.config)
+
+    def sequential_config(self, spec: RowSpec) -> SequentialConfig:
+        compress_dir = default_compress_dir(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
+                                            self.ssl_teacher())
+        return SequentialConfig.for_profile(self.config.profile, compress_dir, spec.seed, spec.mode == "streaming",
+                                            self.config.finetune_steps)
+
+    def joint_config(self, spec: RowSpec) -> JointConfig:
+        c = self.config
+        return JointConfig.for_profile(c.profile, spec.method, spec.target_sparsity, spec.seed,
+                                       spec.mode == "streaming", c.joint_steps, c.recovery_steps,
+                                       teacher_seed=c.teacher_seed, latency=False)
+
+    def run_dir(self, spec: RowSpec) -> Path:
+        """Where the row's run lives (the SSL pre-training, and for joint rows the teacher, are
+        trained first if missing)."""
+        if spec.method == TEACHER:
+            return self.teacher_dir(spec.mode)
+        if spec.method == SCRATCH:
+            return default_finetune_dir(self.scratch_config(spec))
+        if spec.route == "sequential":
+            return default_sequential_dir(self.sequential_config(spec))
+        folder = default_joint_dir(self.joint_config(spec), self.teacher(spec.mode))
+        if self.config.teacher_steps is None:
+            return folder
+        return folder.with_name(f"{folder.name}-{self.teacher_dir(spec.mode).name.rsplit('-', 1)[-1]}")
+
+    def run(self, spec: RowSpec) -> tuple[dict, RNNTModel]:
+        """Run (or reuse) the row's recipe: (its result.json, the final RNN-T model, eval, CPU)."""
+        if spec.method == TEACHER:
+            teacher = self.teacher(spec.mode)
+            return teacher.metrics, teacher.model
+        if spec.method == SCRATCH:
+            result = run_finetune(self.scratch_config(spec), device=self.device, progress=self.progress)
+        elif spec.route == "sequential":
+            compress_profile(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
+                             device=self.device, progress=self.progress)
+            result = run_sequential(self.sequential_config(spec), device=self.device, progress=self.progress)
+        else:
+            result = joint_profile(self.joint_config(spec), self.run_dir(spec), device=self.device,
+                                   progress=self.progress, teacher=self.teacher(spec.mode))
+        return result.metrics, result.model
+
+
+def load_row_model(row: dict) -> RNNTModel:
+    """The final RNN-T model of a results row, reloaded from its run folder (eval, CPU)."""
+    path = Path(row["run_dir"]) / "asr.pt"
+    loader = load_asr_model if row["route"] == "reference" else load_student_asr
+    return loader(path)[0]
+
+
+def measure_model(model: RNNTModel, latency_seconds: float, min_time: float, min_runs: int) -> dict:
+    """``encoder_params``, ``params`` (whole model), ``macs_per_second`` (encoder, deterministic
+    count) and ``latency_ms``: median batch-1 CPU latency of the encoder (eval, no grad) on
+    ``latency_seconds`` of random 10 ms features (fixed seed), after warm-up, over at least
+    ``min_runs`` blocks and ``min_time`` seconds."""
+    encoder = model.encoder.eval()
+    frames = round(100 * latency_seconds) + 3
+    features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([frames])
+    latency = measure_latency(lambda: encoder(features, lengths), warmup=2, min_runs=min_runs, min_time_s=min_time,
+                              audio_seconds=latency_seconds)
+    return {"encoder_params": encoder.num_parameters(), "params": sum(p.numel() for p in model.parameters()),
+            "macs_per_second": float(expected_macs_per_second(encoder, deterministic=True)),
+            "latency_ms": latency.median_s * 1e3, "latency_audio_seconds": latency_seconds}

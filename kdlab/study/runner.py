@@ -1,0 +1,135 @@
+"""Run the study grid row by row and write its outputs.
+
+    results = run_study(StudyConfig("default", seeds=3))     # outputs/study/
+    results.summary, results.claims, results.checks
+
+For each row of ``plan_rows`` (printed as it finishes: ``[i/n] key: trained|reused|cached ...``)
+the recipe runs or is reused (``recipes.GridRuns``), the final model is measured
+(``recipes.measure_model``) and the row is stored in ``<out>/rows/<key>.json``. A re-run skips a
+row whose stored record names the same run folder, that folder is complete and the measurement
+settings are unchanged ("cached": nothing trained, loaded or measured).
+
+Outputs in ``out_dir`` (default ``outputs/study``): ``results.json`` (config, rows, summary,
+claims, checks; strict JSON: a NaN or infinity is an error), ``results.csv`` (the rows, one per
+model and seed), ``results.md`` (summary table, claims, checks) and ``figures.html`` (Pareto
+figure per mode and RWER bars, plotly.js embedded once).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kdlab.study.checks import run_checks
+from kdlab.study.claims import evaluate_claims
+from kdlab.study.config import StudyConfig
+from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
+from kdlab.study.plan import RowSpec, plan_rows
+from kdlab.study.recipes import GridRuns, measure_model
+from kdlab.study.report import render_markdown
+from kdlab.study.table import add_rwer, budget_fields, summarise, write_csv
+from kdlab.train.recipes.runs import read_result
+
+ROWS = "rows"
+
+
+@dataclass
+class StudyResults:
+    """A finished study: where its outputs are, its config, the per-seed ``rows`` (with RWER),
+    the seed ``summary``, the ``claims`` and the ``checks``."""
+
+    out_dir: Path
+    config: StudyConfig
+    rows: list[dict]
+    summary: list[dict]
+    claims: list[dict]
+    checks: dict
+
+
+def default_out_dir() -> Path:
+    from kdlab.paths import outputs_dir
+
+    return outputs_dir() / "study"
+
+
+def _measure_settings(config: StudyConfig) -> dict:
+    return {"latency_seconds": config.latency_seconds, "latency_min_time": config.latency_min_time,
+            "latency_min_runs": config.latency_min_runs}
+
+
+def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path) -> tuple[dict, str]:
+    """(the row of ``spec``, how it was obtained: "cached", "reused" or "trained")."""
+    run_dir = runs.run_dir(spec)
+    record = rows_dir / f"{spec.key}.json"
+    settings = _measure_settings(runs.config)
+    if record.is_file() and read_result(run_dir) is not None:
+        stored = json.loads(record.read_text())
+        if stored["row"]["run_dir"] == str(run_dir) and stored["measure"] == settings:
+            return stored["row"], "cached"
+    status = "reused" if read_result(run_dir) is not None else "trained"
+    metrics, model = runs.run(spec)
+    c = runs.config
+    measured = measure_model(model, c.latency_seconds, c.latency_min_time, c.latency_min_runs)
+    if measured["encoder_params"] != metrics["encoder_params"]:
+        raise RuntimeError(f"{spec.key}: the loaded encoder has {measured['encoder_params']} parameters, its run "
+                           f"{run_dir} reports {metrics['encoder_params']}; the run folder is inconsistent")
+    teacher_params = runs.teacher(spec.mode).encoder.num_parameters()
+    row = {"key": spec.key, **spec.to_dict(), **measured, "teacher_encoder_params": teacher_params,
+           **budget_fields(measured["encoder_params"], teacher_params, spec.target_sparsity),
+           "dev_wer": metrics["dev"]["wer"], "test_wer": metrics["test"]["wer"], "dev_cer": metrics["dev"]["cer"],
+           "test_cer": metrics["test"]["cer"], "train_seconds": metrics["wall_seconds"], "run_dir": str(run_dir)}
+    record.write_text(json.dumps({"row": row, "measure": settings}, indent=1, allow_nan=False))
+    return row, status
+
+
+def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: str = "auto", progress: bool = False,
+              log: Callable[[str], None] = print) -> StudyResults:
+    """Run (or reuse) every row of ``config``'s grid and write the outputs (module docstring).
+    ``progress``: the recipes' progress bars; ``log``: where the per-row lines go."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir()
+    (out / ROWS).mkdir(parents=True, exist_ok=True)
+    runs = GridRuns(config, device, progress)
+    plan = plan_rows(config)
+    rows = []
+    for i, spec in enumerate(plan, 1):
+        start = time.perf_counter()
+        row, status = _row(spec, runs, out / ROWS)
+        rows.append(row)
+        budget = {None: "", True: ", within budget", False: ", OUTSIDE budget"}[row["within_budget"]]
+        log(f"[{i}/{len(plan)}] {spec.key}: {status} in {time.perf_counter() - start:.1f} s; test WER "
+            f"{row['test_wer']:.1%}, encoder {row['encoder_params']:,} params{budget}")
+    results = StudyResults(out, config, add_rwer(rows), [], [], {})
+    results.summary, results.claims, results.checks = (summarise(results.rows), evaluate_claims(results.rows),
+                                                      run_checks(results.rows))
+    write_outputs(results)
+    return results
+
+
+def write_outputs(results: StudyResults) -> None:
+    """``results.json``, ``results.csv``, ``results.md`` and ``figures.html`` in ``results.out_dir``."""
+    out, config = results.out_dir, results.config.to_dict()
+    data = {"config": config, "rows": results.rows, "summary": results.summary, "claims": results.claims,
+            "checks": results.checks}
+    (out / "results.json").write_text(json.dumps(data, indent=1, allow_nan=False))
+    write_csv(results.rows, out / "results.csv")
+    train_seconds = sum(r["train_seconds"] for r in results.rows)
+    (out / "results.md").write_text(render_markdown(config, results.summary, results.claims, results.checks,
+                                                    train_seconds))
+    figures = {f"Pareto: {mode}": figure for mode, figure in pareto_figures(results.summary).items()}
+    if any(r["rwer"] is not None for r in results.summary):
+        figures["RWER vs the KD baseline"] = rwer_figure(results.summary)
+    write_figures_page(figures, out / "figures.html", f"kdlab study — profile {config['profile']}")
+
+
+def load_study(out_dir: str | Path | None = None) -> StudyResults:
+    """The outputs of a finished study (``results.json``), e.g. for a notebook."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir()
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `python -m kdlab study` (or run_study()) first")
+    data = json.loads(path.read_text())
+    return StudyResults(out, StudyConfig.from_dict(data["config"]), data["rows"], data["summary"], data["claims"],
+                        data["checks"])

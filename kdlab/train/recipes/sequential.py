@@ -1,0 +1,232 @@
+"""The sequential route, second half: RNN-T fine-tuning of a materialised compressed encoder.
+
+    compressed = compress_profile(CompressConfig.for_profile("default", "kd+l0", 0.5))
+    result = run_sequential(SequentialConfig.for_profile("default", compressed.run_dir, streaming=True))
+    result.metrics["test"]["wer"], result.metrics["encoder_params"], result.model
+
+The encoder is the compression run's ``compressed.pt`` (``load_compressed``: possibly low-rank,
+possibly pruned, exactly as materialised), put in this run's mode (``encoder_in_mode``), wrapped
+in a fresh ``RNNTModel`` (predictor and joiner seeded by ``seed``) and trained with the RNN-T loss
+by the same trainer, step and loaders as ``finetune.py``. Features are normalised with the SSL
+teacher's CMVN and read from its corpus (the compression run's ``profile`` / ``teacher_seed``),
+as the encoder saw them while it was compressed.
+
+Streaming: the compressed encoder comes from the task-agnostic (offline) SSL teacher; in streaming
+mode its attention is chunk-masked and its depthwise convolution becomes causal. The weights keep
+their shapes, but a kernel trained centred is then applied to the current and previous frames
+only (its taps are re-interpreted, shifted by (kernel − 1) / 2 frames): the fine-tune has to
+re-learn that, which is part of why sequential streaming students start worse than offline ones.
+``result.json`` records it as ``conv_made_causal``.
+
+Run folder (default ``<compression run>/asr-<offline|streaming>-<hash>``, so that every
+fine-tune of one compressed encoder sits beside it): ``config.json``, ``history.json``,
+``checkpoints/last.pt`` (an interrupted run resumes), ``cmvn.json``, ``asr.pt``
+(``joint.save_student_asr`` format: the encoder's ``CompressedEncoderSpec`` + all weights),
+``test_transcripts.jsonl`` and, last, ``result.json``: finetune's keys (steps, wall / CPU seconds,
+load average, threads, device, ``params`` of the whole RNN-T model, ``encoder_params``, dev / test
+WER and CER, ``eval_seconds``) plus ``route`` "sequential", ``method``, ``mode``,
+``target_sparsity``, ``achieved_sparsity`` (vs ``teacher_encoder_params``, the dense SSL encoder)
+and ``compress_run_dir``. A folder with ``result.json`` is reused as is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from kdlab.compress.materialise import build_encoder, encoder_spec
+from kdlab.data.features import GlobalCMVN
+from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
+from kdlab.data.tokenizer import CharTokenizer
+from kdlab.models.conformer import ConformerEncoder
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train.history import History
+from kdlab.train.recipes.compress import load_compress
+from kdlab.train.recipes.compress_teacher import ssl_teacher
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.finetune import FinetuneConfig, _step
+from kdlab.train.recipes.joint import load_student_asr, save_student_asr
+from kdlab.train.recipes.pretrain import corpus_folder
+from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.rng import seed_everything
+from kdlab.train.trainer import Trainer, TrainerConfig
+
+ROUTE = "sequential"
+
+
+@dataclass
+class SequentialConfig:
+    """RNN-T fine-tuning of the encoder of a compression run (JSON-serialisable).
+
+    ``compress_run_dir``: a complete ``run_compress`` folder; ``streaming`` / ``chunk_size`` (40 ms
+    frames) / ``left_chunks`` (-1 = all): the encoder's mode here; ``rnnt``, ``specaugment`` (None:
+    off), ``trainer``, ``frames_per_batch`` and ``dev_eval_utterances``: as in ``FinetuneConfig``
+    (``for_profile`` copies the profile's fine-tuning settings). Corpus and CMVN are the SSL
+    teacher's (see the module docstring), so they are not settings here.
+    """
+
+    compress_run_dir: str
+    profile: str = "default"
+    seed: int = 0
+    streaming: bool = False
+    chunk_size: int = 16
+    left_chunks: int = -1
+    rnnt: RNNTConfig = field(default_factory=RNNTConfig)
+    specaugment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    frames_per_batch: int = 12000
+    dev_eval_utterances: int = 100
+
+    def __post_init__(self) -> None:
+        # the fields shared with FinetuneConfig are validated by it (profile, chunk settings, sizes)
+        FinetuneConfig(profile=self.profile, seed=self.seed, init="random", streaming=self.streaming,
+                       chunk_size=self.chunk_size, left_chunks=self.left_chunks, rnnt=self.rnnt,
+                       specaugment=self.specaugment, trainer=self.trainer, frames_per_batch=self.frames_per_batch,
+                       dev_eval_utterances=self.dev_eval_utterances)
+
+    @classmethod
+    def for_profile(cls, profile: str, compress_run_dir: str | Path, seed: int = 0, streaming: bool = False,
+                    steps: int | None = None, **overrides) -> SequentialConfig:
+        """The profile's fine-tuning settings (``FinetuneConfig.for_profile``); `steps` replaces its
+        step budget, `overrides` any other field."""
+        ft = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init="random", steps=steps)
+        base = {f.name: getattr(ft, f.name) for f in fields(cls) if f.name != "compress_run_dir"}
+        return cls(**{**base, "compress_run_dir": str(compress_run_dir), **overrides})
+
+    @property
+    def mode(self) -> str:
+        return "streaming" if self.streaming else "offline"
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**data, "rnnt": self.rnnt.to_dict(), "trainer": self.trainer.to_dict(),
+                "specaugment": None if self.specaugment is None else self.specaugment.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SequentialConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SequentialConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
+        spec = data.get("specaugment")
+        return cls(**{**data, "rnnt": RNNTConfig.from_dict(data["rnnt"]),
+                      "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
+                      "trainer": TrainerConfig.from_dict(data["trainer"])})
+
+    def digest(self) -> str:
+        """Hash of the config; the compression run counts by its folder name, not by where runs/ lives."""
+        return config_digest({**self.to_dict(), "compress_run_dir": Path(self.compress_run_dir).name})
+
+
+@dataclass
+class SequentialResult:
+    """A finished sequential fine-tune: the RNN-T model (eval, CPU), tokenizer, CMVN, history and
+    ``metrics`` (``result.json``)."""
+
+    run_dir: Path
+    config: SequentialConfig
+    model: RNNTModel
+    tokenizer: CharTokenizer
+    cmvn: GlobalCMVN
+    history: History
+    metrics: dict
+
+
+def encoder_in_mode(encoder: ConformerEncoder, streaming: bool, chunk_size: int, left_chunks: int) -> ConformerEncoder:
+    """A copy of ``encoder`` (dense, pruned or low-rank) with the given streaming mode and the same
+    weights, on its device and in its train / eval mode. Only the attention mask and the
+    convolution's padding depend on the mode (see the module docstring for the causal conv)."""
+    spec = encoder_spec(encoder)
+    spec.conformer = {**spec.conformer, "streaming": streaming, "chunk_size": chunk_size, "left_chunks": left_chunks}
+    moved = build_encoder(spec)
+    reference = next(encoder.parameters())
+    moved.to(device=reference.device, dtype=reference.dtype)
+    moved.load_state_dict(encoder.state_dict())
+    return moved.train(encoder.training)
+
+
+def default_sequential_dir(config: SequentialConfig) -> Path:
+    """``<compression run>/asr-<offline|streaming>-<hash>``."""
+    return Path(config.compress_run_dir) / f"asr-{config.mode}-{config.digest()}"
+
+
+def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, device: str = "auto",
+                   progress: bool = True) -> SequentialResult:
+    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default ``default_sequential_dir``)."""
+    run_dir = Path(run_dir) if run_dir is not None else default_sequential_dir(config)
+    if read_result(run_dir) is not None:
+        return load_sequential(run_dir)
+    compressed = load_compress(config.compress_run_dir)
+    if compressed.config.profile != config.profile:
+        raise ValueError(f"the compression run {config.compress_run_dir} is of profile {compressed.config.profile!r}, "
+                         f"this fine-tune of {config.profile!r}; use SequentialConfig.for_profile with its profile")
+    teacher = ssl_teacher(compressed.config, device, progress)
+    pretrain = teacher.config
+    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+                                  pretrain.cmvn_utterances, teacher.cmvn)
+    if config.rnnt.vocab_size != data.tokenizer.vocab_size:
+        raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
+    source_streaming = compressed.encoder.config.streaming
+    encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
+    seed_everything(config.seed)
+    model = RNNTModel(encoder, config.rnnt)
+    specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
+    dev = data.eval_loader("dev", limit=config.dev_eval_utterances)
+
+    def dev_scores(m: RNNTModel) -> dict:
+        scores = transcribe(m, dev, data.tokenizer).scores()
+        return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
+
+    trainer = Trainer(model, replace(config.trainer, device=device, progress=progress), _step,
+                      data.train_loader(config.frames_per_batch, config.seed, specaugment), eval_fn=dev_scores,
+                      run_dir=run_dir, configs={"sequential": config.to_dict()})
+    resumed_at = 0
+    if has_checkpoint(run_dir):
+        trainer.load_checkpoint()
+        resumed_at = trainer.step
+    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    trainer.fit()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    model = model.eval()
+    encoder_params = model.encoder.num_parameters()
+    teacher_params = compressed.metrics["teacher_params"]
+    metrics = {"route": ROUTE, "method": compressed.config.method, "mode": config.mode,
+               "target_sparsity": compressed.config.target_sparsity,
+               "achieved_sparsity": 1.0 - encoder_params / teacher_params, "encoder_params": encoder_params,
+               "teacher_encoder_params": teacher_params, "params": sum(p.numel() for p in model.parameters()),
+               "compress_run_dir": str(config.compress_run_dir),
+               "conv_made_causal": config.streaming and not source_streaming,
+               "steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
+               "cpu_seconds": cpu_seconds, "load_average_1min": [load_before, load_average()],
+               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
+               "skipped_steps": trainer.skipped}
+    start = time.perf_counter()
+    for split in ("dev", "test"):
+        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
+        metrics[split] = transcripts.scores()
+    metrics["eval_seconds"] = time.perf_counter() - start
+    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
+    (run_dir / "test_transcripts.jsonl").write_text("".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n"
+                                                            for i, r, h in rows))
+    data.cmvn.save(run_dir / "cmvn.json")
+    save_student_asr(model.cpu(), data.tokenizer, run_dir / "asr.pt")
+    write_result(run_dir, metrics)
+    return load_sequential(run_dir)
+
+
+def load_sequential(run_dir: str | Path) -> SequentialResult:
+    """A completed sequential fine-tune, loaded on the CPU."""
+    run_dir = Path(run_dir)
+    metrics = read_result(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} holds no completed sequential fine-tune (no result.json); "
+                                "run run_sequential() (or `python -m kdlab study`) first")
+    config = SequentialConfig.from_dict(json.loads((run_dir / "config.json").read_text())["sequential"])
+    model, tokenizer = load_student_asr(run_dir / "asr.pt")
+    return SequentialResult(run_dir, config, model, tokenizer, GlobalCMVN.load(run_dir / "cmvn.json"),
+                            History.load(run_dir / "history.json"), metrics)

@@ -1,0 +1,325 @@
+"""The study grid (issue 5, acceptance 2): the whole grid end to end at the tiny profile — every
+method, both routes, both modes, one seed, two training steps per recipe — through the CLI; its
+outputs' schema, finiteness and consistency with the reloaded models; the claims and checks
+recomputed from the rows (and flipped by changing a WER); caching of finished rows; and the claim,
+table and config logic on synthetic rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import statistics
+
+import pytest
+import torch
+
+from kdlab.cli import main
+from kdlab.compress.factorise import factorise_encoder
+from kdlab.compress.lowrank import LowRankLinear
+from kdlab.compress.materialise import materialise
+from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.data.corpus import ensure_corpus
+from kdlab.eval.wer import relative_wer
+from kdlab.models.conformer import ConformerEncoder, teacher_config
+from kdlab.offline_html import external_resources
+from kdlab.paths import data_cache
+from kdlab.study.checks import run_checks
+from kdlab.study.claims import (evaluate_claims, joint_beats_sequential, kd_pruning_beats_kd, l0_kd_best_offline,
+                                lrf_kd_best_streaming)
+from kdlab.study.config import BUDGET_TOLERANCE, METHODS, MODES, ROUTES, StudyConfig
+from kdlab.study.plan import plan_rows
+from kdlab.study.table import COLUMNS, add_rwer, summarise
+from kdlab.train.recipes.finetune import load_asr_model
+from kdlab.train.recipes.joint import load_student_asr
+from kdlab.train.recipes.runs import read_result
+from kdlab.train.recipes.sequential import SequentialConfig, encoder_in_mode, run_sequential
+
+torch.set_num_threads(1)
+TARGET = 0.25
+ARGS = ["study", "--profile", "tiny", "--steps", "2", "--latency-seconds", "1", "--latency-min-time", "0.02",
+        "--latency-runs", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A KDLAB_HOME whose runs/ is empty and whose corpus (and feature cache) is the shared tiny one."""
+    corpus = ensure_corpus("tiny", progress=False)
+    root = tmp_path_factory.mktemp("home")
+    (root / "data" / "cache" / "features").mkdir(parents=True)
+    os.symlink(corpus, root / "data" / "cache" / corpus.name)
+    features = data_cache() / "features" / corpus.name
+    features.mkdir(parents=True, exist_ok=True)
+    os.symlink(features, root / "data" / "cache" / "features" / corpus.name)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KDLAB_HOME", str(root))
+    yield root
+    patch.undo()
+
+
+def _run_cli(out) -> str:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit) as exit_info:
+        main([*ARGS, "--out", str(out)])
+    assert exit_info.value.code == 0, buffer.getvalue()
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(home):
+    """(output folder, stdout, results.json) of the tiny grid run from nothing through the CLI."""
+    out = home / "outputs" / "study"
+    stdout = _run_cli(out)
+    return out, stdout, json.loads((out / "results.json").read_text())
+
+
+def _walk_numbers(value, path="results"):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk_numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk_numbers(item, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+# ------------------------------------------------------------------ the grid end to end (acceptance 2)
+def test_the_grid_has_every_method_route_and_mode_and_writes_all_outputs(study):
+    out, stdout, data = study
+    config = StudyConfig.from_dict(data["config"])
+    assert config.target_sparsities == [TARGET] and config.seeds == 1
+    assert [r["key"] for r in data["rows"]] == [s.key for s in plan_rows(config)]
+    cells = {(r["mode"], r["route"], r["method"]) for r in data["rows"]}
+    expected = {(m, route, method) for m in MODES for route in ROUTES for method in METHODS}
+    expected |= {(m, "reference", ref) for m in MODES for ref in ("teacher", "scratch")}
+    expected |= {(m, "sequential", "kd") for m in MODES}
+    assert cells == expected and len(data["rows"]) == len(expected)
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(expected) and all(": trained in " in line for line in progress)
+    for name in ("results.json", "results.csv", "results.md", "figures.html"):
+        assert (out / name).stat().st_size > 0, name
+    for row in data["rows"]:
+        assert set(COLUMNS) <= set(row), row["key"]
+        for name in ("encoder_params", "params", "macs_per_second", "latency_ms", "dev_wer", "test_wer"):
+            assert row[name] is not None, (row["key"], name)
+    assert len(data["summary"]) == len(expected) and all(s["seeds"] == 1 for s in data["summary"])
+
+
+def test_every_reported_number_is_finite(study):
+    out, _, data = study
+    numbers = list(_walk_numbers(data))
+    assert len(numbers) > 300
+    assert all(math.isfinite(v) for _, v in numbers), [p for p, v in numbers if not math.isfinite(v)]
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    text = {"key", "mode", "route", "method", "within_budget", "run_dir"}
+    cells = [float(row[k]) for row in rows for k in COLUMNS if k not in text and row[k] != ""]
+    assert len(cells) > 12 * len(rows) and all(math.isfinite(v) for v in cells)
+
+
+def test_params_and_macs_of_each_row_equal_the_reloaded_model(study):
+    _, _, data = study
+    for row in data["rows"]:
+        loader = load_asr_model if row["route"] == "reference" else load_student_asr
+        model, _ = loader(os.path.join(row["run_dir"], "asr.pt"))
+        assert model.encoder.num_parameters() == row["encoder_params"], row["key"]
+        assert sum(p.numel() for p in model.parameters()) == row["params"], row["key"]
+        assert float(expected_macs_per_second(model.encoder, deterministic=True)) == row["macs_per_second"]
+        assert model.encoder.config.streaming == (row["mode"] == "streaming"), row["key"]
+        assert read_result(row["run_dir"])["test"]["wer"] == row["test_wer"], row["key"]
+
+
+def test_sequential_rows_of_both_modes_share_one_compression_run(study):
+    _, _, data = study
+    for method in ("kd", *METHODS):
+        offline, streaming = (read_result(r["run_dir"]) for mode in MODES for r in data["rows"]
+                              if (r["mode"], r["route"], r["method"]) == (mode, "sequential", method))
+        assert offline["compress_run_dir"] == streaming["compress_run_dir"]
+        compressed = read_result(offline["compress_run_dir"])
+        assert offline["encoder_params"] == streaming["encoder_params"] == compressed["params"]
+        assert (offline["route"], offline["method"], offline["mode"]) == ("sequential", method, "offline")
+        assert not offline["conv_made_causal"] and streaming["conv_made_causal"]
+
+
+def test_rwer_and_budget_flags_recompute_from_the_csv(study):
+    out, _, _ = study
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    baselines = {(r["mode"], r["target_sparsity"], r["seed"]): r for r in rows
+                 if (r["route"], r["method"]) == ("sequential", "kd")}
+    checked = 0
+    for row in rows:
+        if row["method"] == "teacher":
+            assert row["rwer"] == "" and row["within_budget"] == ""
+            continue
+        base = baselines[(row["mode"], row["target_sparsity"], row["seed"])]
+        assert float(row["rwer"]) == pytest.approx(relative_wer(float(base["test_wer"]), float(row["test_wer"])))
+        budget = (1 - float(row["target_sparsity"])) * int(row["teacher_encoder_params"])
+        within = abs(int(row["encoder_params"]) - budget) <= BUDGET_TOLERANCE * budget
+        assert row["within_budget"] == str(within), row["key"]
+        checked += 1
+    assert checked == len(rows) - len(MODES)
+
+
+def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study):
+    out, _, data = study
+    rows = data["rows"]
+    assert evaluate_claims(rows) == data["claims"]
+    assert run_checks(rows) == data["checks"]
+    markdown = (out / "results.md").read_text()
+    for claim in data["claims"]:
+        assert f"| {claim['statement']} | {TARGET:g} | {'yes' if claim['held'] else 'no'} |" in markdown
+
+    def with_wer(rows, mode, route, method, factor):
+        base = next(r for r in rows if (r["mode"], r["route"], r["method"]) == (mode, "sequential", "kd"))
+        changed = [{**r, "test_wer": base["test_wer"] * factor}
+                   if (r["mode"], r["route"], r["method"]) == (mode, route, method) else r for r in rows]
+        return add_rwer(changed)
+
+    better = with_wer(rows, "offline", "joint", "kd+l0", 0.5)
+    claims = {c["id"]: c for c in evaluate_claims(better)}
+    assert claims["l0_kd_best_offline"]["held"] is True
+    assert claims["l0_kd_best_offline"]["value"] == pytest.approx(50.0)
+    assert claims["kd_pruning_beats_kd"]["held"] is False  # streaming still has no KD+pruning gain
+    worse = with_wer(better, "offline", "sequential", "lrf", 0.4)  # now plain LRF beats kd+l0 offline
+    assert {c["id"]: c for c in evaluate_claims(worse)}["l0_kd_best_offline"]["held"] is False
+
+
+def test_a_rerun_skips_every_finished_row_and_writes_the_same_rows(study):
+    out, _, data = study
+    stdout = _run_cli(out)
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(data["rows"]) and all(": cached in " in line for line in progress)
+    assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
+
+
+def test_the_figures_page_embeds_plotly_once_and_loads_nothing_from_a_network(study):
+    out, _, _ = study
+    page = (out / "figures.html").read_text()
+    assert external_resources(page) == []
+    assert page.count("* plotly.js v") == 1
+    assert page.count("Plotly.newPlot") == len(MODES) + 1  # a Pareto figure per mode + the RWER bars
+
+
+def test_a_sequential_fine_tune_refuses_a_compression_run_of_another_profile(study):
+    _, _, data = study
+    sequential = next(r for r in data["rows"] if r["route"] == "sequential")
+    compress_dir = read_result(sequential["run_dir"])["compress_run_dir"]
+    with pytest.raises(ValueError, match="profile 'tiny'"):
+        run_sequential(SequentialConfig.for_profile("default", compress_dir, steps=1), device="cpu", progress=False)
+
+
+# ------------------------------------------------------------------ logic on synthetic rows
+def _rows(wers: dict, seeds=(0,), modes=MODES, teacher_wer=0.1, base_wer=0.4) -> list[dict]:
+    """Rows with test WER ``wers[(mode, route, method)]`` (default ``base_wer``; a list: one per seed)."""
+    rows = [{"key": f"{m}-teacher", "mode": m, "route": "reference", "method": "teacher", "target_sparsity": None,
+             "seed": 0, "test_wer": teacher_wer, "encoder_params": 100, "within_budget": None} for m in modes]
+    for seed in seeds:
+        for m in modes:
+            for route, method in [("sequential", "kd")] + [(r, x) for r in ROUTES for x in METHODS]:
+                wer = wers.get((m, route, method), base_wer)
+                wer = wer[seed] if isinstance(wer, list) else wer
+                rows.append({"key": f"{m}-{route}-{method}-s{seed}", "mode": m, "route": route, "method": method,
+                             "target_sparsity": TARGET, "seed": seed, "test_wer": wer, "encoder_params": 75,
+                             "within_budget": True})
+    for row in rows:
+        row.update({k: 1.0 for k in ("params", "achieved_sparsity", "macs_per_second", "latency_ms", "dev_wer")})
+    return add_rwer(rows)
+
+
+def test_claim_functions_compute_their_numbers_and_flip_with_the_wers():
+    rows = _rows({("offline", "joint", "kd+l0"): 0.3, ("offline", "sequential", "kd+lrf"): 0.35,
+                  ("streaming", "sequential", "kd+lrf"): 0.2, ("streaming", "joint", "l0"): 0.3})
+    claim = l0_kd_best_offline(rows, TARGET)
+    assert claim["held"] is True and claim["value"] == pytest.approx(25.0)
+    assert claim["details"]["route"] == "joint" and claim["details"]["margin_to_next"] == pytest.approx(25.0 - 12.5)
+    claim = lrf_kd_best_streaming(rows, TARGET)
+    assert claim["held"] is True and claim["value"] == pytest.approx(50.0)
+    claim = kd_pruning_beats_kd(rows, TARGET)
+    assert claim["held"] is True and claim["value"] == pytest.approx(25.0)  # min over modes of the best
+    assert claim["details"]["per_mode"]["streaming"] == {"best": "sequential kd+lrf", "rwer": pytest.approx(50.0)}
+    flipped = _rows({("offline", "joint", "kd+l0"): 0.3, ("offline", "joint", "l0"): 0.3})  # a tie is not "best"
+    assert l0_kd_best_offline(flipped, TARGET)["held"] is False
+    assert kd_pruning_beats_kd(flipped, TARGET)["held"] is False  # streaming: no KD+pruning gain
+    worse = _rows({("offline", "joint", "kd+l0"): 0.5})  # worse than the KD baseline itself
+    assert l0_kd_best_offline(worse, TARGET)["held"] is False
+
+
+def test_joint_beats_sequential_counts_pairs_and_averages_the_wer_difference():
+    wers = {("offline", "joint", "kd+l0"): 0.2, ("streaming", "joint", "lrf"): 0.3, ("offline", "joint", "l0"): 0.5}
+    claim = joint_beats_sequential(_rows(wers), TARGET)
+    assert claim["details"]["pairs"] == len(METHODS) * len(MODES) and claim["details"]["joint_wins"] == 2
+    assert claim["value"] == pytest.approx((0.2 + 0.1 - 0.1) / (len(METHODS) * len(MODES)))
+    assert claim["held"] is False  # a positive mean, but joint won only 2 of 10 pairs
+    all_better = {(m, "joint", x): 0.3 for m in MODES for x in METHODS}
+    assert joint_beats_sequential(_rows(all_better), TARGET)["held"] is True
+
+
+def test_claims_report_seed_spread_and_say_when_the_grid_lacks_their_rows():
+    rows = _rows({("offline", route, "kd+l0"): [0.3, 0.5] for route in ROUTES}, seeds=(0, 1))
+    claim = next(c for c in evaluate_claims(rows) if c["id"] == "l0_kd_best_offline")
+    assert claim["value_per_seed"] == [pytest.approx(25.0), pytest.approx(-25.0)]
+    assert claim["value_std"] == pytest.approx(statistics.stdev([25.0, -25.0]))
+    assert claim["held_in_seeds"] == 1 and claim["seeds"] == 2
+    assert claim["value"] == pytest.approx(0.0) and claim["held"] is False  # on the seed means
+    offline_only = {c["id"]: c for c in evaluate_claims(_rows({}, modes=("offline",)))}
+    assert offline_only["lrf_kd_best_streaming"]["held"] is None
+    assert "no streaming kd+lrf row" in offline_only["lrf_kd_best_streaming"]["details"]["reason"]
+
+
+def test_summary_means_and_stds_over_seeds_and_rwer_without_a_usable_baseline():
+    rows = _rows({("offline", "joint", "l0"): [0.2, 0.3]}, seeds=(0, 1))
+    entry = next(s for s in summarise(rows) if (s["mode"], s["route"], s["method"]) == ("offline", "joint", "l0"))
+    assert entry["seeds"] == 2 and entry["test_wer"] == pytest.approx(0.25)
+    assert entry["test_wer_std"] == pytest.approx(statistics.stdev([0.2, 0.3]))
+    assert entry["rwer"] == pytest.approx((50.0 + 25.0) / 2)
+    perfect = _rows({}, base_wer=0.0)
+    assert all(r["rwer"] is None for r in perfect)
+
+
+def test_checks_flag_models_outside_their_budget_and_a_kd_baseline_as_good_as_the_teacher():
+    rows = _rows({}, teacher_wer=0.1)
+    assert run_checks(rows)["kd_worse_than_teacher"]["held"] is True
+    outside = rows[len(MODES)]  # the first row with a budget
+    outside.update(within_budget=False, budget_params=70.0)
+    checks = run_checks(rows)
+    assert checks["budget"]["held"] is False and [o["key"] for o in checks["budget"]["outside"]] == [outside["key"]]
+    assert checks["budget"]["outside"][0]["relative_error"] == pytest.approx(75 / 70 - 1)
+    assert run_checks(_rows({}, teacher_wer=0.4))["kd_worse_than_teacher"]["held"] is False
+
+
+def test_study_config_defaults_validation_and_plan_size():
+    assert StudyConfig("tiny").target_sparsities == [0.25]
+    assert StudyConfig("default").target_sparsities == [0.5]
+    config = StudyConfig("tiny", seeds=2, target_sparsities=[0.2, 0.3], methods=["kd+l0", "lrf"],
+                         modes=["streaming"], routes=["joint"])
+    assert StudyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # teacher + per seed and target: scratch, the KD baseline and the joint methods
+    assert len(plan_rows(config)) == 1 + 2 * 2 * (1 + 1 + 2)
+    for kwargs, message in [({"methods": ["kd"]}, "methods must be"), ({"modes": ["offline", "offline"]}, "twice"),
+                            ({"target_sparsities": [1.5]}, "target_sparsity must be in"),
+                            ({"seeds": 0}, "seeds must be"), ({"joint_steps": 0}, "joint_steps"),
+                            ({"latency_min_runs": 0}, "latency_min_runs")]:
+        with pytest.raises(ValueError, match=message):
+            StudyConfig("tiny", **kwargs)
+
+
+def test_encoder_in_mode_keeps_the_weights_of_a_factorised_encoder_and_switches_the_conv_to_causal():
+    torch.manual_seed(0)
+    dense = ConformerEncoder(teacher_config("tiny", input_dim=20)).eval()
+    factorise_encoder(dense, "energy", 0.5, None, seed=0)
+    encoder = materialise(dense).eval()
+    assert any(isinstance(m, LowRankLinear) for m in encoder.modules())
+    features, lengths = torch.randn(2, 60, 20), torch.tensor([60, 48])
+    streaming = encoder_in_mode(encoder, True, 4, -1)
+    assert streaming.config.streaming and streaming.config.chunk_size == 4 and not streaming.training
+    assert all(block.conv.causal for block in streaming.blocks)
+    assert streaming.num_parameters() == encoder.num_parameters()
+    assert not torch.allclose(streaming(features, lengths)[0], encoder(features, lengths)[0])
+    back = encoder_in_mode(streaming, False, 16, -1)
+    torch.testing.assert_close(back(features, lengths)[0], encoder(features, lengths)[0])
