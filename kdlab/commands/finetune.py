@@ -1,0 +1,44 @@
+"""`python -m kdlab finetune`: RNN-T fine-tuning of the teacher, offline or streaming."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
+PROFILES = ("tiny", "default", "full")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=PROFILES, default="default",
+                        help="tiny (tests, seconds), default (the teacher, ~15 min on 2 CPU cores), full (GPU)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="chunked attention + causal convolution (chunk size from the profile, 40 ms frames)")
+    parser.add_argument("--init", choices=("ssl", "random"), default="ssl",
+                        help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the profile's budget)")
+    parser.add_argument("--beam", type=int, default=None, help="also report beam search with this beam width")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
+
+    overrides = {} if args.beam is None else {"decode_method": "beam", "beam": args.beam}
+    config = FinetuneConfig.for_profile(args.profile, args.seed, streaming=args.streaming, init=args.init,
+                                        steps=args.steps, **overrides)
+    result = run_finetune(config, device=args.device, progress=not args.no_progress)
+    m = result.metrics
+    mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
+    print(f"run dir:      {result.run_dir}")
+    print(f"model:        {m['params'] / 1e6:.2f} M params (encoder {m['encoder_params'] / 1e6:.2f} M), "
+          f"{mode}, {config.init} init")
+    print(f"steps:        {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, "
+          f"{m['torch_threads']} threads)")
+    for split in ("dev", "test"):
+        line = f"{split} greedy:  WER {m[split]['wer']:.2%}  CER {m[split]['cer']:.2%}"
+        if f"{split}_beam" in m:
+            line += f"  | beam {config.beam}: WER {m[split + '_beam']['wer']:.2%}"
+        print(line)
+    return 0

@@ -1,0 +1,269 @@
+"""RNN-T fine-tuning of a (pre-trained or random) conformer encoder, offline or streaming.
+
+    result = run_finetune(FinetuneConfig.for_profile("default", streaming=True))
+    result.metrics["test"]["wer"], result.model, result.tokenizer, result.cmvn
+
+Streaming runs train and evaluate the encoder with its chunked attention mask and causal
+convolution (``chunk_size`` frames of 40 ms, ``left_chunks`` chunks of left context, -1 =
+all): the masked full-sequence forward equals chunk-by-chunk inference, so its WER is the
+streaming WER. ``init="ssl"`` starts from a BEST-RQ run (``ssl_run_dir``, default the
+profile's pre-training, run first if missing) and its CMVN; ``init="random"`` from fresh weights
+with the same architecture and budget.
+
+The run folder (default: beside the pre-training, ``runs/teacher-<profile>-<hash>/
+finetune-<offline|streaming>-<init>-<hash>``) holds ``config.json``, ``history.json``
+(train loss, dev WER / CER on the first ``dev_eval_utterances`` dev utterances every
+``eval_every`` steps), ``checkpoints/last.pt``, ``cmvn.json``, ``asr.pt`` (``encoder_config``,
+``rnnt_config``, ``tokenizer``, ``model`` weights: encoder + predictor + joiner),
+``test_transcripts.jsonl`` and, last, ``result.json`` (full dev and test WER / CER, greedy,
+plus beam search when ``decode_method="beam"``; wall / CPU seconds and load average as in
+``pretrain``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from kdlab.data.features import GlobalCMVN
+from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
+from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train.history import History
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir, load_pretrain,
+                                           run_pretrain)
+from kdlab.train.recipes.profiles import get_profile
+from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.rng import seed_everything
+from kdlab.train.trainer import Trainer, TrainerConfig
+
+INITS = ("ssl", "random")
+DECODE_METHODS = ("greedy", "beam")
+#: Encoder fields a fine-tuning run may set differently from its SSL checkpoint.
+MODE_FIELDS = ("streaming", "chunk_size", "left_chunks", "dropout")
+
+
+@dataclass
+class FinetuneConfig:
+    """RNN-T fine-tuning run (JSON-serialisable). ``encoder`` is the architecture; ``streaming``,
+    ``chunk_size`` and ``left_chunks`` here override its mode fields. ``specaugment`` None: off."""
+
+    profile: str = "default"
+    seed: int = 0
+    corpus_seed: int = 0
+    corpus_dir: str | None = None
+    init: str = "ssl"
+    ssl_run_dir: str | None = None
+    streaming: bool = False
+    chunk_size: int = 16
+    left_chunks: int = -1
+    encoder: ConformerConfig = field(default_factory=ConformerConfig)
+    rnnt: RNNTConfig = field(default_factory=RNNTConfig)
+    specaugment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    frames_per_batch: int = 12000
+    cmvn_utterances: int = 500
+    dev_eval_utterances: int = 100
+    decode_method: str = "greedy"
+    beam: int = 4
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.decode_method not in DECODE_METHODS:
+            raise ValueError(f"decode_method must be one of {DECODE_METHODS}, got {self.decode_method!r}")
+        for name in ("frames_per_batch", "cmvn_utterances", "dev_eval_utterances", "beam", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.encoder_config()  # validates chunk_size / left_chunks
+
+    @classmethod
+    def for_profile(cls, profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
+                    steps: int | None = None, **overrides) -> FinetuneConfig:
+        """The profile's settings; `steps` replaces its step budget, `overrides` any other field."""
+        p = get_profile(profile)
+        steps = p.finetune_steps if steps is None else steps
+        base = dict(
+            profile=profile, seed=seed, init=init, streaming=streaming, chunk_size=p.chunk_size,
+            encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
+            rnnt=RNNTConfig(**{"vocab_size": CharTokenizer().vocab_size, **p.rnnt}),
+            specaugment=SpecAugmentConfig() if p.specaugment else None,
+            trainer=TrainerConfig(max_steps=steps, lr=p.finetune_lr, warmup_steps=min(p.finetune_warmup, steps),
+                                  schedule="cosine", min_lr_ratio=0.05, eval_every=p.eval_every,
+                                  checkpoint_every=p.eval_every, seed=seed),
+            frames_per_batch=p.frames_per_batch, cmvn_utterances=p.cmvn_utterances,
+            dev_eval_utterances=p.dev_eval_utterances,
+        )  # fmt: skip
+        return cls(**{**base, **overrides})
+
+    def encoder_config(self) -> ConformerConfig:
+        """The architecture with this run's streaming mode."""
+        return replace(self.encoder, streaming=self.streaming, chunk_size=self.chunk_size,
+                       left_chunks=self.left_chunks)
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**data, "encoder": self.encoder.to_dict(), "rnnt": self.rnnt.to_dict(),
+                "specaugment": None if self.specaugment is None else self.specaugment.to_dict(),
+                "trainer": self.trainer.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FinetuneConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
+        spec = data.get("specaugment")
+        return cls(**{**data, "encoder": ConformerConfig.from_dict(data["encoder"]),
+                      "rnnt": RNNTConfig.from_dict(data["rnnt"]),
+                      "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
+                      "trainer": TrainerConfig.from_dict(data["trainer"])})
+
+    def digest(self) -> str:
+        """Hash of the config; the SSL run counts by its folder name, not by where runs/ lives."""
+        data = self.to_dict()
+        if self.ssl_run_dir is not None:
+            path = Path(self.ssl_run_dir)
+            data["ssl_run_dir"] = f"{path.parent.name}/{path.name}"
+        return config_digest(data)
+
+    def default_pretrain(self) -> PretrainConfig:
+        """The profile's pre-training with this seed and corpus (the SSL init when ``ssl_run_dir`` is None)."""
+        return replace(PretrainConfig.for_profile(self.profile, self.seed), corpus_seed=self.corpus_seed,
+                       corpus_dir=self.corpus_dir)
+
+
+@dataclass
+class FinetuneResult:
+    """A finished fine-tuning run: the RNN-T model (eval mode, CPU), its tokenizer and CMVN, the
+    history and ``metrics`` (``result.json``: dev / test WER and CER, params, wall time)."""
+
+    run_dir: Path
+    config: FinetuneConfig
+    model: RNNTModel
+    tokenizer: CharTokenizer
+    cmvn: GlobalCMVN
+    history: History
+    metrics: dict
+
+    def test_transcripts(self) -> list[dict]:
+        """[{"id", "ref", "hyp"}] of the test split (greedy)."""
+        lines = (self.run_dir / "test_transcripts.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+
+def default_finetune_dir(config: FinetuneConfig) -> Path:
+    """``<teacher root>/finetune-<offline|streaming>-<init>-<hash>`` (root = the SSL run's parent)."""
+    ssl_dir = Path(config.ssl_run_dir) if config.ssl_run_dir else default_pretrain_dir(config.default_pretrain())
+    mode = "streaming" if config.streaming else "offline"
+    return ssl_dir.parent / f"finetune-{mode}-{config.init}-{config.digest()}"
+
+
+def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
+    """(encoder with the SSL weights and this run's mode, the SSL run's CMVN)."""
+    if config.ssl_run_dir is not None:
+        pretrain = load_pretrain(config.ssl_run_dir)
+    else:
+        pretrain = run_pretrain(config.default_pretrain(), device=device, progress=progress)
+    ssl_arch = {k: v for k, v in pretrain.config.encoder.to_dict().items() if k not in MODE_FIELDS}
+    arch = {k: v for k, v in config.encoder.to_dict().items() if k not in MODE_FIELDS}
+    if ssl_arch != arch:
+        diff = sorted(k for k in arch if arch[k] != ssl_arch.get(k))
+        raise ValueError(f"the SSL encoder in {pretrain.run_dir} differs from FinetuneConfig.encoder in {diff}; "
+                         "fine-tune with the same architecture (or init='random')")
+    encoder = ConformerEncoder(config.encoder_config())
+    encoder.load_state_dict(pretrain.encoder.state_dict())
+    return encoder, pretrain.cmvn
+
+
+def _step(model: RNNTModel, batch) -> tuple[torch.Tensor, dict]:
+    return model(batch), {}
+
+
+def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, device: str = "auto",
+                 progress: bool = True) -> FinetuneResult:
+    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`)."""
+    run_dir = Path(run_dir) if run_dir is not None else default_finetune_dir(config)
+    if read_result(run_dir) is not None:
+        return load_finetune(run_dir)
+    encoder, cmvn = _ssl_encoder(config, device, progress) if config.init == "ssl" else (None, None)
+    folder = corpus_folder(config.profile, config.corpus_seed, config.corpus_dir)
+    data = SpeechData.from_corpus(folder, config.cmvn_utterances, cmvn)
+    seed_everything(config.seed)
+    if encoder is None:  # random init, built after seeding
+        encoder = ConformerEncoder(config.encoder_config())
+    if config.rnnt.vocab_size != data.tokenizer.vocab_size:
+        raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
+    model = RNNTModel(encoder, config.rnnt)
+    specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
+    dev = data.eval_loader("dev", limit=config.dev_eval_utterances)
+
+    def dev_scores(m: RNNTModel) -> dict:
+        scores = transcribe(m, dev, data.tokenizer).scores()
+        return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
+
+    trainer = Trainer(model, replace(config.trainer, device=device, progress=progress), _step,
+                      data.train_loader(config.frames_per_batch, config.seed, specaugment), eval_fn=dev_scores,
+                      run_dir=run_dir, configs={"finetune": config.to_dict()})
+    resumed_at = 0
+    if has_checkpoint(run_dir):
+        trainer.load_checkpoint()
+        resumed_at = trainer.step
+    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    trainer.fit()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    model.eval()
+    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
+               "cpu_seconds": cpu_seconds,
+               "load_average_1min": [load_before, load_average()],
+               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
+               "params": sum(p.numel() for p in model.parameters()), "encoder_params": encoder.num_parameters(),
+               "skipped_steps": trainer.skipped}
+    start = time.perf_counter()
+    for split in ("dev", "test"):
+        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
+        metrics[split] = transcripts.scores()
+        if config.decode_method == "beam":
+            beam = transcribe(model, data.eval_loader(split), data.tokenizer, "beam", config.beam)
+            metrics[f"{split}_beam"] = beam.scores()
+    metrics["eval_seconds"] = time.perf_counter() - start
+    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
+    lines = [json.dumps({"id": i, "ref": r, "hyp": h}) for i, r, h in rows]
+    (run_dir / "test_transcripts.jsonl").write_text("\n".join(lines) + "\n")
+    data.cmvn.save(run_dir / "cmvn.json")
+    model = model.cpu()
+    torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),
+                "tokenizer": data.tokenizer.to_dict(), "model": model.state_dict()}, run_dir / "asr.pt")
+    write_result(run_dir, metrics)
+    return load_finetune(run_dir)
+
+
+def load_asr_model(path: str | Path) -> tuple[RNNTModel, CharTokenizer]:
+    """The RNN-T model (eval mode, CPU) and tokenizer stored in an ``asr.pt`` file."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"]))
+    model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), tokenizer_from_dict(state["tokenizer"])
+
+
+def load_finetune(run_dir: str | Path) -> FinetuneResult:
+    """A completed fine-tuning run, loaded on the CPU."""
+    run_dir = Path(run_dir)
+    metrics = read_result(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} holds no completed fine-tuning run (no result.json); run "
+                                "`python -m kdlab finetune` or run_finetune() first")
+    config = FinetuneConfig.from_dict(json.loads((run_dir / "config.json").read_text())["finetune"])
+    model, tokenizer = load_asr_model(run_dir / "asr.pt")
+    return FinetuneResult(run_dir, config, model, tokenizer, GlobalCMVN.load(run_dir / "cmvn.json"),
+                          History.load(run_dir / "history.json"), metrics)

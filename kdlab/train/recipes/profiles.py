@@ -1,0 +1,77 @@
+"""Step budgets, batch sizes and model presets of the teacher recipes, per profile.
+
+* ``tiny``: tests and notebook smoke runs; a tiny encoder, a handful of steps, seconds on a CPU.
+* ``default``: the real teacher on the default corpus; pre-training + RNN-T fine-tuning fit in
+  about 20 minutes on 2 CPU cores (see ``benchmarks/asr_quality.py`` for the measured numbers).
+* ``full``: a bigger encoder and longer schedules on the large corpus, for a GPU.
+
+``frames_per_batch`` bounds batch size x longest utterance (10 ms frames) of training batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class RecipeProfile:
+    """Everything a profile decides; the recipe configs copy these values (and may override them)."""
+
+    corpus_profile: str
+    encoder_size: str
+    encoder_overrides: dict = field(default_factory=dict)
+    rnnt: dict = field(default_factory=dict)
+    bestrq: dict = field(default_factory=dict)
+    pretrain_steps: int = 100
+    pretrain_lr: float = 2e-3
+    pretrain_warmup: int = 20
+    finetune_steps: int = 200
+    finetune_lr: float = 2e-3
+    finetune_warmup: int = 20
+    frames_per_batch: int = 12000
+    eval_every: int = 0
+    dev_eval_utterances: int = 100
+    cmvn_utterances: int = 500
+    chunk_size: int = 16
+    specaugment: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, RecipeProfile] = {
+    "tiny": RecipeProfile(
+        corpus_profile="tiny", encoder_size="tiny",
+        rnnt=dict(pred_embed_dim=16, pred_hidden=32, joint_dim=32),
+        bestrq=dict(codebook_size=64, codebook_dim=8),
+        pretrain_steps=4, pretrain_warmup=2, finetune_steps=6, finetune_warmup=2,
+        frames_per_batch=3000, dev_eval_utterances=8, cmvn_utterances=40, chunk_size=8, specaugment=False,
+    ),  # fmt: skip
+    # ~2.2 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
+    # narrow, deep encoder trains fastest per parameter on a CPU); provisional budget, see
+    # benchmarks/results/asr_quality.json for what it measured.
+    "default": RecipeProfile(
+        corpus_profile="default", encoder_size="small",
+        encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96),
+        rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
+        bestrq=dict(codebook_size=1024, codebook_dim=16),
+        pretrain_steps=150, pretrain_lr=2e-3, pretrain_warmup=30,
+        finetune_steps=900, finetune_lr=2e-3, finetune_warmup=100,
+        frames_per_batch=8000, eval_every=150, dev_eval_utterances=100, chunk_size=16,
+    ),  # fmt: skip
+    "full": RecipeProfile(
+        corpus_profile="large", encoder_size="default",
+        rnnt=dict(pred_embed_dim=128, pred_hidden=320, joint_dim=320),
+        bestrq=dict(codebook_size=4096, codebook_dim=16),
+        pretrain_steps=20000, pretrain_lr=2e-3, pretrain_warmup=2000,
+        finetune_steps=20000, finetune_lr=1e-3, finetune_warmup=1000,
+        frames_per_batch=60000, eval_every=1000, dev_eval_utterances=300, chunk_size=16,
+    ),  # fmt: skip
+}
+
+
+def get_profile(name: str) -> RecipeProfile:
+    """The recipe profile called `name`."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown recipe profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
