@@ -23,26 +23,25 @@ plus beam search when ``decode_method="beam"``; wall / CPU seconds and load aver
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from kdlab.data.features import GlobalCMVN
-from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
+from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
+from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.evaluate import transcribe
 from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir, load_pretrain,
                                            run_pretrain)
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.runs import config_digest, read_result, write_result
 from kdlab.train.rng import seed_everything
-from kdlab.train.trainer import Trainer, TrainerConfig
+from kdlab.train.trainer import TrainerConfig
 
 INITS = ("ssl", "random")
 DECODE_METHODS = ("greedy", "beam")
@@ -185,10 +184,6 @@ def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
     return encoder, pretrain.cmvn
 
 
-def _step(model: RNNTModel, batch) -> tuple[torch.Tensor, dict]:
-    return model(batch), {}
-
-
 def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, device: str = "auto",
                  progress: bool = True) -> FinetuneResult:
     """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`)."""
@@ -204,42 +199,12 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
     model = RNNTModel(encoder, config.rnnt)
-    specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
-    dev = data.eval_loader("dev", limit=config.dev_eval_utterances)
-
-    def dev_scores(m: RNNTModel) -> dict:
-        scores = transcribe(m, dev, data.tokenizer).scores()
-        return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
-
-    trainer = Trainer(model, replace(config.trainer, device=device, progress=progress), _step,
-                      data.train_loader(config.frames_per_batch, config.seed, specaugment), eval_fn=dev_scores,
-                      run_dir=run_dir, configs={"finetune": config.to_dict()})
-    resumed_at = 0
-    if has_checkpoint(run_dir):
-        trainer.load_checkpoint()
-        resumed_at = trainer.step
-    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
-    trainer.fit()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    model.eval()
-    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
-               "cpu_seconds": cpu_seconds,
-               "load_average_1min": [load_before, load_average()],
-               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-               "params": sum(p.numel() for p in model.parameters()), "encoder_params": encoder.num_parameters(),
-               "skipped_steps": trainer.skipped}
-    start = time.perf_counter()
-    for split in ("dev", "test"):
-        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
-        metrics[split] = transcripts.scores()
-        if config.decode_method == "beam":
-            beam = transcribe(model, data.eval_loader(split), data.tokenizer, "beam", config.beam)
-            metrics[f"{split}_beam"] = beam.scores()
-    metrics["eval_seconds"] = time.perf_counter() - start
-    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
-    lines = [json.dumps({"id": i, "ref": r, "hyp": h}) for i, r, h in rows]
-    (run_dir / "test_transcripts.jsonl").write_text("\n".join(lines) + "\n")
-    data.cmvn.save(run_dir / "cmvn.json")
+    _, metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch, seed=config.seed,
+                            specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
+                            run_dir=run_dir, configs={"finetune": config.to_dict()}, device=device,
+                            progress=progress)
+    metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters())
+    metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
     model = model.cpu()
     torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),
                 "tokenizer": data.tokenizer.to_dict(), "model": model.state_dict()}, run_dir / "asr.pt")

@@ -32,29 +32,26 @@ and ``compress_run_dir``. A folder with ``result.json`` is reused as is.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import torch
 
 from kdlab.compress.materialise import build_encoder, encoder_spec
 from kdlab.data.features import GlobalCMVN
-from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
+from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.data.tokenizer import CharTokenizer
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import load_compress
 from kdlab.train.recipes.compress_teacher import ssl_teacher
+from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.evaluate import transcribe
-from kdlab.train.recipes.finetune import FinetuneConfig, _step
+from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import load_student_asr, save_student_asr
 from kdlab.train.recipes.pretrain import corpus_folder
-from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.runs import config_digest, read_result, write_result
 from kdlab.train.rng import seed_everything
-from kdlab.train.trainer import Trainer, TrainerConfig
+from kdlab.train.trainer import TrainerConfig
 
 ROUTE = "sequential"
 
@@ -175,23 +172,10 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
     encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
     seed_everything(config.seed)
     model = RNNTModel(encoder, config.rnnt)
-    specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
-    dev = data.eval_loader("dev", limit=config.dev_eval_utterances)
-
-    def dev_scores(m: RNNTModel) -> dict:
-        scores = transcribe(m, dev, data.tokenizer).scores()
-        return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
-
-    trainer = Trainer(model, replace(config.trainer, device=device, progress=progress), _step,
-                      data.train_loader(config.frames_per_batch, config.seed, specaugment), eval_fn=dev_scores,
-                      run_dir=run_dir, configs={"sequential": config.to_dict()})
-    resumed_at = 0
-    if has_checkpoint(run_dir):
-        trainer.load_checkpoint()
-        resumed_at = trainer.step
-    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
-    trainer.fit()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    _, run_metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch,
+                                seed=config.seed, specaugment=config.specaugment,
+                                dev_eval_utterances=config.dev_eval_utterances, run_dir=run_dir,
+                                configs={"sequential": config.to_dict()}, device=device, progress=progress)
     model = model.eval()
     encoder_params = model.encoder.num_parameters()
     teacher_params = compressed.metrics["teacher_params"]
@@ -200,20 +184,8 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
                "achieved_sparsity": 1.0 - encoder_params / teacher_params, "encoder_params": encoder_params,
                "teacher_encoder_params": teacher_params, "params": sum(p.numel() for p in model.parameters()),
                "compress_run_dir": str(config.compress_run_dir),
-               "conv_made_causal": config.streaming and not source_streaming,
-               "steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
-               "cpu_seconds": cpu_seconds, "load_average_1min": [load_before, load_average()],
-               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-               "skipped_steps": trainer.skipped}
-    start = time.perf_counter()
-    for split in ("dev", "test"):
-        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
-        metrics[split] = transcripts.scores()
-    metrics["eval_seconds"] = time.perf_counter() - start
-    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
-    (run_dir / "test_transcripts.jsonl").write_text("".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n"
-                                                            for i, r, h in rows))
-    data.cmvn.save(run_dir / "cmvn.json")
+               "conv_made_causal": config.streaming and not source_streaming, **run_metrics}
+    metrics.update(evaluate_rnnt(model, data, run_dir))
     save_student_asr(model.cpu(), data.tokenizer, run_dir / "asr.pt")
     write_result(run_dir, metrics)
     return load_sequential(run_dir)

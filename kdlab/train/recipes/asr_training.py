@@ -1,0 +1,87 @@
+"""RNN-T training and final evaluation shared by the fine-tuning recipes (dense and compressed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
+from kdlab.models.rnnt import RNNTModel
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.runs import has_checkpoint, load_average
+from kdlab.train.trainer import Trainer, TrainerConfig
+
+
+def rnnt_step(model: RNNTModel, batch) -> tuple[torch.Tensor, dict]:
+    """Trainer step: the mean RNN-T loss of `batch`, no extra metrics."""
+    return model(batch), {}
+
+
+def train_rnnt(
+    model: RNNTModel,
+    data: SpeechData,
+    trainer_config: TrainerConfig,
+    *,
+    frames_per_batch: int,
+    seed: int,
+    specaugment: SpecAugmentConfig | None,
+    dev_eval_utterances: int | None,
+    run_dir: Path,
+    configs: dict,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Trainer, dict]:
+    """Train `model` on the RNN-T loss in `run_dir` (resuming its checkpoint when there is one).
+
+    The dev WER/CER of the first `dev_eval_utterances` dev utterances is logged every
+    `trainer_config.eval_every` steps. Returns the trainer and the run's bookkeeping metrics
+    (steps, resume step, wall and CPU seconds, load average before/after, threads, device, skips).
+    """
+    augment = None if specaugment is None else SpecAugment(specaugment)
+    dev = data.eval_loader("dev", limit=dev_eval_utterances)
+
+    def dev_scores(m: RNNTModel) -> dict:
+        scores = transcribe(m, dev, data.tokenizer).scores()
+        return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
+
+    trainer = Trainer(model, replace(trainer_config, device=device, progress=progress), rnnt_step,
+                      data.train_loader(frames_per_batch, seed, augment), eval_fn=dev_scores,
+                      run_dir=run_dir, configs=configs)
+    resumed_at = 0
+    if has_checkpoint(run_dir):
+        trainer.load_checkpoint()
+        resumed_at = trainer.step
+    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    trainer.fit()
+    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": time.perf_counter() - start,
+               "cpu_seconds": time.process_time() - cpu_start, "load_average_1min": [load_before, load_average()],
+               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
+               "skipped_steps": trainer.skipped}
+    return trainer, metrics
+
+
+def evaluate_rnnt(model: RNNTModel, data: SpeechData, run_dir: Path, beam: int | None = None) -> dict:
+    """Score the whole dev and test splits (greedy; beam too when `beam` is given).
+
+    Writes `test_transcripts.jsonl` (id, ref, hyp of the greedy test decoding) and the CMVN
+    statistics (`cmvn.json`) into `run_dir`; returns `{"dev": scores, "test": scores, ...}`.
+    """
+    model.eval()
+    metrics: dict = {}
+    start = time.perf_counter()
+    for split in ("dev", "test"):
+        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
+        metrics[split] = transcripts.scores()
+        if beam is not None:
+            metrics[f"{split}_beam"] = transcribe(model, data.eval_loader(split), data.tokenizer, "beam", beam).scores()
+    metrics["eval_seconds"] = time.perf_counter() - start
+    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
+    (run_dir / "test_transcripts.jsonl").write_text(
+        "".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n" for i, r, h in rows))
+    data.cmvn.save(run_dir / "cmvn.json")
+    return metrics
