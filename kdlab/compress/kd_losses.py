@@ -31,12 +31,14 @@ it the loss would vanish like 1/T².
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdlab.config import JsonConfig
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -180,7 +182,7 @@ def output_kl(
 
 
 @dataclass
-class DistillationConfig:
+class DistillationConfig(JsonConfig):
     """Weights of the two KD terms, the KL temperature, and the layer map.
 
     total KD loss = layer_weight · LayerDistillation + output_weight · output_kl. A weight of 0
@@ -205,12 +207,8 @@ class DistillationConfig:
             self.layer_map = _check_layer_map(self.layer_map)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["layer_map"] = [list(pair) for pair in self.layer_map]
-        return data
+        return {**super().to_dict(), "layer_map": [list(pair) for pair in self.layer_map]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillationConfig":
-        data = dict(data)
-        data["layer_map"] = [tuple(pair) for pair in data.get("layer_map", [])]
-        return cls(**data)
+        return super().from_dict({**data, "layer_map": [tuple(pair) for pair in data.get("layer_map", [])]})

@@ -28,10 +28,12 @@ keep the controller *outside* the model, so that `model.parameters()` does not c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from kdlab.config import JsonConfig
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -67,7 +69,7 @@ def expected_sparsity(expected_params: torch.Tensor, total_params: int) -> torch
 
 
 @dataclass
-class LagrangianConfig:
+class LagrangianConfig(JsonConfig):
     """Target sparsity, its linear warm-up (in optimizer steps), and the learning rate of λ."""
 
     target_sparsity: float = 0.5
@@ -79,13 +81,6 @@ class LagrangianConfig:
         _check_warmup(self.warmup_steps)
         if self.lr <= 0.0:
             raise ValueError(f"lr (learning rate of the multipliers) must be > 0, got {self.lr}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LagrangianConfig":
-        return cls(**data)
 
 
 class SparsityController(nn.Module):

@@ -27,12 +27,13 @@ Names used by ``GateSet``: the gate's module path without a trailing ``.gate``:
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from kdlab.config import JsonConfig
 from kdlab.compress.hardconcrete import HardConcreteGate
 from kdlab.compress.lowrank import LowRankLinear
 from kdlab.models.attention import MultiHeadSelfAttention
@@ -47,7 +48,7 @@ KINDS = ("heads", "ffn_units", "conv_channels", "branches", "ranks")
 
 
 @dataclass
-class L0Config:
+class L0Config(JsonConfig):
     """Which structures get hard-concrete gates, and each kind's initial keep probability.
 
     ``*_keep_prob`` is p = σ(log α) at init (see ``HardConcreteGate``). ``seed``: every gate gets
@@ -73,17 +74,6 @@ class L0Config:
                 raise ValueError(f"{kind}_keep_prob must be in (0, 1), got {p}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> L0Config:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown L0Config keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 class BranchGate(HardConcreteGate):

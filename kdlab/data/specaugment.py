@@ -13,15 +13,17 @@ without it, `torch.manual_seed` by the caller decides.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torchaudio
 from torch import nn
 
+from kdlab.config import JsonConfig
+
 
 @dataclass
-class SpecAugmentConfig:
+class SpecAugmentConfig(JsonConfig):
     """Mask counts and widths (frames of 10 ms, mel bins)."""
 
     freq_masks: int = 2
@@ -35,13 +37,6 @@ class SpecAugmentConfig:
             raise ValueError(f"mask counts and widths must be >= 0, got {self}")
         if not 0.0 < self.time_ratio <= 1.0:
             raise ValueError(f"time_ratio must be in (0, 1], got {self.time_ratio}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SpecAugmentConfig":
-        return cls(**data)
 
 
 class SpecAugment(nn.Module):

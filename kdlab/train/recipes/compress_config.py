@@ -18,10 +18,11 @@ still need a task-agnostic loss: they use the same L1 + (1 − cos) on the *last
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
@@ -50,7 +51,7 @@ def uses_lrf(method: str) -> bool:
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(JsonConfig):
     """One compression run (JSON-serialisable; ``to_dict`` / ``from_dict``).
 
     * ``profile`` / ``teacher_seed``: which SSL teacher (``run_pretrain`` of that profile and seed)
@@ -157,23 +158,6 @@ class CompressConfig:
         if self.lrf_sparsity is not None:
             return self.lrf_sparsity
         return self.target_sparsity / 2 if uses_gates(self.method) else self.target_sparsity
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**data, "distill": self.distill.to_dict(), "l0": self.l0.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CompressConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CompressConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        data = dict(data)
-        if "distill" in data:
-            data["distill"] = DistillationConfig.from_dict(data["distill"])
-        if "l0" in data:
-            data["l0"] = L0Config.from_dict(data["l0"])
-        return cls(**data)
 
 
 def config_params(config: ConformerConfig) -> int:

@@ -23,11 +23,12 @@ plus beam search when ``decode_method="beam"``; wall / CPU seconds and load aver
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
 from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
@@ -50,7 +51,7 @@ MODE_FIELDS = ("streaming", "chunk_size", "left_chunks", "dropout")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """RNN-T fine-tuning run (JSON-serialisable). ``encoder`` is the architecture; ``streaming``,
     ``chunk_size`` and ``left_chunks`` here override its mode fields. ``specaugment`` None: off."""
 
@@ -108,24 +109,6 @@ class FinetuneConfig:
         """The architecture with this run's streaming mode."""
         return replace(self.encoder, streaming=self.streaming, chunk_size=self.chunk_size,
                        left_chunks=self.left_chunks)
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**data, "encoder": self.encoder.to_dict(), "rnnt": self.rnnt.to_dict(),
-                "specaugment": None if self.specaugment is None else self.specaugment.to_dict(),
-                "trainer": self.trainer.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FinetuneConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        spec = data.get("specaugment")
-        return cls(**{**data, "encoder": ConformerConfig.from_dict(data["encoder"]),
-                      "rnnt": RNNTConfig.from_dict(data["rnnt"]),
-                      "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
-                      "trainer": TrainerConfig.from_dict(data["trainer"])})
 
     def digest(self) -> str:
         """Hash of the config; the SSL run counts by its folder name, not by where runs/ lives."""

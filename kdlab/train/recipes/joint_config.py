@@ -19,8 +19,9 @@ projections, every student block to its uniformly mapped teacher block) + ``dist
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
+from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.data.specaugment import SpecAugmentConfig
@@ -33,7 +34,7 @@ TEACHER_INITS = ("ssl", "random")
 
 
 @dataclass
-class JointConfig:
+class JointConfig(JsonConfig):
     """One joint run (JSON-serialisable; ``to_dict`` / ``from_dict``).
 
     * ``profile`` / ``teacher_seed`` / ``teacher_init``: which fine-tuned teacher ``joint_profile``
@@ -170,24 +171,3 @@ class JointConfig:
                               seed=self.seed, teacher_seed=self.teacher_seed, steps=self.steps, l0=self.l0,
                               lrf_method=self.lrf_method, lrf_energy=self.lrf_energy, lrf_sparsity=self.lrf_sparsity,
                               student_shape=self.student_shape, student_init=self.student_init)
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        spec = self.specaugment
-        return {**data, "distill": self.distill.to_dict(), "l0": self.l0.to_dict(),
-                "specaugment": None if spec is None else spec.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> JointConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown JointConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        data = dict(data)
-        if "distill" in data:
-            data["distill"] = DistillationConfig.from_dict(data["distill"])
-        if "l0" in data:
-            data["l0"] = L0Config.from_dict(data["l0"])
-        if data.get("specaugment") is not None:
-            data["specaugment"] = SpecAugmentConfig.from_dict(data["specaugment"])
-        return cls(**data)

@@ -20,11 +20,12 @@ shared machine, CPU seconds / threads estimates the wall time on idle cores.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
 from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
@@ -37,7 +38,7 @@ from kdlab.train.trainer import Trainer, TrainerConfig, move_to
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(JsonConfig):
     """BEST-RQ pre-training run (JSON-serialisable via ``to_dict`` / ``from_dict``).
 
     ``profile`` names the recipe profile (``profiles.PROFILES``) and, through it, the corpus;
@@ -78,21 +79,6 @@ class PretrainConfig:
             frames_per_batch=p.frames_per_batch, cmvn_utterances=p.cmvn_utterances,
             dev_eval_utterances=p.dev_eval_utterances,
         )  # fmt: skip
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**data, "encoder": self.encoder.to_dict(), "bestrq": self.bestrq.to_dict(),
-                "trainer": self.trainer.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown PretrainConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**{**data, "encoder": ConformerConfig.from_dict(data["encoder"]),
-                      "bestrq": BestRQConfig.from_dict(data["bestrq"]),
-                      "trainer": TrainerConfig.from_dict(data["trainer"])})
 
     def digest(self) -> str:
         return config_digest(self.to_dict())
