@@ -1,12 +1,17 @@
-"""Small stand-ins shared by the RNN-T and decoding tests."""
+"""Small stand-ins and helpers shared by several test files."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
+
+from kdlab.paths import data_cache
 
 
 class StackEncoder(nn.Module):
@@ -31,3 +36,18 @@ class FakeBatch:
     feature_lengths: torch.Tensor
     tokens: torch.Tensor
     token_lengths: torch.Tensor
+
+
+def isolated_kdlab_home(root: Path, corpus: Path) -> pytest.MonkeyPatch:
+    """Point `KDLAB_HOME` at `root` (empty runs/) that shares the tiny `corpus` and its feature cache.
+
+    Returns the MonkeyPatch; call `.undo()` when done.
+    """
+    (root / "data" / "cache" / "features").mkdir(parents=True)
+    os.symlink(corpus, root / "data" / "cache" / corpus.name)
+    features = data_cache() / "features" / corpus.name
+    features.mkdir(parents=True, exist_ok=True)
+    os.symlink(features, root / "data" / "cache" / "features" / corpus.name)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KDLAB_HOME", str(root))
+    return patch

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kdlab.cli import main
-from kdlab.commands import compress as compress_command
+from kdlab.commands import _compression_args as compression_args
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.lowrank import LowRankLinear
 from kdlab.compress.materialise import load_compressed
@@ -154,4 +154,4 @@ def test_cli_rejects_a_bad_sparsity_before_any_training(capsys):
         main(["compress", "--method", "kd+l0", "--target-sparsity", "1.5", "--profile", "tiny"])
     assert exit_info.value.code == 2
     assert "target_sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err
-    assert compress_command.METHODS == METHODS
+    assert compression_args.METHODS == METHODS

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kdlab.cli import main
-from kdlab.commands import joint as joint_command
+from kdlab.commands import _compression_args as compression_args
 from kdlab.compress.structures import GateSet
 from kdlab.data.batching import Batch
 from kdlab.data.corpus import ensure_corpus
@@ -215,7 +215,7 @@ def test_cli_runs_the_tiny_profile_beside_its_teacher(home, capsys):
     (run_dir,) = (home / "runs").glob("teacher-tiny-*/joint-offline-kd+l0-0.2-*")
     assert f"run dir:        {run_dir}" in out.out and "test greedy:" in out.out
     assert (run_dir / "result.json").is_file() and (run_dir / "recovery" / "history.json").is_file()
-    assert joint_command.METHODS == METHODS
+    assert compression_args.METHODS == METHODS
 
 
 def test_cli_rejects_a_bad_sparsity_before_any_training(capsys):

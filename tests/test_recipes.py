@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
+
+from stand_ins import isolated_kdlab_home
 
 from kdlab.cli import main
 from kdlab.data.batching import collate
@@ -14,7 +15,6 @@ from kdlab.data.corpus import ensure_corpus
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.decoding import decode
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
-from kdlab.paths import data_cache
 from kdlab.train.recipes import finetune as ft
 from kdlab.train.recipes import pretrain as pt
 from kdlab.train.recipes.data_setup import SpeechData
@@ -33,13 +33,7 @@ def corpus():
 def home(tmp_path_factory, corpus):
     """A KDLAB_HOME whose runs/ is empty and whose corpus (and feature cache) is the shared tiny one."""
     root = tmp_path_factory.mktemp("home")
-    (root / "data" / "cache" / "features").mkdir(parents=True)
-    os.symlink(corpus, root / "data" / "cache" / corpus.name)
-    features = data_cache() / "features" / corpus.name
-    features.mkdir(parents=True, exist_ok=True)
-    os.symlink(features, root / "data" / "cache" / "features" / corpus.name)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KDLAB_HOME", str(root))
+    patch = isolated_kdlab_home(root, corpus)
     yield root
     patch.undo()
 

@@ -18,6 +18,8 @@ import statistics
 import pytest
 import torch
 
+from stand_ins import isolated_kdlab_home
+
 from kdlab.cli import main
 from kdlab.compress.factorise import factorise_encoder
 from kdlab.compress.lowrank import LowRankLinear
@@ -27,7 +29,6 @@ from kdlab.data.corpus import ensure_corpus
 from kdlab.eval.wer import relative_wer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.offline_html import external_resources
-from kdlab.paths import data_cache
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import (evaluate_claims, joint_beats_sequential, kd_pruning_beats_kd, l0_kd_best_offline,
                                 lrf_kd_best_streaming)
@@ -50,13 +51,7 @@ def home(tmp_path_factory):
     """A KDLAB_HOME whose runs/ is empty and whose corpus (and feature cache) is the shared tiny one."""
     corpus = ensure_corpus("tiny", progress=False)
     root = tmp_path_factory.mktemp("home")
-    (root / "data" / "cache" / "features").mkdir(parents=True)
-    os.symlink(corpus, root / "data" / "cache" / corpus.name)
-    features = data_cache() / "features" / corpus.name
-    features.mkdir(parents=True, exist_ok=True)
-    os.symlink(features, root / "data" / "cache" / "features" / corpus.name)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KDLAB_HOME", str(root))
+    patch = isolated_kdlab_home(root, corpus)
     yield root
     patch.undo()
 

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from kdlab.commands._compression_args import add_method_and_target, add_run_options
+
 HELP = "compress the profile's SSL teacher encoder (kd, l0, lrf, kd+l0, kd+lrf, kd+lrf+l0) to a target sparsity"
-PROFILES = ("tiny", "default", "full")
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=METHODS, required=True,
-                        help="kd: dense smaller student distilled; l0: hard-concrete pruning; lrf: low-rank "
-                             "factorisation; '+' combines them (kd = layer-wise distillation loss)")
-    parser.add_argument("--target-sparsity", type=float, required=True,
-                        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)")
-    parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="which SSL teacher and corpus (trained first if missing): tiny, default, full")
+    add_method_and_target(
+        parser,
+        method_help="kd: dense smaller student distilled; l0: hard-concrete pruning; lrf: low-rank factorisation; "
+                    "'+' combines them (kd = layer-wise distillation loss)",
+        profile_help="which SSL teacher and corpus (trained first if missing): tiny, default, full")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the compression (default: 0)")
     parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the SSL teacher run (default: 0)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's budget)")
     parser.add_argument("--final-distill-steps", type=int, default=0,
                         help="after pruning, distil the materialised model this many more steps (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--run-dir", default=None,
-                        help="run folder (default: runs/teacher-<profile>-<hash>/compress-<method>-<target>-<hash>)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_options(parser, "run folder (default: runs/teacher-<profile>-<hash>/compress-<method>-<target>-<hash>)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from kdlab.commands._compression_args import add_method_and_target, add_run_options
+
 HELP = ("joint route: compress the fine-tuned teacher's encoder while training RNN-T (kd, l0, lrf, kd+l0, "
         "kd+lrf, kd+lrf+l0), materialise, recover, report WER / params / MACs")
-PROFILES = ("tiny", "default", "full")
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=METHODS, required=True,
-                        help="kd: dense smaller student + KD; l0: hard-concrete pruning; lrf: low-rank factorisation; "
-                             "'+' combines them; without kd the student trains with the RNN-T loss alone")
-    parser.add_argument("--target-sparsity", type=float, required=True,
-                        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)")
-    parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="which fine-tuned teacher and corpus (trained first if missing): tiny, default, full")
+    add_method_and_target(
+        parser,
+        method_help="kd: dense smaller student + KD; l0: hard-concrete pruning; lrf: low-rank factorisation; "
+                    "'+' combines them; without kd the student trains with the RNN-T loss alone",
+        profile_help="which fine-tuned teacher and corpus (trained first if missing): tiny, default, full")
     parser.add_argument("--streaming", action="store_true",
                         help="train the student with the streaming chunk mask (and distil from the streaming teacher)")
     parser.add_argument("--steps", type=int, default=None, help="joint training steps (default: the profile's)")
@@ -25,10 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RNN-T fine-tuning steps of the materialised student (default: the profile's; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the joint run (default: 0)")
     parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher runs (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--run-dir", default=None,
-                        help="run folder (default: runs/teacher-<profile>-<hash>/joint-<mode>-<method>-<target>-<hash>)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_run_options(parser, "run folder (default: runs/teacher-<profile>-<hash>/joint-<mode>-<method>-<target>-<hash>)")
 
 
 def run(args: argparse.Namespace) -> int:
