@@ -275,3 +275,16 @@ def test_config_rejects_unknown_keys_and_sizes():
         ConformerConfig.from_dict({"d_model": 8, "n_heads": 2})
     with pytest.raises(ValueError, match="unknown teacher size"):
         teacher_config("huge")
+
+
+def test_subsampling_channels_narrow_the_front_end_only():
+    wide = ConformerEncoder(teacher_config("tiny"))
+    narrow = ConformerEncoder(teacher_config("tiny", subsampling_channels=8))
+    assert narrow.subsampling.conv2.weight.shape == (8, 8, 3, 3)
+    assert wide.subsampling.conv2.weight.shape[0] == wide.config.d_model
+    assert narrow.num_parameters() < wide.num_parameters()
+    features, lengths = torch.randn(2, 50, 80), torch.tensor([50, 31])
+    out, out_lengths, _ = narrow.eval()(features, lengths)
+    assert out.shape == (2, 11, narrow.config.d_model) and out_lengths.tolist() == [11, 7]
+    with pytest.raises(ValueError, match="subsampling_channels must be None"):
+        teacher_config("tiny", subsampling_channels=0)

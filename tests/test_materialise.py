@@ -233,3 +233,13 @@ def test_expected_params_gradient_reaches_every_gate():
         set_gate(gate, 60.0)
     expected_params(gated).backward()
     assert all(torch.isfinite(gate.log_alpha.grad).all() for gate in gates.gates.values())
+
+
+def test_narrow_front_end_is_counted_and_kept_by_materialisation():
+    encoder = ConformerEncoder(teacher_config("tiny", subsampling_channels=6)).eval()
+    gates = attach_gates(encoder)
+    randomise(gates, seed=5)
+    encoder.eval()
+    small = materialise(encoder)
+    assert small.subsampling.conv1.out_channels == 6
+    assert float(expected_params(encoder, deterministic=True)) == small.num_parameters()

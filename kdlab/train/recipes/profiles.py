@@ -52,7 +52,8 @@ PROFILES: dict[str, RecipeProfile] = {
     # benchmarks/results/asr_quality.json for what it measured.
     "default": RecipeProfile(
         corpus_profile="default", encoder_size="small",
-        encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96),
+        encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96,
+                               subsampling_channels=32),  # a narrow front-end: 1.7x faster steps on CPU
         rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
         bestrq=dict(codebook_size=1024, codebook_dim=16),
         pretrain_steps=150, pretrain_lr=2e-3, pretrain_warmup=30,
