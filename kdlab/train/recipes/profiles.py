@@ -49,7 +49,7 @@ PROFILES: dict[str, RecipeProfile] = {
     ),  # fmt: skip
     # ~2.2 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
     # narrow, deep encoder trains fastest per parameter on a CPU); provisional budget, see
-    # benchmarks/results/asr_quality.json for what it measured.
+    # benchmarks/asr_quality.py (not yet run to completion) for what it measures.
     "default": RecipeProfile(
         corpus_profile="default", encoder_size="small",
         encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96,
