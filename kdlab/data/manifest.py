@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 REQUIRED_FIELDS = ("id", "audio", "text", "speaker", "duration")
 
@@ -58,6 +58,32 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         raise FileNotFoundError(f"manifest not found: {path}")
     folder = path.parent.resolve()
     utterances = []
+    for line_number, record in jsonl_records(path, "with the manifest fields"):
+        missing = [k for k in REQUIRED_FIELDS if k not in record]
+        if missing:
+            raise ValueError(f"{path}:{line_number}: missing field(s) {', '.join(missing)}")
+        audio = Path(record["audio"])
+        if not audio.is_absolute():
+            audio = folder / audio
+        utterances.append(
+            Utterance(
+                id=str(record["id"]),
+                audio=str(audio),
+                text=str(record["text"]),
+                speaker=str(record["speaker"]),
+                duration=float(record["duration"]),
+                snr=None if record.get("snr") is None else float(record["snr"]),
+            )
+        )
+    return utterances
+
+
+def jsonl_records(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file.
+
+    Raises ValueError naming the file and line for invalid JSON or a line that is not an
+    object (`expected` says what the object should hold, for the message).
+    """
     with open(path, encoding="utf-8") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
@@ -66,20 +92,6 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            missing = [k for k in REQUIRED_FIELDS if k not in record]
-            if missing:
-                raise ValueError(f"{path}:{line_number}: missing field(s) {', '.join(missing)}")
-            audio = Path(record["audio"])
-            if not audio.is_absolute():
-                audio = folder / audio
-            utterances.append(
-                Utterance(
-                    id=str(record["id"]),
-                    audio=str(audio),
-                    text=str(record["text"]),
-                    speaker=str(record["speaker"]),
-                    duration=float(record["duration"]),
-                    snr=None if record.get("snr") is None else float(record["snr"]),
-                )
-            )
-    return utterances
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object {expected}, got {record!r}")
+            yield line_number, record

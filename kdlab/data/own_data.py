@@ -10,7 +10,6 @@ unreadable audio), with examples. A malformed line is an error naming the file a
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from kdlab.data.audio_io import AudioError, audio_duration
-from kdlab.data.manifest import Utterance, write_manifest
+from kdlab.data.manifest import Utterance, jsonl_records, write_manifest
 from kdlab.data.tokenizer import normalize_text
 
 MAX_EXAMPLES = 5
@@ -117,7 +116,7 @@ def read_plain_manifest(path: str | Path) -> tuple[list[Utterance], ReadReport]:
         raise FileNotFoundError(f"manifest not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        records = _jsonl_records(path)
+        records = jsonl_records(path, "with 'path' and 'text'")
     elif suffix in (".csv", ".tsv"):
         records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
     else:
@@ -147,20 +146,6 @@ def read_plain_manifest(path: str | Path) -> tuple[list[Utterance], ReadReport]:
             utterances.append(utt)
     report.kept = len(utterances)
     return utterances, report
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object with 'path' and 'text', got {record!r}")
-            yield line_number, record
 
 
 def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:

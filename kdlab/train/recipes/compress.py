@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
-from kdlab.compress.lagrangian import SparsityController, expected_sparsity, lagrangian_param_group
+from kdlab.compress.lagrangian import expected_sparsity
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
@@ -50,6 +50,7 @@ from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.runs import has_checkpoint, read_result, write_result
+from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
 COMPRESSED = "compressed.pt"
@@ -98,14 +99,8 @@ def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, c
            train_loader, run_dir: Path, steps: int, device: str, progress: bool) -> Trainer:
     """Train ``model`` for ``steps`` (with the Lagrangian when ``gates`` is not empty); returns the trainer."""
     teacher_params = teacher.num_parameters()
-    controller = None
-    groups = []
-    if len(gates):
-        controller = SparsityController(config.target_sparsity, config.warmup_steps).to(resolve_device(device))
-        groups = [{"params": list(gates.parameters()), "lr": config.gate_lr, "weight_decay": 0.0,
-                   "scheduled": False, "name": "gates"},
-                  {**lagrangian_param_group(controller, config.lagrangian_lr), "scheduled": False,
-                   "name": "lagrangian"}]
+    controller, groups = sparsity_param_groups(gates, config.target_sparsity, config.warmup_steps, config.gate_lr,
+                                               config.lagrangian_lr, device)
     weight = config.distill.layer_weight
     trainer: Trainer
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import torch
 
-from kdlab.compress.lagrangian import SparsityController, lagrangian_param_group
 from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
@@ -57,6 +56,7 @@ from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint
 from kdlab.train.recipes.pretrain import corpus_folder
 from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
+from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
 ROUTE = "joint"
@@ -121,13 +121,9 @@ def _train(model: JointStudent, teacher: RNNTModel, gates: GateSet, config: Join
            run_dir: Path, recovery: bool, device: str, progress: bool) -> Trainer:
     """Phase 1 (``recovery`` False: Lagrangian when there are gates, history records) or phase 3."""
     steps, lr = (config.recovery_steps, config.recovery_lr) if recovery else (config.steps, config.lr)
-    controller, groups, trainer = None, [], None
-    if len(gates):
-        controller = SparsityController(config.target_sparsity, config.warmup_steps).to(resolve_device(device))
-        groups = [{"params": list(gates.parameters()), "lr": config.gate_lr, "weight_decay": 0.0,
-                   "scheduled": False, "name": "gates"},
-                  {**lagrangian_param_group(controller, config.lagrangian_lr), "scheduled": False,
-                   "name": "lagrangian"}]
+    trainer = None
+    controller, groups = sparsity_param_groups(gates, config.target_sparsity, config.warmup_steps, config.gate_lr,
+                                               config.lagrangian_lr, device)
     loss_fn = JointLoss(config, teacher, controller, step=lambda: trainer.step, kd=config.recovery_kd or not recovery)
     teacher_params = teacher.encoder.num_parameters()
 
