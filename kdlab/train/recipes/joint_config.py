@@ -25,7 +25,7 @@ from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.data.specaugment import SpecAugmentConfig
-from kdlab.train.recipes.compress_config import LRF_METHODS, METHODS, STUDENT_SHAPES, CompressConfig
+from kdlab.train.recipes.compress_config import CompressConfig
 
 #: Joint training steps and recovery fine-tuning steps of each recipe profile (not tuned at "full").
 PROFILE_STEPS = {"tiny": 20, "default": 300, "full": 20000}
@@ -94,11 +94,8 @@ class JointConfig(JsonConfig):
     latency: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity} "
-                             "(the fraction of the teacher encoder's parameters to remove: 0.5 keeps half)")
+        self.l0 = replace(self.l0, seed=self.seed)
+        self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
         if self.teacher_init not in TEACHER_INITS:
             raise ValueError(f"teacher_init must be one of {TEACHER_INITS}, got {self.teacher_init!r}")
         for name in ("steps", "frames_per_batch", "chunk_size", "dev_eval_utterances"):
@@ -121,15 +118,9 @@ class JointConfig(JsonConfig):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
-        if self.lrf_method not in LRF_METHODS:
-            raise ValueError(f"lrf_method must be one of {LRF_METHODS}, got {self.lrf_method!r}")
-        if self.student_shape not in STUDENT_SHAPES:
-            raise ValueError(f"student_shape must be one of {STUDENT_SHAPES}, got {self.student_shape!r}")
         if self.uses_kd() and self.distill.layer_weight == 0 and self.distill.output_weight == 0:
             raise ValueError(f"method {self.method!r} distils, but distill.layer_weight and output_weight are both 0; "
                              "give one a positive weight or drop 'kd' from the method")
-        self.l0 = replace(self.l0, seed=self.seed)
-        self.compress_config()  # validates the fields shared with the sequential route
 
     @classmethod
     def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
