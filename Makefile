@@ -20,9 +20,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-## The main job: build the default corpus and run the sequenced notebooks headless into outputs/.
+## The main job: build the corpus, run the study grid (outputs/study; at the default profile its
+## table also goes into README.md), then the sequenced notebooks headless into outputs/.
 study: setup
 	$(PY) -m kdlab data --profile $(PROFILE)
+	$(PY) -m kdlab study --profile $(PROFILE) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
 
 ## Unit tests and headless notebook runs at tiny settings.

@@ -318,3 +318,29 @@ def test_encoder_in_mode_keeps_the_weights_of_a_factorised_encoder_and_switches_
     assert not torch.allclose(streaming(features, lengths)[0], encoder(features, lengths)[0])
     back = encoder_in_mode(streaming, False, 16, -1)
     torch.testing.assert_close(back(features, lengths)[0], encoder(features, lengths)[0])
+
+
+def test_the_index_section_and_the_readme_block_show_the_summary_rows(study, tmp_path):
+    from kdlab.study.publish import README_END, README_START, study_index_section, update_readme
+    from kdlab.study.runner import load_study
+
+    out, _, results = study
+    section = study_index_section(out.parent)
+    tables = section.body_html.split("<table>")[1:]
+    assert len(tables) == 2 and tables[0].count("<tr>") == 1 + len(results["summary"])
+    first = results["summary"][0]
+    assert f"<td>{first['test_wer'] * 100:,.1f}</td>" in tables[0]
+    assert tables[1].count("<tr>") == 1 + len(results["claims"])
+    assert study_index_section(tmp_path) is None  # no study there
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    update_readme(readme, load_study(out), "make study")
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    block = text.split(README_START)[1].split(README_END)[0]
+    assert "`make study`" in block
+    assert sum(line.startswith(("| offline", "| streaming")) for line in block.splitlines()) == len(results["summary"])
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers|block"):
+        update_readme(readme, load_study(out))

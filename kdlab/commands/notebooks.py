@@ -28,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
     except nr.NotebookFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    from kdlab.study.publish import study_index_section
+
+    study = study_index_section(out_dir)
     sections = [nr.key_figures_section(runs, out_dir), nr.notebook_links_section(runs, out_dir)]
+    sections = ([study] if study is not None else []) + sections
     index = nr.write_index(out_dir, sections)
     print(f"{len(runs)} notebook(s) executed; index: {index}")
     return 0

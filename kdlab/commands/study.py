@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-runs", type=int, default=5,
                         help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)")
     parser.add_argument("--out", default=None, help="output folder (default: outputs/study)")
+    parser.add_argument("--readme", default=None, metavar="PATH",
+                        help="also write the results table into PATH (a README with the kdlab-study-results markers)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
 
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
                          latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
                          latency_min_runs=args.latency_runs, **steps)
     results = run_study(config, args.out, device=args.device, progress=args.progress)
+    if args.readme:
+        from kdlab.study.publish import update_readme
+
+        update_readme(args.readme, results, f"python -m kdlab study --profile {args.profile} --seeds {args.seeds}")
     print(f"\nresults: {results.out_dir / 'results.md'} (+ results.json, results.csv, figures.html)")
     for claim in results.claims:
         held = {True: "held", False: "did not hold", None: "not evaluated"}[claim["held"]]
