@@ -288,3 +288,14 @@ def test_subsampling_channels_narrow_the_front_end_only():
     assert out.shape == (2, 11, narrow.config.d_model) and out_lengths.tolist() == [11, 7]
     with pytest.raises(ValueError, match="subsampling_channels must be None"):
         teacher_config("tiny", subsampling_channels=0)
+
+
+def test_subsampling_init_keeps_the_scale_of_normalised_features():
+    # PyTorch's default init would give an output std near 0.1 here (see the subsampling docstring)
+    torch.manual_seed(0)
+    sub = Conv2dSubsampling(80, 96, 32)
+    x = torch.randn(4, 300, 80)
+    inner = torch.relu(sub.conv2(torch.relu(sub.conv1(x.unsqueeze(1)))))
+    assert 0.5 < inner.std().item() < 2.0
+    assert 0.5 < sub(x).std().item() < 3.0
+    assert all(float(b.abs().max()) == 0.0 for b in (sub.conv1.bias, sub.conv2.bias, sub.linear.bias))

@@ -43,6 +43,15 @@ class Conv2dSubsampling(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
         freq = ((input_dim - 1) // 2 - 1) // 2
         self.linear = nn.Linear(channels * freq, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init for the ReLU convolutions, Xavier for the projection, zero biases (module docstring)."""
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.xavier_uniform_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
