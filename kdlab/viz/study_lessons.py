@@ -1,0 +1,284 @@
+"""Orchestration for lessons 05 (joint pruning with RNN-T) and 06 (the study's results).
+
+Both notebooks work on the rows of the study grid (``kdlab.study``), so a run made by one of
+them, by ``python -m kdlab study`` or by ``make study`` is reused by the others:
+
+* ``grid_config(profile, steps, methods)``: the ``StudyConfig`` of the lessons. ``steps`` None
+  gives the profile's budgets (``make study``), except at the smoke profiles of ``SMOKE``
+  (``tiny``: a few steps per recipe, a short latency measurement, three methods); a number S
+  gives exactly ``python -m kdlab study --steps S`` (teacher fine-tune included).
+* ``study_folder(profile)`` / ``load_or_run_study(config)``: the study outputs of a profile
+  (``outputs/study``, or ``outputs/study-<profile>`` when ``outputs/study`` holds another
+  profile's study, which is never overwritten), run first when missing.
+* ``run_routes(runs, mode, method, target, seed)``: the joint run and the sequential route's
+  compression + fine-tune of one row pair of the grid (``GridRuns``' configs and folders);
+  ``students_table`` compares them with the teachers, ``teacher_data`` gives the teacher's corpus.
+* ``next_steps(study)``: what a finished study's evidence lacks, and the command that adds it.
+* ``joint_gated_student(result, teacher)``: the gated model at the end of joint training (rebuilt
+  from the run's checkpoint when the run was loaded from disk).
+* ``stream_transcribe(model, features, feed_frames)``: chunk-by-chunk encoding (``stream()``)
+  and greedy RNN-T decoding that carries the predictor state from call to call, timed per call;
+  ``stream_latency_figure`` draws the per-call compute time against the audio each call brings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from kdlab.models.rnnt import BLANK, RNNTModel
+from kdlab.study import StudyConfig, StudyResults, load_study, run_study
+from kdlab.study.config import BUDGET_TOLERANCE, METHODS
+from kdlab.study.plan import RowSpec
+from kdlab.study.recipes import GridRuns
+from kdlab.train.checkpoint import load_checkpoint
+from kdlab.train.recipes.compress import CompressResult
+from kdlab.train.recipes.compress_teacher import compress_profile
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.joint import JointResult, joint_profile
+from kdlab.train.recipes.joint_model import build_joint_student
+from kdlab.train.recipes.pretrain import corpus_folder
+from kdlab.train.recipes.sequential import SequentialResult, run_sequential
+from kdlab.train.recipes.teacher import TeacherBundle
+
+#: Budgets used when ``steps`` is None at a smoke profile: every recipe's steps (joint recovery:
+#: half), the methods of the grid and a short latency measurement. The teacher keeps the
+#: profile's budget, so it is the teacher notebooks 01–04 use.
+SMOKE = {"tiny": {"steps": 4, "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
+                  "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1}}}
+FRAME_SECONDS = 0.01  # one log-mel input frame
+
+
+def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int = 1,
+                target_sparsity: float | None = None) -> StudyConfig:
+    """The lessons' ``StudyConfig`` (module docstring); ``methods`` None: all of them (at a smoke
+    profile, its ``SMOKE`` methods); ``target_sparsity`` None: the profile's budget."""
+    smoke = SMOKE.get(profile) if steps is None else None
+    fields = {"seeds": seeds, "target_sparsities": None if target_sparsity is None else [target_sparsity]}
+    if methods is None:
+        methods = smoke["methods"] if smoke else METHODS
+    fields["methods"] = list(methods)
+    if smoke:
+        n = smoke["steps"]
+        fields.update(finetune_steps=n, compress_steps=n, joint_steps=n, recovery_steps=n // 2, **smoke["latency"])
+    elif steps is not None:
+        fields.update(teacher_steps=steps, finetune_steps=steps, compress_steps=steps, joint_steps=steps,
+                      recovery_steps=steps // 2)
+    return StudyConfig(profile, **fields)
+
+
+def _profile_of(folder: Path) -> str | None:
+    path = folder / "results.json"
+    return json.loads(path.read_text())["config"]["profile"] if path.is_file() else None
+
+
+def study_folder(profile: str, outputs: str | Path | None = None) -> Path:
+    """Where the study of ``profile`` is (or goes): ``<outputs>/study`` when it holds that profile's
+    study or none at all, else ``<outputs>/study-<profile>`` (``outputs``: ``paths.outputs_dir()``)."""
+    from kdlab.paths import outputs_dir
+
+    outputs = Path(outputs) if outputs is not None else outputs_dir()
+    main = outputs / "study"
+    return main if _profile_of(main) in (None, profile) else outputs / f"study-{profile}"
+
+
+def load_or_run_study(config: StudyConfig, outputs: str | Path | None = None, device: str = "auto",
+                      log: Callable[[str], None] = print) -> tuple[StudyResults, bool]:
+    """(the study of ``config.profile``, whether it was run here). Finished outputs of that profile
+    are loaded as they are, whatever grid produced them; otherwise ``config`` runs (reusing every
+    finished recipe run) into ``study_folder``."""
+    folder = study_folder(config.profile, outputs)
+    if _profile_of(folder) == config.profile:
+        return load_study(folder), False
+    return run_study(config, folder, device=device, log=log), True
+
+
+@dataclass
+class Routes:
+    """Both routes to one compressed ASR model: ``joint`` (pruned while training RNN-T), and the
+    sequential ``compress`` run (the SSL encoder, task-agnostic) with its RNN-T ``sequential`` fine-tune."""
+
+    joint: JointResult
+    compress: CompressResult
+    sequential: SequentialResult
+
+
+def run_routes(runs: GridRuns, mode: str, method: str, target: float, seed: int) -> Routes:
+    """Run (or reuse) the joint and the sequential row of (mode, method, target, seed) with the
+    grid's configs and folders, so ``run_study`` reuses them (and the other way round)."""
+    joint = RowSpec(mode, "joint", method, target, seed)
+    sequential = RowSpec(mode, "sequential", method, target, seed)
+    device, progress = runs.device, runs.progress
+    return Routes(
+        joint_profile(runs.joint_config(joint), runs.run_dir(joint), device=device, progress=progress,
+                      teacher=runs.teacher(mode)),
+        compress_profile(runs.compress_config(method, target, seed), device=device, progress=progress),
+        run_sequential(runs.sequential_config(sequential), device=device, progress=progress),
+    )  # fmt: skip
+
+
+def students_table(teachers: dict[str, TeacherBundle], routes: dict[str, Routes]) -> pd.DataFrame:
+    """One row per model (the teacher, the joint and the sequential student of each mode):
+    encoder and whole-model parameters, sparsity vs that mode's teacher encoder, dev / test WER (%)."""
+    rows = {}
+    for mode, pair in routes.items():
+        teacher = teachers[mode].metrics
+        models = {"teacher": teacher, "joint": pair.joint.metrics, "sequential": pair.sequential.metrics}
+        for route, m in models.items():
+            rows[f"{mode} · {route}"] = {
+                "mode": mode, "route": route, "encoder params": m["encoder_params"], "params": m["params"],
+                "sparsity": 1.0 - m["encoder_params"] / teacher["encoder_params"],
+                "dev WER %": 100 * m["dev"]["wer"], "test WER %": 100 * m["test"]["wer"]}
+    return pd.DataFrame(rows).T
+
+
+def teacher_data(teacher: TeacherBundle) -> SpeechData:
+    """The teacher's corpus with its CMVN (the features every joint run trains and tests on)."""
+    finetune = teacher.finetune.config
+    return SpeechData.from_corpus(corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
+                                  finetune.cmvn_utterances, teacher.cmvn)
+
+
+def _targets(values: list[float]) -> str:
+    """Distinct valid target sparsities (in (0, 0.95]), rounded to 2 decimals, as CLI arguments."""
+    return " ".join(f"{t:g}" for t in dict.fromkeys(round(min(v, 0.95), 2) for v in values if v > 0))
+
+
+def next_steps(study: StudyResults) -> list[str]:
+    """Markdown bullets computed from ``study``: seeds, unstable or unevaluated claims, models off
+    their budget, a KD baseline no worse than the teacher, a single budget; each with a command."""
+    c, claims, checks = study.config, study.claims, study.checks
+    command = f"python -m kdlab study --profile {c.profile}"
+    steps = []
+    if c.seeds < 3:
+        steps.append(f"**More seeds**: every claim rests on {c.seeds} seed(s); `{command} --seeds 3` reports "
+                     "mean ± std and in how many seeds each claim holds.")
+    unstable = sorted({cl["id"] for cl in claims if cl["seeds"] > 1 and 0 < cl["held_in_seeds"] < cl["seeds"]})
+    if unstable:
+        steps.append(f"**Unstable claims** ({', '.join(unstable)}): they hold in some seeds only; add seeds "
+                     f"(`--seeds {2 * c.seeds}`) before reading them either way.")
+    missing = sorted({cl["id"] for cl in claims if cl["held"] is None})
+    if missing:
+        steps.append(f"**Complete the grid**: not evaluated ({', '.join(missing)}) because rows are missing; run "
+                     f"every method, mode and route (`{command}` without `--methods` / `--modes` / `--routes`).")
+    outside = checks["budget"]["outside"]
+    if outside:
+        keys = ", ".join(o["key"] for o in outside[:4]) + (" …" if len(outside) > 4 else "")
+        steps.append(f"**Reach the budget**: {len(outside)} model(s) miss their parameter budget by more than "
+                     f"±{BUDGET_TOLERANCE:.0%} ({keys}); train longer (`--steps`) or raise the multipliers' "
+                     "learning rate (`lagrangian_lr` of `CompressConfig` / `JointConfig`), and compare only then.")
+    top = max(c.target_sparsities)
+    if checks["kd_worse_than_teacher"]["held"] is False:
+        steps.append("**A budget that costs WER**: the KD baseline is not worse than the teacher everywhere, so "
+                     "there is no gap for a method to close; train longer (`--steps`) or compress harder "
+                     f"(`{command} --target-sparsity {_targets([top + 0.1, top + 0.2])}`).")
+    if len(c.target_sparsities) == 1:
+        steps.append(f"**Other budgets**: one target ({top:g}); `{command} --target-sparsity "
+                     f"{_targets([0.6 * top, top, 1.4 * top])}` shows whether the ranking of the methods holds as "
+                     "the model shrinks.")
+    return steps
+
+
+def joint_gated_student(result: JointResult, teacher: RNNTModel) -> RNNTModel:
+    """The gated / factorised RNN-T model at the end of the joint phase (eval, CPU): the result's
+    own when it was just trained, else rebuilt from ``checkpoints/last.pt`` with ``teacher`` (the
+    fine-tuned teacher of the run's mode)."""
+    if result.student is not None:
+        return result.student.eval()
+    student, _, _ = build_joint_student(result.config, teacher.cpu())
+    student.load_state_dict(load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"])
+    return student.asr.eval()
+
+
+class GreedyStream:
+    """Greedy RNN-T search fed encoder frames piece by piece (batch 1): the predictor state and the
+    last symbol carry over, so the symbols equal ``decoding.greedy_search`` on all frames at once."""
+
+    def __init__(self, model: RNNTModel, max_symbols_per_frame: int = 3) -> None:
+        self.model, self.max_symbols = model, max_symbols_per_frame
+        self.state = None
+        with torch.inference_mode():
+            self.pred = self._predict(torch.tensor([BLANK]))
+        self.tokens: list[int] = []
+
+    def _predict(self, token: torch.Tensor) -> torch.Tensor:
+        """token (1,) -> projected predictor output (1, J); updates the predictor state."""
+        out, self.state = self.model.predictor(token[:, None], self.state)
+        return self.model.joiner.project_predictor(out[:, 0])
+
+    @torch.inference_mode()
+    def advance(self, enc: torch.Tensor) -> list[int]:
+        """enc (1, k, E): the next k encoder frames -> the symbols decoded on them."""
+        projected = self.model.joiner.project_encoder(enc)
+        new = []
+        for t in range(projected.shape[1]):
+            for _ in range(self.max_symbols):
+                logits = self.model.joiner.joint(projected[:, t], self.pred)
+                best = int(torch.log_softmax(logits.float(), dim=-1).max(dim=-1).indices)  # as greedy_search
+                if best == BLANK:
+                    break
+                new.append(best)
+                self.pred = self._predict(torch.tensor([best]))
+        self.tokens += new
+        return new
+
+
+@dataclass
+class StreamCall:
+    """One call of the streaming demo: audio received so far (s), encoder frames emitted and
+    symbols decoded by this call, and its compute time (ms: encoder + decoder)."""
+
+    received_s: float
+    frames: int
+    tokens: list[int]
+    compute_ms: float
+
+
+@dataclass
+class StreamTrace:
+    """Every call, all emitted encoder frames ``encoder_out`` (1, T', D) and all symbols."""
+
+    calls: list[StreamCall]
+    encoder_out: torch.Tensor
+    tokens: list[int]
+
+
+@torch.inference_mode()
+def stream_transcribe(model: RNNTModel, features: torch.Tensor, feed_frames: int) -> StreamTrace:
+    """Feed ``features`` (T, F) to a streaming model ``feed_frames`` input frames (10 ms) per call,
+    as audio would arrive: ``encoder.stream()`` emits the chunks completed so far and
+    ``GreedyStream`` decodes them; the last call flushes the partial chunk."""
+    if feed_frames < 1:
+        raise ValueError(f"feed_frames must be >= 1 (input frames per call), got {feed_frames}")
+    encoder = model.encoder.eval()
+    decoder, state, calls, outputs = GreedyStream(model.eval()), None, [], []
+    for start in range(0, features.shape[0], feed_frames):
+        piece = features[None, start : start + feed_frames]
+        began = time.perf_counter()
+        out, state = encoder.stream(piece, state, final=start + feed_frames >= features.shape[0])
+        new = decoder.advance(out)
+        elapsed = time.perf_counter() - began
+        outputs.append(out)
+        calls.append(StreamCall((start + piece.shape[1]) * FRAME_SECONDS, out.shape[1], new, elapsed * 1e3))
+    return StreamTrace(calls, torch.cat(outputs, dim=1), decoder.tokens)
+
+
+def stream_latency_figure(trace: StreamTrace, feed_frames: int, title: str = "") -> go.Figure:
+    """Bars: compute time of each call (ms); line: the audio each call brings (ms), the real-time budget."""
+    calls = list(range(1, len(trace.calls) + 1))
+    figure = go.Figure([
+        go.Bar(x=calls, y=[c.compute_ms for c in trace.calls], name="compute (encoder + greedy search)",
+               text=[f"{c.frames} fr" for c in trace.calls], textposition="outside"),
+        go.Scatter(x=calls, y=[feed_frames * FRAME_SECONDS * 1e3] * len(calls), mode="lines",
+                   line={"dash": "dash", "color": "red"}, name="audio per call (real-time budget)"),
+    ])  # fmt: skip
+    figure.update_layout(title=title or "Per-call latency of chunk-by-chunk decoding", xaxis_title="call",
+                         yaxis_title="ms", height=340, margin={"t": 50, "b": 40})
+    return figure

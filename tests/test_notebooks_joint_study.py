@@ -1,0 +1,275 @@
+"""Notebooks 05 (joint pruning with RNN-T) and 06 (the study's results) run headless at tiny
+settings, and the helpers behind them (``kdlab.viz.study_lessons``) behave.
+
+Both notebooks run with papermill at profile "tiny" in an isolated KDLAB_HOME (empty runs/ and
+outputs/, the shared tiny corpus): 05 trains the tiny teachers and its rows of the study grid,
+then 06 finds no study outputs, runs the tiny smoke grid (reusing 05's rows) and shows it. Each
+must finish without an error, every code cell run, its self-checks (asserts in the cells)
+passed and its figures shown; what 06 shows must be what the study wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+import torch
+from jupyter_client.kernelspec import find_kernel_specs
+
+from stand_ins import isolated_kdlab_home
+
+from kdlab import notebook_runner as nr
+from kdlab.compress.hardconcrete import HardConcreteGate
+from kdlab.compress.param_count import expected_params
+from kdlab.data.corpus import ensure_corpus
+from kdlab.models.conformer import ConformerEncoder, teacher_config
+from kdlab.models.decoding import greedy_search
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.paths import PROJECT_ROOT
+from kdlab.study import StudyConfig, StudyResults
+from kdlab.study.recipes import GridRuns
+from kdlab.viz import study_lessons as sl
+
+JOINT, STUDY = "05_joint_pruning_rnnt", "06_study_results"
+LESSONS = [JOINT, STUDY]
+
+
+def _kernel() -> str:
+    return nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
+
+
+def _source(name: str):
+    return nbformat.read(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+
+
+def _outputs(notebook, tag: str | None = None) -> list[dict]:
+    cells = [c for c in notebook.cells if c.cell_type == "code" and (tag is None or tag in c.metadata.get("tags", []))]
+    return [o for cell in cells for o in cell.outputs]
+
+
+def _figure_titles(notebook) -> list[str]:
+    return [o["data"][nr.PLOTLY_MIMETYPE]["layout"].get("title", {}).get("text", "") for o in _outputs(notebook)
+            if nr.PLOTLY_MIMETYPE in o.get("data", {})]
+
+
+def _text(notebook, cell_id: str) -> str:
+    """Everything a cell printed or displayed (stream text, HTML and Markdown)."""
+    cell = next(c for c in notebook.cells if c.id == cell_id)
+    parts = [o.get("text", "") for o in cell.outputs]
+    parts += [o.get("data", {}).get(kind, "") for o in cell.outputs for kind in ("text/html", "text/markdown")]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_lesson_explains_the_math_and_checks_itself(name):
+    notebook = _source(name)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert "$$" in markdown, f"{name}: the math should be written out in markdown formulas"
+    assert sum("assert " in source for source in code) >= 3, f"{name}: cells should check what they show"
+    assert len({c.id for c in notebook.cells}) == len(notebook.cells), f"{name}: cell ids must be unique"
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code_cells), f"{name}: committed with outputs"
+
+
+def test_the_joint_lesson_writes_out_the_joint_loss():
+    markdown = "\n".join(c.source for c in _source(JOINT).cells if c.cell_type == "markdown")
+    assert r"\lambda_1(\hat s - t) + \lambda_2(\hat s - t)^2" in markdown
+    assert r"-\log P(y \mid x)" in markdown and r"\mathrm{KL}" in markdown
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A KDLAB_HOME with empty runs/ and outputs/ that shares the tiny corpus and its feature cache."""
+    root = tmp_path_factory.mktemp("home")
+    patch = isolated_kdlab_home(root, ensure_corpus("tiny", progress=False))
+    yield root
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def executed(home, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lessons")
+    kernel = _kernel()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # kernels inherit it (and KDLAB_HOME); tiny models need no threads
+        for name in LESSONS:
+            nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
+                                {"profile": "tiny"}, kernel, progress=False)
+    return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in LESSONS}
+
+
+@pytest.fixture(scope="module")
+def results(home, executed):
+    """results.json of the study notebook 06 ran (the isolated home had none)."""
+    return json.loads((home / "outputs" / "study" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_lesson_runs_headless_at_tiny_settings(executed, name):
+    notebook = executed[name]
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert not notebook.metadata.papermill.exception
+    assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
+    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+
+
+def test_the_joint_lesson_shows_evolution_comparison_and_streaming_figures(executed):
+    titles = _figure_titles(executed[JOINT])
+    for part in ("RNN-T", "KD terms", "target t vs expected sparsity", "P(z ≠ 0) of the attention heads",
+                 "expected rank per matrix", "expected sparsity ŝ in each route", "test WER vs encoder parameters",
+                 "per-call latency"):
+        assert any(part in title for title in titles), f"no figure titled with {part!r} among {titles}"
+    assert not any(nr.WIDGET_VIEW_MIMETYPE in o.get("data", {}) for o in _outputs(executed[JOINT]))
+
+
+def test_the_study_lesson_shows_pareto_per_mode_and_rwer_bars(executed, results):
+    titles = _figure_titles(executed[STUDY])
+    for mode in results["config"]["modes"]:
+        assert f"{mode}: test WER vs encoder parameters" in titles
+    assert "Relative WER vs the KD baseline (positive = better than KD)" in titles
+    key = [o for o in _outputs(executed[STUDY], "key-figure") if nr.PLOTLY_MIMETYPE in o.get("data", {})]
+    assert len(key) == len(results["config"]["modes"]) + 1, "key figures: a Pareto figure per mode, the RWER bars"
+
+
+def test_the_study_lesson_ran_the_smoke_grid_and_shows_every_row_of_results_json(executed, results):
+    assert results["config"]["profile"] == "tiny"
+    assert results["config"]["methods"] == list(sl.SMOKE["tiny"]["methods"])
+    outputs = _outputs(executed[STUDY], "study-rows")
+    shown = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert len(shown) == 1
+    tbody = shown[0].split("<tbody>", 1)[1]
+    keys = re.findall(r"<tr>\s*<th>([^<]+)</th>", tbody)
+    assert keys == [row["key"] for row in results["rows"]]
+
+
+def test_the_study_lesson_shows_the_papers_numbers_and_the_computed_verdicts(executed, results):
+    cell = next(c for c in executed[STUDY].cells if "paper RWER %" in c.source)
+    html = _text(executed[STUDY], cell.id)
+    for claim in results["claims"]:
+        if claim["paper"] is not None:  # the abstract's two numbers, 8.9 and 13.4, beside ours
+            row = re.search(re.escape(claim["statement"][:40]) + r".*?</tr>", html, re.DOTALL).group(0)
+            cells = re.findall(r"<td>([^<]*)</td>", row)
+            assert f"{claim['paper']:g}" in cells and {True: "yes", False: "no", None: "n/a"}[claim["held"]] in cells
+    assert {c["paper"] for c in results["claims"]} == {None, 8.9, 13.4}
+    claims = _text(executed[STUDY], next(c.id for c in executed[STUDY].cells if "claims_table(" in c.source))
+    for claim in results["claims"]:
+        held = {True: "yes", False: "no", None: "n/a"}[claim["held"]]
+        assert f"| {claim['statement']} | {claim['target_sparsity']:g} | {held} |" in claims
+
+
+@pytest.fixture(scope="module")
+def joint_run(executed) -> tuple[str, str]:
+    """(method, offline joint run folder) that notebook 05 printed."""
+    printed = _text(executed[JOINT], next(c.id for c in executed[JOINT].cells if "joint run:" in c.source))
+    return re.search(r"method (\S+),", printed).group(1), re.search(r"joint run: (\S+)", printed).group(1)
+
+
+def test_the_joint_lessons_runs_are_the_studys_rows(joint_run, results):
+    """05 and 06 share runs: the joint row of the study is the folder notebook 05 trained."""
+    method, run_dir = joint_run
+    target = results["config"]["target_sparsities"][0]
+    row = next(r for r in results["rows"] if r["key"] == f"offline-joint-{method}-{target:g}-s0")
+    assert row["run_dir"] == run_dir
+
+
+def test_a_finished_study_is_loaded_not_rerun(home, results):
+    study, ran = sl.load_or_run_study(sl.grid_config("tiny"), home / "outputs")
+    assert not ran and study.rows == results["rows"] and study.out_dir == home / "outputs" / "study"
+
+
+def test_the_gated_student_rebuilt_from_a_checkpoint_counts_as_materialised(home, joint_run, one_thread):
+    method = joint_run[0]
+    config = sl.grid_config("tiny", methods=[method])
+    runs = GridRuns(config, device="cpu", progress=False)
+    routes = sl.run_routes(runs, "offline", method, config.target_sparsities[0], 0)  # finished: loaded, no student
+    assert routes.joint.student is None and "l0" in method.split("+")
+    gated = sl.joint_gated_student(routes.joint, runs.teacher("offline").model)
+    assert round(float(expected_params(gated.encoder, deterministic=True))) == routes.joint.metrics["encoder_params"]
+    assert any(isinstance(m, HardConcreteGate) for m in gated.encoder.modules()), "the rebuilt student is gated"
+
+
+# ------------------------------------------------------------------ helpers, without notebooks
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine: one torch thread is ~100x faster than contended threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _streaming_model(seed: int = 0) -> RNNTModel:
+    torch.manual_seed(seed)
+    encoder = ConformerEncoder(teacher_config("tiny", streaming=True, chunk_size=3, dropout=0.0))
+    config = RNNTConfig(vocab_size=12, pred_embed_dim=8, pred_hidden=16, joint_dim=16, dropout=0.0)
+    return RNNTModel(encoder, config).eval()
+
+
+@pytest.mark.parametrize("feed", [1, 5, 16, 1000])
+def test_chunk_by_chunk_decoding_equals_the_full_forward_and_greedy_search(feed, one_thread):
+    model = _streaming_model()
+    features = torch.randn(97, 80, generator=torch.Generator().manual_seed(1))
+    trace = sl.stream_transcribe(model, features, feed)
+    with torch.no_grad():
+        full, lengths = model.transcribe(features[None], torch.tensor([97]))
+    assert (trace.encoder_out - full).abs().max() < 1e-5
+    assert tuple(trace.tokens) == greedy_search(model, full, lengths)[0].tokens and len(trace.tokens) > 3
+    assert [t for call in trace.calls for t in call.tokens] == trace.tokens
+    assert sum(call.frames for call in trace.calls) == full.shape[1]
+    assert len(trace.calls) == -(-97 // feed) and trace.calls[-1].received_s == pytest.approx(0.97)
+    assert all(call.frames % 3 == 0 for call in trace.calls[:-1]), "only whole chunks before the final flush"
+
+
+def test_stream_transcribe_refuses_an_empty_feed():
+    with pytest.raises(ValueError, match="feed_frames must be >= 1"):
+        sl.stream_transcribe(_streaming_model(), torch.randn(20, 80), 0)
+
+
+def _write_results(folder, profile):
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"config": {"profile": profile}}))
+
+
+def test_study_folder_never_takes_another_profiles_study(tmp_path):
+    assert sl.study_folder("tiny", tmp_path) == tmp_path / "study"
+    _write_results(tmp_path / "study", "default")
+    assert sl.study_folder("default", tmp_path) == tmp_path / "study"
+    assert sl.study_folder("tiny", tmp_path) == tmp_path / "study-tiny"
+
+
+def test_grid_config_budgets():
+    smoke = sl.grid_config("tiny")
+    n = sl.SMOKE["tiny"]["steps"]
+    assert smoke.teacher_steps is None, "the smoke grid keeps the profile's teacher (the one of notebooks 01-04)"
+    assert (smoke.compress_steps, smoke.finetune_steps, smoke.joint_steps, smoke.recovery_steps) == (n, n, n, n // 2)
+    assert smoke.methods == list(sl.SMOKE["tiny"]["methods"]) and smoke.target_sparsities == [0.25]
+    cli = sl.grid_config("tiny", steps=6, methods=["kd+l0"], target_sparsity=0.3)  # python -m kdlab study --steps 6
+    assert (cli.teacher_steps, cli.compress_steps, cli.joint_steps, cli.recovery_steps) == (6, 6, 6, 3)
+    assert cli.methods == ["kd+l0"] and cli.target_sparsities == [0.3] and cli.latency_seconds == 10.0
+    full = sl.grid_config("default")
+    assert full.joint_steps is None and full.methods == list(StudyConfig().methods)
+
+
+def _study(seeds, targets, held, outside, kd_worse) -> StudyResults:
+    claims = [{"id": f"claim{i}", "seeds": seeds, "held": h, "held_in_seeds": {True: seeds, False: 0, None: 0}[h]}
+              for i, h in enumerate(held)]
+    checks = {"budget": {"outside": [{"key": k} for k in outside]}, "kd_worse_than_teacher": {"held": kd_worse}}
+    return StudyResults(None, StudyConfig("tiny", seeds=seeds, target_sparsities=targets), [], [], claims, checks)
+
+
+def test_next_steps_follow_what_the_study_lacks():
+    lacking = sl.next_steps(_study(1, [0.25], [True, None], ["offline-joint-l0-0.25-s0"], False))
+    text = "\n".join(lacking)
+    assert "--seeds 3" in text and "claim1" in text and "offline-joint-l0-0.25-s0" in text
+    assert "--target-sparsity 0.35 0.45" in text and "--target-sparsity 0.15 0.25 0.35" in text
+    assert sl.next_steps(_study(3, [0.3, 0.5], [True, False], [], True)) == []
+    unstable = _study(3, [0.3, 0.5], [True], [], True)
+    unstable.claims[0]["held_in_seeds"] = 2
+    steps = sl.next_steps(unstable)
+    assert len(steps) == 1 and "claim0" in steps[0] and "--seeds 6" in steps[0]
