@@ -8,7 +8,9 @@ convolution (``chunk_size`` frames of 40 ms, ``left_chunks`` chunks of left cont
 all): the masked full-sequence forward equals chunk-by-chunk inference, so its WER is the
 streaming WER. ``init="ssl"`` starts from a BEST-RQ run (``ssl_run_dir``, default the
 profile's pre-training, run first if missing) and its CMVN; ``init="random"`` from fresh weights
-with the same architecture and budget.
+with the same architecture and budget. ``ctc_warmup.steps`` > 0 first trains the encoder alone
+with CTC (``ctc_warmup.py``: it ends the blank plateau that RNN-T alone sits on), in the run
+folder's ``ctc_warmup/``.
 
 The run folder (default: beside the pre-training, ``runs/teacher-<profile>-<hash>/
 finetune-<offline|streaming>-<init>-<hash>``) holds ``config.json``, ``history.json``
@@ -36,6 +38,7 @@ from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_co
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir, load_pretrain,
                                            run_pretrain)
@@ -67,6 +70,7 @@ class FinetuneConfig(JsonConfig):
     encoder: ConformerConfig = field(default_factory=ConformerConfig)
     rnnt: RNNTConfig = field(default_factory=RNNTConfig)
     specaugment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    ctc_warmup: CTCWarmupConfig = field(default_factory=CTCWarmupConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     frames_per_batch: int = 12000
     cmvn_utterances: int = 500
@@ -97,6 +101,7 @@ class FinetuneConfig(JsonConfig):
             encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
             rnnt=RNNTConfig(**{"vocab_size": CharTokenizer().vocab_size, **p.rnnt}),
             specaugment=SpecAugmentConfig() if p.specaugment else None,
+            ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr),
             trainer=TrainerConfig(max_steps=steps, lr=p.finetune_lr, warmup_steps=min(p.finetune_warmup, steps),
                                   schedule="cosine", min_lr_ratio=0.05, eval_every=p.eval_every,
                                   checkpoint_every=p.eval_every, seed=seed),
@@ -181,12 +186,15 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
         encoder = ConformerEncoder(config.encoder_config())
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
+    warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
+                            seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
     model = RNNTModel(encoder, config.rnnt)
     _, metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch, seed=config.seed,
                             specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
                             run_dir=run_dir, configs={"finetune": config.to_dict()}, device=device,
                             progress=progress)
-    metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters())
+    metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters(),
+                   ctc_warmup=warmup)
     metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
     model = model.cpu()
     torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),

@@ -1,0 +1,92 @@
+"""CTC warm-start of the encoder before RNN-T fine-tuning (tiny corpus, tiny encoder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kdlab.data.corpus import ensure_corpus
+from kdlab.models.conformer import ConformerEncoder, teacher_config
+from kdlab.train.recipes import finetune as ft
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, EncoderCTC, ctc_warm_start
+from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.rng import seed_everything
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SpeechData.from_corpus(ensure_corpus("tiny", progress=False), cmvn_utterances=40)
+
+
+def _encoder() -> ConformerEncoder:
+    seed_everything(0)
+    return ConformerEncoder(teacher_config("tiny"))
+
+
+def test_warm_start_trains_the_encoder_in_place_and_lowers_the_ctc_loss(data, tmp_path):
+    encoder = _encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    metrics = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=12, lr=5e-3, warmup_steps=2),
+                             frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu", progress=False)
+
+    assert metrics["steps"] == 12 and metrics["wall_seconds"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    history = json.loads((tmp_path / "history.json").read_text())
+    losses = [r["loss"] for r in history if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+
+
+def test_encoder_ctc_loss_is_the_mean_over_utterances_of_the_summed_ctc(data):
+    model = EncoderCTC(_encoder(), data.tokenizer.vocab_size).eval()
+    batch = next(iter(data.eval_loader("dev", limit=4)))
+    with torch.no_grad():
+        log_probs, lengths = model.log_probs(batch.features, batch.feature_lengths)
+        each = [torch.nn.functional.ctc_loss(log_probs[i : i + 1, : lengths[i]].transpose(0, 1),
+                                             batch.tokens[i : i + 1, : batch.token_lengths[i]], lengths[i : i + 1],
+                                             batch.token_lengths[i : i + 1], reduction="sum")
+                for i in range(len(lengths))]
+        torch.testing.assert_close(model(batch), torch.stack(each).mean())
+
+
+def test_zero_steps_leaves_the_encoder_untouched(data, tmp_path):
+    encoder = _encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    assert ctc_warm_start(encoder, data, CTCWarmupConfig(steps=0), frames_per_batch=3000, seed=0,
+                          run_dir=tmp_path, device="cpu", progress=False) == {}
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    assert not (tmp_path / "history.json").exists()
+
+
+def test_a_finished_warm_start_is_reused_not_retrained(data, tmp_path):
+    config = CTCWarmupConfig(steps=4, lr=5e-3, warmup_steps=1)
+    first = _encoder()
+    ctc_warm_start(first, data, config, frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu", progress=False)
+    again = _encoder()
+    metrics = ctc_warm_start(again, data, config, frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu",
+                             progress=False)
+    assert metrics["steps"] == 4
+    assert all(torch.equal(first.state_dict()[k], v) for k, v in again.state_dict().items())
+
+
+def test_fine_tuning_runs_the_warm_start_first_and_records_it(data, tmp_path):
+    config = ft.FinetuneConfig.for_profile("tiny", init="random", steps=2, corpus_dir=str(data.corpus_dir),
+                                           ctc_warmup=CTCWarmupConfig(steps=3, lr=5e-3, warmup_steps=1))
+    result = ft.run_finetune(config, tmp_path / "ft", device="cpu", progress=False)
+    assert result.metrics["ctc_warmup"]["steps"] == 3
+    warm = json.loads((tmp_path / "ft" / "ctc_warmup" / "history.json").read_text())
+    assert max(r["step"] for r in warm) == 3
+    assert config.digest() != ft.FinetuneConfig.for_profile("tiny", init="random", steps=2,
+                                                            corpus_dir=str(data.corpus_dir)).digest()
+
+
+def test_config_rejects_bad_values_and_the_default_profile_warms_up():
+    with pytest.raises(ValueError, match="steps"):
+        CTCWarmupConfig(steps=-1)
+    with pytest.raises(ValueError, match="lr"):
+        CTCWarmupConfig(steps=1, lr=0.0)
+    assert ft.FinetuneConfig.for_profile("default").ctc_warmup.steps > 0
+    assert ft.FinetuneConfig.for_profile("tiny").ctc_warmup.steps == 0
