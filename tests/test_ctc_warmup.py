@@ -90,3 +90,14 @@ def test_config_rejects_bad_values_and_the_default_profile_warms_up():
         CTCWarmupConfig(steps=1, lr=0.0)
     assert ft.FinetuneConfig.for_profile("default").ctc_warmup.steps > 0
     assert ft.FinetuneConfig.for_profile("tiny").ctc_warmup.steps == 0
+
+
+def test_sequential_fine_tunes_carry_the_profiles_warm_start_through_their_config(tmp_path):
+    from kdlab.train.recipes.sequential import SequentialConfig
+
+    config = SequentialConfig.for_profile("default", tmp_path / "compress-run")
+    assert config.ctc_warmup == ft.FinetuneConfig.for_profile("default").ctc_warmup
+    again = SequentialConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.ctc_warmup == config.ctc_warmup and again.digest() == config.digest()
+    without = SequentialConfig.for_profile("default", tmp_path / "compress-run", ctc_warmup=CTCWarmupConfig())
+    assert without.digest() != config.digest()

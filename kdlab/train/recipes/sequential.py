@@ -43,6 +43,7 @@ from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import load_compress
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
 from kdlab.train.recipes.compress_teacher import ssl_teacher
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.data_setup import SpeechData
@@ -75,6 +76,7 @@ class SequentialConfig:
     left_chunks: int = -1
     rnnt: RNNTConfig = field(default_factory=RNNTConfig)
     specaugment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    ctc_warmup: CTCWarmupConfig = field(default_factory=CTCWarmupConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     frames_per_batch: int = 12000
     dev_eval_utterances: int = 100
@@ -83,7 +85,8 @@ class SequentialConfig:
         # the fields shared with FinetuneConfig are validated by it (profile, chunk settings, sizes)
         FinetuneConfig(profile=self.profile, seed=self.seed, init="random", streaming=self.streaming,
                        chunk_size=self.chunk_size, left_chunks=self.left_chunks, rnnt=self.rnnt,
-                       specaugment=self.specaugment, trainer=self.trainer, frames_per_batch=self.frames_per_batch,
+                       specaugment=self.specaugment, ctc_warmup=self.ctc_warmup, trainer=self.trainer,
+                       frames_per_batch=self.frames_per_batch,
                        dev_eval_utterances=self.dev_eval_utterances)
 
     @classmethod
@@ -102,6 +105,7 @@ class SequentialConfig:
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         return {**data, "rnnt": self.rnnt.to_dict(), "trainer": self.trainer.to_dict(),
+                "ctc_warmup": self.ctc_warmup.to_dict(),
                 "specaugment": None if self.specaugment is None else self.specaugment.to_dict()}
 
     @classmethod
@@ -113,6 +117,7 @@ class SequentialConfig:
         spec = data.get("specaugment")
         return cls(**{**data, "rnnt": RNNTConfig.from_dict(data["rnnt"]),
                       "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
+                      "ctc_warmup": CTCWarmupConfig.from_dict(data["ctc_warmup"]),
                       "trainer": TrainerConfig.from_dict(data["trainer"])})
 
     def digest(self) -> str:
@@ -171,6 +176,8 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
     source_streaming = compressed.encoder.config.streaming
     encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
     seed_everything(config.seed)
+    warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
+                            seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
     model = RNNTModel(encoder, config.rnnt)
     _, run_metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch,
                                 seed=config.seed, specaugment=config.specaugment,
@@ -184,7 +191,7 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
                "achieved_sparsity": 1.0 - encoder_params / teacher_params, "encoder_params": encoder_params,
                "teacher_encoder_params": teacher_params, "params": sum(p.numel() for p in model.parameters()),
                "compress_run_dir": str(config.compress_run_dir),
-               "conv_made_causal": config.streaming and not source_streaming, **run_metrics}
+               "conv_made_causal": config.streaming and not source_streaming, "ctc_warmup": warmup, **run_metrics}
     metrics.update(evaluate_rnnt(model, data, run_dir))
     save_student_asr(model.cpu(), data.tokenizer, run_dir / "asr.pt")
     write_result(run_dir, metrics)
