@@ -51,3 +51,32 @@ def isolated_kdlab_home(root: Path, corpus: Path) -> pytest.MonkeyPatch:
     patch = pytest.MonkeyPatch()
     patch.setenv("KDLAB_HOME", str(root))
     return patch
+
+
+def execute_lessons(names: list[str], out: Path) -> dict:
+    """Run ``notebooks/<name>.ipynb`` headless at profile tiny into `out` (kernels with one thread:
+    tiny models gain nothing from more); returns the executed notebooks by name."""
+    import nbformat
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    from kdlab import notebook_runner as nr
+    from kdlab.paths import PROJECT_ROOT
+
+    kernel = nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # the kernels inherit it (and KDLAB_HOME)
+        for name in names:
+            nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
+                                {"profile": "tiny"}, kernel, progress=False)
+    return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in names}
+
+
+def assert_ran_headless_at_tiny(notebook, name: str) -> None:
+    """No error output, no papermill exception, every code cell run, profile "tiny" injected once."""
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert not notebook.metadata.papermill.exception
+    assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
+    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import find_kernel_specs
+
+from stand_ins import assert_ran_headless_at_tiny, execute_lessons
 
 from kdlab import notebook_runner as nr
 from kdlab.paths import PROJECT_ROOT
 
 LESSONS = ["02_knowledge_distillation", "03_l0_pruning", "04_low_rank_factorization"]
-
-
-def _kernel() -> str:
-    return nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
 
 
 def _source(name: str):
@@ -37,26 +34,12 @@ def test_lesson_explains_the_math_and_checks_itself(name):
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lessons")
-    kernel = _kernel()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")  # the kernels inherit it: tiny models gain nothing from threads
-        for name in LESSONS:
-            nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
-                                {"profile": "tiny"}, kernel, progress=False)
-    return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in LESSONS}
+    return execute_lessons(LESSONS, tmp_path_factory.mktemp("lessons"))
 
 
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_runs_headless_at_tiny_settings(executed, name):
-    notebook = executed[name]
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
-    assert not errors, errors
-    assert not notebook.metadata.papermill.exception
-    assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
-    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
-    assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+    assert_ran_headless_at_tiny(executed[name], name)
 
 
 @pytest.mark.parametrize("name, figures, panels", [

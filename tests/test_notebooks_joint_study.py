@@ -16,9 +16,8 @@ import re
 import nbformat
 import pytest
 import torch
-from jupyter_client.kernelspec import find_kernel_specs
 
-from stand_ins import isolated_kdlab_home
+from stand_ins import assert_ran_headless_at_tiny, execute_lessons, isolated_kdlab_home
 
 from kdlab import notebook_runner as nr
 from kdlab.compress.hardconcrete import HardConcreteGate
@@ -34,10 +33,6 @@ from kdlab.viz import study_lessons as sl
 
 JOINT, STUDY = "05_joint_pruning_rnnt", "06_study_results"
 LESSONS = [JOINT, STUDY]
-
-
-def _kernel() -> str:
-    return nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
 
 
 def _source(name: str):
@@ -91,14 +86,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executed(home, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lessons")
-    kernel = _kernel()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")  # kernels inherit it (and KDLAB_HOME); tiny models need no threads
-        for name in LESSONS:
-            nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
-                                {"profile": "tiny"}, kernel, progress=False)
-    return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in LESSONS}
+    return execute_lessons(LESSONS, tmp_path_factory.mktemp("lessons"))
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +97,7 @@ def results(home, executed):
 
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_runs_headless_at_tiny_settings(executed, name):
-    notebook = executed[name]
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
-    assert not errors, errors
-    assert not notebook.metadata.papermill.exception
-    assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
-    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
-    assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+    assert_ran_headless_at_tiny(executed[name], name)
 
 
 def test_the_joint_lesson_shows_evolution_comparison_and_streaming_figures(executed):
