@@ -80,3 +80,19 @@ def assert_ran_headless_at_tiny(notebook, name: str) -> None:
     assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
     injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
     assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+
+
+def assert_lesson_explains_and_checks_itself(name: str):
+    """The committed ``notebooks/<name>.ipynb`` writes its math in $$ formulas, has >= 3 cells with
+    asserts and unique cell ids; returns the notebook."""
+    import nbformat
+
+    from kdlab.paths import PROJECT_ROOT
+
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert "$$" in markdown, f"{name}: the math should be written out in markdown formulas"
+    assert sum("assert " in source for source in code) >= 3, f"{name}: cells should check what they show"
+    assert len({c.id for c in notebook.cells}) == len(notebook.cells), f"{name}: cell ids must be unique"
+    return notebook

@@ -7,29 +7,18 @@ self-checks (asserts in the cells) passed, and its figures and widget panels sho
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 
-from stand_ins import assert_ran_headless_at_tiny, execute_lessons
+from stand_ins import assert_lesson_explains_and_checks_itself, assert_ran_headless_at_tiny, execute_lessons
 
 from kdlab import notebook_runner as nr
-from kdlab.paths import PROJECT_ROOT
 
 LESSONS = ["02_knowledge_distillation", "03_l0_pruning", "04_low_rank_factorization"]
 
 
-def _source(name: str):
-    return nbformat.read(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-
-
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_explains_the_math_and_checks_itself(name):
-    notebook = _source(name)
-    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
-    code = [c.source for c in notebook.cells if c.cell_type == "code"]
-    assert "$$" in markdown, f"{name}: the math should be written out in markdown formulas"
-    assert sum("assert " in source for source in code) >= 3, f"{name}: cells should check what they show"
-    assert len({c.id for c in notebook.cells}) == len(notebook.cells), f"{name}: cell ids must be unique"
+    assert_lesson_explains_and_checks_itself(name)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import nbformat
 import pytest
 import torch
 
-from stand_ins import assert_ran_headless_at_tiny, execute_lessons, isolated_kdlab_home
+from stand_ins import (assert_lesson_explains_and_checks_itself, assert_ran_headless_at_tiny, execute_lessons,
+                       isolated_kdlab_home)
 
 from kdlab import notebook_runner as nr
 from kdlab.compress.hardconcrete import HardConcreteGate
@@ -59,12 +60,7 @@ def _text(notebook, cell_id: str) -> str:
 
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_explains_the_math_and_checks_itself(name):
-    notebook = _source(name)
-    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
-    code = [c.source for c in notebook.cells if c.cell_type == "code"]
-    assert "$$" in markdown, f"{name}: the math should be written out in markdown formulas"
-    assert sum("assert " in source for source in code) >= 3, f"{name}: cells should check what they show"
-    assert len({c.id for c in notebook.cells}) == len(notebook.cells), f"{name}: cell ids must be unique"
+    notebook = assert_lesson_explains_and_checks_itself(name)
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code_cells), f"{name}: committed with outputs"
 
