@@ -16,7 +16,7 @@ import soundfile
 from kdlab.data.augment import AugmentConfig, augment, mix_at_snr, power, reverberate
 from kdlab.data.corpus import SPLITS, CorpusConfig, build_corpus, corpus_summary, is_complete, profile_config
 from kdlab.data.espeak import SAMPLE_RATE, resample, synthesize
-from kdlab.data.grammar import number_words, split_sentences, vocabulary
+from kdlab.data.grammar import default_grammar, number_words, split_sentences, vocabulary
 from kdlab.data.manifest import read_manifest
 from kdlab.data.voices import ACCENTS, Voice, VoiceSpace, make_speakers
 
@@ -152,6 +152,23 @@ def test_grammar_vocabulary_and_sentence_lengths():
     assert min(lengths) >= 3 and max(lengths) <= 15 and 5 <= np.mean(lengths) <= 10
     assert all(set(t) <= ALLOWED and "  " not in t for texts in sentences.values() for t in texts)
     assert number_words(42) == "forty two" and number_words(13) == "thirteen"
+
+
+def test_a_smaller_lexicon_draws_sentences_from_fewer_words():
+    grammar = default_grammar()
+    quarter = grammar.with_lexicon(0.25)
+    assert grammar.with_lexicon(1.0) is grammar
+    for name, values in grammar.slots.items():
+        assert quarter.slots[name] == values[: max(1, -(-len(values) // 4))]
+    counts = {"test": 50, "dev": 50, "train": 1000}
+    full = {w for texts in split_sentences(counts, 0).values() for t in texts for w in t.split()}
+    small = {w for texts in split_sentences(counts, 0, grammar=quarter).values() for t in texts for w in t.split()}
+    assert small < grammar.vocabulary() and len(small) < 0.6 * len(full)
+    with pytest.raises(ValueError, match="lexicon"):
+        grammar.with_lexicon(0.0)
+    with pytest.raises(ValueError, match="lexicon_fraction"):
+        CorpusConfig(lexicon_fraction=1.5)
+    assert replace(profile_config("default"), lexicon_fraction=0.5).digest() != profile_config("default").digest()
 
 
 def test_split_sentences_are_disjoint_and_seeded():

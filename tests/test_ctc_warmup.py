@@ -30,10 +30,11 @@ def _encoder() -> ConformerEncoder:
 def test_warm_start_trains_the_encoder_in_place_and_lowers_the_ctc_loss(data, tmp_path):
     encoder = _encoder()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    metrics = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=12, lr=5e-3, warmup_steps=2),
-                             frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu", progress=False)
+    head, metrics = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=12, lr=5e-3, warmup_steps=2),
+                                   frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu", progress=False)
 
     assert metrics["steps"] == 12 and metrics["wall_seconds"] > 0
+    assert head.out_features == data.tokenizer.vocab_size and head.in_features == encoder.config.d_model
     assert any(not torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     history = json.loads((tmp_path / "history.json").read_text())
     losses = [r["loss"] for r in history if r["kind"] == "train"]
@@ -56,7 +57,7 @@ def test_zero_steps_leaves_the_encoder_untouched(data, tmp_path):
     encoder = _encoder()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     assert ctc_warm_start(encoder, data, CTCWarmupConfig(steps=0), frames_per_batch=3000, seed=0,
-                          run_dir=tmp_path, device="cpu", progress=False) == {}
+                          run_dir=tmp_path, device="cpu", progress=False) == (None, {})
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert not (tmp_path / "history.json").exists()
 
@@ -66,8 +67,8 @@ def test_a_finished_warm_start_is_reused_not_retrained(data, tmp_path):
     first = _encoder()
     ctc_warm_start(first, data, config, frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu", progress=False)
     again = _encoder()
-    metrics = ctc_warm_start(again, data, config, frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu",
-                             progress=False)
+    _, metrics = ctc_warm_start(again, data, config, frames_per_batch=3000, seed=0, run_dir=tmp_path, device="cpu",
+                                progress=False)
     assert metrics["steps"] == 4
     assert all(torch.equal(first.state_dict()[k], v) for k, v in again.state_dict().items())
 
@@ -101,3 +102,42 @@ def test_sequential_fine_tunes_carry_the_profiles_warm_start_through_their_confi
     assert again.ctc_warmup == config.ctc_warmup and again.digest() == config.digest()
     without = SequentialConfig.for_profile("default", tmp_path / "compress-run", ctc_warmup=CTCWarmupConfig())
     assert without.digest() != config.digest()
+
+
+def test_rnnt_with_ctc_adds_the_weighted_ctc_loss_of_the_head(data):
+    from kdlab.models.rnnt import RNNTModel, RNNTConfig
+    from kdlab.train.recipes.ctc_warmup import RNNTWithCTC
+
+    encoder = _encoder().eval()
+    rnnt = RNNTModel(encoder, RNNTConfig(vocab_size=data.tokenizer.vocab_size, pred_embed_dim=8, pred_hidden=16,
+                                         joint_dim=16)).eval()
+    probe = EncoderCTC(encoder, data.tokenizer.vocab_size)
+    model = RNNTWithCTC(rnnt, probe.head, weight=0.3)
+    batch = next(iter(data.eval_loader("dev", limit=4)))
+    with torch.no_grad():
+        loss, parts = model(batch)
+        torch.testing.assert_close(parts["loss_rnnt"], rnnt(batch))
+        torch.testing.assert_close(parts["loss_ctc"], probe(batch))
+        torch.testing.assert_close(loss, rnnt(batch) + 0.3 * probe(batch))
+
+
+def test_the_warm_start_head_keeps_training_beside_the_transducer_and_is_not_saved(data, tmp_path):
+    config = ft.FinetuneConfig.for_profile("tiny", init="random", steps=3, corpus_dir=str(data.corpus_dir),
+                                           ctc_warmup=CTCWarmupConfig(steps=2, lr=5e-3, warmup_steps=1,
+                                                                      aux_weight=0.5))
+    result = ft.run_finetune(config, tmp_path / "ft", device="cpu", progress=False)
+    train = [r for r in json.loads((tmp_path / "ft" / "history.json").read_text()) if r["kind"] == "train"]
+    assert train and train[-1]["step"] == 3
+    for record in train:  # averages over the logging period; the sum is linear, so it holds for them too
+        assert record["loss"] == pytest.approx(record["loss_rnnt"] + 0.5 * record["loss_ctc"], rel=1e-5)
+    saved = torch.load(tmp_path / "ft" / "asr.pt", weights_only=True)["model"]
+    assert set(saved) == set(result.model.state_dict())
+    assert not any(key.startswith("head.") for key in saved)
+
+
+def test_without_warm_start_steps_an_auxiliary_weight_gets_a_fresh_head(data, tmp_path):
+    head, metrics = ctc_warm_start(_encoder(), data, CTCWarmupConfig(steps=0, aux_weight=0.3), frames_per_batch=3000,
+                                   seed=0, run_dir=tmp_path, device="cpu", progress=False)
+    assert metrics == {} and head.out_features == data.tokenizer.vocab_size
+    with pytest.raises(ValueError, match="aux_weight"):
+        CTCWarmupConfig(aux_weight=-0.1)

@@ -10,7 +10,7 @@ PROFILES = ("tiny", "default", "full")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="tiny (tests, seconds), default (the teacher, ~15 min on 2 CPU cores), full (GPU)")
+                        help="tiny (tests, seconds), default (the teacher, ~19 min on 2 CPU cores with its pre-training), full (GPU)")
     parser.add_argument("--streaming", action="store_true",
                         help="chunked attention + causal convolution (chunk size from the profile, 40 ms frames)")
     parser.add_argument("--init", choices=("ssl", "random"), default="ssl",

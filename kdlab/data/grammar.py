@@ -16,6 +16,7 @@ Template syntax (one template per line, `#` starts a comment line):
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -147,6 +148,16 @@ class Grammar:
             _parse(_TOKEN_RE.findall(line), 0, None, f"{path}:{number}")[0] for number, line in _read_lines(path)
         )
         return cls(slots, templates)
+
+    def with_lexicon(self, fraction: float) -> "Grammar":
+        """This grammar with every slot cut to the first ceil(fraction · n) of its n entries (at least
+        one): fewer distinct words, each more frequent. 1.0 returns the grammar itself."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"lexicon fraction must be in (0, 1], got {fraction}")
+        if fraction == 1.0:
+            return self
+        return Grammar({name: values[: max(1, math.ceil(fraction * len(values)))] for name, values in self.slots.items()},
+                       self.templates)
 
     def _render(self, node: tuple, rng: random.Random, out: list[str]) -> None:
         kind = node[0]

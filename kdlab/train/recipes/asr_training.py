@@ -11,6 +11,7 @@ import torch
 
 from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
 from kdlab.models.rnnt import RNNTModel
+from kdlab.train.recipes.ctc_warmup import RNNTWithCTC
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.evaluate import transcribe
 from kdlab.train.recipes.runs import has_checkpoint, load_average
@@ -20,6 +21,11 @@ from kdlab.train.trainer import Trainer, TrainerConfig
 def rnnt_step(model: RNNTModel, batch) -> tuple[torch.Tensor, dict]:
     """Trainer step: the mean RNN-T loss of `batch`, no extra metrics."""
     return model(batch), {}
+
+
+def rnnt_ctc_step(model: RNNTWithCTC, batch) -> tuple[torch.Tensor, dict]:
+    """Trainer step: RNN-T + weight · CTC, with both losses as metrics."""
+    return model(batch)
 
 
 def train_rnnt(
@@ -35,9 +41,13 @@ def train_rnnt(
     configs: dict,
     device: str = "auto",
     progress: bool = True,
+    ctc_head: torch.nn.Linear | None = None,
+    ctc_weight: float = 0.0,
 ) -> tuple[Trainer, dict]:
     """Train `model` on the RNN-T loss in `run_dir` (resuming its checkpoint when there is one).
 
+    With ``ctc_weight`` > 0 the loss is RNN-T + ctc_weight · CTC through `ctc_head` (``RNNTWithCTC``;
+    the trainer's model is then that wrapper, and `model` is trained in place all the same).
     The dev WER/CER of the first `dev_eval_utterances` dev utterances is logged every
     `trainer_config.eval_every` steps. Returns the trainer and the run's bookkeeping metrics
     (steps, resume step, wall and CPU seconds, load average before/after, threads, device, skips).
@@ -45,11 +55,17 @@ def train_rnnt(
     augment = None if specaugment is None else SpecAugment(specaugment)
     dev = data.eval_loader("dev", limit=dev_eval_utterances)
 
-    def dev_scores(m: RNNTModel) -> dict:
-        scores = transcribe(m, dev, data.tokenizer).scores()
+    def dev_scores(m: RNNTModel | RNNTWithCTC) -> dict:
+        scores = transcribe(m.rnnt if isinstance(m, RNNTWithCTC) else m, dev, data.tokenizer).scores()
         return {"dev_wer": scores["wer"], "dev_cer": scores["cer"]}
 
-    trainer = Trainer(model, replace(trainer_config, device=device, progress=progress), rnnt_step,
+    if ctc_weight > 0:
+        if ctc_head is None:
+            raise ValueError("ctc_weight > 0 needs a ctc_head (the CTC warm-start's head)")
+        model, step_fn = RNNTWithCTC(model, ctc_head, ctc_weight), rnnt_ctc_step
+    else:
+        step_fn = rnnt_step
+    trainer = Trainer(model, replace(trainer_config, device=device, progress=progress), step_fn,
                       data.train_loader(frames_per_batch, seed, augment), eval_fn=dev_scores,
                       run_dir=run_dir, configs=configs)
     resumed_at = 0

@@ -7,12 +7,16 @@ on, so its only way down is through the acoustics. Measured on the default corpu
 (docs/teacher_calibration.md): CTC alone left the plateau after ~125 steps, CTC beside the
 transducer loss (or with SpecAugment) had not after 300.
 
-    encoder = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=250, lr=2e-3), frames_per_batch=8000,
-                             seed=0, run_dir=run_dir / "ctc_warmup")
+    head, metrics = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=250, lr=2e-3, aux_weight=0.3),
+                                   frames_per_batch=8000, seed=0, run_dir=run_dir / "ctc_warmup")
+    model = RNNTWithCTC(RNNTModel(encoder, rnnt_config), head, weight=0.3)   # loss = RNN-T + 0.3 CTC
 
 The phase trains encoder + a linear CTC head (blank = id 0, the RNN-T blank), without
-SpecAugment, with the shared ``Trainer`` (history, checkpoint and resume in ``run_dir``); the head
-is dropped afterwards. The encoder's mode (offline or streaming mask) is whatever it was built with.
+SpecAugment, with the shared ``Trainer`` (history, checkpoint and resume in ``run_dir``). The
+encoder's mode (offline or streaming mask) is whatever it was built with. With ``aux_weight`` > 0
+the head stays beside the transducer while it trains (``RNNTWithCTC``), keeping the encoder's
+outputs aligned with the tokens while the predictor and joiner learn; the saved ASR model leaves
+the head out.
 """
 
 from __future__ import annotations
@@ -32,15 +36,19 @@ from kdlab.train.trainer import Trainer, TrainerConfig
 
 @dataclass
 class CTCWarmupConfig(JsonConfig):
-    """Steps (0 = no warm-start), peak learning rate and linear warm-up of the CTC phase."""
+    """Steps (0 = no warm-start), peak learning rate and linear warm-up of the CTC phase, and the
+    weight of the CTC loss kept beside the RNN-T loss afterwards (0 = none)."""
 
     steps: int = 0
     lr: float = 2e-3
     warmup_steps: int = 30
+    aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight (CTC weight beside the RNN-T loss) must be >= 0, got {self.aux_weight}")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"need lr > 0 and warmup_steps >= 0, got lr={self.lr}, warmup_steps={self.warmup_steps}")
 
@@ -61,9 +69,35 @@ class EncoderCTC(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         log_probs, enc_lengths = self.log_probs(batch.features, batch.feature_lengths)
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch.tokens, enc_lengths, batch.token_lengths, blank=0,
-                          reduction="sum", zero_infinity=True)
-        return loss / len(enc_lengths)
+        return ctc_loss(log_probs, enc_lengths, batch.tokens, batch.token_lengths)
+
+
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
+             token_lengths: torch.Tensor) -> torch.Tensor:
+    """log_probs (B, T', V), lengths (B,), tokens (B, U) -> CTC loss summed per utterance, mean over B."""
+    loss = F.ctc_loss(log_probs.transpose(0, 1), tokens, lengths, token_lengths, blank=0, reduction="sum",
+                      zero_infinity=True)
+    return loss / len(lengths)
+
+
+class RNNTWithCTC(nn.Module):
+    """An RNN-T model with a CTC head on its encoder output. ``forward(batch)`` -> (loss, parts):
+
+        loss = RNN-T + weight · CTC        parts = {"loss_rnnt", "loss_ctc"} (detached)
+
+    ``rnnt`` is the model to keep; the head only shapes the encoder while it trains.
+    """
+
+    def __init__(self, rnnt: nn.Module, head: nn.Linear, weight: float) -> None:
+        super().__init__()
+        self.rnnt, self.head, self.weight = rnnt, head, weight
+
+    def forward(self, batch) -> tuple[torch.Tensor, dict]:
+        enc, enc_lengths = self.rnnt.transcribe(batch.features, batch.feature_lengths)
+        logits = self.rnnt.logits(enc, enc_lengths, batch.tokens, batch.token_lengths)
+        transducer = self.rnnt.loss(logits, enc_lengths, batch.tokens, batch.token_lengths)
+        ctc = ctc_loss(F.log_softmax(self.head(enc), dim=-1), enc_lengths, batch.tokens, batch.token_lengths)
+        return transducer + self.weight * ctc, {"loss_rnnt": transducer.detach(), "loss_ctc": ctc.detach()}
 
 
 def ctc_step(model: EncoderCTC, batch) -> tuple[torch.Tensor, dict]:
@@ -72,13 +106,16 @@ def ctc_step(model: EncoderCTC, batch) -> tuple[torch.Tensor, dict]:
 
 
 def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig, *, frames_per_batch: int,
-                   seed: int, run_dir: str | Path, device: str = "auto", progress: bool = True) -> dict:
+                   seed: int, run_dir: str | Path, device: str = "auto",
+                   progress: bool = True) -> tuple[nn.Linear | None, dict]:
     """Train `encoder` in place for ``config.steps`` CTC steps in `run_dir` (resuming its checkpoint).
 
-    Returns ``{"steps", "wall_seconds", "final_loss"}`` (an empty dict when ``config.steps`` is 0).
+    Returns (the CTC head on the CPU, ``{"steps", "wall_seconds", "final_loss"}``). With 0 steps the
+    metrics are empty and the head is a fresh one when ``config.aux_weight`` > 0, else None.
     """
     if config.steps == 0:
-        return {}
+        head = nn.Linear(encoder.config.d_model, data.tokenizer.vocab_size) if config.aux_weight > 0 else None
+        return head, {}
     import time
 
     model = EncoderCTC(encoder, data.tokenizer.vocab_size)
@@ -92,5 +129,5 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
     history = trainer.fit()
     model.cpu()
     losses = history.series("train", "loss")[1]
-    return {"steps": trainer.step, "wall_seconds": time.perf_counter() - start,
-            "final_loss": losses[-1] if losses else None}
+    return model.head, {"steps": trainer.step, "wall_seconds": time.perf_counter() - start,
+                        "final_loss": losses[-1] if losses else None}

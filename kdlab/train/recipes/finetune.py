@@ -101,7 +101,7 @@ class FinetuneConfig(JsonConfig):
             encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
             rnnt=RNNTConfig(**{"vocab_size": CharTokenizer().vocab_size, **p.rnnt}),
             specaugment=SpecAugmentConfig() if p.specaugment else None,
-            ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr),
+            ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr, aux_weight=p.ctc_aux_weight),
             trainer=TrainerConfig(max_steps=steps, lr=p.finetune_lr, warmup_steps=min(p.finetune_warmup, steps),
                                   schedule="cosine", min_lr_ratio=0.05, eval_every=p.eval_every,
                                   checkpoint_every=p.eval_every, seed=seed),
@@ -186,13 +186,14 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
         encoder = ConformerEncoder(config.encoder_config())
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
-    warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
-                            seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
+    ctc_head, warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
+                                      seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device,
+                                      progress=progress)
     model = RNNTModel(encoder, config.rnnt)
     _, metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch, seed=config.seed,
                             specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
                             run_dir=run_dir, configs={"finetune": config.to_dict()}, device=device,
-                            progress=progress)
+                            progress=progress, ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
     metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters(),
                    ctc_warmup=warmup)
     metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))

@@ -30,6 +30,7 @@ class RecipeProfile:
     finetune_warmup: int = 20
     ctc_warmup_steps: int = 0
     ctc_warmup_lr: float = 2e-3
+    ctc_aux_weight: float = 0.0
     frames_per_batch: int = 12000
     eval_every: int = 0
     dev_eval_utterances: int = 100
@@ -51,17 +52,18 @@ PROFILES: dict[str, RecipeProfile] = {
     ),  # fmt: skip
     # ~2.05 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
     # narrow, deep encoder trains fastest per parameter on a CPU). A CTC warm-start ends the blank
-    # plateau RNN-T alone sits on, SpecAugment delayed that exit (docs/teacher_calibration.md).
+    # plateau RNN-T alone sits on, and CTC beside the transducer (0.3) keeps it off; SpecAugment
+    # delayed that exit and dropout slowed both the steps and the exit (docs/teacher_calibration.md).
     "default": RecipeProfile(
         corpus_profile="default", encoder_size="small",
         encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96,
-                               subsampling_channels=32),  # a narrow front-end: 1.7x faster steps on CPU
+                               subsampling_channels=32, dropout=0.0),  # a narrow front-end: 1.7x faster on CPU
         rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
         bestrq=dict(codebook_size=1024, codebook_dim=16),
-        pretrain_steps=250, pretrain_lr=5e-3, pretrain_warmup=30,
-        ctc_warmup_steps=250, ctc_warmup_lr=2e-3,
-        finetune_steps=700, finetune_lr=2e-3, finetune_warmup=30,
-        frames_per_batch=8000, eval_every=350, dev_eval_utterances=100, chunk_size=16, specaugment=False,
+        pretrain_steps=500, pretrain_lr=2e-3, pretrain_warmup=30,
+        ctc_warmup_steps=800, ctc_warmup_lr=2e-3, ctc_aux_weight=0.3,
+        finetune_steps=750, finetune_lr=2e-3, finetune_warmup=30,
+        frames_per_batch=8000, eval_every=400, dev_eval_utterances=100, chunk_size=16, specaugment=False,
     ),  # fmt: skip
     "full": RecipeProfile(
         corpus_profile="large", encoder_size="default",

@@ -176,13 +176,15 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
     source_streaming = compressed.encoder.config.streaming
     encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
     seed_everything(config.seed)
-    warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
-                            seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
+    ctc_head, warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
+                                      seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device,
+                                      progress=progress)
     model = RNNTModel(encoder, config.rnnt)
     _, run_metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch,
                                 seed=config.seed, specaugment=config.specaugment,
                                 dev_eval_utterances=config.dev_eval_utterances, run_dir=run_dir,
-                                configs={"sequential": config.to_dict()}, device=device, progress=progress)
+                                configs={"sequential": config.to_dict()}, device=device, progress=progress,
+                                ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
     model = model.eval()
     encoder_params = model.encoder.num_parameters()
     teacher_params = compressed.metrics["teacher_params"]
