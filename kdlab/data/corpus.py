@@ -199,8 +199,9 @@ def _plan(config: CorpusConfig) -> tuple[dict[str, list[str]], dict[str, list[Vo
     from kdlab.data.grammar import default_grammar, split_sentences
 
     order = ("test", "dev", "train")
-    sentences = split_sentences({s: config.utterances(s) for s in order}, config.seed, config.min_words, config.max_words,
-                                default_grammar().with_lexicon(config.lexicon_fraction))
+    grammar = default_grammar().with_lexicon(config.lexicon_fraction)
+    sentences = split_sentences({s: config.utterances(s) for s in order}, config.seed, config.min_words,
+                                config.max_words, grammar)
     speakers = make_speakers({s: config.speakers(s) for s in order}, config.seed, config.voice_space())
     return sentences, speakers
 

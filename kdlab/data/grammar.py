@@ -156,8 +156,8 @@ class Grammar:
             raise ValueError(f"lexicon fraction must be in (0, 1], got {fraction}")
         if fraction == 1.0:
             return self
-        return Grammar({name: values[: max(1, math.ceil(fraction * len(values)))] for name, values in self.slots.items()},
-                       self.templates)
+        kept = {name: values[: max(1, math.ceil(fraction * len(values)))] for name, values in self.slots.items()}
+        return Grammar(kept, self.templates)
 
     def _render(self, node: tuple, rng: random.Random, out: list[str]) -> None:
         kind = node[0]

@@ -34,6 +34,10 @@ STUDENT_SHAPES = ("deep", "shallow")
 STUDENT_TOLERANCE = 0.03
 #: Compression steps of each recipe profile (``--steps`` replaces them).
 PROFILE_STEPS = {"tiny": 40, "default": 400, "full": 20000}
+#: Learning rate of λ1, λ2 per profile. With 0.01 the default-profile kd+l0 run at 0.5 overshot
+#: (ŝ 0.58 at step 300) and ended at 0.553; with 0.05 it settled and ended at 0.487. At the tiny
+#: profile 0.05 still swung at step 300 (0.39), 0.01 converges (benchmarks/l0_sparsity.py).
+PROFILE_LAGRANGIAN_LR = {"tiny": 0.01, "default": 0.05, "full": 0.01}
 
 
 def uses_kd(method: str) -> bool:
@@ -137,13 +141,14 @@ class CompressConfig(JsonConfig):
     @classmethod
     def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
                     steps: int | None = None, **overrides) -> CompressConfig:
-        """The profile's step budget and batch size; `overrides` replace any other field."""
+        """The profile's step budget, batch size and λ learning rate; `overrides` replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
 
         p = get_profile(profile)
         return cls(**{"method": method, "target_sparsity": target_sparsity, "profile": profile, "seed": seed,
                       "steps": PROFILE_STEPS[profile] if steps is None else steps,
-                      "frames_per_batch": p.frames_per_batch, **overrides})
+                      "frames_per_batch": p.frames_per_batch, "lagrangian_lr": PROFILE_LAGRANGIAN_LR[profile],
+                      **overrides})
 
     @property
     def warmup_steps(self) -> int:
