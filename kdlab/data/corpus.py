@@ -125,7 +125,7 @@ PROFILES: dict[str, CorpusConfig] = {
     # the main job: >= 3 h train, >= 15 min dev and test (utterances average about 2.7 s).
     # Difficulty 0.2 (SNR 11..31 dB, the three standard accents, 142..172 wpm): at 0.5 a conformer
     # stayed on the CTC / RNN-T blank plateau past the teacher's 20-minute budget. A fifth of the
-    # grammar's lexicon (~470 distinct words instead of ~1,800): with every word heard more often, a
+    # grammar's lexicon (493 distinct training words instead of 1,824): with every word heard more often, a
     # 2 M-parameter teacher trained for 20 CPU minutes spells more of them right
     # (docs/teacher_calibration.md).
     "default": CorpusConfig(
