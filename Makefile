@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
+WORKERS ?= 2
 
 .PHONY: setup study test lab corpus browser-deps clean-outputs
 
@@ -22,9 +23,10 @@ setup: $(STAMP)
 
 ## The main job: build the corpus, run the study grid (outputs/study; at the default profile its
 ## table also goes into README.md), then the sequenced notebooks headless into outputs/.
+## WORKERS: processes that train the grid's runs side by side (one torch thread each).
 study: setup
 	$(PY) -m kdlab data --profile $(PROFILE)
-	$(PY) -m kdlab study --profile $(PROFILE) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
+	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
 
 ## Unit tests and headless notebook runs at tiny settings.

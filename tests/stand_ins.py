@@ -53,9 +53,10 @@ def isolated_kdlab_home(root: Path, corpus: Path) -> pytest.MonkeyPatch:
     return patch
 
 
-def execute_lessons(names: list[str], out: Path) -> dict:
+def execute_lessons(names: list[str], out: Path, parameters: dict[str, dict] | None = None) -> dict:
     """Run ``notebooks/<name>.ipynb`` headless at profile tiny into `out` (kernels with one thread:
-    tiny models gain nothing from more); returns the executed notebooks by name."""
+    tiny models gain nothing from more), with ``parameters[name]`` injected too; returns the
+    executed notebooks by name."""
     import nbformat
     from jupyter_client.kernelspec import find_kernel_specs
 
@@ -67,7 +68,7 @@ def execute_lessons(names: list[str], out: Path) -> dict:
         patch.setenv("OMP_NUM_THREADS", "1")  # the kernels inherit it (and KDLAB_HOME)
         for name in names:
             nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
-                                {"profile": "tiny"}, kernel, progress=False)
+                                {"profile": "tiny", **(parameters or {}).get(name, {})}, kernel, progress=False)
     return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in names}
 
 

@@ -29,6 +29,7 @@ from kdlab.models.decoding import greedy_search
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.paths import PROJECT_ROOT
 from kdlab.study import StudyConfig, StudyResults
+from kdlab.study.config import GRID_BUDGETS
 from kdlab.study.recipes import GridRuns
 from kdlab.viz import study_lessons as sl
 
@@ -82,7 +83,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executed(home, tmp_path_factory):
-    return execute_lessons(LESSONS, tmp_path_factory.mktemp("lessons"))
+    # kd+lrf+l0: every kind of gate and the rank figures (the notebook's default is kd+l0)
+    return execute_lessons(LESSONS, tmp_path_factory.mktemp("lessons"), {JOINT: {"method": "kd+lrf+l0"}})
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +231,9 @@ def test_grid_config_budgets():
     cli = sl.grid_config("tiny", steps=6, methods=["kd+l0"], target_sparsity=0.3)  # python -m kdlab study --steps 6
     assert (cli.teacher_steps, cli.compress_steps, cli.joint_steps, cli.recovery_steps) == (6, 6, 6, 3)
     assert cli.methods == ["kd+l0"] and cli.target_sparsities == [0.3] and cli.latency_seconds == 10.0
-    full = sl.grid_config("default")
-    assert full.joint_steps is None and full.methods == list(StudyConfig().methods)
+    default = sl.grid_config("default")  # the study's own default grid, budgets and methods (make study)
+    assert default == StudyConfig("default")
+    assert default.joint_steps == GRID_BUDGETS["default"]["joint_steps"] and "kd+lrf+l0" not in default.methods
 
 
 def _study(seeds, targets, held, outside, kd_worse) -> StudyResults:

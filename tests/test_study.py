@@ -33,6 +33,7 @@ from kdlab.study.checks import run_checks
 from kdlab.study.claims import (evaluate_claims, joint_beats_sequential, kd_pruning_beats_kd, l0_kd_best_offline,
                                 lrf_kd_best_streaming)
 from kdlab.study.config import BUDGET_TOLERANCE, METHODS, MODES, ROUTES, StudyConfig
+from kdlab.study.parallel import tasks
 from kdlab.study.plan import plan_rows
 from kdlab.study.table import COLUMNS, add_rwer, summarise
 from kdlab.train.recipes.finetune import load_asr_model
@@ -43,7 +44,7 @@ from kdlab.train.recipes.sequential import SequentialConfig, encoder_in_mode, ru
 torch.set_num_threads(1)
 TARGET = 0.25
 ARGS = ["study", "--profile", "tiny", "--steps", "2", "--latency-seconds", "1", "--latency-min-time", "0.02",
-        "--latency-runs", "1", "--device", "cpu"]
+        "--latency-runs", "1", "--device", "cpu", "--workers", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,11 @@ def test_the_grid_has_every_method_route_and_mode_and_writes_all_outputs(study):
     expected |= {(m, "reference", ref) for m in MODES for ref in ("teacher", "scratch")}
     expected |= {(m, "sequential", "kd") for m in MODES}
     assert cells == expected and len(data["rows"]) == len(expected)
+    # two worker processes trained every run first (each once), the rows then found them complete
+    started = [line.split()[-1] for line in stdout.splitlines() if line.strip().startswith("started ")]
+    assert len(started) == len(set(started)) == len(tasks(plan_rows(config)))
     progress = [line for line in stdout.splitlines() if line.startswith("[")]
-    assert len(progress) == len(expected) and all(": trained in " in line for line in progress)
+    assert len(progress) == len(expected) and all(": reused in " in line for line in progress)
     for name in ("results.json", "results.csv", "results.md", "figures.html"):
         assert (out / name).stat().st_size > 0, name
     for row in data["rows"]:
@@ -286,6 +290,29 @@ def test_checks_flag_models_outside_their_budget_and_a_kd_baseline_as_good_as_th
     assert checks["budget"]["held"] is False and [o["key"] for o in checks["budget"]["outside"]] == [outside["key"]]
     assert checks["budget"]["outside"][0]["relative_error"] == pytest.approx(75 / 70 - 1)
     assert run_checks(_rows({}, teacher_wer=0.4))["kd_worse_than_teacher"]["held"] is False
+
+
+def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
+    config = StudyConfig("default", seeds=2)
+    assert config.finetune_steps is not None and config.joint_steps is not None  # the grid's budgets
+    graph = tasks(plan_rows(config))
+    names = [t.name for t in graph]
+    assert len(names) == len(set(names))
+    position = {name: i for i, name in enumerate(names)}
+    for task in graph:
+        assert all(position[need] < position[task.name] for need in task.after), task
+    after = {t.name: t.after for t in graph}
+    assert after["teacher/streaming"] == after["teacher/offline"] == ("pretrain",)  # side by side
+    sequential = [t for t in graph if t.row is not None and t.row.route == "sequential"]
+    assert config.methods == ["lrf", "l0", "kd+lrf", "kd+l0"]  # the default grid: the methods of the claims
+    assert {t.after for t in sequential} == {(f"compress/{m}/0.5/s{s}",) for m in ["kd", *config.methods]
+                                             for s in (0, 1)}
+    assert all(t.after == (f"teacher/{t.row.mode}",) for t in graph if t.row is not None and t.row.route == "joint")
+    # one compression run per (method, seed), shared by both modes; every row of the plan is a task
+    assert sum(t.kind == "compress" for t in graph) == 2 * (1 + len(config.methods))
+    rows = {t.row.key for t in graph if t.row is not None}
+    teachers = {s.key for s in plan_rows(config) if s.method == "teacher"}
+    assert rows | teachers == {s.key for s in plan_rows(config)}
 
 
 def test_study_config_defaults_validation_and_plan_size():

@@ -3,8 +3,9 @@
     StudyConfig("default", seeds=3)                 # targets: the profile's (0.5)
     StudyConfig("tiny", compress_steps=2, ...)      # targets: 0.25 (see PROFILE_TARGETS)
 
-Step budgets left at None are each recipe profile's own (``FinetuneConfig``, ``CompressConfig``,
-``JointConfig``); a number replaces that budget for every run of its kind (smoke runs, timing).
+Step budgets left at None are the grid's budget of the profile (``GRID_BUDGETS``), else each
+recipe profile's own (``FinetuneConfig``, ``CompressConfig``, ``JointConfig``); a number replaces
+that budget for every run of its kind (smoke runs, timing).
 """
 
 from __future__ import annotations
@@ -21,8 +22,30 @@ BASELINE = "kd"
 #: Default budgets per profile. The tiny encoder's subsampling front-end holds about half of its
 #: parameters, so no method can remove 50 % of it: the tiny profile compares at 25 %.
 PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
+#: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. At
+#: "default" the recipes' own budgets are the teacher's (a CTC warm-start and an RNN-T fine-tune
+#: of about 15 min on 2 cores); the grid has some 30 runs and ``make study`` must finish in an
+#: hour, so each of them gets about two minutes of one core (``kdlab.study.parallel``), in
+#: batches of half the teacher's frames (per second of CPU, more updates of half the size leave
+#: the CTC plateau as fast: docs/teacher_calibration.md). Measured consequences: README.md.
+GRID_BUDGETS = {
+    "tiny": {},
+    "default": dict(frames_per_batch=4000, ctc_warmup_steps=250, finetune_steps=100, compress_steps=100,
+                    joint_steps=60, recovery_steps=15),
+    "full": {},
+}
+#: The methods of the grid per profile when none are named: at "default" the four of the paper's
+#: claims (kd+lrf+l0 adds two compression runs and four fine-tunes, about a quarter more time).
+GRID_METHODS = {"tiny": METHODS, "default": ("lrf", "l0", "kd+lrf", "kd+l0"), "full": METHODS}
 #: A compressed encoder meets its budget (1 − t) · teacher params when within this relative margin.
 BUDGET_TOLERANCE = 0.03
+
+
+def uniform_budgets(steps: int) -> dict:
+    """The StudyConfig fields of ``kdlab study --steps N``: every recipe trains ``steps`` steps (the
+    teacher's RNN-T phase and the grid's CTC warm-starts included), joint recovery half of them."""
+    return dict(teacher_steps=steps, finetune_steps=steps, ctc_warmup_steps=steps, compress_steps=steps,
+                joint_steps=steps, recovery_steps=steps // 2)
 
 
 def _choices(name: str, values, allowed: tuple[str, ...]) -> list[str]:
@@ -43,10 +66,13 @@ class StudyConfig:
       (0 … seeds − 1) of every row downstream of the teacher (compression, fine-tuning, joint
       training); the teacher itself is trained once with ``teacher_seed`` and shared.
     * ``target_sparsities``: parameter budgets, fractions of the teacher encoder to remove
-      (None: ``PROFILE_TARGETS[profile]``); ``methods`` / ``modes`` / ``routes``: the grid.
-    * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` (RNN-T fine-tunes of the
-      sequential route and of the from-scratch reference), ``compress_steps`` (task-agnostic
-      compression), ``joint_steps`` / ``recovery_steps`` (joint route): None = the profile's.
+      (None: ``PROFILE_TARGETS[profile]``); ``methods`` (None: ``GRID_METHODS[profile]``) /
+      ``modes`` / ``routes``: the grid.
+    * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` / ``ctc_warmup_steps``
+      (RNN-T fine-tunes, and their CTC warm-starts, of the sequential route and of the
+      from-scratch reference), ``compress_steps`` (task-agnostic compression), ``joint_steps`` /
+      ``recovery_steps`` (joint route), ``frames_per_batch`` (padded frames per training batch of
+      every run but the teachers'): None = ``GRID_BUDGETS[profile]``, else the recipe profile's.
     * ``latency_seconds``: length of the utterance whose batch-1 CPU encoder latency is measured
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
       ``latency_min_time`` seconds, after warm-up (``kdlab.eval.latency.measure_latency``; each
@@ -56,21 +82,26 @@ class StudyConfig:
     profile: str = "default"
     seeds: int = 1
     target_sparsities: list[float] | None = None
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] | None = None
     modes: list[str] = field(default_factory=lambda: list(MODES))
     routes: list[str] = field(default_factory=lambda: list(ROUTES))
     teacher_seed: int = 0
     teacher_steps: int | None = None
     finetune_steps: int | None = None
+    ctc_warmup_steps: int | None = None
     compress_steps: int | None = None
     joint_steps: int | None = None
     recovery_steps: int | None = None
+    frames_per_batch: int | None = None
     latency_seconds: float = 10.0
     latency_min_time: float = 0.3
     latency_min_runs: int = 5
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
+        for name, steps in GRID_BUDGETS[self.profile].items():
+            if getattr(self, name) is None:
+                setattr(self, name, steps)
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer (how many seeds to run), got {self.seeds!r}")
         if self.target_sparsities is None:
@@ -82,15 +113,18 @@ class StudyConfig:
             if not 0.0 < t < 1.0:
                 raise ValueError(f"target_sparsity must be in (0, 1), got {t} (the fraction of the teacher "
                                  "encoder's parameters to remove: 0.5 keeps half)")
-        self.methods = _choices("methods", self.methods, METHODS)
+        self.methods = _choices("methods", GRID_METHODS[self.profile] if self.methods is None else self.methods,
+                                METHODS)
         self.modes = _choices("modes", self.modes, MODES)
         self.routes = _choices("routes", self.routes, ROUTES)
-        for name in ("teacher_steps", "finetune_steps", "compress_steps", "joint_steps"):
+        for name in ("teacher_steps", "finetune_steps", "compress_steps", "joint_steps", "frames_per_batch"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None (the profile's), got {value!r}")
-        if self.recovery_steps is not None and (not isinstance(self.recovery_steps, int) or self.recovery_steps < 0):
-            raise ValueError(f"recovery_steps must be an integer >= 0 or None, got {self.recovery_steps!r}")
+        for name in ("recovery_steps", "ctc_warmup_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0 or None (the profile's), got {value!r}")
         if not isinstance(self.latency_min_runs, int) or self.latency_min_runs < 1:
             raise ValueError(f"latency_min_runs must be a positive integer, got {self.latency_min_runs!r}")
         if not self.latency_seconds > 0 or not self.latency_min_time > 0:

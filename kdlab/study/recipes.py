@@ -9,6 +9,9 @@ recipe reuses a complete folder and resumes an interrupted one):
                  compression run (the SSL encoder, task-agnostic) is shared by both modes
     joint        joint_profile(JointConfig(method, t, seed, mode, latency=False), teacher=mode's teacher)
 
+Gated students are calibrated onto the budget before materialisation (``calibrate_budget``), so
+every method is compared at the same parameter count however far its Lagrangian got.
+
 Folders: the recipes' defaults under ``runs/teacher-<profile>-<hash>/`` (so the CLI commands and
 notebooks reuse them and vice versa), except joint runs distilled from a teacher with
 ``teacher_steps`` set: ``default_joint_dir`` does not tell teachers of one pre-training apart, so
@@ -70,7 +73,13 @@ class GridRuns:
     def compress_config(self, method: str, target: float, seed: int) -> CompressConfig:
         c = self.config
         return CompressConfig.for_profile(c.profile, method, target, seed, c.compress_steps,
-                                          teacher_seed=c.teacher_seed, latency_seconds=c.latency_seconds)
+                                          teacher_seed=c.teacher_seed, latency_seconds=c.latency_seconds,
+                                          calibrate_budget=True, **self._batch())
+
+    def _batch(self) -> dict:
+        """The study's batch size override of every run but the teachers' ({} = the recipes')."""
+        frames = self.config.frames_per_batch
+        return {} if frames is None else {"frames_per_batch": frames}
 
     def scratch_config(self, spec: RowSpec) -> FinetuneConfig:
         """Random-init RNN-T training of the dense budget-size encoder (the compress ``kd`` student's shape)."""
@@ -79,19 +88,26 @@ class GridRuns:
                                           steps=c.finetune_steps)
         shape = self.compress_config("kd", spec.target_sparsity, spec.seed).student_shape  # the KD baseline's
         student = dense_student_config(base.encoder, spec.target_sparsity, shape)
-        return replace(base, encoder=student.config)
+        return replace(self._with_ctc_budget(base), encoder=student.config, **self._batch())
+
+    def _with_ctc_budget(self, config):
+        """``config`` (a Finetune- or SequentialConfig) with the study's CTC warm-start steps, if set."""
+        steps = self.config.ctc_warmup_steps
+        return config if steps is None else replace(config, ctc_warmup=replace(config.ctc_warmup, steps=steps))
 
     def sequential_config(self, spec: RowSpec) -> SequentialConfig:
         compress_dir = default_compress_dir(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
                                             self.ssl_teacher())
-        return SequentialConfig.for_profile(self.config.profile, compress_dir, spec.seed, spec.mode == "streaming",
-                                            self.config.finetune_steps)
+        return self._with_ctc_budget(SequentialConfig.for_profile(
+            self.config.profile, compress_dir, spec.seed, spec.mode == "streaming", self.config.finetune_steps,
+            **self._batch()))
 
     def joint_config(self, spec: RowSpec) -> JointConfig:
         c = self.config
         return JointConfig.for_profile(c.profile, spec.method, spec.target_sparsity, spec.seed,
                                        spec.mode == "streaming", c.joint_steps, c.recovery_steps,
-                                       teacher_seed=c.teacher_seed, latency=False)
+                                       teacher_seed=c.teacher_seed, latency=False, calibrate_budget=True,
+                                       **self._batch())
 
     def run_dir(self, spec: RowSpec) -> Path:
         """Where the row's run lives (the SSL pre-training, and for joint rows the teacher, are

@@ -3,6 +3,8 @@
     results = run_study(StudyConfig("default", seeds=3))     # outputs/study/
     results.summary, results.claims, results.checks
 
+With ``workers`` > 1 the recipe runs are first trained side by side in that many processes
+(``parallel.train_runs``, one torch thread each); the loop below then finds them complete.
 For each row of ``plan_rows`` (printed as it finishes: ``[i/n] key: trained|reused|cached ...``)
 the recipe runs or is reused (``recipes.GridRuns``), the final model is measured
 (``recipes.measure_model``) and the row is stored in ``<out>/rows/<key>.json``. A re-run skips a
@@ -26,6 +28,7 @@ from typing import Callable
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import StudyConfig
+from kdlab.study.parallel import train_runs
 from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns, measure_model
@@ -86,13 +89,19 @@ def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path) -> tuple[dict, str]:
 
 
 def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: str = "auto", progress: bool = False,
-              log: Callable[[str], None] = print) -> StudyResults:
+              log: Callable[[str], None] = print, workers: int = 1) -> StudyResults:
     """Run (or reuse) every row of ``config``'s grid and write the outputs (module docstring).
-    ``progress``: the recipes' progress bars; ``log``: where the per-row lines go."""
+    ``progress``: the recipes' progress bars (in this process); ``log``: where the per-row lines
+    go; ``workers``: processes that train the runs side by side first (1: train in this process)."""
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     (out / ROWS).mkdir(parents=True, exist_ok=True)
     runs = GridRuns(config, device, progress)
     plan = plan_rows(config)
+    if workers > 1:
+        start = time.perf_counter()
+        log(f"training the grid's runs in {workers} worker processes")
+        train_runs(config, plan, workers, device=device, log=log)
+        log(f"all runs trained in {time.perf_counter() - start:.0f} s; measuring the rows")
     rows = []
     for i, spec in enumerate(plan, 1):
         start = time.perf_counter()

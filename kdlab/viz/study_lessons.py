@@ -35,7 +35,7 @@ import torch
 
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
-from kdlab.study.config import BUDGET_TOLERANCE, METHODS
+from kdlab.study.config import BUDGET_TOLERANCE, uniform_budgets
 from kdlab.study.plan import RowSpec
 from kdlab.study.recipes import GridRuns
 from kdlab.train.checkpoint import load_checkpoint
@@ -58,19 +58,18 @@ FRAME_SECONDS = 0.01  # one log-mel input frame
 
 def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int = 1,
                 target_sparsity: float | None = None) -> StudyConfig:
-    """The lessons' ``StudyConfig`` (module docstring); ``methods`` None: all of them (at a smoke
-    profile, its ``SMOKE`` methods); ``target_sparsity`` None: the profile's budget."""
+    """The lessons' ``StudyConfig`` (module docstring); ``methods`` None: the profile's grid (at a
+    smoke profile, its ``SMOKE`` methods); ``target_sparsity`` None: the profile's budget."""
     smoke = SMOKE.get(profile) if steps is None else None
     fields = {"seeds": seeds, "target_sparsities": None if target_sparsity is None else [target_sparsity]}
-    if methods is None:
-        methods = smoke["methods"] if smoke else METHODS
-    fields["methods"] = list(methods)
+    if methods is None and smoke:
+        methods = smoke["methods"]
+    fields["methods"] = None if methods is None else list(methods)
     if smoke:
         n = smoke["steps"]
         fields.update(finetune_steps=n, compress_steps=n, joint_steps=n, recovery_steps=n // 2, **smoke["latency"])
     elif steps is not None:
-        fields.update(teacher_steps=steps, finetune_steps=steps, compress_steps=steps, joint_steps=steps,
-                      recovery_steps=steps // 2)
+        fields.update(uniform_budgets(steps))
     return StudyConfig(profile, **fields)
 
 
@@ -187,13 +186,19 @@ def next_steps(study: StudyResults) -> list[str]:
 
 
 def joint_gated_student(result: JointResult, teacher: RNNTModel) -> RNNTModel:
-    """The gated / factorised RNN-T model at the end of the joint phase (eval, CPU): the result's
-    own when it was just trained, else rebuilt from ``checkpoints/last.pt`` with ``teacher`` (the
-    fine-tuned teacher of the run's mode)."""
+    """The gated / factorised RNN-T model at the end of the joint phase, as it was materialised
+    (eval, CPU): the result's own when it was just trained, else rebuilt from
+    ``checkpoints/last.pt`` with ``teacher`` (the fine-tuned teacher of the run's mode) and the
+    run's budget calibration applied to its gates."""
     if result.student is not None:
         return result.student.eval()
-    student, _, _ = build_joint_student(result.config, teacher.cpu())
+    student, gates, _ = build_joint_student(result.config, teacher.cpu())
     student.load_state_dict(load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"])
+    calibration = result.metrics.get("budget_calibration")
+    if calibration:
+        with torch.no_grad():
+            for log_alpha in gates.parameters():
+                log_alpha.add_(calibration["shift"])
     return student.asr.eval()
 
 

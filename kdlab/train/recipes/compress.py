@@ -14,7 +14,9 @@ projections (``LayerDistillation``, identity-initialised) minimise
 with ŝ = 1 − E[params] / params₀, params₀ = ``teacher_encoder.num_parameters()``, t ramping from 0
 to the target over ``warmup_fraction · steps``; λ ascends (``SparsityController`` in its own
 parameter group and in the trainer's ``modules``). The teacher runs in eval mode without gradient.
-Then the student is materialised (``materialise``: gates → sliced dense weights), optionally
+Then the student is materialised (``materialise``: gates → sliced dense weights; with
+``calibrate_budget`` its gates are first shifted onto the budget, ``budget_calibration`` in
+result.json), optionally
 distilled further for ``final_distill_steps`` (no gates), saved with ``save_compressed``, and
 measured.
 
@@ -40,6 +42,7 @@ from torch import nn
 
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
 from kdlab.compress.lagrangian import expected_sparsity
+from kdlab.compress.budget_calibration import calibrate_to_budget
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
@@ -167,6 +170,9 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
                                                               teacher.config.d_model, pairs))
     trainer = _train(model, teacher, built.gates, config, train_loader, run_dir, config.steps, device, progress)
     student = model.student.eval()
+    calibration = None
+    if config.calibrate_budget and len(built.gates):
+        calibration = calibrate_to_budget(student, built.gates, (1 - config.target_sparsity) * teacher.num_parameters())
     encoder = materialise(student)
     final = None
     if config.final_distill_steps:
@@ -184,6 +190,7 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
                "final_distill_steps": config.final_distill_steps, "wall_seconds": seconds, "device": str(trainer.device),
                "skipped_steps": trainer.skipped + (final.skipped if final else 0),
                "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
+               "budget_calibration": calibration,
                **built.info,
                **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed)}
     write_result(run_dir, metrics)

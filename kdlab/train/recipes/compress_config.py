@@ -75,6 +75,9 @@ class CompressConfig(JsonConfig):
       keeps the widths and drops blocks; ``student_init`` "teacher" (sliced teacher weights) or "random".
     * ``final_distill_steps``: after pruning, materialise and keep distilling (no gates) this long.
     * ``record_every``: steps between history records (None: about 50 records per run).
+    * ``calibrate_budget``: before materialising a gated student, shift its gates so the
+      materialised count is the budget (``kdlab.compress.budget_calibration``); False leaves the
+      count where the Lagrangian brought it (the study sets True: every method at one budget).
     """
 
     method: str = "kd+l0"
@@ -98,6 +101,7 @@ class CompressConfig(JsonConfig):
     student_init: str = "teacher"
     final_distill_steps: int = 0
     record_every: int | None = None
+    calibrate_budget: bool = False
     frames_per_batch: int = 12000
     latency_seconds: float = 10.0
 

@@ -9,7 +9,8 @@ Phases (``joint_model`` has the student and the loss, ``JointConfig`` the method
 1. joint training, ``steps``: RNN-T + KD (kd methods) + Lagrangian (gated methods), gates / ranks
    recorded in ``history.json`` as ``compress_history.compression_record`` records (the sequential
    route's format), dev WER of the gated model (eval masks) in "eval" records;
-2. materialisation (``materialise``: gates → sliced dense weights) and a self-check: the largest
+2. with ``calibrate_budget``, the gates shifted onto the parameter budget (``budget_calibration``);
+   materialisation (``materialise``: gates → sliced dense weights) and a self-check: the largest
    |difference| between the gated and the materialised encoder outputs on the first dev batch
    (``materialisation_error``, eval mode);
 3. recovery, ``recovery_steps``: RNN-T (+ KD with ``recovery_kd``) on the materialised model, in
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from kdlab.compress.budget_calibration import calibrate_to_budget
 from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
@@ -165,7 +167,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     modified) on ``data`` (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring.
 
     Besides the fields listed there, result.json holds ``expected_sparsity_end`` (ŝ at the last
-    record), ``materialisation_error``, ``steps`` / ``recovery_steps`` done, ``skipped_steps``, the
+    record), ``materialisation_error``, ``budget_calibration`` (None, or the shift and the counts
+    before / after), ``steps`` / ``recovery_steps`` done, ``skipped_steps``, the
     last logged loss parts of each phase, the layer map, the student's build info (dense student
     config or factorisation report), MACs, latency and CPU / load details.
     """
@@ -178,6 +181,10 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     model, gates, info = build_joint_student(config, teacher)
     joint = _train(model, teacher, gates, config, data, run_dir, False, device, progress)
     gated = model.asr.eval()
+    calibration = None
+    if config.calibrate_budget and len(gates):
+        calibration = calibrate_to_budget(gated.encoder, gates,
+                                          (1 - config.target_sparsity) * teacher.encoder.num_parameters())
     final = copy.deepcopy(gated)
     final.encoder = materialise(gated.encoder)
     dev_batch = next(iter(data.eval_loader("dev", limit=config.dev_eval_utterances)))
@@ -191,7 +198,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     final = final.cpu().eval()
     metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "target_sparsity": config.target_sparsity,
                **_measure(final, teacher.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
-               "materialisation_error": error, "steps": joint.step, "recovery_steps": recovery.step if recovery else 0,
+               "materialisation_error": error, "budget_calibration": calibration, "steps": joint.step,
+               "recovery_steps": recovery.step if recovery else 0,
                "skipped_steps": joint.skipped + (recovery.skipped if recovery else 0),
                "expected_sparsity_end": (joint.history.last("record") or {}).get("expected_sparsity"),
                "train_losses": _losses(joint), "recovery_losses": _losses(recovery) if recovery else None,

@@ -25,7 +25,7 @@ from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.data.specaugment import SpecAugmentConfig
-from kdlab.train.recipes.compress_config import CompressConfig
+from kdlab.train.recipes.compress_config import PROFILE_LAGRANGIAN_LR, CompressConfig
 
 #: Joint training steps and recovery fine-tuning steps of each recipe profile (not tuned at "full").
 PROFILE_STEPS = {"tiny": 20, "default": 300, "full": 20000}
@@ -53,6 +53,7 @@ class JointConfig(JsonConfig):
     * ``specaugment`` (None: off) on the training batches, which teacher and student both see.
     * ``eval_every`` / ``checkpoint_every`` (0: at the end only), ``dev_eval_utterances`` for the
       dev WER logged while training, ``record_every`` (None: about 50 history records per phase);
+      ``calibrate_budget``: as in ``CompressConfig`` (gates shifted onto the budget before materialising);
       ``latency``: measure batch-1 CPU latency of one ``latency_seconds`` utterance (student and
       teacher, about a second each); False leaves it out of result.json.
     """
@@ -78,6 +79,7 @@ class JointConfig(JsonConfig):
     grad_clip: float = 5.0
     distill: DistillationConfig = field(default_factory=lambda: DistillationConfig(layer_weight=1.0, output_weight=1.0))
     recovery_kd: bool = True
+    calibrate_budget: bool = False
     l0: L0Config = field(default_factory=L0Config)
     lrf_method: str = "budget"
     lrf_energy: float = 0.9
@@ -127,7 +129,7 @@ class JointConfig(JsonConfig):
                     streaming: bool = False, steps: int | None = None, recovery_steps: int | None = None,
                     **overrides) -> JointConfig:
         """The profile's step budgets, batch size, chunk size, learning rates (half and a quarter of
-        its fine-tuning lr), dev subset, eval / checkpoint period and SpecAugment; ``overrides``
+        its fine-tuning lr; λ's: the compression route's ``PROFILE_LAGRANGIAN_LR``), dev subset, eval / checkpoint period and SpecAugment; ``overrides``
         replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
 
@@ -135,7 +137,8 @@ class JointConfig(JsonConfig):
         base = dict(method=method, target_sparsity=target_sparsity, profile=profile, seed=seed, streaming=streaming,
                     chunk_size=p.chunk_size, steps=PROFILE_STEPS[profile] if steps is None else steps,
                     recovery_steps=PROFILE_RECOVERY_STEPS[profile] if recovery_steps is None else recovery_steps,
-                    lr=p.finetune_lr / 2, recovery_lr=p.finetune_lr / 4, frames_per_batch=p.frames_per_batch,
+                    lr=p.finetune_lr / 2, recovery_lr=p.finetune_lr / 4,
+                    lagrangian_lr=PROFILE_LAGRANGIAN_LR[profile], frames_per_batch=p.frames_per_batch,
                     eval_every=p.eval_every, checkpoint_every=p.eval_every, dev_eval_utterances=p.dev_eval_utterances,
                     specaugment=SpecAugmentConfig() if p.specaugment else None)
         return cls(**{**base, **overrides})
