@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
 WORKERS ?= 2
 
-.PHONY: setup study test lab corpus browser-deps clean-outputs
+.PHONY: setup study check-report test lab corpus browser-deps clean-outputs
 
 # Re-installs only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -28,6 +28,11 @@ study: setup
 	$(PY) -m kdlab data --profile $(PROFILE)
 	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
+
+## After `make study`: open outputs/index.html and every notebook report in headless Chromium
+## (no console errors, every figure drawn); the index screenshot goes to docs/img/index.png.
+check-report: setup browser-deps
+	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
 
 ## Unit tests and headless notebook runs at tiny settings.
 test: setup browser-deps

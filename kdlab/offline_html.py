@@ -43,18 +43,27 @@ class OfflineNotebookRenderer(NotebookRenderer):
         return {"text/html": figure_html(fig_dict)}
 
 
-def figure_html(figure: Mapping) -> str:
+def figure_html(figure: Mapping, on_load: bool = False) -> str:
     """A `<div>` + `<script>` drawing `figure` (a plotly figure dict) with a page-global plotly.js.
 
     The page must load plotly.js itself once (`plotlyjs_script()`). Width fills the container;
-    height is the figure's layout height, else 525 px.
+    height is the figure's layout height, else 525 px. ``on_load``: draw it when the page has
+    loaded, for figures placed before the page's plotly.js (a notebook report embeds it with its
+    first plotly output, and a widget panel can come earlier).
     """
     import plotly.io as pio
 
-    return pio.to_html(
+    page = pio.to_html(
         dict(figure), include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
         default_width="100%", default_height=525,
     )  # fmt: skip
+    if on_load:
+        page = _SCRIPT.sub(lambda m: f'{m.group(1)}window.addEventListener("load", function () {{{m.group(2)}}});'
+                                     f"{m.group(3)}", page)
+    return page
+
+
+_SCRIPT = re.compile(r"(<script[^>]*>)(.*?)(</script>)", re.DOTALL)
 
 
 def plotlyjs_script() -> str:

@@ -8,8 +8,9 @@ copy of the notebook whose widget outputs are plain HTML built from that state i
 - boxes lay out their children (VBox: a column, other boxes: a row);
 - controls show `description: value` (dropdowns and other selections: the chosen label);
 - HTML and Label widgets show their content; Audio, Image and Video their media, inline;
-- plotly `FigureWidget`s show their figure as built (`Plotly.newPlot`; later updates are
-  messages the state does not keep). The page must load plotly.js.
+- plotly `FigureWidget`s show their figure as built (`Plotly.newPlot` once the page has loaded:
+  a panel may come before the report's plotly.js; later updates are messages the state does
+  not keep). The page must load plotly.js.
 
 Other widgets show their model name. A caption says the panel is interactive in JupyterLab.
 """
@@ -63,7 +64,7 @@ def view_html(models: dict[str, dict], model_id: str) -> str:
     if figure is not None:
         from kdlab.offline_html import figure_html
 
-        return f'<div class="kdlab-widget-figure" style="width:100%">{figure_html(figure)}</div>'
+        return f'<div class="kdlab-widget-figure" style="width:100%">{figure_html(figure, on_load=True)}</div>'
     if name in _MEDIA_TAGS and isinstance(state.get("value"), bytes):
         tag, kind = _MEDIA_TAGS[name]
         source = f"data:{kind}/{state.get('format', '')};base64,{base64.b64encode(state['value']).decode()}"

@@ -251,7 +251,14 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Notebook 00 run by the command `make study` uses, at profile tiny."""
+    """Notebook 00 run by the command `make study` uses, at profile tiny; or, with
+    ``KDLAB_CHECK_OUTPUTS=<folder>``, that finished output folder (`make check-report`)."""
+    finished = os.environ.get("KDLAB_CHECK_OUTPUTS")
+    if finished:
+        folder = Path(finished).resolve()
+        if not (folder / "index.html").is_file():
+            pytest.fail(f"KDLAB_CHECK_OUTPUTS={finished}: no index.html there; run `make study` first")
+        return folder
     out = tmp_path_factory.mktemp("outputs")
     command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--only", "00", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
@@ -265,6 +272,19 @@ def _open(browser, path: Path):
     problems = _watch(page)
     page.goto(path.as_uri(), wait_until="load", timeout=PAGE_MS)
     return page, problems
+
+
+def _wait_for_drawn(page, count: int) -> None:
+    """Wait until `count` plotly figures are drawn (SVG) in the page; on timeout return, so the
+    caller's assertion says which are missing."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    script = ("n => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+              ".filter(el => el.querySelector('.main-svg')).length >= n")
+    try:
+        page.wait_for_function(script, arg=count, timeout=PAGE_MS)
+    except PlaywrightTimeout:
+        pass
 
 
 def _drawn(page, selector: str) -> list[bool]:
@@ -281,6 +301,9 @@ def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(bro
         for name in with_figures:
             drawn = _drawn(page, f"figure:has(a[href^='html/{name}.html'])")
             assert drawn and all(drawn), f"index.html: the key figure(s) of {name} are missing or not drawn: {drawn}"
+        if (study / "study" / "results.json").is_file():  # a study ran: its table is on the page
+            assert page.locator("h2", has_text="Study results").count() == 1
+            assert page.locator("table").count() >= 2, "the study's results and claims tables"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "index.png"))
         assert not problems, "index.html: the browser reported problems:\n" + "\n".join(problems)
@@ -293,10 +316,30 @@ def test_reports_load_offline_without_errors_and_draw_every_figure(browser, stud
         expected = len(nr.notebook_figures(nbformat.read(executed, as_version=4)))
         page, problems = _open(browser, study / "html" / f"{executed.stem}.html")
         try:
-            if expected:
-                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_MS)
+            if expected:  # large figures draw one after another: wait for all of them (or time out)
+                _wait_for_drawn(page, expected)
             drawn = page.locator(".js-plotly-plot").evaluate_all("els => els.map(el => !!el.querySelector('.main-svg'))")
             assert len(drawn) == expected and all(drawn), f"{executed.stem}: {expected} figures expected, drawn: {drawn}"
             assert not problems, f"{executed.stem}.html: the browser reported problems:\n" + "\n".join(problems)
+        finally:
+            page.close()
+
+
+def test_a_widget_figure_placed_before_the_pages_plotlyjs_still_draws(browser, tmp_path):
+    """A report embeds plotly.js with its first plotly output; a widget panel shown earlier (notebook
+    03's gate panel) must wait for it: drawn on load, no "Plotly is not defined"."""
+    from kdlab.offline_html import figure_html, plotlyjs_script
+
+    figure = {"data": [{"type": "bar", "y": [1, 3, 2]}], "layout": {"title": {"text": "panel"}}}
+    for on_load in (True, False):
+        path = tmp_path / f"on_load_{on_load}.html"
+        path.write_text(f"<html><body>{figure_html(figure, on_load=on_load)}\n{plotlyjs_script()}</body></html>")
+        page, problems = _open(browser, path)
+        try:
+            if on_load:
+                _wait_for_drawn(page, 1)
+                assert _drawn(page, "body") == [True] and not problems, problems
+            else:  # the failure this guards against
+                assert any("Plotly is not defined" in p for p in problems), problems
         finally:
             page.close()
