@@ -292,6 +292,18 @@ def test_checks_flag_models_outside_their_budget_and_a_kd_baseline_as_good_as_th
     assert run_checks(_rows({}, teacher_wer=0.4))["kd_worse_than_teacher"]["held"] is False
 
 
+def test_a_failing_worker_task_is_named_in_the_error(study):
+    from kdlab.study.parallel import train_runs
+    from kdlab.study.plan import RowSpec
+
+    config = StudyConfig.from_dict(study[2]["config"])  # its teacher is trained: only the bad row runs
+    bad = RowSpec("offline", "joint", "pruning-by-hand", TARGET, 0)
+    lines = []
+    with pytest.raises(RuntimeError, match=r"study task row/offline-joint-pruning-by-hand-0.25-s0 failed.*method"):
+        train_runs(config, [bad], workers=2, device="cpu", log=lines.append)
+    assert any("pruning-by-hand" in line and "failed" in line for line in lines)
+
+
 def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
     config = StudyConfig("default", seeds=2)
     assert config.finetune_steps is not None and config.joint_steps is not None  # the grid's budgets

@@ -6,9 +6,10 @@ one or more parameter budgets, against the KD baseline, the teacher and a from-s
     results.summary, results.claims, results.checks            # outputs/study/results.{json,csv,md}
 
 Files: ``config`` (StudyConfig), ``plan`` (the rows), ``recipes`` (the run behind each row and
-its measurement), ``runner`` (run, cache, write), ``table`` (RWER, seed summary, CSV),
-``claims`` (the paper's claims, computed), ``checks`` (budget, KD vs teacher), ``report``
-(results.md), ``figures`` (Pareto, RWER bars, one offline HTML page).
+its measurement), ``parallel`` (the runs trained in worker processes), ``runner`` (run, cache,
+write), ``table`` (RWER, seed summary, CSV), ``claims`` (the paper's claims, computed),
+``checks`` (budget, KD vs teacher), ``report`` (results.md), ``figures`` (Pareto, RWER bars, one
+offline HTML page).
 """
 
 from kdlab.study.config import StudyConfig

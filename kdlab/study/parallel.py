@@ -105,7 +105,8 @@ def _priority(task: Task) -> int:
 def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threads_per_worker: int = 1,
                device: str = "auto", log: Callable[[str], None] = print) -> dict[str, float]:
     """Train every run of ``plan`` in ``workers`` processes (module docstring); {task name: wall
-    seconds}. A task that raises stops the pool: RuntimeError names it, with the worker's error."""
+    seconds}. A task that raises starts nothing more: once the running ones have finished,
+    RuntimeError names it, with the worker's error."""
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"need workers >= 1 and threads_per_worker >= 1, got {workers} and {threads_per_worker}")
     pending = sorted(tasks(plan), key=_priority)
@@ -127,9 +128,8 @@ def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threa
                 task = running.pop(future)
                 try:
                     done[task.name] = future.result()
-                except Exception as error:
-                    for other in running:
-                        other.cancel()
+                except Exception as error:  # the runs already started finish (kept for the next attempt)
+                    log(f"  {task.name} failed: {error!r}; waiting for {len(running)} running run(s) to finish")
                     raise RuntimeError(f"study task {task.name} failed in its worker: {error!r}") from error
                 log(f"  finished {task.name} in {done[task.name]:.0f} s ({len(done)} of "
                     f"{len(done) + len(pending) + len(running)} runs)")
