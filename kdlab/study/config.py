@@ -25,13 +25,15 @@ PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
 #: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. At
 #: "default" the recipes' own budgets are the teacher's (a CTC warm-start and an RNN-T fine-tune
 #: of about 15 min on 2 cores); the grid has some 30 runs and ``make study`` must finish in an
-#: hour, so each of them gets about two minutes of one core (``kdlab.study.parallel``), in
+#: hour, so each of them gets one to three minutes of one core (``kdlab.study.parallel``), in
 #: batches of half the teacher's frames (per second of CPU, more updates of half the size leave
-#: the CTC plateau as fast: docs/teacher_calibration.md). Measured consequences: README.md.
+#: the CTC plateau as fast: docs/teacher_calibration.md). Joint runs get the most: gates need
+#: about 200 steps to reach the budget under the task loss (``joint_config.PROFILE_SPARSITY_RATES``).
+#: Measured consequences: README.md ("The study grid").
 GRID_BUDGETS = {
     "tiny": {},
-    "default": dict(frames_per_batch=4000, ctc_warmup_steps=250, finetune_steps=100, compress_steps=100,
-                    joint_steps=60, recovery_steps=15),
+    "default": dict(frames_per_batch=4000, ctc_warmup_steps=200, finetune_steps=60, compress_steps=100,
+                    joint_steps=200, recovery_steps=15),
     "full": {},
 }
 #: The methods of the grid per profile when none are named: at "default" the four of the paper's
