@@ -31,6 +31,22 @@ def _set_shift(gates: GateSet, originals: list[torch.Tensor], shift: float) -> N
 
 
 @torch.no_grad()
+def shift_gates(gates: GateSet, shift: float) -> None:
+    """Add ``shift`` to every log α of ``gates`` in place (e.g. a stored calibration, on gates
+    rebuilt from a checkpoint taken before it)."""
+    _set_shift(gates, [p.detach().clone() for p in gates.parameters()], shift)
+
+
+def calibrate_if_gated(enabled: bool, encoder: ConformerEncoder, gates: GateSet, target_sparsity: float,
+                       teacher_params: int) -> dict | None:
+    """``calibrate_to_budget`` onto (1 − ``target_sparsity``) · ``teacher_params`` when ``enabled``
+    and the encoder has gates, else None (the recipes' ``calibrate_budget`` step)."""
+    if not enabled or not len(gates):
+        return None
+    return calibrate_to_budget(encoder, gates, (1 - target_sparsity) * teacher_params)
+
+
+@torch.no_grad()
 def calibrate_to_budget(encoder: ConformerEncoder, gates: GateSet, budget_params: float, max_shift: float = 30.0,
                         iterations: int = 60) -> dict:
     """Shift every log α of ``gates`` (living in ``encoder``) in place so the materialised

@@ -33,6 +33,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from kdlab.compress.budget_calibration import shift_gates
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
 from kdlab.study.config import BUDGET_TOLERANCE, uniform_budgets
@@ -196,9 +197,7 @@ def joint_gated_student(result: JointResult, teacher: RNNTModel) -> RNNTModel:
     student.load_state_dict(load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"])
     calibration = result.metrics.get("budget_calibration")
     if calibration:
-        with torch.no_grad():
-            for log_alpha in gates.parameters():
-                log_alpha.add_(calibration["shift"])
+        shift_gates(gates, calibration["shift"])
     return student.asr.eval()
 
 

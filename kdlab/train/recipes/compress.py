@@ -42,7 +42,7 @@ from torch import nn
 
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
 from kdlab.compress.lagrangian import expected_sparsity
-from kdlab.compress.budget_calibration import calibrate_to_budget
+from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
@@ -170,9 +170,8 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
                                                               teacher.config.d_model, pairs))
     trainer = _train(model, teacher, built.gates, config, train_loader, run_dir, config.steps, device, progress)
     student = model.student.eval()
-    calibration = None
-    if config.calibrate_budget and len(built.gates):
-        calibration = calibrate_to_budget(student, built.gates, (1 - config.target_sparsity) * teacher.num_parameters())
+    calibration = calibrate_if_gated(config.calibrate_budget, student, built.gates, config.target_sparsity,
+                                     teacher.num_parameters())
     encoder = materialise(student)
     final = None
     if config.final_distill_steps:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from kdlab.compress.budget_calibration import calibrate_to_budget
+from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
@@ -181,10 +181,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     model, gates, info = build_joint_student(config, teacher)
     joint = _train(model, teacher, gates, config, data, run_dir, False, device, progress)
     gated = model.asr.eval()
-    calibration = None
-    if config.calibrate_budget and len(gates):
-        calibration = calibrate_to_budget(gated.encoder, gates,
-                                          (1 - config.target_sparsity) * teacher.encoder.num_parameters())
+    calibration = calibrate_if_gated(config.calibrate_budget, gated.encoder, gates, config.target_sparsity,
+                                     teacher.encoder.num_parameters())
     final = copy.deepcopy(gated)
     final.encoder = materialise(gated.encoder)
     dev_batch = next(iter(data.eval_loader("dev", limit=config.dev_eval_utterances)))

@@ -134,7 +134,8 @@ class JointConfig(JsonConfig):
                     streaming: bool = False, steps: int | None = None, recovery_steps: int | None = None,
                     **overrides) -> JointConfig:
         """The profile's step budgets, batch size, chunk size, learning rates (half and a quarter of
-        its fine-tuning lr; gates' and λ's: ``PROFILE_SPARSITY_RATES``), dev subset, eval / checkpoint period and SpecAugment; ``overrides``
+        its fine-tuning lr; gates' and λ's: ``PROFILE_SPARSITY_RATES``), dev subset, eval / checkpoint
+        period and SpecAugment; ``overrides``
         replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
 
