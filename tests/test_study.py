@@ -383,3 +383,15 @@ def test_the_index_section_and_the_readme_block_show_the_summary_rows(study, tmp
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="markers|block"):
         update_readme(readme, load_study(out))
+
+
+def test_the_claims_table_signs_values_but_not_their_seed_spread():
+    from kdlab.study.report import claims_table
+
+    def claim(unit, value, value_std):
+        return {"statement": "s", "target_sparsity": 0.5, "held": False, "value": value, "paper": None,
+                "held_in_seeds": 1, "seeds": 3, "unit": unit, "value_std": value_std}
+
+    rwer_row, wer_row = claims_table([claim("RWER %", -2.34, 0.71), claim("WER", 0.125, 0.0213)])[2:]
+    assert rwer_row.endswith("| -2.3 % | — | 1 / 3 | 0.7 % |")
+    assert wer_row.endswith("| +12.50 WER points | — | 1 / 3 | 2.13 WER points |")

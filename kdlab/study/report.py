@@ -41,18 +41,21 @@ def results_table(summary: list[dict]) -> list[str]:
     return _table(header, lines)
 
 
-def _claim_value(claim: dict, value) -> str:
-    """RWER in %; a WER difference in WER points (×100)."""
+def _claim_value(claim: dict, value, signed: bool = True) -> str:
+    """RWER in %; a WER difference in WER points (×100). Values carry their sign, spreads do not."""
+    if value is None:
+        return "n/a"
+    sign = "+" if signed else ""
     if claim["unit"] == "WER":
-        return "n/a" if value is None else f"{value * 100:+.2f} WER points"
-    return "n/a" if value is None else f"{value:+.1f} %"
+        return f"{value * 100:{sign}.2f} WER points"
+    return f"{value:{sign}.1f} %"
 
 
 def claims_table(claims: list[dict]) -> list[str]:
     header = ["claim", "target sparsity", "held", "value", "paper", "held in seeds", "seed std"]
     lines = [[c["statement"], f"{c['target_sparsity']:g}", YES_NO[c["held"]], _claim_value(c, c["value"]),
               "—" if c["paper"] is None else f"{c['paper']:g} %", f"{c['held_in_seeds']} / {c['seeds']}",
-              _claim_value(c, c["value_std"])] for c in claims]
+              _claim_value(c, c["value_std"], signed=False)] for c in claims]
     return _table(header, lines)
 
 
