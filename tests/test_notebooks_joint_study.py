@@ -253,3 +253,20 @@ def test_next_steps_follow_what_the_study_lacks():
     unstable.claims[0]["held_in_seeds"] = 2
     steps = sl.next_steps(unstable)
     assert len(steps) == 1 and "claim0" in steps[0] and "--seeds 6" in steps[0]
+
+
+def test_next_steps_ask_for_longer_fine_tunes_when_the_kd_baseline_is_on_the_blank_plateau():
+    def study(kd_wer):
+        result = _study(3, [0.3, 0.5], [True], [], True)
+        result.config = StudyConfig("default", seeds=3, target_sparsities=[0.3, 0.5])
+        result.summary = [{"mode": "offline", "route": "sequential", "method": "kd", "target_sparsity": 0.5,
+                           "test_wer": kd_wer},
+                          {"mode": "offline", "route": "joint", "method": "lrf", "target_sparsity": 0.5,
+                           "test_wer": 0.95}]  # a joint row on the plateau is not the baseline's fine-tune
+        return result
+
+    assert sl.next_steps(study(sl.PLATEAU_WER - 0.01)) == []
+    (step,) = sl.next_steps(study(0.92))
+    ctc, rnnt = GRID_BUDGETS["default"]["ctc_warmup_steps"], GRID_BUDGETS["default"]["finetune_steps"]
+    assert "offline 92 % at t = 0.5" in step and f"({ctc} CTC + {rnnt} RNN-T steps)" in step
+    assert f"--profile default --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}`" in step

@@ -395,3 +395,22 @@ def test_the_claims_table_signs_values_but_not_their_seed_spread():
     rwer_row, wer_row = claims_table([claim("RWER %", -2.34, 0.71), claim("WER", 0.125, 0.0213)])[2:]
     assert rwer_row.endswith("| -2.3 % | — | 1 / 3 | 0.7 % |")
     assert wer_row.endswith("| +12.50 WER points | — | 1 / 3 | 2.13 WER points |")
+
+
+def test_the_cli_budget_options_override_steps_and_appear_in_the_readme_command():
+    import argparse
+
+    from kdlab.commands import study as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--seeds", "3", "--steps", "5", "--finetune-steps", "240", "--ctc-warmup-steps", "400",
+                              "--target-sparsity", "0.5", "0.7", "--modes", "offline"])
+    config = command.study_config(args)
+    assert (config.finetune_steps, config.ctc_warmup_steps) == (240, 400)
+    assert (config.compress_steps, config.joint_steps, config.recovery_steps) == (5, 5, 2)  # --steps for the rest
+    assert command.command_line(args) == ("python -m kdlab study --profile default --seeds 3 --target-sparsity 0.5 "
+                                          "0.7 --modes offline --steps 5 --ctc-warmup-steps 400 --finetune-steps 240")
+    defaults = parser.parse_args([])
+    assert command.study_config(defaults) == StudyConfig("default")  # the grid's budgets untouched
+    assert command.command_line(defaults) == "python -m kdlab study --profile default --seeds 1"

@@ -10,6 +10,16 @@ PROFILES = ("tiny", "default", "full")
 METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
 ROUTES = ("sequential", "joint")
+#: One budget of the grid per option (a StudyConfig field each), for runs longer or shorter than the profile's.
+BUDGET_OPTIONS = {
+    "--compress-steps": "the task-agnostic compressions of the sequential route",
+    "--ctc-warmup-steps": "the CTC warm-starts of the sequential and from-scratch fine-tunes",
+    "--finetune-steps": "the RNN-T phase of the sequential and from-scratch fine-tunes",
+    "--joint-steps": "the joint route's pruning while training RNN-T",
+}
+#: The options that change what the grid trains or measures, as the README's reproduction command shows them.
+RESULT_OPTIONS = ("profile", "seeds", "target_sparsity", "methods", "modes", "routes", "steps",
+                  *(flag[2:].replace("-", "_") for flag in BUDGET_OPTIONS))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequential (compress the SSL encoder, then fine-tune) and/or joint")
     parser.add_argument("--steps", type=int, default=None,
                         help="replace every recipe's step budget by N (smoke runs; CTC warm-starts too; recovery: N // 2)")
+    for flag, what in BUDGET_OPTIONS.items():
+        parser.add_argument(flag, type=int, default=None, metavar="N",
+                            help=f"steps of {what} (default: the profile's grid budget; overrides --steps)")
     parser.add_argument("--latency-seconds", type=float, default=10.0,
                         help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)")
     parser.add_argument("--latency-min-time", type=float, default=0.3,
@@ -43,19 +56,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
-    from kdlab.study import StudyConfig, run_study
+def study_config(args: argparse.Namespace):
+    """The StudyConfig of parsed ``study`` arguments: ``--steps`` sets every budget, the per-recipe
+    options then replace theirs."""
+    from kdlab.study import StudyConfig
     from kdlab.study.config import uniform_budgets
 
     steps = {} if args.steps is None else uniform_budgets(args.steps)
-    config = StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
-                         latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
-                         latency_min_runs=args.latency_runs, **steps)
+    for flag in BUDGET_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            steps[name] = getattr(args, name)
+    return StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
+                       latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
+                       latency_min_runs=args.latency_runs, **steps)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """``python -m kdlab study`` with the options that shaped the results (profile and seeds always)."""
+    words = ["python -m kdlab study"]
+    for name in RESULT_OPTIONS:
+        value = getattr(args, name)
+        if value is None or list({"modes": MODES, "routes": ROUTES}.get(name, ())) == value:
+            continue
+        flag = "--" + name.replace("_", "-")
+        words.append(f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
+                     if isinstance(value, list) else f"{flag} {value}")
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdlab.study import run_study
+
+    config = study_config(args)
     results = run_study(config, args.out, device=args.device, progress=args.progress, workers=args.workers)
     if args.readme:
         from kdlab.study.publish import update_readme
 
-        update_readme(args.readme, results, f"python -m kdlab study --profile {args.profile} --seeds {args.seeds}")
+        update_readme(args.readme, results, command_line(args))
     print(f"\nresults: {results.out_dir / 'results.md'} (+ results.json, results.csv, figures.html)")
     for claim in results.claims:
         held = {True: "held", False: "did not hold", None: "not evaluated"}[claim["held"]]

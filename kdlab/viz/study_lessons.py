@@ -36,13 +36,14 @@ import torch
 from kdlab.compress.budget_calibration import shift_gates
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
-from kdlab.study.config import BUDGET_TOLERANCE, uniform_budgets
+from kdlab.study.config import BASELINE, BUDGET_TOLERANCE, uniform_budgets
 from kdlab.study.plan import RowSpec
 from kdlab.study.recipes import GridRuns
 from kdlab.train.checkpoint import load_checkpoint
 from kdlab.train.recipes.compress import CompressResult
 from kdlab.train.recipes.compress_teacher import compress_profile
 from kdlab.train.recipes.data_setup import SpeechData
+from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import JointResult, joint_profile
 from kdlab.train.recipes.joint_model import build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
@@ -55,6 +56,8 @@ from kdlab.train.recipes.teacher import TeacherBundle
 SMOKE = {"tiny": {"steps": 4, "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
                   "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1}}}
 FRAME_SECONDS = 0.01  # one log-mel input frame
+#: A KD baseline at or above this test WER has hardly left the RNN-T blank output (few words emitted).
+PLATEAU_WER = 0.8
 
 
 def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int = 1,
@@ -153,7 +156,8 @@ def _targets(values: list[float]) -> str:
 
 def next_steps(study: StudyResults) -> list[str]:
     """Markdown bullets computed from ``study``: seeds, unstable or unevaluated claims, models off
-    their budget, a KD baseline no worse than the teacher, a single budget; each with a command."""
+    their budget, a KD baseline still on the blank plateau or no worse than the teacher, a single
+    budget; each with a command."""
     c, claims, checks = study.config, study.claims, study.checks
     command = f"python -m kdlab study --profile {c.profile}"
     steps = []
@@ -174,6 +178,17 @@ def next_steps(study: StudyResults) -> list[str]:
         steps.append(f"**Reach the budget**: {len(outside)} model(s) miss their parameter budget by more than "
                      f"±{BUDGET_TOLERANCE:.0%} ({keys}); train longer (`--steps`) or raise the multipliers' "
                      "learning rate (`lagrangian_lr` of `CompressConfig` / `JointConfig`), and compare only then.")
+    stuck = [r for r in study.summary if (r["route"], r["method"]) == ("sequential", BASELINE)
+             and r["test_wer"] is not None and r["test_wer"] >= PLATEAU_WER]
+    if stuck:
+        wers = ", ".join(f"{r['mode']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}" for r in stuck)
+        finetune = FinetuneConfig.for_profile(c.profile, steps=c.finetune_steps)
+        ctc = finetune.ctc_warmup.steps if c.ctc_warmup_steps is None else c.ctc_warmup_steps
+        rnnt = finetune.trainer.max_steps
+        steps.append(f"**Fine-tunes that have hardly started**: the KD baseline's test WER is {wers}; its RNN-T "
+                     f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so the "
+                     "sequential rows' RWERs measure training length more than the methods. Fine-tune longer: "
+                     f"`{command} --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}` (or more).")
     top = max(c.target_sparsities)
     if checks["kd_worse_than_teacher"]["held"] is False:
         steps.append("**A budget that costs WER**: the KD baseline is not worse than the teacher everywhere, so "
