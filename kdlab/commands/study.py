@@ -10,16 +10,19 @@ PROFILES = ("tiny", "default", "full")
 METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
 ROUTES = ("sequential", "joint")
-#: One budget of the grid per option (a StudyConfig field each), for runs longer or shorter than the profile's.
+#: StudyConfig budgets with an option each (``--compress-steps`` ...), for runs longer or shorter than the profile's.
 BUDGET_OPTIONS = {
-    "--compress-steps": "the task-agnostic compressions of the sequential route",
-    "--ctc-warmup-steps": "the CTC warm-starts of the sequential and from-scratch fine-tunes",
-    "--finetune-steps": "the RNN-T phase of the sequential and from-scratch fine-tunes",
-    "--joint-steps": "the joint route's pruning while training RNN-T",
+    "compress_steps": "the task-agnostic compressions of the sequential route",
+    "ctc_warmup_steps": "the CTC warm-starts of the sequential and from-scratch fine-tunes",
+    "finetune_steps": "the RNN-T phase of the sequential and from-scratch fine-tunes",
+    "joint_steps": "the joint route's pruning while training RNN-T",
 }
 #: The options that change what the grid trains or measures, as the README's reproduction command shows them.
-RESULT_OPTIONS = ("profile", "seeds", "target_sparsity", "methods", "modes", "routes", "steps",
-                  *(flag[2:].replace("-", "_") for flag in BUDGET_OPTIONS))
+RESULT_OPTIONS = ("profile", "seeds", "target_sparsity", "methods", "modes", "routes", "steps", *BUDGET_OPTIONS)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequential (compress the SSL encoder, then fine-tune) and/or joint")
     parser.add_argument("--steps", type=int, default=None,
                         help="replace every recipe's step budget by N (smoke runs; CTC warm-starts too; recovery: N // 2)")
-    for flag, what in BUDGET_OPTIONS.items():
-        parser.add_argument(flag, type=int, default=None, metavar="N",
+    for name, what in BUDGET_OPTIONS.items():
+        parser.add_argument(_flag(name), type=int, default=None, metavar="N",
                             help=f"steps of {what} (default: the profile's grid budget; overrides --steps)")
     parser.add_argument("--latency-seconds", type=float, default=10.0,
                         help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)")
@@ -63,10 +66,7 @@ def study_config(args: argparse.Namespace):
     from kdlab.study.config import uniform_budgets
 
     steps = {} if args.steps is None else uniform_budgets(args.steps)
-    for flag in BUDGET_OPTIONS:
-        name = flag[2:].replace("-", "_")
-        if getattr(args, name) is not None:
-            steps[name] = getattr(args, name)
+    steps.update({name: getattr(args, name) for name in BUDGET_OPTIONS if getattr(args, name) is not None})
     return StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
                        latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
                        latency_min_runs=args.latency_runs, **steps)
@@ -79,7 +79,7 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value is None or list({"modes": MODES, "routes": ROUTES}.get(name, ())) == value:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         words.append(f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
                      if isinstance(value, list) else f"{flag} {value}")
     return " ".join(words)
