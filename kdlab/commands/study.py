@@ -77,7 +77,7 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["python -m kdlab study"]
     for name in RESULT_OPTIONS:
         value = getattr(args, name)
-        if value is None or list({"modes": MODES, "routes": ROUTES}.get(name, ())) == value:
+        if value is None or value == {"modes": list(MODES), "routes": list(ROUTES)}.get(name):
             continue
         flag = _flag(name)
         words.append(f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
