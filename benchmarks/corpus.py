@@ -25,7 +25,7 @@ TARGET_SECONDS = {"tiny": 10.0, "default": 120.0}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", choices=("tiny", "default", "large"))
+    parser.add_argument("--profile", default="default", choices=("tiny", "default", "full"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

@@ -131,11 +131,11 @@ def test_config_round_trip_and_digest():
 
 def test_default_profile_sizes_meet_the_targets():
     # measured mean utterance length is ~2.7 s; keep >= 3 h train and >= 15 min dev/test at 2.5 s
-    default, large = profile_config("default"), profile_config("large")
+    default, full = profile_config("default"), profile_config("full")
     assert default.train_utterances * 2.5 >= 3 * 3600
     assert min(default.dev_utterances, default.test_utterances) * 2.5 >= 15 * 60
-    assert large.train_utterances * 2.5 >= 30 * 3600
-    for config in (profile_config("tiny"), default, large):
+    assert full.train_utterances * 2.5 >= 30 * 3600
+    for config in (profile_config("tiny"), default, full):
         assert config.train_speakers >= 40 and min(config.dev_speakers, config.test_speakers) >= 8
 
 

@@ -12,8 +12,8 @@ SPLITS = ("train", "dev", "test")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     synthetic = parser.add_argument_group("synthetic corpus")
-    synthetic.add_argument("--profile", choices=("tiny", "default", "large"), default="default",
-                           help="corpus size: tiny (tests, seconds), default (>= 3 h train, ~1-2 min), large (>= 30 h)")
+    synthetic.add_argument("--profile", choices=("tiny", "default", "full"), default="default",
+                           help="corpus size: tiny (tests, seconds), default (>= 3 h train, ~1-2 min), full (>= 30 h)")
     synthetic.add_argument("--seed", type=int, default=0, help="random seed; same seed => identical corpus (default: 0)")
     synthetic.add_argument("--difficulty", type=float, default=None,
                            help="override the profile's difficulty in [0, 1] (noise, reverberation, accents, rates)")

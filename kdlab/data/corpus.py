@@ -133,8 +133,8 @@ PROFILES: dict[str, CorpusConfig] = {
         train_speakers=80, dev_speakers=10, test_speakers=10, difficulty=0.2, lexicon_fraction=0.2,
     ),  # fmt: skip
     # closer to a real small corpus: >= 30 h train
-    "large": CorpusConfig(
-        profile="large", train_utterances=44000, dev_utterances=1500, test_utterances=1500,
+    "full": CorpusConfig(
+        profile="full", train_utterances=44000, dev_utterances=1500, test_utterances=1500,
         train_speakers=200, dev_speakers=20, test_speakers=20,
     ),  # fmt: skip
 }

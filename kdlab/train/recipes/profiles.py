@@ -3,7 +3,7 @@
 * ``tiny``: tests and notebook smoke runs; a tiny encoder, a handful of steps, seconds on a CPU.
 * ``default``: the real teacher on the default corpus; pre-training + RNN-T fine-tuning fit in
   about 20 minutes on 2 CPU cores (see ``benchmarks/asr_quality.py`` for the measured numbers).
-* ``full``: a bigger encoder and longer schedules on the large corpus, for a GPU.
+* ``full``: a bigger encoder and longer schedules on the full corpus, for a GPU.
 
 ``frames_per_batch`` bounds batch size x longest utterance (10 ms frames) of training batches.
 """
@@ -66,7 +66,7 @@ PROFILES: dict[str, RecipeProfile] = {
         frames_per_batch=8000, eval_every=400, dev_eval_utterances=100, chunk_size=16, specaugment=False,
     ),  # fmt: skip
     "full": RecipeProfile(
-        corpus_profile="large", encoder_size="default",
+        corpus_profile="full", encoder_size="default",
         rnnt=dict(pred_embed_dim=128, pred_hidden=320, joint_dim=320),
         bestrq=dict(codebook_size=4096, codebook_dim=16),
         pretrain_steps=20000, pretrain_lr=2e-3, pretrain_warmup=2000,
