@@ -1,4 +1,5 @@
-"""The embedded corpus: grammar, voices, espeak synthesis, augmentation, builder and CLI."""
+"""The embedded corpus: grammar, voices, espeak synthesis, builder and CLI (augmentation:
+test_augment.py; the second engine and the held-out splits: test_corpus_engines.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from kdlab.data.augment import AugmentConfig, augment, mix_at_snr, power, reverberate
 from kdlab.data.corpus import SPLITS, CorpusConfig, build_corpus, corpus_summary, is_complete, profile_config
-from kdlab.data.espeak import SAMPLE_RATE, resample, synthesize
+from kdlab.data.espeak import SAMPLE_RATE, synthesize
+from kdlab.data.signal import resample
 from kdlab.data.grammar import default_grammar, number_words, split_sentences, vocabulary
 from kdlab.data.manifest import read_manifest
 from kdlab.data.voices import ACCENTS, Voice, VoiceSpace, make_speakers
@@ -72,8 +73,10 @@ def test_splits_are_speaker_and_sentence_disjoint(tiny_corpus):
         assert not texts[held_out] & texts["train"]
     assert not speakers["dev"] & speakers["test"] and not texts["dev"] & texts["test"]
     info = json.loads((tiny_corpus / "corpus.json").read_text())
-    pairs = [(v["accent"], v["variant"]) for split in SPLITS for v in info["speakers"][split]]
+    voices = [Voice.from_dict({k: v for k, v in d.items() if k != "name"}) for s in SPLITS for d in info["speakers"][s]]
+    pairs = [(v.accent, v.variant) for v in voices if v.engine == "espeak"]
     assert len(pairs) == len(set(pairs)), "an accent x variant pair is shared by two speakers"
+    assert len(set(voices)) == len(voices), "a flite (voice, rate, pitch) is shared by two speakers"
 
 
 def test_manifest_audio_and_summary_agree(tiny_corpus):
@@ -229,50 +232,7 @@ def test_resample_keeps_a_tone_and_the_duration():
     assert np.abs(out - expected)[2000:-2000].max() < 0.01
 
 
-# ---------------------------------------------------------------- augmentation
-
-
-@pytest.mark.parametrize("weights", [(1, 0, 0), (0, 1, 0), (0, 0, 1)], ids=["white", "pink", "babble"])
-def test_recorded_snr_is_the_snr_of_the_mixed_signal(weights):
-    rng = np.random.default_rng(0)
-    clean = np.sin(np.arange(16000) * 0.05) * rng.uniform(0.2, 0.5, 16000)
-    sources = [rng.standard_normal(5000) * np.hanning(5000) for _ in range(4)]
-    config = AugmentConfig(noise_prob=1.0, snr_db=(0.0, 20.0), noise_weights=weights, reverb_prob=0.0, pad_s=(0.0, 0.0))
-    for seed in range(5):
-        result = augment(clean, np.random.default_rng(seed), config, sources)
-        noise = result.audio.astype(np.float64) / result.gain - clean
-        measured = 10 * np.log10(power(clean) / power(noise))
-        assert 0.0 <= result.snr_db <= 20.0
-        assert measured == pytest.approx(result.snr_db, abs=0.05)
-
-
-def test_augment_is_seeded_and_difficulty_is_a_real_knob():
-    clean = np.sin(np.arange(8000) * 0.1) * 0.5
-    config = AugmentConfig(noise_weights=(1, 1, 0), reverb_prob=0.5)
-    a = augment(clean, np.random.default_rng(1), config)
-    assert np.array_equal(a.audio, augment(clean, np.random.default_rng(1), config).audio)
-    assert not np.array_equal(a.audio, augment(clean, np.random.default_rng(2), config).audio)
-    assert np.abs(a.audio).max() <= 0.98 + 1e-6
-    easy, medium, hard = (AugmentConfig.for_difficulty(d) for d in (0.0, 0.5, 1.0))
-    assert easy.snr_db[0] > medium.snr_db[0] > hard.snr_db[0]
-    assert easy.reverb_prob < medium.reverb_prob < hard.reverb_prob
-    assert medium.snr_db == (5.0, 25.0)
-    with pytest.raises(ValueError, match="babble"):
-        augment(clean, np.random.default_rng(0), AugmentConfig(noise_weights=(0, 0, 1)))
-
-
-def test_reverberation_keeps_length_and_power_and_spreads_energy():
-    impulse = np.zeros(8000)
-    impulse[100] = 1.0
-    wet = reverberate(impulse, rt60=0.3, rng=np.random.default_rng(0))
-    assert len(wet) == len(impulse) and power(wet) == pytest.approx(power(impulse))
-    assert np.count_nonzero(np.abs(wet[101:]) > 1e-3) > 1000  # a decaying tail follows the impulse
-    assert np.abs(wet[4000:]).max() < np.abs(wet[101:1000]).max()  # ... and it decays
-
-
-def test_mix_at_snr_rejects_silence():
-    with pytest.raises(ValueError, match="silent"):
-        mix_at_snr(np.ones(10), np.zeros(10), 10.0)
+# ---------------------------------------------------------------- voice space
 
 
 def test_difficulty_changes_voice_space():

@@ -10,6 +10,8 @@ import soundfile
 import torch
 
 from kdlab.data.espeak import synthesize
+from kdlab.data.flite import flite_available
+from kdlab.data.voices import FLITE_VOICES
 from kdlab.data.features import compute_fbank
 from kdlab.data.manifest import Utterance, read_manifest, write_manifest
 from kdlab.viz import corpus_figures as cf
@@ -135,7 +137,7 @@ def test_moving_the_snr_slider_updates_the_figure_in_place(panel):
     assert np.array_equal(figure.data[0].y, after)
 
 
-@pytest.mark.parametrize("noise", ["pink", "babble"])
+@pytest.mark.parametrize("noise", ["pink", "babble", "hum", "clicks"])
 def test_other_noise_kinds_are_mixed_at_the_chosen_snr(panel, noise):
     white = panel.rendered.audio
     panel.noise.value = noise
@@ -152,14 +154,35 @@ def test_no_noise_plays_the_clean_voice_and_disables_the_snr_slider(panel):
     assert panel.snr.disabled and "clean" in panel.status.value
 
 
-def test_voice_and_reverb_controls_change_the_signal(panel):
+def test_voice_room_and_channel_controls_change_the_signal(panel):
     panel.noise.value = "none"
     dry = panel.rendered.audio
-    panel.reverb.value = True
+    panel.room.value = "hall"
     assert len(panel.rendered.audio) == len(dry) and not np.allclose(panel.rendered.audio, dry)
+    assert "hall room" in panel.status.value
+    wide = panel.rendered.audio
+    panel.channel.value = "telephone"
+    spectrum = np.abs(np.fft.rfft(panel.rendered.audio)) ** 2
+    above = np.fft.rfftfreq(len(panel.rendered.audio), 1 / SR) > 3700
+    wide_spectrum = np.abs(np.fft.rfft(wide)) ** 2
+    assert spectrum[above].sum() / spectrum.sum() < 0.01 * wide_spectrum[above].sum() / wide_spectrum.sum()
     panel.rate.value = 300
     assert len(panel.rendered.audio) < len(dry)  # faster speech is shorter
     assert np.array_equal(panel.figure.data[0].y, panel.rendered.audio)
+
+
+@pytest.mark.skipif(not flite_available(), reason="flite is not installed")
+def test_switching_the_engine_offers_its_voices_and_renders_once(panel, monkeypatch):
+    calls = []
+    monkeypatch.setattr(panel, "update", lambda: calls.append(panel.settings()) or SynthesisPanel.update(panel))
+    espeak_audio = panel.rendered.audio
+    panel.engine.value = "flite"
+    assert tuple(panel.variant.options) == tuple(FLITE_VOICES) and panel.accent.disabled
+    assert len(calls) == 1 and calls[0].voice().engine == "flite"
+    assert panel.status.value.startswith("flite_kal_") and not np.array_equal(panel.rendered.audio, espeak_audio)
+    assert np.array_equal(panel.figure.data[0].y, panel.rendered.audio)
+    panel.engine.value = "espeak"
+    assert not panel.accent.disabled and "m3" in panel.variant.options
 
 
 def test_unusable_sentence_is_reported_and_keeps_the_last_figure(panel):
@@ -170,7 +193,8 @@ def test_unusable_sentence_is_reported_and_keeps_the_last_figure(panel):
 
 
 def test_synthesis_settings_round_trip_and_validation():
-    settings = SynthesisSettings(text="hello there", accent="en-gb-x-rp", variant="f2", rate=150, pitch=60, noise="pink", snr_db=3.0, reverb=True)
+    settings = SynthesisSettings(text="hello there", accent="en-gb-x-rp", variant="f2", rate=150, pitch=60, noise="pink",
+                                 snr_db=3.0, room="small", channel="telephone")
     assert SynthesisSettings.from_dict(settings.to_dict()) == settings
     with pytest.raises(ValueError, match="noise must be one of"):
         SynthesisSettings(noise="traffic")

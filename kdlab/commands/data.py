@@ -35,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_summary(summary: dict, folder) -> str:
     """Human-readable table of `kdlab.data.corpus.corpus_summary` output."""
-    lines = [f"corpus: {folder}", f"{'split':<6} {'utts':>6} {'hours':>7} {'speakers':>8} {'mean s':>7} {'mean SNR':>8}"]
+    lines = [f"corpus: {folder}", f"{'split':<18} {'utts':>6} {'hours':>7} {'speakers':>8} {'mean s':>7} {'mean SNR':>8}"]
     for split, s in summary["splits"].items():
         snr = "-" if s["mean_snr_db"] is None else f"{s['mean_snr_db']:.1f} dB"
-        lines.append(f"{split:<6} {s['utterances']:>6} {s['hours']:>7.3f} {s['speakers']:>8} {s['mean_seconds']:>7.2f} {snr:>8}")
+        lines.append(f"{split:<18} {s['utterances']:>6} {s['hours']:>7.3f} {s['speakers']:>8} {s['mean_seconds']:>7.2f} {snr:>8}")
     lines.append(f"total: {summary['utterances']} utterances, {summary['hours']:.3f} h; vocabulary: {summary['vocabulary']} words")
     return "\n".join(lines)
 

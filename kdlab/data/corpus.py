@@ -1,13 +1,22 @@
 """The embedded speech corpus: profiles, and a cached, deterministic, parallel builder.
 
 A corpus folder holds `audio/<split>/<id>.wav` (16 kHz mono PCM_16), the manifests
-`train.jsonl`, `dev.jsonl`, `test.jsonl` (see `kdlab.data.manifest`), `corpus.json`
-(config, speakers, summary) and a marker `.kdlab-corpus` that is marked complete last.
+`train.jsonl`, `dev.jsonl`, `test.jsonl` and the held-out `test_unseen_engine.jsonl`,
+`test_unseen_text.jsonl` (see `kdlab.data.manifest`), `corpus.json` (config, speakers, summary)
+and a marker `.kdlab-corpus` that is marked complete last.
 
-Splits are speaker-disjoint (no accent x variant pair is shared) and sentence-disjoint.
+Speakers come from two synthesis engines, espeak-ng and flite (`CorpusConfig.engines`,
+`flite_share`). Train, dev and test are speaker-disjoint and sentence-disjoint. The held-out
+splits test what a model learnt beyond them: `test_unseen_engine` is spoken by voices no other
+split uses (`unseen_voices`, by default flite's rms), `test_unseen_text` by the test speakers
+saying sentences that each hold words the other splits never contain (`held_out_word_fraction`
+of every word list is kept for it).
+
 Each utterance is rendered from its own random generator seeded by (seed, split, index) and
-espeak-ng is reset before each utterance, so the same config gives byte-identical
-manifests and audio whatever the output folder or number of worker processes.
+both engines are stateless per utterance, so the same config gives byte-identical manifests and
+audio whatever the output folder or number of worker processes. A config asking for flite on a
+machine without it is built as an espeak-only corpus (`with_available_engines`), which has its
+own digest: a corpus never silently differs between machines.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -26,10 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from kdlab.data.augment import AugmentConfig
-from kdlab.data.voices import Voice, VoiceSpace, make_speakers
+from kdlab.data.voices import FLITE_VOICES, Voice, VoiceSpace, make_speakers, parse_voice, unseen_voice_speakers
 
-FORMAT_VERSION = 1  # bump when the builder's output changes for the same config
+FORMAT_VERSION = 2  # bump when the builder's output changes for the same config
 SPLITS = ("train", "dev", "test")
+HELD_OUT_SPLITS = ("test_unseen_engine", "test_unseen_text")
+ALL_SPLITS = SPLITS + HELD_OUT_SPLITS
+# Held out when flite is missing: espeak-ng's Klatt-synthesiser variants, another synthesis method.
+ESPEAK_UNSEEN_VOICES = ("espeak:klatt", "espeak:klatt2", "espeak:klatt3", "espeak:klatt4")
 SAMPLE_RATE = 16000
 MARKER = ".kdlab-corpus"
 _CHUNK = 24  # utterances per worker task
@@ -45,7 +59,10 @@ class CorpusConfig:
     voice variants and speaking rates (see `AugmentConfig.for_difficulty` and
     `VoiceSpace.for_difficulty`); `snr_db` and `reverb_prob` override those when not None.
     `lexicon_fraction` in (0, 1] keeps that fraction of each word list of the grammar
-    (`Grammar.with_lexicon`): fewer distinct words, each heard more often.
+    (`Grammar.with_lexicon`): fewer distinct words, each heard more often. Before that,
+    `held_out_word_fraction` of each list is set aside for `test_unseen_text` (`Grammar.split_lexicon`).
+    `engines` speak train/dev/test, flite voicing `flite_share` of each split's speakers;
+    `unseen_voices` ("engine:variant") speak only `test_unseen_engine`.
     """
 
     profile: str = "tiny"
@@ -63,6 +80,13 @@ class CorpusConfig:
     max_words: int = 15
     babble_clips: int = 16  # per split, drawn from that split's own speakers and sentences
     lexicon_fraction: float = 1.0
+    engines: tuple[str, ...] = ("espeak", "flite")
+    flite_share: float = 0.3
+    unseen_voices: tuple[str, ...] = ("flite:rms",)
+    test_unseen_engine_utterances: int = 20
+    test_unseen_engine_speakers: int = 3
+    test_unseen_text_utterances: int = 20
+    held_out_word_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -76,6 +100,15 @@ class CorpusConfig:
             raise ValueError(f"lexicon_fraction must be in (0, 1], got {self.lexicon_fraction}")
         if self.babble_clips < 1:
             raise ValueError(f"babble_clips must be >= 1, got {self.babble_clips}")
+        if not self.engines or "espeak" not in self.engines or not set(self.engines) <= {"espeak", "flite"}:
+            raise ValueError(f"engines must be ('espeak',) or ('espeak', 'flite'), got {self.engines}")
+        if self.test_unseen_engine_utterances < 0 or self.test_unseen_text_utterances < 0:
+            raise ValueError("held-out split sizes must be >= 0")
+        if self.test_unseen_engine_utterances and (self.test_unseen_engine_speakers < 1 or not self.unseen_voices):
+            raise ValueError("test_unseen_engine needs test_unseen_engine_speakers >= 1 and some unseen_voices")
+        if not 0.0 < self.held_out_word_fraction < 1.0:
+            raise ValueError(f"held_out_word_fraction must be in (0, 1), got {self.held_out_word_fraction}")
+        self.voice_space()  # validates unseen_voices and flite_share
         self.augment_config()  # validates snr_db / reverb_prob overrides
 
     def utterances(self, split: str) -> int:
@@ -83,6 +116,10 @@ class CorpusConfig:
 
     def speakers(self, split: str) -> int:
         return getattr(self, f"{split}_speakers")
+
+    def splits(self) -> tuple[str, ...]:
+        """The splits this config builds: train, dev, test and the held-out ones it asks for."""
+        return SPLITS + tuple(s for s in HELD_OUT_SPLITS if self.utterances(s) > 0)
 
     def augment_config(self) -> AugmentConfig:
         """Noise / reverberation settings: from `difficulty`, with the explicit overrides applied."""
@@ -94,12 +131,20 @@ class CorpusConfig:
         return config
 
     def voice_space(self) -> VoiceSpace:
-        return VoiceSpace.for_difficulty(self.difficulty)
+        """Voices of train/dev/test: the difficulty's espeak space and flite's voices, minus `unseen_voices`."""
+        unseen = [parse_voice(spec) for spec in self.unseen_voices]
+        space = VoiceSpace.for_difficulty(self.difficulty)
+        variants = tuple(v for v in space.variants if ("espeak", v) not in unseen)
+        flite = tuple(v for v in FLITE_VOICES if ("flite", v) not in unseen) if "flite" in self.engines else ()
+        if "flite" in self.engines and not flite:
+            raise ValueError("every flite voice is in unseen_voices: leave one for training or drop flite from engines")
+        return replace(space, variants=variants, flite_voices=flite, flite_share=self.flite_share if flite else 0.0)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if data["snr_db"] is not None:
-            data["snr_db"] = list(data["snr_db"])
+        for name in ("snr_db", "engines", "unseen_voices"):
+            if data[name] is not None:
+                data[name] = list(data[name])
         return data
 
     @classmethod
@@ -109,8 +154,9 @@ class CorpusConfig:
         if unknown:
             raise ValueError(f"unknown CorpusConfig field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         values = dict(data)
-        if values.get("snr_db") is not None:
-            values["snr_db"] = tuple(values["snr_db"])
+        for name in ("snr_db", "engines", "unseen_voices"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def digest(self) -> str:
@@ -131,13 +177,30 @@ PROFILES: dict[str, CorpusConfig] = {
     "default": CorpusConfig(
         profile="default", train_utterances=4400, dev_utterances=420, test_utterances=420,
         train_speakers=80, dev_speakers=10, test_speakers=10, difficulty=0.2, lexicon_fraction=0.2,
+        test_unseen_engine_utterances=200, test_unseen_engine_speakers=6, test_unseen_text_utterances=200,
     ),  # fmt: skip
     # closer to a real small corpus: >= 30 h train
     "full": CorpusConfig(
         profile="full", train_utterances=44000, dev_utterances=1500, test_utterances=1500,
         train_speakers=200, dev_speakers=20, test_speakers=20,
+        test_unseen_engine_utterances=1000, test_unseen_engine_speakers=12, test_unseen_text_utterances=1000,
     ),  # fmt: skip
 }
+
+
+def with_available_engines(config: CorpusConfig) -> CorpusConfig:
+    """`config` as this machine can build it: without flite (and with espeak's Klatt variants as the
+    unseen voices) when flite is missing, saying so in a warning; unchanged otherwise."""
+    from kdlab.data.synthesis import available_engines
+
+    uses_flite = "flite" in config.engines or any(spec.startswith("flite:") for spec in config.unseen_voices)
+    if not uses_flite or "flite" in available_engines():
+        return config
+    from kdlab.data.flite import MISSING
+
+    warnings.warn(MISSING, stacklevel=2)
+    unseen = tuple(spec for spec in config.unseen_voices if not spec.startswith("flite:")) or ESPEAK_UNSEEN_VOICES
+    return replace(config, engines=("espeak",), unseen_voices=unseen)
 
 
 def profile_config(profile: str, seed: int = 0) -> CorpusConfig:
@@ -172,9 +235,10 @@ def _read_marker(folder: Path) -> dict | None:
 
 
 def is_complete(folder: str | Path, config: CorpusConfig) -> bool:
-    """True if `folder` holds a finished build of exactly this config."""
+    """True if `folder` holds a finished build of exactly this config (as this machine builds it:
+    `with_available_engines`)."""
     marker = _read_marker(Path(folder))
-    return bool(marker and marker.get("complete") and marker.get("digest") == config.digest())
+    return bool(marker and marker.get("complete") and marker.get("digest") == with_available_engines(config).digest())
 
 
 def _write_marker(folder: Path, digest: str, complete: bool) -> None:
@@ -189,7 +253,7 @@ def _prepare_folder(folder: Path) -> None:
         raise ValueError(f"{folder} is not empty and holds no kdlab corpus; choose a new or empty folder with --out")
     if folder.exists():
         shutil.rmtree(folder / "audio", ignore_errors=True)
-        for name in (*(f"{split}.jsonl" for split in SPLITS), "corpus.json"):
+        for name in (*(f"{split}.jsonl" for split in ALL_SPLITS), "corpus.json"):
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -198,21 +262,45 @@ def _plan(config: CorpusConfig) -> tuple[dict[str, list[str]], dict[str, list[Vo
     """Sentences and speakers per split (held-out splits are drawn first)."""
     from kdlab.data.grammar import default_grammar, split_sentences
 
-    order = ("test", "dev", "train")
-    grammar = default_grammar().with_lexicon(config.lexicon_fraction)
+    kept, held_out = default_grammar().split_lexicon(config.held_out_word_fraction)
+    grammar = kept.with_lexicon(config.lexicon_fraction)
+    order = [s for s in ("test", "dev", "test_unseen_engine", "train") if s in config.splits()]
     sentences = split_sentences({s: config.utterances(s) for s in order}, config.seed, config.min_words,
                                 config.max_words, grammar)
-    speakers = make_speakers({s: config.speakers(s) for s in order}, config.seed, config.voice_space())
+    space = config.voice_space()
+    speakers = make_speakers({s: config.speakers(s) for s in ("test", "dev", "train")}, config.seed, space)
+    if "test_unseen_engine" in sentences:
+        speakers["test_unseen_engine"] = unseen_voice_speakers(
+            config.unseen_voices, config.test_unseen_engine_speakers, config.seed, space)
+    if "test_unseen_text" in config.splits():
+        sentences["test_unseen_text"] = _unseen_text_sentences(config, held_out, kept.vocabulary())
+        speakers["test_unseen_text"] = speakers["test"]
     return sentences, speakers
+
+
+def _unseen_text_sentences(config: CorpusConfig, grammar, known: set[str]) -> list[str]:
+    """`test_unseen_text_utterances` distinct sentences of the held-out lexicon, each with at least one
+    word outside `known` (the vocabulary of every other split)."""
+    import random
+
+    rng = random.Random(f"kdlab-unseen-text-{config.seed}")
+    chosen: dict[str, None] = {}
+    for _ in range(100 * config.test_unseen_text_utterances + 1000):
+        text = grammar.sentence(rng, config.min_words, config.max_words)
+        if any(word not in known for word in text.split()):
+            chosen.setdefault(text)
+        if len(chosen) == config.test_unseen_text_utterances:
+            return list(chosen)
+    raise ValueError("the held-out lexicon ran out of distinct sentences; ask for fewer test_unseen_text_utterances")
 
 
 @lru_cache(maxsize=4)
 def _babble_bank(config: CorpusConfig, split: str) -> tuple[np.ndarray, ...]:
     """Clean clips of the split's own speakers saying the split's own sentences (babble noise)."""
-    from kdlab.data.espeak import synthesize
+    from kdlab.data.synthesis import synthesize
 
     sentences, speakers = _plan(config)
-    rng = np.random.default_rng([config.seed, SPLITS.index(split), _BABBLE_STREAM, 0])
+    rng = np.random.default_rng([config.seed, ALL_SPLITS.index(split), _BABBLE_STREAM, 0])
     texts, voices = sentences[split], speakers[split]
     return tuple(
         synthesize(texts[int(rng.integers(len(texts)))], voices[int(rng.integers(len(voices)))])
@@ -225,13 +313,13 @@ def _render(task: tuple[CorpusConfig, str, str, list[tuple[int, str, Voice]]]) -
     import soundfile
 
     from kdlab.data.augment import augment
-    from kdlab.data.espeak import synthesize
+    from kdlab.data.synthesis import synthesize
 
     config, folder, split, jobs = task
     augment_config = config.augment_config()
     results = []
     for index, text, voice in jobs:
-        rng = np.random.default_rng([config.seed, SPLITS.index(split), _UTTERANCE_STREAM, index])
+        rng = np.random.default_rng([config.seed, ALL_SPLITS.index(split), _UTTERANCE_STREAM, index])
         result = augment(synthesize(text, voice), rng, augment_config, _babble_bank(config, split), SAMPLE_RATE)
         soundfile.write(_audio_path(Path(folder), split, index), result.audio, SAMPLE_RATE, subtype="PCM_16")
         results.append((round(len(result.audio) / SAMPLE_RATE, 4), result.snr_db))
@@ -252,7 +340,8 @@ def build_corpus(
     """Build the corpus described by `config` into `out_dir` (default `default_dir(config)`).
 
     Does nothing if that folder already holds a complete build of the same config. Uses
-    `workers` processes (1 = in this process). Returns the folder.
+    `workers` processes (1 = in this process). A config that needs flite on a machine without it
+    is built as `with_available_engines(config)`, with a warning. Returns the folder.
     """
     from tqdm.auto import tqdm
 
@@ -260,6 +349,7 @@ def build_corpus(
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    config = with_available_engines(config)
     folder = Path(out_dir) if out_dir is not None else default_dir(config)
     if is_complete(folder, config):
         return folder
@@ -267,7 +357,7 @@ def build_corpus(
     _write_marker(folder, config.digest(), complete=False)
     sentences, speakers = _plan(config)
     tasks = []
-    for split in SPLITS:
+    for split in config.splits():
         (folder / "audio" / split).mkdir(parents=True, exist_ok=True)
         voices = speakers[split]
         jobs = [(i, text, voices[i % len(voices)]) for i, text in enumerate(sentences[split])]
@@ -281,34 +371,49 @@ def build_corpus(
             bar.update(len(task[3]))
     bar.close()
 
-    utterances: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
+    utterances: dict[str, list[Utterance]] = {split: [] for split in config.splits()}
+    engine_seconds: dict[str, dict[str, list]] = {split: {} for split in config.splits()}
     for (_, _, split, jobs), output in zip(tasks, outputs):
         for (index, text, voice), (duration, snr) in zip(jobs, output):
             path = str(_audio_path(folder, split, index).resolve())
             utterances[split].append(Utterance(_utterance_id(split, index), path, text, voice.name, duration, snr))
-    for split in SPLITS:
+            engine_seconds[split].setdefault(voice.engine, []).append((voice.name, duration))
+    for split in config.splits():
         write_manifest(folder / f"{split}.jsonl", utterances[split])
     info = {
         "format": FORMAT_VERSION,
         "digest": config.digest(),
         "config": config.to_dict(),
         "augment": config.augment_config().to_dict(),
-        "speakers": {split: [v.to_dict() | {"name": v.name} for v in speakers[split]] for split in SPLITS},
-        "summary": corpus_summary(folder),
+        "speakers": {split: [v.to_dict() | {"name": v.name} for v in speakers[split]] for split in config.splits()},
+        "summary": corpus_summary(folder) | {"engines": _engine_summary(engine_seconds)},
     }
     (folder / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
     _write_marker(folder, config.digest(), complete=True)
     return folder
 
 
+def _engine_summary(engine_seconds: Mapping[str, Mapping[str, list]]) -> dict:
+    """split -> engine -> utterances, hours, speakers, from (speaker, seconds) pairs."""
+    return {
+        split: {
+            engine: {"utterances": len(pairs), "hours": round(sum(d for _, d in pairs) / 3600, 4),
+                     "speakers": len({name for name, _ in pairs})}
+            for engine, pairs in sorted(engines.items())
+        }
+        for split, engines in engine_seconds.items()
+    }
+
+
 def corpus_summary(folder: str | Path) -> dict:
-    """Per split: utterances, hours, speakers, mean seconds, mean SNR; plus the vocabulary size
-    (distinct words over all splits). Reads the manifests of `folder`."""
+    """Per split (train, dev, test and the held-out splits the folder has): utterances, hours,
+    speakers, mean seconds, mean SNR; plus the vocabulary size (distinct words over train, dev and
+    test). Reads the manifests of `folder`."""
     from kdlab.data.manifest import read_manifest
 
     folder = Path(folder)
     splits, words = {}, set()
-    for split in SPLITS:
+    for split in (s for s in ALL_SPLITS if s in SPLITS or (folder / f"{s}.jsonl").is_file()):
         utterances = read_manifest(folder / f"{split}.jsonl")
         seconds = sum(u.duration for u in utterances)
         snrs = [u.snr for u in utterances if u.snr is not None]
@@ -319,8 +424,8 @@ def corpus_summary(folder: str | Path) -> dict:
             "mean_seconds": round(seconds / max(len(utterances), 1), 3),
             "mean_snr_db": round(float(np.mean(snrs)), 2) if snrs else None,
         }
-        for u in utterances:
-            words.update(u.text.split())
+        if split in SPLITS:
+            words.update(w for u in utterances for w in u.text.split())
     return {
         "splits": splits,
         "utterances": sum(s["utterances"] for s in splits.values()),

@@ -159,6 +159,21 @@ class Grammar:
         kept = {name: values[: max(1, math.ceil(fraction * len(values)))] for name, values in self.slots.items()}
         return Grammar(kept, self.templates)
 
+    def split_lexicon(self, held_out_fraction: float, shared: tuple[str, ...] = ("number",)) -> tuple["Grammar", "Grammar"]:
+        """(kept, held_out): every slot of n >= 2 entries loses its last ceil(fraction · n) entries to
+        the held-out grammar, which draws only from those (slots in `shared` and one-entry slots
+        stay whole in both). Sentences of `held_out` carry words `kept` never produces."""
+        if not 0.0 < held_out_fraction < 1.0:
+            raise ValueError(f"held-out lexicon fraction must be in (0, 1), got {held_out_fraction}")
+        kept, held_out = {}, {}
+        for name, values in self.slots.items():
+            cut = len(values) - math.ceil(held_out_fraction * len(values))
+            if name in shared or len(values) < 2:
+                kept[name] = held_out[name] = values
+            else:
+                kept[name], held_out[name] = values[: max(cut, 1)], values[max(cut, 1) :]
+        return Grammar(kept, self.templates), Grammar(held_out, self.templates)
+
     def _render(self, node: tuple, rng: random.Random, out: list[str]) -> None:
         kind = node[0]
         if kind == "seq":

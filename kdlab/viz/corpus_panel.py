@@ -1,7 +1,7 @@
 """An ipywidgets panel to synthesise one sentence and immediately hear and see it.
 
-Controls: sentence, accent, voice variant, speaking rate, pitch, noise kind, SNR and
-reverberation. Every change calls `SynthesisPanel.update`, a plain method (also callable
+Controls: sentence, engine (espeak-ng or flite), accent, voice, speaking rate, pitch, noise
+kind, SNR, room and channel. Every change calls `SynthesisPanel.update`, a plain method (also callable
 headlessly) that renders the audio with `render` and updates, in place, the audio player and
 a plotly `FigureWidget` holding the waveform (top) and the log-mel spectrogram (bottom):
 the figure keeps its x axis (time) and only the waveform `y` and spectrogram `z` change.
@@ -19,12 +19,16 @@ from typing import Mapping
 
 import numpy as np
 
-from kdlab.data.augment import NOISE_TYPES, babble_noise, mix_at_snr, pink_noise, reverberate, white_noise
-from kdlab.data.voices import ACCENTS, HARD_VARIANTS, VARIANTS, Voice
+from kdlab.data.acoustics import ROOMS, TELEPHONE_BAND_HZ, band_limit, reverberate, room_response
+from kdlab.data.augment import mix_at_snr
+from kdlab.data.noises import NOISE_TYPES, make_noise
+from kdlab.data.voices import ACCENTS, ENGINES, FLITE_VOICES, HARD_VARIANTS, VARIANTS, Voice
 
 SAMPLE_RATE = 16000
 NOISE_KINDS = ("none",) + NOISE_TYPES
-REVERB_RT60_S = 0.4
+ROOM_KINDS = ("none",) + tuple(ROOMS)
+CHANNELS = {"none": None, "telephone": TELEPHONE_BAND_HZ, "low-pass 3 kHz": (0.0, 3000.0)}
+ENGINE_VOICES = {"espeak": VARIANTS + HARD_VARIANTS, "flite": tuple(FLITE_VOICES)}
 BABBLE_TALKERS = 4
 PEAK = 0.98  # louder results are scaled down to this peak so the player never clips
 
@@ -40,13 +44,18 @@ class SynthesisSettings:
     pitch: int = 50
     noise: str = "white"
     snr_db: float = 20.0
-    reverb: bool = False
+    room: str = "none"
+    channel: str = "none"
+    engine: str = "espeak"
 
     def __post_init__(self) -> None:
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+        for name, kinds in (("noise", NOISE_KINDS), ("room", ROOM_KINDS), ("channel", tuple(CHANNELS)), ("engine", ENGINES)):
+            if getattr(self, name) not in kinds:
+                raise ValueError(f"{name} must be one of {kinds}, got {getattr(self, name)!r}")
 
     def voice(self) -> Voice:
+        if self.engine == "flite":
+            return Voice.flite(self.variant, int(self.rate), int(self.pitch))
         return Voice(self.accent, self.variant, int(self.rate), int(self.pitch))
 
     def to_dict(self) -> dict:
@@ -90,21 +99,22 @@ def render(settings: SynthesisSettings, seed: int = 0) -> Rendered:
     """Synthesise `settings.text` and degrade it as the settings say (see the module docstring)."""
     import torch
 
-    from kdlab.data.espeak import synthesize
     from kdlab.data.features import compute_fbank
+    from kdlab.data.synthesis import synthesize
 
     clean = synthesize(settings.text, settings.voice())
-    rng = np.random.default_rng(seed)
-    speech = reverberate(clean.astype(np.float64), REVERB_RT60_S, rng, SAMPLE_RATE) if settings.reverb else clean.astype(np.float64)
+    speech = clean.astype(np.float64)
+    if settings.room != "none":  # the room's response has its own generator: it does not change with the noise
+        speech = reverberate(speech, room_response(ROOMS[settings.room], np.random.default_rng(seed), SAMPLE_RATE))
     audio = speech
     if settings.noise != "none":
-        if settings.noise == "white":
-            noise = white_noise(len(speech), rng)
-        elif settings.noise == "pink":
-            noise = pink_noise(len(speech), rng)
-        else:
-            noise = babble_noise(len(speech), babble_sources(seed), BABBLE_TALKERS, rng)
+        rng = np.random.default_rng(seed)
+        sources = babble_sources(seed) if settings.noise == "babble" else ()
+        noise = make_noise(settings.noise, len(speech), rng, sources, BABBLE_TALKERS, SAMPLE_RATE)
         audio = mix_at_snr(speech, noise, float(settings.snr_db))
+    band = CHANNELS[settings.channel]
+    if band is not None:  # the channel carries speech and noise alike
+        speech, audio = (band_limit(x, *band, sample_rate=SAMPLE_RATE) for x in (speech, audio))
     gain = min(1.0, PEAK / max(float(np.max(np.abs(audio))), 1e-12))
     audio = (audio * gain).astype(np.float32)
     fbank = compute_fbank(torch.from_numpy(audio)).numpy()
@@ -123,8 +133,8 @@ def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 class SynthesisPanel:
     """Widgets + a live figure for one sentence. Show it with `display(panel.widget)`.
 
-    Attributes: the controls (`text`, `accent`, `variant`, `rate`, `pitch`, `noise`, `snr`,
-    `reverb`), `audio` (player), `status` (HTML line), `figure` (`go.FigureWidget`: trace 0 is
+    Attributes: the controls (`text`, `engine`, `accent`, `variant`, `rate`, `pitch`, `noise`, `snr`,
+    `room`, `channel`), `audio` (player), `status` (HTML line), `figure` (`go.FigureWidget`: trace 0 is
     the waveform, trace 1 the log-mel heatmap), `rendered` (the `Rendered` on screen).
     The initial `settings` must be valid (ValueError otherwise).
     """
@@ -136,13 +146,17 @@ class SynthesisPanel:
         wide = {"description_width": "initial"}
         slider = {"continuous_update": False, "style": wide}
         self.text = widgets.Text(value=settings.text, description="sentence", continuous_update=False, style=wide, layout={"width": "100%"})
+        from kdlab.data.synthesis import available_engines
+
+        self.engine = widgets.Dropdown(options=available_engines(), value=settings.engine, description="engine", style=wide)
         self.accent = widgets.Dropdown(options=ACCENTS, value=settings.accent, description="accent", style=wide)
-        self.variant = widgets.Dropdown(options=VARIANTS + HARD_VARIANTS, value=settings.variant, description="voice", style=wide)
+        self.variant = widgets.Dropdown(options=ENGINE_VOICES[settings.engine], value=settings.variant, description="voice", style=wide)
         self.rate = widgets.IntSlider(value=settings.rate, min=80, max=450, step=5, description="rate (wpm)", **slider)
         self.pitch = widgets.IntSlider(value=settings.pitch, min=0, max=99, description="pitch", **slider)
         self.noise = widgets.Dropdown(options=NOISE_KINDS, value=settings.noise, description="noise", style=wide)
         self.snr = widgets.FloatSlider(value=settings.snr_db, min=-5.0, max=40.0, step=1.0, description="SNR (dB)", **slider)
-        self.reverb = widgets.Checkbox(value=settings.reverb, description=f"reverberation (RT60 {REVERB_RT60_S} s)", style=wide)
+        self.room = widgets.Dropdown(options=ROOM_KINDS, value=settings.room, description="room", style=wide)
+        self.channel = widgets.Dropdown(options=tuple(CHANNELS), value=settings.channel, description="channel", style=wide)
         self.audio = widgets.Audio(format="wav", autoplay=False)
         self.status = widgets.HTML()
         self.rendered = render(self.settings(), seed)
@@ -150,14 +164,16 @@ class SynthesisPanel:
         # notebook (later updates are messages), so exported reports show a real figure.
         self.figure = _figure(self.rendered)
         self._show(self.rendered)
-        controls = (self.text, self.accent, self.variant, self.rate, self.pitch, self.noise, self.snr, self.reverb)
+        self._switching_engine = False
+        controls = (self.text, self.accent, self.variant, self.rate, self.pitch, self.noise, self.snr, self.room, self.channel)
         for control in controls:
             control.observe(self._on_change, names="value")
+        self.engine.observe(self._on_engine, names="value")
         self.widget = widgets.VBox(
             [
                 self.text,
-                widgets.HBox([self.accent, self.variant, self.rate, self.pitch]),
-                widgets.HBox([self.noise, self.snr, self.reverb]),
+                widgets.HBox([self.engine, self.accent, self.variant, self.rate, self.pitch]),
+                widgets.HBox([self.noise, self.snr, self.room, self.channel]),
                 widgets.HBox([self.audio, self.status]),
                 self.figure,
             ]
@@ -167,7 +183,7 @@ class SynthesisPanel:
         """The settings the controls show now."""
         return SynthesisSettings(
             self.text.value, self.accent.value, self.variant.value, self.rate.value, self.pitch.value,
-            self.noise.value, self.snr.value, self.reverb.value,
+            self.noise.value, self.snr.value, self.room.value, self.channel.value, self.engine.value,
         )  # fmt: skip
 
     def update(self) -> None:
@@ -191,12 +207,25 @@ class SynthesisPanel:
         """Player and status line for `rendered`."""
         settings = self.settings()
         self.snr.disabled = settings.noise == "none"
+        self.accent.disabled = settings.engine == "flite"  # a flite voice speaks its own accent
         self.audio.value = wav_bytes(rendered.audio)
         seconds = len(rendered.audio) / SAMPLE_RATE
-        noise = "clean" if settings.noise == "none" else f"{settings.noise} noise at {settings.snr_db:g} dB SNR"
-        self.status.value = f"{settings.voice().name}: {seconds:.2f} s, {noise}{', reverberant' if settings.reverb else ''}"
+        parts = ["clean" if settings.noise == "none" else f"{settings.noise} noise at {settings.snr_db:g} dB SNR"]
+        parts += [f"{settings.room} room"] * (settings.room != "none") + [settings.channel] * (settings.channel != "none")
+        self.status.value = f"{settings.voice().name}: {seconds:.2f} s, {', '.join(parts)}"
 
     def _on_change(self, change: dict) -> None:
+        if not self._switching_engine:
+            self.update()
+
+    def _on_engine(self, change: dict) -> None:
+        """Offer the new engine's voices (its first one selected), then render once."""
+        self._switching_engine = True
+        try:
+            self.variant.options = ENGINE_VOICES[change["new"]]
+            self.variant.value = ENGINE_VOICES[change["new"]][0]
+        finally:
+            self._switching_engine = False
         self.update()
 
 
