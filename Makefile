@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
 WORKERS ?= 2
 
-.PHONY: setup study check-report test lab corpus browser-deps clean-outputs
+.PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs
 
 # Re-installs only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -24,7 +24,7 @@ setup: $(STAMP)
 ## The main job: build the corpus, run the study grid (outputs/study; at the default profile its
 ## table also goes into README.md), then the sequenced notebooks headless into outputs/.
 ## WORKERS: processes that train the grid's runs side by side (one torch thread each).
-study: setup
+study: setup synth-deps
 	$(PY) -m kdlab data --profile $(PROFILE)
 	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
@@ -35,14 +35,14 @@ check-report: setup browser-deps
 	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
 
 ## Unit tests and headless notebook runs at tiny settings.
-test: setup browser-deps
+test: setup browser-deps synth-deps
 	$(PY) -m pytest -q
 
 ## JupyterLab on notebooks/ with the kdlab kernel.
-lab: setup
+lab: setup synth-deps
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-corpus: setup
+corpus: setup synth-deps
 	$(PY) -m kdlab data --profile $(PROFILE)
 
 ## Headless Chromium for the browser tests (Debian package; nothing downloads a browser build).
@@ -52,6 +52,15 @@ browser-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "warning: could not install chromium; browser tests will be skipped outside CI"; \
 	  else echo "note: install Debian's 'chromium' package to run the browser tests"; fi; }
+
+## flite, the corpus' second synthesis engine (Debian package). Without it the corpus is built from
+## espeak-ng voices only, with its own digest, and the builder says so.
+synth-deps:
+	@command -v flite >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq flite >/dev/null) \
+	      || echo "warning: could not install flite; corpora will use espeak-ng voices only"; \
+	  else echo "note: install Debian's 'flite' package for the corpus' second synthesis engine"; fi; }
 
 clean-outputs:
 	rm -rf outputs

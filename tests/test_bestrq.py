@@ -142,11 +142,14 @@ def test_model_masks_the_input_and_scores_masked_frames():
     assert 0 < float(accuracy) < 1 and float(loss) > 1.0
 
 
-def test_model_trains_with_the_real_conformer_encoder():
+@pytest.mark.parametrize("factor", [4, 8])
+def test_model_trains_with_the_real_conformer_encoder(factor):
     from kdlab.models.conformer import ConformerEncoder, teacher_config
 
     torch.manual_seed(0)
-    model = BestRQModel(ConformerEncoder(teacher_config("tiny", dropout=0.0)), BestRQConfig(codebook_size=64))
+    encoder = ConformerEncoder(teacher_config("tiny", dropout=0.0, subsampling_factor=factor))
+    model = BestRQModel(encoder, BestRQConfig(codebook_size=64))
+    assert model.stack == factor and model.quantizer.projection.shape[1] == factor * 80
     loss, accuracy = model(torch.randn(2, 63, 80, generator=gen(1)), torch.tensor([63, 40]), generator=gen(2))
     assert torch.isfinite(loss) and 0.0 <= float(accuracy) <= 1.0
     assert float(loss.detach()) == pytest.approx(math.log(64), rel=0.3)  # untrained: near uniform over codes

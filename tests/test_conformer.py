@@ -10,7 +10,7 @@ from torch import nn
 
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.streaming import chunk_attention_mask
-from kdlab.models.subsampling import Conv2dSubsampling
+from kdlab.models.subsampling import Subsampling
 
 torch.set_num_threads(1)
 
@@ -51,21 +51,38 @@ def test_shapes_lengths_and_hidden_states():
     torch.testing.assert_close(hidden[1], encoder.forward_blocks(hidden[0], out_lengths)[1])
 
 
-def test_subsampling_length_formula_matches_convolutions():
-    sub = Conv2dSubsampling(80, 16, 8)
-    for frames in range(7, 40):
+@pytest.mark.parametrize("stride", [4, 8])
+def test_subsampling_length_formula_matches_convolutions(stride):
+    sub = Subsampling(80, 16, 8, stride)
+    assert sub.receptive_field == 2 * stride - 1
+    for frames in range(sub.receptive_field, 60):
         n = sub(torch.zeros(1, frames, 80)).shape[1]
-        assert n == Conv2dSubsampling.output_lengths(torch.tensor([frames])).item() == ((frames - 1) // 2 - 1) // 2
+        nested = frames
+        for _ in range(stride.bit_length() - 1):
+            nested = (nested - 1) // 2
+        assert n == sub.output_lengths(torch.tensor([frames])).item() == nested == (frames - stride + 1) // stride
+
+
+def test_eight_times_subsampling_uses_depthwise_separable_stages():
+    four, eight = Subsampling(80, 16, 8, 4), Subsampling(80, 16, 8, 8)
+    assert [len(stage) for stage in eight.convs] == [1, 2, 2]
+    assert all(stage[0].groups == 8 and stage[1].kernel_size == (1, 1) for stage in eight.convs[1:])
+    assert eight.frequency_bins(80) == 9 and four.frequency_bins(80) == 19
+    with pytest.raises(ValueError, match="subsampling factor must be one of"):
+        Subsampling(80, 16, 8, 6)
 
 
 def test_too_short_input_is_refused():
     with pytest.raises(ValueError, match="lengths must lie in"):
         make_encoder()(features(1, 6), torch.tensor([6]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[15, .*8x subsampling needs 15 frames"):
+        make_encoder(subsampling_factor=8)(features(1, 14), torch.tensor([14]))
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_padded_batch_equals_per_utterance(streaming):
-    encoder = make_encoder(streaming=streaming, chunk_size=3, left_chunks=1)
+@pytest.mark.parametrize("factor", [4, 8])
+def test_padded_batch_equals_per_utterance(streaming, factor):
+    encoder = make_encoder(streaming=streaming, chunk_size=3, left_chunks=1, subsampling_factor=factor)
     lengths = [61, 45, 30]
     batch = features(3, 61)
     out, out_lengths, _ = encoder(batch, torch.tensor(lengths))
@@ -198,10 +215,11 @@ def stream_all(encoder, x, piece_sizes):
     return torch.cat(outputs + [out], dim=1)
 
 
-@pytest.mark.parametrize("chunk_size,left_chunks", [(4, -1), (3, 1), (5, 0), (2, 2), (1, 3)])
-def test_chunked_inference_equals_masked_forward(chunk_size, left_chunks):
-    encoder = make_encoder(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks)
-    x = features(2, 97)  # 23 encoder frames: not a multiple of any chunk size above
+@pytest.mark.parametrize("chunk_size,left_chunks,factor", [(4, -1, 4), (3, 1, 4), (5, 0, 4), (2, 2, 4), (1, 3, 4),
+                                                           (4, -1, 8), (3, 1, 8), (2, 0, 8)])
+def test_chunked_inference_equals_masked_forward(chunk_size, left_chunks, factor):
+    encoder = make_encoder(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, subsampling_factor=factor)
+    x = features(2, 97)  # 23 encoder frames at 4x, 11 at 8x: not a multiple of any chunk size above
     full, lengths, _ = encoder(x, torch.tensor([97, 97]))
     pieces = torch.randint(0, 15, (12,), generator=torch.Generator().manual_seed(chunk_size)).tolist()
     streamed = stream_all(encoder, x, pieces)
@@ -209,13 +227,15 @@ def test_chunked_inference_equals_masked_forward(chunk_size, left_chunks):
     assert (streamed - full).abs().max().item() <= 1e-5
 
 
-def test_streaming_output_ignores_future_chunks():
-    chunk = 3
-    encoder = make_encoder(streaming=True, chunk_size=chunk, left_chunks=1)
+@pytest.mark.parametrize("factor", [4, 8])
+def test_streaming_output_ignores_future_chunks(factor):
+    chunk = 3 if factor == 4 else 2
+    encoder = make_encoder(streaming=True, chunk_size=chunk, left_chunks=1, subsampling_factor=factor)
     x = features(1, 97)
     out, _, _ = encoder(x, torch.tensor([97]))
     for c in range(4):
-        first_unread = 4 * (c + 1) * chunk + 3  # chunk c's last frame reads input up to 4*((c+1)*chunk - 1) + 6
+        # chunk c's last frame reads input up to factor * ((c + 1) * chunk - 1) + 2 * factor - 2
+        first_unread = factor * (c + 1) * chunk + factor - 1
         perturbed = x.clone()
         perturbed[:, first_unread:] += 3 * torch.randn_like(perturbed[:, first_unread:])
         out_p, _, _ = encoder(perturbed, torch.tensor([97]))
@@ -280,8 +300,8 @@ def test_config_rejects_unknown_keys_and_sizes():
 def test_subsampling_channels_narrow_the_front_end_only():
     wide = ConformerEncoder(teacher_config("tiny"))
     narrow = ConformerEncoder(teacher_config("tiny", subsampling_channels=8))
-    assert narrow.subsampling.conv2.weight.shape == (8, 8, 3, 3)
-    assert wide.subsampling.conv2.weight.shape[0] == wide.config.d_model
+    assert narrow.subsampling.convs[1][0].weight.shape == (8, 8, 3, 3)
+    assert wide.subsampling.convs[1][0].weight.shape[0] == wide.config.d_model
     assert narrow.num_parameters() < wide.num_parameters()
     features, lengths = torch.randn(2, 50, 80), torch.tensor([50, 31])
     out, out_lengths, _ = narrow.eval()(features, lengths)
@@ -290,12 +310,16 @@ def test_subsampling_channels_narrow_the_front_end_only():
         teacher_config("tiny", subsampling_channels=0)
 
 
-def test_subsampling_init_keeps_the_scale_of_normalised_features():
-    # PyTorch's default init would give an output std near 0.1 here (see the subsampling docstring)
+@pytest.mark.parametrize("stride", [4, 8])
+def test_subsampling_init_keeps_the_scale_of_normalised_features(stride):
+    # PyTorch's default init would give an output std near 0.1 here (docs/teacher_calibration.md)
     torch.manual_seed(0)
-    sub = Conv2dSubsampling(80, 96, 32)
+    sub = Subsampling(80, 96, 32, stride)
     x = torch.randn(4, 300, 80)
-    inner = torch.relu(sub.conv2(torch.relu(sub.conv1(x.unsqueeze(1)))))
+    inner = x.unsqueeze(1)
+    for stage in sub.convs:
+        inner = torch.relu(stage(inner))
     assert 0.5 < inner.std().item() < 2.0
     assert 0.5 < sub(x).std().item() < 3.0
-    assert all(float(b.detach().abs().max()) == 0.0 for b in (sub.conv1.bias, sub.conv2.bias, sub.linear.bias))
+    biases = [conv.bias for stage in sub.convs for conv in stage] + [sub.linear.bias]
+    assert all(float(b.detach().abs().max()) == 0.0 for b in biases)

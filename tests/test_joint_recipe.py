@@ -51,6 +51,7 @@ class FakeData:
 
     tokenizer = TOKENIZER
     cmvn = GlobalCMVN(torch.zeros(FEATURES), torch.ones(FEATURES))
+    evaluation_splits = ("dev", "test")
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.train = [_batch(1, ["abc d", "ef g"], 60)]

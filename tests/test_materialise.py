@@ -241,5 +241,5 @@ def test_narrow_front_end_is_counted_and_kept_by_materialisation():
     randomise(gates, seed=5)
     encoder.eval()
     small = materialise(encoder)
-    assert small.subsampling.conv1.out_channels == 6
+    assert small.subsampling.convs[0][0].out_channels == 6
     assert float(expected_params(encoder, deterministic=True)) == small.num_parameters()

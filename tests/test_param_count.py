@@ -61,7 +61,8 @@ def test_dense_encoder_counts_its_own_parameters():
 
 def counted_macs(encoder: ConformerEncoder, frames: int, stream: bool) -> float:
     """Half the FLOPs torch counts for one utterance of ``frames`` encoder frames (math SDPA)."""
-    x = torch.randn(1, 4 * frames + 3, 80, generator=torch.Generator().manual_seed(0))
+    factor = encoder.config.subsampling_factor
+    x = torch.randn(1, factor * frames + factor - 1, 80, generator=torch.Generator().manual_seed(0))
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         if stream:
             encoder.stream(x, final=True)
@@ -71,11 +72,13 @@ def counted_macs(encoder: ConformerEncoder, frames: int, stream: bool) -> float:
 
 
 @pytest.mark.parametrize("overrides", [{}, {"streaming": True, "chunk_size": 4, "left_chunks": 1},
-                                       {"streaming": True, "chunk_size": 5, "left_chunks": -1}])
+                                       {"streaming": True, "chunk_size": 5, "left_chunks": -1},
+                                       {"subsampling_factor": 8},
+                                       {"subsampling_factor": 8, "streaming": True, "chunk_size": 3, "left_chunks": 1}])
 def test_macs_match_the_flop_counter(overrides):
     frames, seconds = 23, 0.92  # 25 frames per second
     dense = make_encoder(**overrides)
-    stream = bool(overrides)
+    stream = overrides.get("streaming", False)
     macs = expected_macs_per_second(dense, 25, seconds).item() * seconds
     assert macs == pytest.approx(counted_macs(dense, frames, stream), rel=1e-12)
     gated = make_encoder(**overrides)

@@ -26,7 +26,7 @@ they save. The subsampling front-end and each block's final LayerNorm are always
 two attention matmuls (QKᵀ and weights·V); elementwise work (norms, activations, rotary, softmax,
 gating) is not counted. Attention cost depends on the utterance length: the count is for one
 utterance of ``utterance_seconds`` (T' = round(frames_per_second · utterance_seconds) encoder
-frames, i.e. 4T' + 3 input frames), divided by its duration. Each query attends to T' keys
+frames, i.e. sT' + s - 1 input frames at subsampling factor s), divided by its duration. Each query attends to T' keys
 offline, and in a streaming encoder to the keys its chunk mask allows (its own chunk and
 ``left_chunks`` chunks before it), which is what ``stream()`` computes.
 """
@@ -149,13 +149,16 @@ def attention_keys_per_query(encoder: ConformerEncoder, frames: int) -> float:
 
 def expected_macs_per_second(
     encoder: ConformerEncoder,
-    frames_per_second: float = 25.0,
+    frames_per_second: float | None = None,
     utterance_seconds: float = 10.0,
     deterministic: bool = False,
 ) -> torch.Tensor:
     """E[MACs per second of audio] (float64 scalar, differentiable in the gates) for one utterance
-    of ``utterance_seconds`` at ``frames_per_second`` encoder frames per second (25 for 10 ms
-    features and 4x subsampling); see the module docstring for what is counted."""
+    of ``utterance_seconds`` at ``frames_per_second`` encoder frames per second (default: 10 ms
+    features through the encoder's subsampling, 25 at 4x, 12.5 at 8x); see the module docstring for
+    what is counted."""
+    if frames_per_second is None:
+        frames_per_second = 100.0 / encoder.config.subsampling_factor
     if frames_per_second <= 0 or utterance_seconds <= 0:
         raise ValueError(
             f"frames_per_second and utterance_seconds must be > 0, got {frames_per_second} and {utterance_seconds}"
@@ -166,8 +169,19 @@ def expected_macs_per_second(
             f"the utterance has no encoder frame ({frames_per_second} x {utterance_seconds} s); make it longer"
         )
     _, per_frame = _cost(encoder, deterministic, attention_keys_per_query(encoder, frames))
-    sub = encoder.subsampling
-    freq1 = (encoder.config.input_dim - 1) // 2
-    freq2 = (freq1 - 1) // 2
-    front = ((2 * frames + 1) * freq1 * sub.conv1.weight.numel() + frames * freq2 * sub.conv2.weight.numel())
-    return (front + frames * per_frame) / utterance_seconds
+    return (front_end_macs(encoder, frames) + frames * per_frame) / utterance_seconds
+
+
+def front_end_macs(encoder: ConformerEncoder, frames: int) -> int:
+    """MACs of the subsampling convolutions that make ``frames`` encoder frames: each stride-2 stage
+    outputs (time x frequency) cells, each costing its convolutions' weights (a depthwise 3x3: 9 per
+    channel; a pointwise one: C²); stage i's time length is 2 x stage i+1's + 1."""
+    stages = encoder.subsampling.convs
+    times = [frames]
+    for _ in stages[1:]:
+        times.insert(0, 2 * times[0] + 1)
+    macs, freq = 0, encoder.config.input_dim
+    for stage, time in zip(stages, times):
+        freq = (freq - 1) // 2
+        macs += time * freq * sum(conv.weight.numel() for conv in stage)
+    return macs

@@ -1,15 +1,16 @@
 """BEST-RQ self-supervised pre-training (Chiu et al. 2022): masked prediction of random-projection codes.
 
-1. Targets: stack 4 input frames (B, T, F) -> (B, T//4, 4F) to match the encoder's 4x subsampling,
+1. Targets: stack s input frames (B, T, F) -> (B, T//s, sF) to match the encoder's subsampling
+   factor s (4 or 8; ``BestRQModel.stack``),
    project with a frozen random matrix, l2-normalise, and label each stacked frame with the
    index of the nearest l2-normalised code of a frozen random codebook
    (``RandomProjectionQuantizer``; nothing in it is trained).
 2. Input: spans of input frames are replaced by noise N(0, 0.1²) (``mask_spans``).
 3. The encoder sees the masked input; a linear head predicts the codes of the subsampled frames
-   whose 4 input frames (4j .. 4j+3) contain a masked frame; cross-entropy on those frames only.
+   whose s input frames (sj .. sj+s-1) contain a masked frame; cross-entropy on those frames only.
 
-Subsampled frame j is aligned with stacked frame j (input frames 4j .. 4j+3), so the encoder's
-T' must be <= T // 4 (kdlab's conformer gives (T - 3) // 4). Features are expected to be
+Subsampled frame j is aligned with stacked frame j (input frames sj .. sj+s-1), so the encoder's
+T' must be <= T // s (kdlab's conformer gives (T - s + 1) // s). Features are expected to be
 normalised (CMVN), as the quantiser's projection assumes zero-mean, unit-scale inputs.
 """
 
@@ -143,9 +144,10 @@ class BestRQModel(nn.Module):
     """Encoder + linear head (d_model -> num_codebooks x codebook_size) for BEST-RQ pre-training.
 
     Args:
-        encoder: kdlab encoder contract, 4x subsampling.
+        encoder: kdlab encoder contract; its ``config.subsampling_factor`` (4 when it has none) is
+            the number of input frames stacked into one target.
         config: quantiser and masking settings.
-        input_dim: feature bins F (stacked input of the quantiser is 4F).
+        input_dim: feature bins F (stacked input of the quantiser is stack x F).
         encoder_dim: encoder width; default ``encoder.config.d_model``.
     """
 
@@ -158,7 +160,8 @@ class BestRQModel(nn.Module):
             encoder_dim = encoder.config.d_model
         self.config = config
         self.encoder = encoder
-        self.quantizer = RandomProjectionQuantizer(STACK * input_dim, config.codebook_dim, config.codebook_size,
+        self.stack = getattr(getattr(encoder, "config", None), "subsampling_factor", STACK)
+        self.quantizer = RandomProjectionQuantizer(self.stack * input_dim, config.codebook_dim, config.codebook_size,
                                                    config.num_codebooks, config.seed)
         self.head = nn.Linear(encoder_dim, config.num_codebooks * config.codebook_size)
 
@@ -172,12 +175,12 @@ class BestRQModel(nn.Module):
             features, lengths = batch_or_features.features, batch_or_features.feature_lengths
         else:
             features = batch_or_features
-        labels = self.quantizer(stack_frames(features))  # (B, T//4, K)
+        labels = self.quantizer(stack_frames(features, self.stack))  # (B, T // stack, K)
         c = self.config
         masked, frame_mask = mask_spans(features, lengths, c.mask_prob, c.mask_span, generator, c.noise_std)
         out, out_lengths, _ = self.encoder(masked, lengths)  # (B, T', D)
         num_out = out.shape[1]
         valid = torch.arange(num_out, device=out.device)[None, :] < out_lengths[:, None]
-        mask = subsampled_mask(frame_mask, num_out) & valid
+        mask = subsampled_mask(frame_mask, num_out, self.stack) & valid
         logits = self.head(out).unflatten(-1, (c.num_codebooks, c.codebook_size))
         return masked_prediction_loss(logits, labels[:, :num_out], mask)

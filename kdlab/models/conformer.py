@@ -1,6 +1,6 @@
 """Prunable conformer encoder (offline and streaming).
 
-features (B, T, 80) -> Conv2dSubsampling (4x) -> dropout -> N x ConformerBlock -> (B, T', D)
+features (B, T, 80) -> Subsampling (4x or 8x) -> dropout -> N x ConformerBlock -> (B, T', D)
 
 Each ``ConformerBlock`` is ``x + 0.5 ffn1(x)``, ``+ attn``, ``+ conv``, ``+ 0.5 ffn2``, then
 LayerNorm. Prunable places (each an attribute, default ``None``, which when set is an
@@ -29,7 +29,7 @@ from kdlab.models.attention import MultiHeadSelfAttention, rotary_table
 from kdlab.models.convolution import ConvolutionModule
 from kdlab.models.feedforward import FeedForward
 from kdlab.models.streaming import LayerCache, StreamingEncoderState, chunk_attention_mask, stream_step
-from kdlab.models.subsampling import RECEPTIVE_FIELD, Conv2dSubsampling
+from kdlab.models.subsampling import FACTORS, Subsampling
 
 BRANCH_SIZES = ("num_heads", "ffn1_dim", "ffn2_dim", "conv_channels")
 
@@ -49,13 +49,16 @@ class ConformerConfig(JsonConfig):
     """Encoder hyper-parameters (JSON-serialisable; stored in every checkpoint).
 
     ``streaming`` selects chunked attention + causal depthwise convolution; ``chunk_size``
-    counts frames after subsampling (40 ms each: 16 = 640 ms); ``left_chunks`` = -1 means
+    counts frames after subsampling (``subsampling_factor`` x 10 ms each: at 4x, 16 = 640 ms; at
+    8x, 8 = 640 ms); ``left_chunks`` = -1 means
     unlimited left context. ``head_dim`` is independent of ``d_model`` (even, for rotary).
     ``layer_dims`` (optional, one dict per block) overrides any of ``num_heads``,
     ``ffn1_dim``, ``ffn2_dim``, ``conv_channels`` for that block (0 removes the branch);
     both FFNs default to ``ffn_dim``. ``subsampling_channels`` sets the front-end's conv
     channels (None: ``d_model``); its second 3x3 conv costs channels² MACs per output cell, so
     on a CPU a narrower front-end (e.g. 32–64) saves much of the encoder's time.
+    ``subsampling_factor`` 4 or 8 (``kdlab.models.subsampling``): 8x halves the frames every block
+    sees (and the RNN-T lattice's time axis).
     """
 
     input_dim: int = 80
@@ -72,6 +75,7 @@ class ConformerConfig(JsonConfig):
     left_chunks: int = -1
     layer_dims: list[dict] | None = field(default=None)
     subsampling_channels: int | None = None
+    subsampling_factor: int = 4
 
     def __post_init__(self) -> None:
         positive = ("d_model", "num_layers", "num_heads", "head_dim", "ffn_dim", "conv_channels", "chunk_size")
@@ -79,8 +83,11 @@ class ConformerConfig(JsonConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.input_dim, int) or self.input_dim < RECEPTIVE_FIELD:
-            raise ValueError(f"input_dim must be an integer >= 7 (4x subsampling), got {self.input_dim!r}")
+        if self.subsampling_factor not in FACTORS:
+            raise ValueError(f"subsampling_factor must be one of {FACTORS}, got {self.subsampling_factor!r}")
+        if not isinstance(self.input_dim, int) or self.input_dim < self.receptive_field:
+            raise ValueError(f"input_dim must be an integer >= {self.receptive_field} ({self.subsampling_factor}x "
+                             f"subsampling), got {self.input_dim!r}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even (rotary embeddings rotate pairs), got {self.head_dim}")
         if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
@@ -109,6 +116,11 @@ class ConformerConfig(JsonConfig):
             for key, value in dims.items():
                 if not isinstance(value, int) or value < 0:
                     raise ValueError(f"layer_dims[{i}][{key!r}] must be an integer >= 0, got {value!r}")
+
+    @property
+    def receptive_field(self) -> int:
+        """Input frames one encoder frame reads through the front-end (2 x factor - 1)."""
+        return 2 * self.subsampling_factor - 1
 
     def block_dims(self, index: int) -> BlockDims:
         """Branch sizes of block ``index`` (global sizes overridden by ``layer_dims``)."""
@@ -207,8 +219,8 @@ class ConformerEncoder(nn.Module):
     def __init__(self, config: ConformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.subsampling = Conv2dSubsampling(config.input_dim, config.d_model,
-                                             config.subsampling_channels or config.d_model)
+        self.subsampling = Subsampling(config.input_dim, config.d_model, config.subsampling_channels or config.d_model,
+                                       config.subsampling_factor)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(config, config.block_dims(i)) for i in range(config.num_layers))
 
@@ -217,17 +229,18 @@ class ConformerEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """features (B, T, F), lengths (B,) int64 -> out (B, T', D), out_lengths (B,), hidden_states.
 
-        T' = (T - 3) // 4. ``hidden_states[0]`` is the input of the first block, ``hidden_states[i]``
+        T' = (T - s + 1) // s for subsampling factor s. ``hidden_states[0]`` is the input of the first block, ``hidden_states[i]``
         the output of block i (all (B, T', D)). Frames at or past ``out_lengths`` hold unspecified
         values: mask them with the lengths.
         """
         if features.dim() != 3 or features.shape[2] != self.config.input_dim:
             raise ValueError(f"features must be (B, T, {self.config.input_dim}), got {tuple(features.shape)}")
         shortest, longest = (int(v) for v in torch.aminmax(lengths))
-        if shortest < RECEPTIVE_FIELD or longest > features.shape[1]:
+        field = self.config.receptive_field
+        if shortest < field or longest > features.shape[1]:
             raise ValueError(
-                f"lengths must lie in [7, T={features.shape[1]}] (4x subsampling needs 7 frames), "
-                f"got min {shortest}, max {longest}"
+                f"lengths must lie in [{field}, T={features.shape[1]}] ({self.config.subsampling_factor}x subsampling "
+                f"needs {field} frames), got min {shortest}, max {longest}"
             )
         x = self.dropout(self.subsampling(features))
         out_lengths = self.subsampling.output_lengths(lengths)

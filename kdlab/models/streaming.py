@@ -1,18 +1,18 @@
 """Streaming: chunked attention masks and exact chunk-by-chunk inference.
 
 In streaming mode the encoder sees the input in chunks of ``chunk_size`` frames
-*after subsampling* (40 ms each). A frame attends to every frame of its own chunk
+*after subsampling* (s x 10 ms each for subsampling factor s). A frame attends to every frame of its own chunk
 and of the ``left_chunks`` chunks before it (-1: all of them), never to later
 chunks; depthwise convolutions are causal. The full-sequence forward applies this
 as a mask; ``stream_step`` computes the same numbers chunk by chunk with caches:
 
 * subsampling: the input frames not yet consumed (output frame j reads input
-  frames 4j .. 4j+6, so at most 6 frames wait for more input);
+  frames s·j .. s·j + 2s - 2, so at most 2s - 2 frames wait for more input);
 * attention, per block: rotated keys and values of the last ``left_chunks`` chunks;
 * depthwise convolution, per block: the last ``kernel - 1`` GLU outputs.
 
 A chunk is emitted once all its ``chunk_size`` frames exist (``final=True`` flushes
-the last, shorter chunk), so the algorithmic latency is one chunk plus 30 ms of
+the last, shorter chunk), so the algorithmic latency is one chunk plus (s - 1) x 10 ms of
 subsampling look-ahead.
 """
 
@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from kdlab.models.attention import rotary_table
-from kdlab.models.subsampling import STRIDE, subsampled_length
+from kdlab.models.subsampling import subsampled_length
 
 
 def chunk_attention_mask(
@@ -56,7 +56,7 @@ class StreamingEncoderState:
     """Everything carried from one call of ``ConformerEncoder.stream`` to the next.
 
     Attributes:
-        features: (B, n, F) input frames not yet consumed by the subsampling (n <= 6).
+        features: (B, n, F) input frames not yet consumed by the subsampling (n <= 2s - 2).
         pending: (B, m, D) subsampled frames waiting for their chunk to fill (m < chunk_size).
         position: absolute index (after subsampling) of ``pending[:, 0]``.
         layers: one ``LayerCache`` per block.
@@ -113,11 +113,12 @@ def stream_step(
     if state.finished:
         raise RuntimeError("this stream already ended (final=True): pass state=None to start a new one")
     buffer = torch.cat((state.features, features), dim=1)
-    n = subsampled_length(buffer.shape[1])
+    stride = encoder.subsampling.stride
+    n = subsampled_length(buffer.shape[1], stride)
     if n > 0:
-        frames = encoder.subsampling(buffer[:, : STRIDE * n + 3])
+        frames = encoder.subsampling(buffer[:, : stride * n + stride - 1])
         state.pending = torch.cat((state.pending, frames), dim=1)
-        buffer = buffer[:, STRIDE * n :]
+        buffer = buffer[:, stride * n :]
     state.features = buffer
     outputs = []
     size = cfg.chunk_size

@@ -26,7 +26,8 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
 def results_table(summary: list[dict]) -> list[str]:
     """Markdown lines of the summary table (WERs in %, MACs in M per second of audio)."""
     header = ["mode", "route", "method", "target sparsity", "encoder params", "MACs/s (M)", "CPU latency (ms)",
-              "dev WER (%)", "test WER (%)", "RWER vs KD (%)", f"budget ±{BUDGET_TOLERANCE:.0%}", "seeds"]
+              "dev WER (%)", "test WER (%)", "unseen engine WER (%)", "unseen text WER (%)", "RWER vs KD (%)",
+              f"budget ±{BUDGET_TOLERANCE:.0%}", "seeds"]
     lines = []
     for r in summary:
         target = "—" if r["target_sparsity"] is None else f"{r['target_sparsity']:g}"
@@ -36,7 +37,10 @@ def results_table(summary: list[dict]) -> list[str]:
                       _number(r["macs_per_second"], r["macs_per_second_std"], 1e-6, 1),
                       _number(r["latency_ms"], r["latency_ms_std"], digits=1),
                       _number(r["dev_wer"], r["dev_wer_std"], 100, 1),
-                      _number(r["test_wer"], r["test_wer_std"], 100, 1), _number(r["rwer"], r["rwer_std"], digits=1),
+                      _number(r["test_wer"], r["test_wer_std"], 100, 1),
+                      _number(r["unseen_engine_wer"], r["unseen_engine_wer_std"], 100, 1),
+                      _number(r["unseen_text_wer"], r["unseen_text_wer_std"], 100, 1),
+                      _number(r["rwer"], r["rwer_std"], digits=1),
                       YES_NO[r["within_budget"]], str(r["seeds"])])
     return _table(header, lines)
 

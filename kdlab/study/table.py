@@ -3,7 +3,8 @@
 A row (a dict; ``COLUMNS`` in order) holds the grid coordinates (``mode``, ``route``, ``method``,
 ``target_sparsity``, ``seed``), the model's measured ``encoder_params`` / ``params`` (whole RNN-T
 model) / ``macs_per_second`` (encoder, per second of audio) / ``latency_ms`` (batch-1 CPU encoder
-latency on ``latency_audio_seconds`` of audio), the run's ``dev_wer`` / ``test_wer`` (fractions),
+latency on ``latency_audio_seconds`` of audio), the run's ``dev_wer`` / ``test_wer`` (fractions) and
+the held-out test sets' ``unseen_engine_wer`` / ``unseen_text_wer`` (None for a corpus without them),
 its budget (``budget_params`` = (1 − t) · ``teacher_encoder_params`` and ``within_budget``:
 |encoder_params − budget| ≤ ``BUDGET_TOLERANCE`` · budget), and
 
@@ -25,10 +26,18 @@ from kdlab.study.config import BASELINE, BUDGET_TOLERANCE
 GROUP_KEYS = ("mode", "route", "method", "target_sparsity")
 COLUMNS = ("key", *GROUP_KEYS, "seed", "encoder_params", "params", "teacher_encoder_params", "budget_params",
            "within_budget", "achieved_sparsity", "macs_per_second", "latency_ms", "latency_audio_seconds", "dev_wer",
-           "test_wer", "rwer", "train_seconds", "run_dir")
+           "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer", "train_seconds", "run_dir")
 #: Columns averaged over seeds in the summary (each with a ``<name>_std``).
 SUMMARY_METRICS = ("encoder_params", "params", "achieved_sparsity", "macs_per_second", "latency_ms", "dev_wer",
-                   "test_wer", "rwer")
+                   "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer")
+#: Row column -> the held-out split (`kdlab.data.corpus.HELD_OUT_SPLITS`) whose WER / CER it holds.
+HELD_OUT_COLUMNS = {"unseen_engine": "test_unseen_engine", "unseen_text": "test_unseen_text"}
+
+
+def held_out_fields(metrics: dict) -> dict:
+    """``<name>_wer`` / ``<name>_cer`` of the held-out test sets in a run's metrics (None where absent)."""
+    return {f"{name}_{rate}": metrics.get(split, {}).get(rate) for name, split in HELD_OUT_COLUMNS.items()
+            for rate in ("wer", "cer")}
 
 
 def budget_fields(encoder_params: int, teacher_params: int, target: float | None) -> dict:
@@ -81,7 +90,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         entry = dict(zip(GROUP_KEYS, key))
         entry["seeds"] = len(members)
         for name in SUMMARY_METRICS:
-            entry[name], entry[f"{name}_std"] = _mean_std([m[name] for m in members])
+            entry[name], entry[f"{name}_std"] = _mean_std([m.get(name) for m in members])
         flags = [m["within_budget"] for m in members]
         entry["within_budget"] = None if None in flags else all(flags)
         summary.append(entry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
 from kdlab.models.rnnt import RNNTModel
 from kdlab.train.recipes.ctc_warmup import RNNTWithCTC
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_transcripts
 from kdlab.train.recipes.runs import has_checkpoint, load_average
 from kdlab.train.trainer import Trainer, TrainerConfig
 
@@ -82,22 +81,19 @@ def train_rnnt(
 
 
 def evaluate_rnnt(model: RNNTModel, data: SpeechData, run_dir: Path, beam: int | None = None) -> dict:
-    """Score the whole dev and test splits (greedy; beam too when `beam` is given).
+    """Score the whole dev, test and held-out test splits (greedy; beam too when `beam` is given).
 
     Writes `test_transcripts.jsonl` (id, ref, hyp of the greedy test decoding) and the CMVN
     statistics (`cmvn.json`) into `run_dir`; returns `{"dev": scores, "test": scores, ...}`.
     """
     model.eval()
-    metrics: dict = {}
     start = time.perf_counter()
-    for split in ("dev", "test"):
-        transcripts = transcribe(model, data.eval_loader(split), data.tokenizer)
-        metrics[split] = transcripts.scores()
-        if beam is not None:
+    transcripts = transcribe_splits(model, data)
+    metrics: dict = {split: t.scores() for split, t in transcripts.items()}
+    if beam is not None:
+        for split in ("dev", "test"):
             metrics[f"{split}_beam"] = transcribe(model, data.eval_loader(split), data.tokenizer, "beam", beam).scores()
     metrics["eval_seconds"] = time.perf_counter() - start
-    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
-    (run_dir / "test_transcripts.jsonl").write_text(
-        "".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n" for i, r, h in rows))
+    write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
     data.cmvn.save(run_dir / "cmvn.json")
     return metrics

@@ -20,6 +20,8 @@ from kdlab.data.specaugment import SpecAugment
 from kdlab.data.tokenizer import CharTokenizer
 
 SPLITS = ("train", "dev", "test")
+#: Read when the corpus has them (the synthesised corpus does): test sets of what train never holds.
+HELD_OUT_SPLITS = ("test_unseen_engine", "test_unseen_text")
 #: Evaluation batches hold about this many padded frames (more only for one very long utterance).
 EVAL_BATCH_FRAMES = 40_000
 
@@ -43,17 +45,23 @@ class SpeechData:
     @classmethod
     def from_corpus(cls, corpus_dir: str | Path, cmvn_utterances: int = 500,
                     cmvn: GlobalCMVN | None = None) -> SpeechData:
-        """Read ``train/dev/test.jsonl`` of `corpus_dir`; fit CMVN on `cmvn_utterances` train utterances
-        (evenly spaced) unless `cmvn` is given."""
+        """Read ``train/dev/test.jsonl`` of `corpus_dir` (and the ``HELD_OUT_SPLITS`` it has); fit CMVN on
+        `cmvn_utterances` train utterances (evenly spaced) unless `cmvn` is given."""
         corpus_dir = Path(corpus_dir)
         missing = [s for s in SPLITS if not (corpus_dir / f"{s}.jsonl").is_file()]
         if missing:
             raise FileNotFoundError(f"{corpus_dir} has no {', '.join(m + '.jsonl' for m in missing)}; build the corpus "
                                     "with `python -m kdlab data --profile P` or import your own data")
-        splits = {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in SPLITS}
+        present = SPLITS + tuple(s for s in HELD_OUT_SPLITS if (corpus_dir / f"{s}.jsonl").is_file())
+        splits = {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in present}
         if cmvn is None:
             cmvn = fit_cmvn(splits["train"], cmvn_utterances)
         return cls(corpus_dir, splits, CharTokenizer(), cmvn)
+
+    @property
+    def evaluation_splits(self) -> tuple[str, ...]:
+        """The splits a finished model is scored on: dev, test and the held-out test sets present."""
+        return ("dev", "test") + tuple(s for s in HELD_OUT_SPLITS if s in self.splits)
 
     def train_loader(self, max_frames: int, seed: int, specaugment: SpecAugment | None = None) -> SpeechLoader:
         """Shuffled, duration-bucketed training batches of at most `max_frames` padded frames."""
@@ -63,7 +71,7 @@ class SpeechData:
     def eval_loader(self, split: str, limit: int | None = None, max_frames: int = EVAL_BATCH_FRAMES) -> SpeechLoader:
         """Every utterance of `split` (or its first `limit`) in duration order, none left out."""
         if split not in self.splits:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ValueError(f"split must be one of {tuple(self.splits)}, got {split!r}")
         utterances = self.splits[split][:limit]
         longest = max(u.duration for u in utterances) * 100 + 1
         loader = make_loader(utterances, self.tokenizer, self.cmvn, max_frames=max(max_frames, int(longest) + 1),

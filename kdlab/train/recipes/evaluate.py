@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from kdlab.eval.wer import cer, wer
 from kdlab.models.decoding import decode
@@ -30,3 +32,15 @@ def transcribe(model: RNNTModel, loader, tokenizer, method: str = "greedy", beam
         ids += batch.ids
         refs += batch.texts
     return Transcripts(ids, refs, hyps)
+
+
+def transcribe_splits(model: RNNTModel, data, method: str = "greedy", beam: int = 4) -> dict[str, Transcripts]:
+    """split -> transcripts for every split of `data.evaluation_splits` (a `SpeechData`)."""
+    return {split: transcribe(model, data.eval_loader(split), data.tokenizer, method, beam)
+            for split in data.evaluation_splits}
+
+
+def write_transcripts(path: str | Path, transcripts: Transcripts) -> None:
+    """One JSON line per utterance: id, ref, hyp."""
+    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
+    Path(path).write_text("".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n" for i, r, h in rows))

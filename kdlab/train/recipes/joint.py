@@ -52,7 +52,7 @@ from kdlab.train.history import History
 from kdlab.train.recipes.compress import measure_compressed
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.evaluate import transcribe
+from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_transcripts
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
@@ -203,13 +203,10 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
                "train_losses": _losses(joint), "recovery_losses": _losses(recovery) if recovery else None,
                "device": str(joint.device), "train_seconds": train_seconds, **info}
     evaluated = time.perf_counter()
-    for split in ("dev", "test"):
-        transcripts = transcribe(final, data.eval_loader(split), data.tokenizer)
-        metrics[split] = transcripts.scores()
+    transcripts = transcribe_splits(final, data)
+    metrics.update({split: t.scores() for split, t in transcripts.items()})
     metrics["eval_seconds"] = time.perf_counter() - evaluated
-    rows = zip(transcripts.ids, transcripts.refs, transcripts.hyps)
-    (run_dir / "test_transcripts.jsonl").write_text("".join(json.dumps({"id": i, "ref": r, "hyp": h}) + "\n"
-                                                            for i, r, h in rows))
+    write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
     data.cmvn.save(run_dir / "cmvn.json")
     save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
     metrics.update(wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start,
