@@ -37,6 +37,7 @@ class RecipeProfile:
     cmvn_utterances: int = 500
     chunk_size: int = 16
     specaugment: bool = True
+    tokenizer: str = "char"  # "char" or "bpe:<vocabulary size>" (sentencepiece, trained on the corpus' train text)
 
     def to_dict(self) -> dict:
         return asdict(self)
