@@ -52,7 +52,7 @@ from kdlab.train.history import History
 from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
-from kdlab.train.recipes.runs import has_checkpoint, read_result, write_result
+from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, write_result
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
@@ -155,11 +155,12 @@ def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, sec
 
 
 def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, train_loader, run_dir: str | Path,
-                 device: str = "auto", progress: bool = True) -> CompressResult:
+                 device: str = "auto", progress: bool = True, force: bool = False) -> CompressResult:
     """Compress ``teacher_encoder`` (not modified) with ``config.method`` on batches of ``train_loader``
     (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
-    ``run_dir`` and resumes an interrupted one."""
-    run_dir = Path(run_dir)
+    ``run_dir`` and resumes an interrupted one; one holding other settings is refused (`force`:
+    replaced, ``runs.claim_run_dir``)."""
+    run_dir = claim_run_dir(run_dir, "compress", config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_compress(run_dir)
     start = time.perf_counter()
