@@ -44,6 +44,15 @@ def sparsity(text: str) -> float:
     return value
 
 
+def output_folder(text: str) -> str:
+    """A folder path that is not an existing file (it may not exist yet)."""
+    from pathlib import Path
+
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is an existing file; give a folder (it is created if missing)")
+    return text
+
+
 def tokenizer_spec(text: str) -> str:
     """"char", "bpe" or "bpe:N"."""
     from kdlab.train.recipes.corpus_choice import parse_tokenizer_spec

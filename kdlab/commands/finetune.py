@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import add_corpus_options, add_force, non_negative_int, positive_int
+from kdlab.commands._option_types import (add_corpus_options, add_force, non_negative_int, output_folder,
+                                          positive_int)
 
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
 PROFILES = ("tiny", "default", "full")
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the profile's budget)")
     parser.add_argument("--beam", type=positive_int, default=None, help="also report beam search with this beam width")
-    parser.add_argument("--run-dir", default=None,
+    parser.add_argument("--run-dir", type=output_folder, default=None,
                         help="run folder (default: runs/teacher-<profile>-<hash>/finetune-<mode>-<init>-<hash>)")
     add_force(parser)
     add_corpus_options(parser)

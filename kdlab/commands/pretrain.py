@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import add_corpus_options, add_force, non_negative_int, positive_int
+from kdlab.commands._option_types import (add_corpus_options, add_force, non_negative_int, output_folder,
+                                          positive_int)
 
 HELP = "pre-train the conformer encoder with BEST-RQ (masked prediction of random-projection codes) into runs/"
 PROFILES = ("tiny", "default", "full")
@@ -16,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the profile's budget)")
-    parser.add_argument("--run-dir", default=None, help="run folder (default: runs/teacher-<profile>-<hash>/pretrain)")
+    parser.add_argument("--run-dir", type=output_folder, default=None,
+                        help="run folder (default: runs/teacher-<profile>-<hash>/pretrain)")
     add_force(parser)
     add_corpus_options(parser, tokenizer=False)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import add_corpus_options, non_negative_int, positive_int
+from kdlab.commands._option_types import add_corpus_options, non_negative_int, output_folder, positive_int
 
 HELP = ("study grid: every compression method by the sequential and the joint route, offline and streaming, "
         "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures")
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of repeated runs behind each latency median (default: 0.3)")
     parser.add_argument("--latency-runs", type=positive_int, default=5,
                         help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)")
-    parser.add_argument("--out", default=None, help="output folder (default: outputs/study)")
+    parser.add_argument("--out", type=output_folder, default=None, help="output folder (default: outputs/study)")
     parser.add_argument("--readme", default=None, metavar="PATH",
                         help="also write the results table into PATH (a README with the kdlab-study-results markers)")
     parser.add_argument("--workers", type=positive_int, default=1,
