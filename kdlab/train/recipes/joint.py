@@ -56,7 +56,8 @@ from kdlab.train.recipes.evaluate import transcribe
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
-from kdlab.train.recipes.runs import claim_run_dir, config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
+                                      seconds_before_resume, write_result)
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
@@ -193,7 +194,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
         distill = model.distill if config.recovery_kd else None
         recovery = _train(JointStudent(final, distill), teacher, GateSet({}, {}), config, data, run_dir / RECOVERY,
                           True, device, progress)
-    train_seconds = time.perf_counter() - start
+    before = seconds_before_resume(joint, recovery)
+    train_seconds = time.perf_counter() - start + before["wall"]
     final = final.cpu().eval()
     metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "target_sparsity": config.target_sparsity,
                **_measure(final, teacher.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
@@ -213,7 +215,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
                                                             for i, r, h in rows))
     data.cmvn.save(run_dir / "cmvn.json")
     save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
-    metrics.update(wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start,
+    metrics.update(wall_seconds=time.perf_counter() - start + before["wall"],
+                   cpu_seconds=time.process_time() - cpu_start + before["cpu"], wall_seconds_before_resume=before["wall"],
                    load_average_1min=[load_before, load_average()], torch_threads=torch.get_num_threads())
     write_result(run_dir, metrics)
     result = load_joint(run_dir)

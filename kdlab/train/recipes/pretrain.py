@@ -19,7 +19,6 @@ shared machine, CPU seconds / threads estimates the wall time on idle cores.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -166,9 +165,9 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
         resumed_at = trainer.step
-    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    load_before = load_average()
     trainer.fit()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    seconds, cpu_seconds = trainer.elapsed()["wall"], trainer.elapsed()["cpu"]  # every process on this run
     model = model.cpu().eval()
     data.cmvn.save(run_dir / "cmvn.json")
     torch.save({"encoder_config": config.encoder.to_dict(), "encoder": model.encoder.state_dict(),
@@ -176,7 +175,7 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     final = trainer.history.last("eval") or {}
     write_result(run_dir, {
         "steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
-        "cpu_seconds": cpu_seconds,
+        "cpu_seconds": cpu_seconds, "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
         "load_average_1min": [load_before, load_average()],
         "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
         "encoder_params": model.encoder.num_parameters(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 RESULT = "result.json"
 #: Config keys that do not change a run's numbers (left out of its hash).
-NOT_HASHED = {"device", "progress"}
+NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
 #: Keys added after runs were cached, left out of the hash at these values so those runs keep their names.
 HASHED_UNLESS = {"corpus_digest": None, "tokenizer": "char", "teacher_corpus_dir": None,
                  "teacher_corpus_digest": None}
@@ -94,6 +94,13 @@ def load_average() -> float | None:
     """The machine's 1-minute load average (None where the OS has none): wall times on a shared
     machine mean little without it."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def seconds_before_resume(*trainers) -> dict[str, float]:
+    """{"wall", "cpu"}: training seconds the given trainers (None skipped) spent in earlier processes,
+    read from their checkpoints; added to this process's time, a resumed run reports its whole cost."""
+    done = [t.resumed_seconds for t in trainers if t is not None]
+    return {k: sum(d[k] for d in done) for k in ("wall", "cpu")}
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
