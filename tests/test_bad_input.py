@@ -231,3 +231,22 @@ def test_bad_options_are_refused_before_anything_runs_naming_the_option(args, fr
     code, out, err = run_cli(args)
     assert code == 2 and out == ""
     assert_one_line_error(err, *fragments)
+
+
+# ---------------------------------------------------------------- one set of profile names
+def test_every_command_knows_the_same_profiles_and_full_says_it_needs_a_gpu():
+    import torch
+
+    from kdlab.cli import build_parser
+    from kdlab.data.corpus import PROFILES as CORPUS_PROFILES
+    from kdlab.train.recipes.profiles import PROFILES as RECIPE_PROFILES
+
+    assert set(CORPUS_PROFILES) == set(RECIPE_PROFILES) == {"tiny", "default", "full"}
+    for command in ("data", "pretrain", "finetune", "study", "notebooks"):
+        assert build_parser().parse_args([command, "--profile", "full"]).profile == "full"
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: profile full runs")
+    for command in (["study"], ["pretrain"], ["compress", "--method", "l0", "--target-sparsity", "0.5"]):
+        code, out, err = run_cli([*command, "--profile", "full"])
+        assert code == 2 and out == ""
+        assert_one_line_error(err, "profile 'full' is sized for a GPU", "--device cpu")

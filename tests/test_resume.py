@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from kdlab.commands._compression_args import budget_warning
 from kdlab.data.corpus import ensure_corpus
 from kdlab.paths import PROJECT_ROOT
 from kdlab.train.recipes.compress import load_compress
@@ -80,3 +81,6 @@ def test_a_compression_killed_half_way_resumes_to_the_uninterrupted_result(home)
     assert ours.metrics["wall_seconds_before_resume"] == pytest.approx(first_part) and first_part > 0
     assert ours.metrics["wall_seconds"] > first_part
     assert theirs.metrics["wall_seconds_before_resume"] == 0
+    # --calibrate-budget is on by default: the command line's run meets its budget, no warning
+    assert budget_warning(ours.metrics["achieved_sparsity"], 0.25) is None
+    assert "warning" not in done.stderr

@@ -79,3 +79,14 @@ def add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="start afresh in --run-dir even if it holds a run (by default a finished run with the "
                              "same settings is reused and one with other settings is refused)")
+
+
+def check_accelerator(profile: str, device: str) -> None:
+    """ValueError when the ``full`` profile would train on a CPU only because ``--device auto`` found
+    no GPU (its teacher is 20k steps of a bigger encoder on >= 30 h of audio: days on a CPU)."""
+    import torch
+
+    if profile == "full" and device == "auto" and not torch.cuda.is_available():
+        raise ValueError("profile 'full' is sized for a GPU (a 20000-step teacher on >= 30 h of audio) and no CUDA "
+                         "device is available here: use --profile default on a CPU (about an hour for the study), "
+                         "or --device cpu to train it on this CPU anyway")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_force, non_negative_int, output_folder,
-                                          positive_int)
+from kdlab.commands._option_types import (add_corpus_options, add_force, check_accelerator, non_negative_int,
+                                          output_folder, positive_int)
 
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
 PROFILES = ("tiny", "default", "full")
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
 
     overrides = {} if args.beam is None else {"decode_method": "beam", "beam": args.beam}

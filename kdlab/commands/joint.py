@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kdlab.commands._compression_args import add_method_and_target, add_run_options, budget_warning
-from kdlab.commands._option_types import add_corpus_options, non_negative_int, positive_int
+from kdlab.commands._option_types import add_corpus_options, check_accelerator, non_negative_int, positive_int
 
 HELP = ("joint route: compress the fine-tuned teacher's encoder while training RNN-T (kd, l0, lrf, kd+l0, "
         "kd+lrf, kd+lrf+l0), materialise, recover, report WER / params / MACs")
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.joint import joint_profile
     from kdlab.train.recipes.joint_config import JointConfig
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_force, non_negative_int, output_folder,
-                                          positive_int)
+from kdlab.commands._option_types import (add_corpus_options, add_force, check_accelerator, non_negative_int,
+                                          output_folder, positive_int)
 
 HELP = "pre-train the conformer encoder with BEST-RQ (masked prediction of random-projection codes) into runs/"
 PROFILES = ("tiny", "default", "full")
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.pretrain import PretrainConfig, run_pretrain
 
     config = PretrainConfig.for_profile(args.profile, args.seed, steps=args.steps, corpus_dir=args.corpus)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import add_corpus_options, non_negative_int, output_folder, positive_int
+from kdlab.commands._option_types import (add_corpus_options, check_accelerator, non_negative_int, output_folder,
+                                          positive_int)
 
 HELP = ("study grid: every compression method by the sequential and the joint route, offline and streaming, "
         "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures")
@@ -92,6 +93,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.study import run_study
 
     config = study_config(args)
