@@ -40,7 +40,7 @@ def sparsity(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1) (the fraction of parameters to remove), got {value:g}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g} (the fraction of parameters to remove)")
     return value
 
 

@@ -13,6 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
+from kdlab.train.recipes.corpus_choice import corpus_content_digest
+from kdlab.train.trainer import RESUMABLE_CHANGES
+
 RESULT = "result.json"
 #: Config keys that do not change a run's numbers (left out of its hash).
 NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
@@ -29,10 +32,13 @@ def hashed_fields(config):
         return [hashed_fields(v) for v in config]
     if not isinstance(config, dict):
         return config
-    skip = set(NOT_HASHED) | {k for k, v in HASHED_UNLESS.items() if k in config and config[k] == v}
+    config = dict(config)
     for prefix in ("", "teacher_"):
-        if config.get(f"{prefix}corpus_digest") is not None:
-            skip.add(f"{prefix}corpus_dir")
+        folder, digest = config.get(f"{prefix}corpus_dir"), f"{prefix}corpus_digest"
+        if folder is not None and config.get(digest) is None:  # a config whose corpus_dir was set after it was built
+            config[digest] = corpus_content_digest(folder)
+    skip = set(NOT_HASHED) | {k for k, v in HASHED_UNLESS.items() if k in config and config[k] == v}
+    skip |= {f"{prefix}corpus_dir" for prefix in ("", "teacher_") if config.get(f"{prefix}corpus_digest") is not None}
     return {k: hashed_fields(v) for k, v in config.items() if k not in skip}
 
 
@@ -41,12 +47,14 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(hashed_fields(config), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _differences(stored, requested, prefix: str = "") -> list[str]:
-    """``"name: stored -> requested"`` for every leaf that differs (nested keys dotted)."""
+def _differences(stored, requested, prefix: str = "", allowed: frozenset = frozenset()) -> list[str]:
+    """``"name: stored -> requested"`` for every leaf that differs (nested keys dotted), but for
+    leaves named in `allowed`."""
     if isinstance(stored, dict) and isinstance(requested, dict):
         out = []
         for key in sorted(set(stored) | set(requested)):
-            out += _differences(stored.get(key), requested.get(key), f"{prefix}{key}.")
+            if key not in allowed:
+                out += _differences(stored.get(key), requested.get(key), f"{prefix}{key}.", allowed)
         return out
     return [] if stored == requested else [f"{prefix[:-1]}: {stored!r} -> {requested!r}"]
 
@@ -55,7 +63,8 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
     """Check that `run_dir` may hold the run of `config` (stored as ``config.json[section]``).
 
     A file there, or a run folder whose stored config differs (the error lists the fields), is a
-    ValueError; `force` removes an existing run folder so the run starts afresh.
+    ValueError; `force` removes an existing run folder so the run starts afresh. An unfinished run
+    may differ in what a resume can change (``trainer.RESUMABLE_CHANGES``: more steps, ...).
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -69,7 +78,8 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
         if stored is None:
             raise ValueError(f"run folder {run_dir} holds another kind of run (no {section!r} settings in its "
                              "config.json); use another --run-dir, or --force to replace it")
-        changed = _differences(hashed_fields(stored), hashed_fields(config))
+        allowed = frozenset() if (run_dir / RESULT).is_file() else frozenset(RESUMABLE_CHANGES)
+        changed = _differences(hashed_fields(stored), hashed_fields(config), allowed=allowed)
         if changed:
             raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(changed)}); "
                              "use another --run-dir, or --force to start afresh there")
