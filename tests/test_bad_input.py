@@ -250,3 +250,12 @@ def test_every_command_knows_the_same_profiles_and_full_says_it_needs_a_gpu():
         code, out, err = run_cli([*command, "--profile", "full"])
         assert code == 2 and out == ""
         assert_one_line_error(err, "profile 'full' is sized for a GPU", "--device cpu")
+
+
+def test_run_study_refuses_zero_workers_before_anything_runs(tmp_path):
+    from kdlab.study import StudyConfig
+    from kdlab.study.runner import run_study
+
+    with pytest.raises(ValueError, match="workers must be an integer >= 1 .*got 0"):
+        run_study(StudyConfig("tiny"), tmp_path / "out", workers=0)
+    assert not (tmp_path / "out").exists()
