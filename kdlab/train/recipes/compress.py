@@ -25,8 +25,9 @@ run resumes), ``final_distill/`` (the same for the final distillation), ``compre
 (``load_compressed``) and, written last, ``result.json``: method, target and achieved sparsity
 (real materialised count vs the teacher), the last expected sparsity ŝ, parameters, MACs per
 second of audio (``expected_macs_per_second``) and their reduction, CPU latency of one
-``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time.
-A folder with ``result.json`` is reused as is.
+``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time
+(of every process that worked on the run: checkpoints carry the time trained so far).
+A folder with ``result.json`` is reused as is (if its config is the requested one).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ an interrupted one resumes from its last checkpoints (every ``checkpoint_every``
 result.json: ``method``, ``route`` "joint", ``mode`` "offline" / "streaming", target and achieved
 sparsity (real materialised encoder count vs the dense teacher encoder), ``encoder_params``,
 ``teacher_encoder_params``, ``params`` (whole RNN-T model), ``macs_per_second``, ``dev`` / ``test``
-({"wer", "cer", "utterances"}), ``wall_seconds`` (this invocation) and the details listed in
-``run_joint``.
+({"wer", "cer", "utterances"}), ``wall_seconds`` (every process that worked on the run;
+``wall_seconds_before_resume``: those before this one) and the details listed in ``run_joint``.
 """
 
 from __future__ import annotations
