@@ -4,6 +4,7 @@ field (never a traceback), or a counted skip. One test (or a few) per item of th
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -259,3 +260,28 @@ def test_run_study_refuses_zero_workers_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="workers must be an integer >= 1 .*got 0"):
         run_study(StudyConfig("tiny"), tmp_path / "out", workers=0)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def tiny_home(tmp_path):
+    from kdlab.data.corpus import ensure_corpus
+    from stand_ins import isolated_kdlab_home
+
+    patch = isolated_kdlab_home(tmp_path / "home", ensure_corpus("tiny", progress=False))
+    yield tmp_path / "home"
+    patch.undo()
+
+
+def test_a_compression_that_misses_its_budget_says_so_and_calibration_meets_it(tiny_home):
+    import torch
+
+    torch.set_num_threads(1)
+    base = ["compress", "--profile", "tiny", "--method", "l0", "--target-sparsity", "0.3", "--steps", "4",
+            "--device", "cpu", "--no-progress"]
+    code, out, err = run_cli([*base, "--no-calibrate-budget", "--run-dir", str(tiny_home / "raw")])
+    achieved = float(re.search(r"achieved (\d\.\d+)", out).group(1))
+    assert code == 0 and abs(achieved - 0.3) / 0.7 > 0.03  # 4 steps of gates cannot reach the budget
+    assert f"warning: achieved sparsity {achieved:.3f} misses the target 0.300" in err
+    code, out, err = run_cli([*base, "--run-dir", str(tiny_home / "calibrated")])
+    achieved = float(re.search(r"achieved (\d\.\d+)", out).group(1))
+    assert code == 0 and abs(achieved - 0.3) / 0.7 <= 0.03 and "warning" not in err
