@@ -4,8 +4,10 @@
 
 papermill injects values as given (``-p seed abc`` is the string "abc"); without a check a bad
 value fails cells later, deep inside torch or without its name. ``check_parameters`` fails at
-once with a ``ValueError`` naming the parameter, what it must be and what it got. Every name a
-lesson declares has a rule in ``RULES`` (a test checks that), so a new parameter needs one.
+once with a ``ValueError`` naming the parameter, what it must be and what it got, and also when
+papermill injected a name the notebook does not declare (a typo would otherwise run with the
+defaults). Every name a lesson declares has a rule in ``RULES`` (a test checks that), so a new
+parameter needs one.
 """
 
 from __future__ import annotations
@@ -84,7 +86,12 @@ RULES: dict[str, Callable[[Any], str | None]] = {
 
 
 def check_parameters(**parameters: Any) -> None:
-    """ValueError naming the first parameter whose value breaks its rule (``RULES``); unknown names too."""
+    """ValueError naming the first parameter whose value breaks its rule (``RULES``), a name without
+    a rule, or a name papermill injected that is not among `parameters` (the notebook's declared ones)."""
+    undeclared = sorted(injected_names() - set(parameters))
+    if undeclared:
+        raise ValueError(f"papermill parameter(s) {', '.join(undeclared)} are not parameters of this notebook "
+                         f"(it has {', '.join(parameters)}); check the spelling")
     for name, value in parameters.items():
         if name not in RULES:
             raise ValueError(f"notebook parameter {name!r} has no rule in kdlab.notebook_parameters.RULES; add one")
@@ -92,6 +99,24 @@ def check_parameters(**parameters: Any) -> None:
         if expected is not None:
             raise ValueError(f"notebook parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
                              f"set it in the parameters cell or with papermill -p {name} VALUE")
+
+
+def injected_names() -> set[str]:
+    """Names assigned in the cell papermill injected into this kernel (its source starts with
+    "# Parameters"; read from IPython's input history), or none outside a papermill run."""
+    import ast
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return set()
+    shell = get_ipython()
+    history = shell.user_ns.get("In", []) if shell is not None else []
+    injected = next((source for source in reversed(history) if source.startswith("# Parameters")), None)
+    if injected is None:
+        return set()
+    return {target.id for node in ast.parse(injected).body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
 
 
 def declared_parameters(notebook) -> dict[str, Any]:

@@ -223,8 +223,9 @@ def test_a_csv_row_reports_its_real_field_count(tmp_path):
     (["compress", "--method", "l0", "--target-sparsity", "abc"], ("--target-sparsity", "'abc'")),
     (["pretrain", "--steps", "0"], ("--steps",)),
     (["notebooks", "--profile", "nope"], ("--profile", "'nope'")),
-    (["notebooks", "-p", "sede", "3"], ("unknown notebook parameter", "sede", "seed")),
-    (["notebooks", "-p", "seed", "abc"], ("parameter seed must be an integer", "'abc'")),
+    (["notebooks", "-p", "sede", "3"], ("unknown notebook parameter", "sede", "00_corpus", "seed")),
+    (["notebooks", "-p", "temperature", "3"], ("unknown notebook parameter", "temperature", "00_corpus", "--only")),
+    (["notebooks", "--only", "00", "-p", "seed", "abc"], ("parameter seed must be an integer", "'abc'")),
     (["notebooks", "--only", "03", "-p", "target_sparsity", "abc"], ("parameter target_sparsity", "'abc'")),
     (["data", "--profile", "large"], ("--profile", "'large'")),
 ])

@@ -54,13 +54,22 @@ def test_a_bad_value_is_refused_naming_the_parameter(name, value, fragment):
     assert fragment in str(error.value)
 
 
-def test_papermill_with_a_bad_parameter_stops_in_the_check_cell(tmp_path):
+@pytest.mark.parametrize("injected, fragment", [
+    ({"seed": "abc"}, "ValueError: notebook parameter seed must be an integer >= 0, got 'abc'"),
+    ({"sede": 3}, "ValueError: papermill parameter(s) sede are not parameters of this notebook"),
+])
+def test_papermill_with_a_bad_or_unknown_parameter_stops_in_the_check_cell(tmp_path, injected, fragment):
     source = nr.default_notebooks_dir() / "00_corpus.ipynb"
     with pytest.raises(nr.NotebookFailed) as failed:
-        nr.execute_notebook(source, tmp_path / "out.ipynb", {"profile": "tiny", "seed": "abc"},
+        nr.execute_notebook(source, tmp_path / "out.ipynb", {"profile": "tiny", **injected},
                             nr.resolve_kernel(), progress=False)
-    message = str(failed.value)
-    assert "ValueError: notebook parameter seed must be an integer >= 0, got 'abc'" in message
+    assert fragment in str(failed.value)
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     ran = [c for c in executed.cells if c.cell_type == "code" and c.execution_count is not None]
     assert "check_parameters" in ran[-1].source  # nothing after the check ran
+
+
+def test_outside_papermill_nothing_counts_as_injected():
+    from kdlab.notebook_parameters import injected_names
+
+    assert injected_names() == set()

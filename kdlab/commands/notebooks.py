@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corpus/study profile injected into every notebook (default: default)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="inject another parameter (as papermill -p: 5 is a number, None/True/False as in "
-                             "Python, anything else text); it must be declared by a selected notebook")
+                             "Python, anything else text); every selected notebook must declare it (see --only)")
     parser.add_argument("--out", default=None, help="output folder (default: outputs/ of the checkout, or $KDLAB_HOME/outputs)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number (00) or name (00_corpus)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML reports (executed .ipynb and index only)")
@@ -32,19 +32,19 @@ def parse_value(text: str):
 
 
 def checked_parameters(pairs: list[list[str]], sources) -> dict:
-    """{name: value} of the -p pairs; ValueError for a name no selected notebook declares, or a bad value."""
+    """{name: value} of the -p pairs; ValueError for a name a selected notebook does not declare (its
+    check cell would stop it), or a bad value."""
     import nbformat
 
     from kdlab.notebook_parameters import check_parameters, declared_parameters
 
-    declared = set()
-    for source in sources:
-        declared |= set(declared_parameters(nbformat.read(source, as_version=4)))
     parameters = {name: parse_value(value) for name, value in pairs}
-    unknown = sorted(set(parameters) - declared)
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}: the selected notebooks declare "
-                         f"{', '.join(sorted(declared))}")
+    for source in sources:
+        declared = declared_parameters(nbformat.read(source, as_version=4))
+        unknown = sorted(set(parameters) - set(declared))
+        if unknown:
+            raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)} for {source.stem}, which declares "
+                             f"{', '.join(declared)}; choose the notebooks with --only")
     check_parameters(**parameters)
     return parameters
 
