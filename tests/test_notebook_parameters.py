@@ -7,10 +7,9 @@ import nbformat
 import pytest
 
 from kdlab import notebook_runner as nr
-from kdlab.notebook_parameters import METHODS, RULES, check_parameters, declared_parameters
+from kdlab.notebook_parameters import METHODS, PROFILES, RULES, check_parameters, declared_parameters
 from kdlab.train.recipes.compress_config import METHODS as RECIPE_METHODS
 from kdlab.train.recipes.profiles import PROFILES as RECIPE_PROFILES
-from kdlab.notebook_parameters import PROFILES
 
 NOTEBOOKS = nr.discover_notebooks(nr.default_notebooks_dir())
 

@@ -20,6 +20,7 @@ from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, l
 from stand_ins import isolated_kdlab_home
 
 SUBSETS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+FIRST_SPEAKER = {"train": 100, "dev": 200, "test": 300}
 
 
 def librispeech_tree(root, corpus) -> None:
@@ -29,7 +30,7 @@ def librispeech_tree(root, corpus) -> None:
         for utterance in read_manifest(corpus / f"{split}.jsonl"):
             by_speaker.setdefault(utterance.speaker, []).append(utterance)
         for number, utterances in enumerate(by_speaker.values()):
-            speaker = f"{100 + number}" if split == "train" else f"{200 + number}" if split == "dev" else f"{300 + number}"
+            speaker = str(FIRST_SPEAKER[split] + number)
             chapter = root / subset / speaker / "7"
             chapter.mkdir(parents=True)
             lines = []
