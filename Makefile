@@ -7,6 +7,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
 WORKERS ?= 2
+## CORPUS: a folder written by `kdlab data` (e.g. your own data imported with --librispeech) that the
+## study trains on instead of the profile's synthetic corpus; TOKENIZER: char or bpe[:N].
+CORPUS ?=
+TOKENIZER ?= char
 
 .PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs
 
@@ -25,8 +29,9 @@ setup: $(STAMP)
 ## table also goes into README.md), then the sequenced notebooks headless into outputs/.
 ## WORKERS: processes that train the grid's runs side by side (one torch thread each).
 study: setup synth-deps
-	$(PY) -m kdlab data --profile $(PROFILE)
-	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study $(if $(filter default,$(PROFILE)),--readme README.md)
+	$(if $(CORPUS),,$(PY) -m kdlab data --profile $(PROFILE))
+	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study --tokenizer $(TOKENIZER) \
+	  $(if $(CORPUS),--corpus $(CORPUS),$(if $(filter default,$(PROFILE)),$(if $(filter char,$(TOKENIZER)),--readme README.md)))
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
 
 ## After `make study`: open outputs/index.html and every notebook report in headless Chromium
@@ -38,9 +43,11 @@ check-report: setup browser-deps
 test: setup browser-deps synth-deps
 	$(PY) -m pytest -q
 
-## JupyterLab on notebooks/ with the kdlab kernel.
+## JupyterLab on notebooks/ with the kdlab kernel; open the URL it prints (with its token). Opens no
+## browser itself (containers and remote machines have none); as root (containers) it passes
+## --allow-root. LAB_ARGS: more jupyter options, e.g. LAB_ARGS="--port=8899 --ip=0.0.0.0".
 lab: setup synth-deps
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 corpus: setup synth-deps
 	$(PY) -m kdlab data --profile $(PROFILE)

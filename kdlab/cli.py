@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args._module.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input (options, files, data): one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         code = 2
     sys.exit(code or 0)

@@ -223,4 +223,4 @@ def test_cli_rejects_a_bad_sparsity_before_any_training(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["joint", "--method", "kd+l0", "--target-sparsity", "1.5", "--profile", "tiny"])
     assert exit_info.value.code == 2
-    assert "target_sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert "argument --target-sparsity: must be in [0, 1), got 1.5" in capsys.readouterr().err

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from kdlab.commands._compression_args import add_method_and_target, add_run_options
+from kdlab.commands._compression_args import add_method_and_target, add_run_options, budget_warning
+from kdlab.commands._option_types import add_corpus_options, check_accelerator, non_negative_int, positive_int
 
 HELP = "compress the profile's SSL teacher encoder (kd, l0, lrf, kd+l0, kd+lrf, kd+lrf+l0) to a target sparsity"
 
@@ -15,21 +17,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         method_help="kd: dense smaller student distilled; l0: hard-concrete pruning; lrf: low-rank factorisation; "
                     "'+' combines them (kd = layer-wise distillation loss)",
         profile_help="which SSL teacher and corpus (trained first if missing): tiny, default, full")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the compression (default: 0)")
-    parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the SSL teacher run (default: 0)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's budget)")
-    parser.add_argument("--final-distill-steps", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the compression (default: 0)")
+    parser.add_argument("--teacher-seed", type=non_negative_int, default=0, help="seed of the SSL teacher run (default: 0)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the profile's budget)")
+    parser.add_argument("--final-distill-steps", type=non_negative_int, default=0,
                         help="after pruning, distil the materialised model this many more steps (default: 0)")
+    add_corpus_options(parser, tokenizer=False)
     add_run_options(parser, "run folder (default: runs/teacher-<profile>-<hash>/compress-<method>-<target>-<hash>)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.compress_config import CompressConfig
     from kdlab.train.recipes.compress_teacher import compress_profile
 
     config = CompressConfig.for_profile(args.profile, args.method, args.target_sparsity, args.seed, args.steps,
-                                        teacher_seed=args.teacher_seed, final_distill_steps=args.final_distill_steps)
-    result = compress_profile(config, args.run_dir, device=args.device, progress=not args.no_progress)
+                                        teacher_seed=args.teacher_seed, final_distill_steps=args.final_distill_steps,
+                                        calibrate_budget=args.calibrate_budget, teacher_corpus_dir=args.corpus)
+    result = compress_profile(config, args.run_dir, device=args.device, progress=not args.no_progress,
+                              force=args.force)
     m = result.metrics
     print(f"run dir:        {result.run_dir}")
     print(f"method:         {m['method']}, {m['steps']} steps (+{m['final_distill_steps']} final distillation), "
@@ -41,4 +47,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"CPU latency:    {m['latency']['median_s'] * 1e3:.1f} ms per {m['latency']['audio_seconds']:g} s utterance "
           f"(teacher {m['teacher_latency']['median_s'] * 1e3:.1f} ms, {m['latency_speedup']:.2f}x, "
           f"{m['torch_threads']} threads)")
+    warning = budget_warning(m["achieved_sparsity"], m["target_sparsity"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0

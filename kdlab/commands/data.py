@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kdlab.commands._option_types import non_negative_int, output_folder, positive_int
+
 HELP = ("build the embedded espeak-ng speech corpus (cached under data/cache), or import your own "
         "local data (LibriSpeech layout or a JSONL/CSV list), and print its summary")
 
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synthetic = parser.add_argument_group("synthetic corpus")
     synthetic.add_argument("--profile", choices=("tiny", "default", "full"), default="default",
                            help="corpus size: tiny (tests, seconds), default (>= 3 h train, ~1-2 min), full (>= 30 h)")
-    synthetic.add_argument("--seed", type=int, default=0, help="random seed; same seed => identical corpus (default: 0)")
+    synthetic.add_argument("--seed", type=non_negative_int, default=0, help="random seed; same seed => identical corpus (default: 0)")
     synthetic.add_argument("--difficulty", type=float, default=None,
                            help="override the profile's difficulty in [0, 1] (noise, reverberation, accents, rates)")
     own = parser.add_argument_group(
@@ -28,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         own.add_argument(f"--{split}-list", metavar="FILE", default=None,
                          help=f"a JSONL (path/audio + text) or CSV (path,text header) list for the {split} split")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=None, help="corpus folder (default: data/cache/<profile>-<config hash>)")
-    output.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    output.add_argument("--out", type=output_folder, default=None,
+                        help="corpus folder (default: data/cache/<profile>-<config hash>)")
+    output.add_argument("--workers", type=positive_int, default=2, help="worker processes (default: 2)")
     output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -52,6 +55,7 @@ def import_own_data(args: argparse.Namespace):
     from pathlib import Path
 
     from kdlab.data.own_data import import_dataset, read_librispeech, read_plain_manifest
+    from kdlab.data.transcript_policy import policy_summary
 
     lists = {split: getattr(args, f"{split}_list") for split in SPLITS}
     if args.librispeech and any(lists.values()):
@@ -61,15 +65,16 @@ def import_own_data(args: argparse.Namespace):
         raise ValueError(f"importing a list needs all three splits; missing {' '.join(missing)}")
     if args.out is None:
         raise ValueError("importing your own data needs --out DIR (the folder that receives the manifests)")
-    folder = Path(args.out)
+    out = Path(args.out)
+    print(policy_summary())
     for split in SPLITS:
         if args.librispeech:
             utterances, report = read_librispeech(args.librispeech, getattr(args, f"{split}_subsets"))
         else:
             utterances, report = read_plain_manifest(lists[split])
         print(f"{split}: {report.summary()}")
-        import_dataset(utterances, folder, split)
-    return folder
+        import_dataset(utterances, out, split)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

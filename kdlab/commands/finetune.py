@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from kdlab.commands._option_types import (add_corpus_options, add_force, check_accelerator, non_negative_int,
+                                          output_folder, positive_int)
+
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
 PROFILES = ("tiny", "default", "full")
 
@@ -15,20 +18,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chunked attention + causal convolution (chunk size from the profile, 40 ms frames)")
     parser.add_argument("--init", choices=("ssl", "random"), default="ssl",
                         help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the profile's budget)")
-    parser.add_argument("--beam", type=int, default=None, help="also report beam search with this beam width")
+    parser.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the profile's budget)")
+    parser.add_argument("--beam", type=positive_int, default=None, help="also report beam search with this beam width")
+    parser.add_argument("--run-dir", type=output_folder, default=None,
+                        help="run folder (default: runs/teacher-<profile>-<hash>/finetune-<mode>-<init>-<hash>)")
+    add_force(parser)
+    add_corpus_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
 
     overrides = {} if args.beam is None else {"decode_method": "beam", "beam": args.beam}
     config = FinetuneConfig.for_profile(args.profile, args.seed, streaming=args.streaming, init=args.init,
-                                        steps=args.steps, **overrides)
-    result = run_finetune(config, device=args.device, progress=not args.no_progress)
+                                        steps=args.steps, corpus_dir=args.corpus, tokenizer=args.tokenizer, **overrides)
+    result = run_finetune(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
     mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
     print(f"run dir:      {result.run_dir}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from kdlab.commands._compression_args import add_method_and_target, add_run_options
+from kdlab.commands._compression_args import add_method_and_target, add_run_options, budget_warning
+from kdlab.commands._option_types import add_corpus_options, check_accelerator, non_negative_int, positive_int
 
 HELP = ("joint route: compress the fine-tuned teacher's encoder while training RNN-T (kd, l0, lrf, kd+l0, "
         "kd+lrf, kd+lrf+l0), materialise, recover, report WER / params / MACs")
@@ -18,21 +20,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         profile_help="which fine-tuned teacher and corpus (trained first if missing): tiny, default, full")
     parser.add_argument("--streaming", action="store_true",
                         help="train the student with the streaming chunk mask (and distil from the streaming teacher)")
-    parser.add_argument("--steps", type=int, default=None, help="joint training steps (default: the profile's)")
-    parser.add_argument("--recovery-steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None, help="joint training steps (default: the profile's)")
+    parser.add_argument("--recovery-steps", type=non_negative_int, default=None,
                         help="RNN-T fine-tuning steps of the materialised student (default: the profile's; 0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the joint run (default: 0)")
-    parser.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher runs (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the joint run (default: 0)")
+    parser.add_argument("--teacher-seed", type=non_negative_int, default=0, help="seed of the teacher runs (default: 0)")
+    add_corpus_options(parser)
     add_run_options(parser, "run folder (default: runs/teacher-<profile>-<hash>/joint-<mode>-<method>-<target>-<hash>)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.joint import joint_profile
     from kdlab.train.recipes.joint_config import JointConfig
 
     config = JointConfig.for_profile(args.profile, args.method, args.target_sparsity, args.seed, args.streaming,
-                                     args.steps, args.recovery_steps, teacher_seed=args.teacher_seed)
-    result = joint_profile(config, args.run_dir, device=args.device, progress=not args.no_progress)
+                                     args.steps, args.recovery_steps, teacher_seed=args.teacher_seed,
+                                     calibrate_budget=args.calibrate_budget, teacher_corpus_dir=args.corpus,
+                                     tokenizer=args.tokenizer)
+    result = joint_profile(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
     mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
     print(f"run dir:        {result.run_dir}")
@@ -46,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
           f"(teacher {m['teacher_latency']['median_s'] * 1e3:.1f} ms, {m['latency_speedup']:.2f}x)")
     for split in ("dev", "test"):
         print(f"{split} greedy:     WER {m[split]['wer']:.2%}  CER {m[split]['cer']:.2%}")
+    warning = budget_warning(m["achieved_sparsity"], m["target_sparsity"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0

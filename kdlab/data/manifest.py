@@ -84,7 +84,7 @@ def jsonl_records(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
     Raises ValueError naming the file and line for invalid JSON or a line that is not an
     object (`expected` says what the object should hold, for the message).
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Excel, Notepad) is not JSON
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

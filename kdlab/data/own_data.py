@@ -1,24 +1,34 @@
 """Your own recordings as kdlab manifests: a local LibriSpeech-layout folder or a plain JSONL/CSV list.
 
 Nothing is downloaded. Both readers return `(utterances, report)`: `Utterance` records
-(absolute audio path, normalised text, speaker, duration from the file header, snr None)
-and a `ReadReport` counting what was skipped and why (empty transcript, missing or
-unreadable audio), with examples. A malformed line is an error naming the file and line.
+(absolute audio path, prepared text, speaker, duration, snr None) and a `ReadReport` counting
+what was skipped and why, with examples. What training would reject later is refused here:
+
+* every audio file is decoded in full, so a truncated or corrupt file is skipped and counted
+  (its header alone still claims the whole duration);
+* transcripts go through `transcript_policy.prepare_transcript` (normalise, spell out whole
+  numbers, reject what the tokenizer cannot encode: counted as ``unsupported_characters``);
+* text files are read as UTF-8 with or without a BOM; other bytes are an error naming the file
+  and line, as is a malformed line (wrong CSV field count, bad JSON, bad LibriSpeech id).
+
 `import_dataset` writes the records as `<out_dir>/<split_name>.jsonl` for the rest of kdlab.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from kdlab.data.audio_io import AudioError, audio_duration
+import soundfile as sf
+
+from kdlab.data.audio_io import AudioError, audio_duration, load_audio
 from kdlab.data.manifest import Utterance, jsonl_records, write_manifest
-from kdlab.data.tokenizer import normalize_text
+from kdlab.data.transcript_policy import prepare_transcript
 
 MAX_EXAMPLES = 5
 _AUDIO_SUFFIXES = (".flac", ".wav")
@@ -32,6 +42,7 @@ class ReadReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    spelled_out: int = 0
 
     def skip(self, reason: str, example: str) -> None:
         self.skipped[reason] += 1
@@ -42,13 +53,16 @@ class ReadReport:
     def summary(self) -> str:
         """e.g. `data/train.csv: kept 120, skipped 2 (empty_transcript 1, missing_audio 1: a.wav)`."""
         text = f"{self.source}: kept {self.kept}, skipped {sum(self.skipped.values())}"
+        if self.spelled_out:
+            text += f", numbers spelled out in {self.spelled_out}"
         if self.skipped:
             parts = [f"{r} {n}: {', '.join(self.examples[r])}" for r, n in sorted(self.skipped.items())]
             text += " (" + "; ".join(parts) + ")"
         return text
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples}
+        return {"source": self.source, "kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples,
+                "spelled_out": self.spelled_out}
 
 
 def read_librispeech(root: str | Path, subsets: Sequence[str] | None = None) -> tuple[list[Utterance], ReadReport]:
@@ -67,21 +81,20 @@ def read_librispeech(root: str | Path, subsets: Sequence[str] | None = None) -> 
         for transcript in sorted(subset.glob("*/*/*.trans.txt")):
             prefix = transcript.name[: -len(".trans.txt")] + "-"
             speaker = transcript.parent.parent.name
-            with open(transcript, encoding="utf-8") as f:
-                for line_number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    utt_id, _, text = line.strip().partition(" ")
-                    if not utt_id.startswith(prefix):
-                        raise ValueError(
-                            f"{transcript}:{line_number}: utterance id {utt_id!r} should start with {prefix!r}; "
-                            "expected lines '<speaker>-<chapter>-<utt> TEXT'"
-                        )
-                    audio = next((transcript.parent / (utt_id + s) for s in _AUDIO_SUFFIXES
-                                  if (transcript.parent / (utt_id + s)).is_file()), transcript.parent / (utt_id + ".flac"))
-                    utt = _make_utterance(utt_id, audio, text, speaker, f"{transcript}:{line_number}", report)
-                    if utt is not None:
-                        utterances.append(utt)
+            for line_number, line in enumerate(read_text(transcript).splitlines(), start=1):
+                if not line.strip():
+                    continue
+                utt_id, _, text = line.strip().partition(" ")
+                if not utt_id.startswith(prefix):
+                    raise ValueError(
+                        f"{transcript}:{line_number}: utterance id {utt_id!r} should start with {prefix!r}; "
+                        "expected lines '<speaker>-<chapter>-<utt> TEXT'"
+                    )
+                audio = next((transcript.parent / (utt_id + s) for s in _AUDIO_SUFFIXES
+                              if (transcript.parent / (utt_id + s)).is_file()), transcript.parent / (utt_id + ".flac"))
+                utt = _make_utterance(utt_id, audio, text, speaker, f"{transcript}:{line_number}", report)
+                if utt is not None:
+                    utterances.append(utt)
     report.kept = len(utterances)
     return utterances, report
 
@@ -116,6 +129,7 @@ def read_plain_manifest(path: str | Path) -> tuple[list[Utterance], ReadReport]:
         raise FileNotFoundError(f"manifest not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
+        read_text(path)  # the encoding check, naming the line
         records = jsonl_records(path, "with 'path' and 'text'")
     elif suffix in (".csv", ".tsv"):
         records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
@@ -149,17 +163,30 @@ def read_plain_manifest(path: str | Path) -> tuple[list[Utterance], ReadReport]:
 
 
 def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        header = [name.strip() for name in reader.fieldnames or []]
-        if "text" not in header or not {"path", "audio"} & set(header):
-            raise ValueError(f"{path}:1: header must name a 'path' (or 'audio') and a 'text' column, got {header}")
-        reader.fieldnames = header
-        for row in reader:
-            if None in row or None in row.values():
-                got = len([v for v in row.values() if v is not None]) + len(row.get(None) or [])
-                raise ValueError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {got}")
-            yield reader.line_num, row
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    header = [name.strip() for name in next(reader, [])]
+    if "text" not in header or not {"path", "audio"} & set(header):
+        raise ValueError(f"{path}:1: header must name a 'path' (or 'audio') and a 'text' column, got {header}")
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise ValueError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), "
+                             f"got {len(fields)}")
+        yield reader.line_num, dict(zip(header, fields))
+
+
+def read_text(path: Path) -> str:
+    """A text file's content as UTF-8, with or without a byte-order mark; other bytes are a
+    ValueError naming the file, line and byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(f"{path}:{line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; "
+                         "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def _default_id(audio: Path, folder: Path) -> str:
@@ -171,17 +198,32 @@ def _default_id(audio: Path, folder: Path) -> str:
 
 
 def _make_utterance(utt_id: str, audio: Path, text: str, speaker: str, where: str, report: ReadReport) -> Utterance | None:
-    """An Utterance, or None after counting why it was skipped (empty text, missing/unreadable audio)."""
-    text = normalize_text(text)
-    if not text:
+    """An Utterance, or None after counting why it was skipped (empty or unsupported text, missing,
+    truncated or unreadable audio)."""
+    try:
+        prepared = prepare_transcript(text)
+    except ValueError as error:
+        report.skip("unsupported_characters", f"{where} ({utt_id}): {str(error).split(' (from ')[0]}")
+        return None
+    if not prepared:
         report.skip("empty_transcript", f"{where} ({utt_id})")
         return None
     try:
-        duration = audio_duration(audio)
+        duration = decoded_duration(audio)
     except AudioError as error:
         report.skip(error.reason, str(error))
         return None
-    return Utterance(id=utt_id, audio=str(audio.resolve()), text=text, speaker=speaker, duration=duration, snr=None)
+    if any(c.isdigit() for c in text):
+        report.spelled_out += 1
+    return Utterance(id=utt_id, audio=str(audio.resolve()), text=prepared, speaker=speaker, duration=duration, snr=None)
+
+
+def decoded_duration(audio: Path) -> float:
+    """Seconds of `audio` after decoding every sample at its own rate: a truncated file (whose header
+    still declares the full length) raises `AudioError` like any unreadable one."""
+    seconds = audio_duration(audio)
+    load_audio(audio, target_sr=sf.info(str(audio)).samplerate)
+    return seconds
 
 
 def import_dataset(utterances: Sequence[Utterance], out_dir: str | Path, split_name: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from kdlab.train.recipes.corpus_choice import check_corpus_folder, parse_tokenizer_spec
 from kdlab.train.recipes.profiles import get_profile
 
 #: The compression methods compared (the KD baseline "kd" always runs: every RWER needs it).
@@ -79,6 +80,9 @@ class StudyConfig:
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
       ``latency_min_time`` seconds, after warm-up (``kdlab.eval.latency.measure_latency``; each
       block costs about 0.25 s of calibration, so smoke runs use one).
+    * ``corpus_dir``: a folder written by ``kdlab data`` (synthesised or imported) every run trains
+      on (None: the profile's corpus); ``tokenizer``: "char", "bpe" or "bpe:N" (a sentencepiece
+      BPE trained on that corpus's train text). Both reach every run's config and hash.
     """
 
     profile: str = "default"
@@ -98,9 +102,14 @@ class StudyConfig:
     latency_seconds: float = 10.0
     latency_min_time: float = 0.3
     latency_min_runs: int = 5
+    corpus_dir: str | None = None
+    tokenizer: str = "char"
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
+        parse_tokenizer_spec(self.tokenizer)
+        if self.corpus_dir is not None:
+            self.corpus_dir = str(check_corpus_folder(self.corpus_dir))
         for name, steps in GRID_BUDGETS[self.profile].items():
             if getattr(self, name) is None:
                 setattr(self, name, steps)

@@ -54,19 +54,22 @@ class GridRuns:
             c = self.config
             self._teachers[mode] = ensure_teacher(c.profile, c.teacher_seed, streaming=mode == "streaming",
                                                   device=self.device, progress=self.progress,
-                                                  finetune_steps=c.teacher_steps)
+                                                  finetune_steps=c.teacher_steps, corpus_dir=c.corpus_dir,
+                                                  tokenizer=c.tokenizer)
         return self._teachers[mode]
 
     def teacher_dir(self, mode: str) -> Path:
         """The run folder ``teacher(mode)`` uses (nothing is trained)."""
         c = self.config
         return default_finetune_dir(FinetuneConfig.for_profile(c.profile, c.teacher_seed, streaming=mode == "streaming",
-                                                               steps=c.teacher_steps))
+                                                               steps=c.teacher_steps, corpus_dir=c.corpus_dir,
+                                                               tokenizer=c.tokenizer))
 
     def ssl_teacher(self) -> PretrainResult:
         """The SSL pre-training every compression starts from (``compress_teacher.ssl_teacher``'s)."""
         if self._ssl is None:
-            config = PretrainConfig.for_profile(self.config.profile, self.config.teacher_seed)
+            config = PretrainConfig.for_profile(self.config.profile, self.config.teacher_seed,
+                                                corpus_dir=self.config.corpus_dir)
             self._ssl = run_pretrain(config, device=self.device, progress=self.progress)
         return self._ssl
 
@@ -74,7 +77,7 @@ class GridRuns:
         c = self.config
         return CompressConfig.for_profile(c.profile, method, target, seed, c.compress_steps,
                                           teacher_seed=c.teacher_seed, latency_seconds=c.latency_seconds,
-                                          calibrate_budget=True, **self._batch())
+                                          calibrate_budget=True, teacher_corpus_dir=c.corpus_dir, **self._batch())
 
     def _batch(self) -> dict:
         """The study's batch size override of every run but the teachers' ({} = the recipes')."""
@@ -85,7 +88,7 @@ class GridRuns:
         """Random-init RNN-T training of the dense budget-size encoder (the compress ``kd`` student's shape)."""
         c = self.config
         base = FinetuneConfig.for_profile(c.profile, spec.seed, streaming=spec.mode == "streaming", init="random",
-                                          steps=c.finetune_steps)
+                                          steps=c.finetune_steps, corpus_dir=c.corpus_dir, tokenizer=c.tokenizer)
         shape = self.compress_config("kd", spec.target_sparsity, spec.seed).student_shape  # the KD baseline's
         student = dense_student_config(base.encoder, spec.target_sparsity, shape)
         return replace(self._with_ctc_budget(base), encoder=student.config, **self._batch())
@@ -100,14 +103,14 @@ class GridRuns:
                                             self.ssl_teacher())
         return self._with_ctc_budget(SequentialConfig.for_profile(
             self.config.profile, compress_dir, spec.seed, spec.mode == "streaming", self.config.finetune_steps,
-            **self._batch()))
+            tokenizer=self.config.tokenizer, corpus_dir=self.config.corpus_dir, **self._batch()))
 
     def joint_config(self, spec: RowSpec) -> JointConfig:
         c = self.config
         return JointConfig.for_profile(c.profile, spec.method, spec.target_sparsity, spec.seed,
                                        spec.mode == "streaming", c.joint_steps, c.recovery_steps,
                                        teacher_seed=c.teacher_seed, latency=False, calibrate_budget=True,
-                                       **self._batch())
+                                       teacher_corpus_dir=c.corpus_dir, tokenizer=c.tokenizer, **self._batch())
 
     def run_dir(self, spec: RowSpec) -> Path:
         """Where the row's run lives (the SSL pre-training, and for joint rows the teacher, are

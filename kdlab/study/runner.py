@@ -94,6 +94,8 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: st
     """Run (or reuse) every row of ``config``'s grid and write the outputs (module docstring).
     ``progress``: the recipes' progress bars (in this process); ``log``: where the per-row lines
     go; ``workers``: processes that train the runs side by side first (1: train in this process)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (1 trains in this process), got {workers!r}")
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     (out / ROWS).mkdir(parents=True, exist_ok=True)
     runs = GridRuns(config, device, progress)

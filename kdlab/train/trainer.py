@@ -22,10 +22,12 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   every ``eval_every`` steps (and at the end) an "eval" record from ``eval_fn(model)`` (model in
   eval mode, no grad). Callbacks run with isolated RNG state, so they never change the training
   run. Saved to ``run_dir/history.json``.
-* Checkpoints (``run_dir/checkpoints/last.pt``, every ``checkpoint_every`` steps and at the end,
-  atomic): model, optimizer (with per-group lr), extra modules, step, RNG states, data position
+* Checkpoints (``run_dir/checkpoints/last.pt``, every ``checkpoint_every`` steps, after
+  ``checkpoint_seconds`` of training since the last one, at the end, and at SIGTERM / Ctrl-C
+  before the signal acts; atomic): model, optimizer (with per-group lr), extra modules, step, RNG states, data position
   (epoch, batches taken), history, skip count, pending log sums, the trainer config and the
-  caller's ``configs``. The learning-rate schedule is a function of the step, so it needs no
+  caller's ``configs``, and the wall / CPU seconds trained so far: ``elapsed()`` adds up every
+  process that worked on the run (``resumed_seconds``: those before this one). The learning-rate schedule is a function of the step, so it needs no
   state of its own. ``load_checkpoint`` then ``fit`` continue the exact run: on CPU the final
   weights and history equal those of an uninterrupted run bit for bit (CUDA kernels may be
   non-deterministic).
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,12 +55,13 @@ from kdlab.train.epochs import EpochIterator
 from kdlab.train.history import History
 from kdlab.train.rng import capture_rng_state, isolated_rng, restore_rng_state, seed_everything
 from kdlab.train.schedule import SCHEDULES, apply_lr, lr_factor
+from kdlab.train.stop_signals import StopSignals
 
 StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
 CHECKPOINT_VERSION = 1
 #: Config fields that may differ when resuming (they do not change the numbers of past steps).
-RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every", "device", "nonfinite", "max_skips",
-                     "progress"}
+RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_seconds", "device",
+                     "nonfinite", "max_skips", "progress"}
 _RESERVED = {"step", "epoch", "lr", "grad_norm", "skipped", "kind", "loss"}
 
 
@@ -69,7 +73,8 @@ class NonFiniteLossError(RuntimeError):
 class TrainerConfig(JsonConfig):
     """Optimisation and bookkeeping settings (JSON-serialisable; stored in every checkpoint).
 
-    ``eval_every`` / ``checkpoint_every`` = 0: only at the end. ``grad_clip`` = 0: no clipping.
+    ``eval_every`` / ``checkpoint_every`` = 0: only at the end; ``checkpoint_seconds``: also after
+    that much training time since the last checkpoint (0: never). ``grad_clip`` = 0: no clipping.
     ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     """
 
@@ -85,6 +90,7 @@ class TrainerConfig(JsonConfig):
     log_every: int = 10
     eval_every: int = 0
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 300.0
     seed: int = 0
     device: str = "auto"
     nonfinite: str = "skip"
@@ -101,6 +107,8 @@ class TrainerConfig(JsonConfig):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.log_every, int) or self.log_every < 1:
             raise ValueError(f"log_every must be a positive integer, got {self.log_every!r}")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}")
@@ -181,6 +189,18 @@ class Trainer:
         self.skipped = 0
         self._sums: dict[str, float] = {}
         self._count = 0
+        #: Wall / CPU seconds of ``fit`` in earlier processes (from the checkpoint) and in this one.
+        self.resumed_seconds = {"wall": 0.0, "cpu": 0.0}
+        self._seconds = {"wall": 0.0, "cpu": 0.0}
+        self._fit_started: dict[str, float] | None = None
+
+    def elapsed(self) -> dict[str, float]:
+        """{"wall", "cpu"}: seconds of training on this run, in every process so far."""
+        running = {"wall": 0.0, "cpu": 0.0}
+        if self._fit_started is not None:
+            running = {"wall": time.perf_counter() - self._fit_started["wall"],
+                       "cpu": time.process_time() - self._fit_started["cpu"]}
+        return {k: self.resumed_seconds[k] + self._seconds[k] + running[k] for k in running}
 
     # ----------------------------------------------------------------- setup
     def _build_optimizer(self, param_groups: list[dict]) -> torch.optim.AdamW:
@@ -226,21 +246,36 @@ class Trainer:
         self._write_config()
         self.model.train()
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress, desc="train", dynamic_ncols=True)
+        self._fit_started = {"wall": time.perf_counter(), "cpu": time.process_time()}
+        last_saved = time.perf_counter()
         try:
-            while self.step < c.max_steps:
-                self._train_step(move_to(next(self.batches), self.device))
-                self.step += 1
-                bar.update(1)
-                last = self.step == c.max_steps
-                if self.step % c.log_every == 0 or last:
-                    bar.set_postfix(self._log(), refresh=False)
-                if self.eval_fn is not None and ((c.eval_every and self.step % c.eval_every == 0) or last):
-                    self._evaluate()
-                if self.run_dir is not None and ((c.checkpoint_every and self.step % c.checkpoint_every == 0) or last):
-                    self.save_checkpoint()
+            with StopSignals() as stop:
+                while self.step < c.max_steps:
+                    self._train_step(move_to(next(self.batches), self.device))
+                    self.step += 1
+                    bar.update(1)
+                    last = self.step == c.max_steps
+                    if self.step % c.log_every == 0 or last:
+                        bar.set_postfix(self._log(), refresh=False)
+                    if self.eval_fn is not None and ((c.eval_every and self.step % c.eval_every == 0) or last):
+                        self._evaluate()
+                    due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or (
+                        c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
+                    if self.run_dir is not None and (due or stop.requested):
+                        self.save_checkpoint()
+                        last_saved = time.perf_counter()
+                    if stop.requested:
+                        stop.deliver()
         finally:
             bar.close()
+            self._stop_clock()
         return self.history
+
+    def _stop_clock(self) -> None:
+        """Add the seconds since ``fit`` started to this process's total and stop the clock."""
+        total = self.elapsed()
+        self._fit_started = None
+        self._seconds = {k: total[k] - self.resumed_seconds[k] for k in total}
 
     def _train_step(self, batch) -> None:
         loss, metrics = self.step_fn(self.model, batch)
@@ -335,6 +370,7 @@ class Trainer:
             "pending_log": {"sums": dict(self._sums), "count": self._count},
             "trainer_config": self.config.to_dict(),
             "configs": self.configs,
+            "elapsed_seconds": self.elapsed(),
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -368,3 +404,5 @@ class Trainer:
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self._sums, self._count = dict(state["pending_log"]["sums"]), int(state["pending_log"]["count"])
         restore_rng_state(state["rng"])
+        self.resumed_seconds = dict(state.get("elapsed_seconds", {"wall": 0.0, "cpu": 0.0}))
+        self._seconds = {"wall": 0.0, "cpu": 0.0}

@@ -71,10 +71,12 @@ def train_rnnt(
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
         resumed_at = trainer.step
-    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    load_before = load_average()
     trainer.fit()
-    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": time.perf_counter() - start,
-               "cpu_seconds": time.process_time() - cpu_start, "load_average_1min": [load_before, load_average()],
+    seconds = trainer.elapsed()  # every process that trained this run, not only this one
+    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds["wall"],
+               "cpu_seconds": seconds["cpu"], "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
+               "load_average_1min": [load_before, load_average()],
                "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
                "skipped_steps": trainer.skipped}
     return trainer, metrics

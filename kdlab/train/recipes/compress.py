@@ -25,8 +25,9 @@ run resumes), ``final_distill/`` (the same for the final distillation), ``compre
 (``load_compressed``) and, written last, ``result.json``: method, target and achieved sparsity
 (real materialised count vs the teacher), the last expected sparsity ŝ, parameters, MACs per
 second of audio (``expected_macs_per_second``) and their reduction, CPU latency of one
-``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time.
-A folder with ``result.json`` is reused as is.
+``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time
+(of every process that worked on the run: checkpoints carry the time trained so far).
+A folder with ``result.json`` is reused as is (if its config is the requested one).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from kdlab.train.history import History
 from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
-from kdlab.train.recipes.runs import has_checkpoint, read_result, write_result
+from kdlab.train.recipes.profiles import COMPRESS_CHECKPOINT_EVERY
+from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, seconds_before_resume, write_result
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
@@ -95,7 +97,8 @@ def _trainer_config(config: CompressConfig, steps: int, device: str, progress: b
     return TrainerConfig(max_steps=steps, lr=config.lr, weight_decay=0.0,
                          warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine",
                          min_lr_ratio=0.1, grad_clip=config.grad_clip, log_every=config.log_every(),
-                         seed=config.seed, device=device, progress=progress)
+                         checkpoint_every=COMPRESS_CHECKPOINT_EVERY[config.profile], seed=config.seed, device=device,
+                         progress=progress)
 
 
 def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, config: CompressConfig,
@@ -155,11 +158,12 @@ def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, sec
 
 
 def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, train_loader, run_dir: str | Path,
-                 device: str = "auto", progress: bool = True) -> CompressResult:
+                 device: str = "auto", progress: bool = True, force: bool = False) -> CompressResult:
     """Compress ``teacher_encoder`` (not modified) with ``config.method`` on batches of ``train_loader``
     (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
-    ``run_dir`` and resumes an interrupted one."""
-    run_dir = Path(run_dir)
+    ``run_dir`` and resumes an interrupted one; one holding other settings is refused (`force`:
+    replaced, ``runs.claim_run_dir``)."""
+    run_dir = claim_run_dir(run_dir, "compress", config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_compress(run_dir)
     start = time.perf_counter()
@@ -179,14 +183,16 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
         final = _train(final_model, teacher, GateSet({}, {}), config, train_loader, run_dir / FINAL_DISTILL,
                        config.final_distill_steps, device, progress)
         encoder = final_model.student
-    seconds = time.perf_counter() - start
+    before = seconds_before_resume(trainer, final)["wall"]
+    seconds = time.perf_counter() - start + before
     encoder = encoder.cpu().eval()
     save_compressed(encoder, run_dir / COMPRESSED)
     last = trainer.history.last("record") or {}
     last_train = (final or trainer).history.last("train") or {}
     metrics = {"method": config.method, "target_sparsity": config.target_sparsity,
                "expected_sparsity_end": last.get("expected_sparsity"), "steps": trainer.step,
-               "final_distill_steps": config.final_distill_steps, "wall_seconds": seconds, "device": str(trainer.device),
+               "final_distill_steps": config.final_distill_steps, "wall_seconds": seconds,
+               "wall_seconds_before_resume": before, "device": str(trainer.device),
                "skipped_steps": trainer.skipped + (final.skipped if final else 0),
                "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
                "budget_calibration": calibration,

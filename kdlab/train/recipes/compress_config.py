@@ -26,6 +26,7 @@ from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
+from kdlab.train.recipes.corpus_choice import corpus_digest_of
 
 METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 LRF_METHODS = ("budget", "energy")
@@ -77,7 +78,9 @@ class CompressConfig(JsonConfig):
     * ``record_every``: steps between history records (None: about 50 records per run).
     * ``calibrate_budget``: before materialising a gated student, shift its gates so the
       materialised count is the budget (``kdlab.compress.budget_calibration``); False leaves the
-      count where the Lagrangian brought it (the study sets True: every method at one budget).
+      count where the Lagrangian brought it (the study and ``kdlab compress`` set True).
+    * ``teacher_corpus_dir`` / ``teacher_corpus_digest``: the SSL teacher's corpus, which the
+      compression trains on too (``PretrainConfig.corpus_dir``; None: the profile's).
     """
 
     method: str = "kd+l0"
@@ -104,8 +107,11 @@ class CompressConfig(JsonConfig):
     calibrate_budget: bool = False
     frames_per_batch: int = 12000
     latency_seconds: float = 10.0
+    teacher_corpus_dir: str | None = None
+    teacher_corpus_digest: str | None = None
 
     def __post_init__(self) -> None:
+        self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0.0 <= self.target_sparsity < 1.0:

@@ -17,13 +17,13 @@ from kdlab.train.recipes.compress import CompressResult, run_compress
 from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, corpus_folder, run_pretrain
-from kdlab.train.recipes.runs import config_digest
+from kdlab.train.recipes.runs import claim_run_dir, config_digest
 
 
 def ssl_teacher(config: CompressConfig, device: str = "auto", progress: bool = True) -> PretrainResult:
     """The profile's pre-training run with ``config.teacher_seed`` (trained first if missing)."""
-    return run_pretrain(PretrainConfig.for_profile(config.profile, config.teacher_seed), device=device,
-                        progress=progress)
+    pretrain = PretrainConfig.for_profile(config.profile, config.teacher_seed, corpus_dir=config.teacher_corpus_dir)
+    return run_pretrain(pretrain, device=device, progress=progress)
 
 
 def default_compress_dir(config: CompressConfig, teacher: PretrainResult) -> Path:
@@ -32,12 +32,15 @@ def default_compress_dir(config: CompressConfig, teacher: PretrainResult) -> Pat
 
 
 def compress_profile(config: CompressConfig, run_dir: str | Path | None = None, device: str = "auto",
-                     progress: bool = True) -> CompressResult:
-    """Compress the profile's SSL teacher encoder (see the module docstring)."""
+                     progress: bool = True, force: bool = False) -> CompressResult:
+    """Compress the profile's SSL teacher encoder (see the module docstring); an explicit `run_dir`
+    holding other settings is refused before the teacher is trained (`force`: replaced)."""
+    if run_dir is not None:
+        claim_run_dir(run_dir, "compress", config.to_dict(), force)
     teacher = ssl_teacher(config, device, progress)
     pretrain = teacher.config
     data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
                                   pretrain.cmvn_utterances, teacher.cmvn)
     run_dir = Path(run_dir) if run_dir is not None else default_compress_dir(config, teacher)
     return run_compress(config, teacher.encoder, data.train_loader(config.frames_per_batch, config.seed), run_dir,
-                        device=device, progress=progress)
+                        device=device, progress=progress, force=force)

@@ -118,7 +118,6 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
     if config.steps == 0:
         head = nn.Linear(encoder.config.d_model, data.tokenizer.vocab_size) if config.aux_weight > 0 else None
         return head, {}
-    import time
 
     model = EncoderCTC(encoder, data.tokenizer.vocab_size)
     trainer_config = TrainerConfig(max_steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps,
@@ -127,9 +126,8 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
                       run_dir=Path(run_dir), configs={"ctc_warmup": config.to_dict()})
     if has_checkpoint(Path(run_dir)):
         trainer.load_checkpoint()
-    start = time.perf_counter()
     history = trainer.fit()
     model.cpu()
     losses = history.series("train", "loss")[1]
-    return model.head, {"steps": trainer.step, "wall_seconds": time.perf_counter() - start,
+    return model.head, {"steps": trainer.step, "wall_seconds": trainer.elapsed()["wall"],
                         "final_loss": losses[-1] if losses else None}

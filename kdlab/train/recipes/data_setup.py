@@ -17,7 +17,8 @@ from kdlab.data.batching import SpeechLoader, make_loader
 from kdlab.data.features import GlobalCMVN, fit_cmvn
 from kdlab.data.manifest import Utterance, read_manifest
 from kdlab.data.specaugment import SpecAugment
-from kdlab.data.tokenizer import CharTokenizer
+from kdlab.data.tokenizer import Tokenizer
+from kdlab.train.recipes.corpus_choice import corpus_tokenizer
 
 SPLITS = ("train", "dev", "test")
 #: Read when the corpus has them (the synthesised corpus does): test sets of what train never holds.
@@ -35,18 +36,19 @@ def feature_cache_dir(corpus_dir: Path) -> Path:
 
 @dataclass
 class SpeechData:
-    """A corpus folder's splits, the character tokenizer and the CMVN fitted on its train split."""
+    """A corpus folder's splits, its tokenizer and the CMVN fitted on its train split."""
 
     corpus_dir: Path
     splits: dict[str, list[Utterance]]
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     cmvn: GlobalCMVN
 
     @classmethod
     def from_corpus(cls, corpus_dir: str | Path, cmvn_utterances: int = 500,
-                    cmvn: GlobalCMVN | None = None) -> SpeechData:
+                    cmvn: GlobalCMVN | None = None, tokenizer: str = "char") -> SpeechData:
         """Read ``train/dev/test.jsonl`` of `corpus_dir` (and the ``HELD_OUT_SPLITS`` it has); fit CMVN on
-        `cmvn_utterances` train utterances (evenly spaced) unless `cmvn` is given."""
+        `cmvn_utterances` train utterances (evenly spaced) unless `cmvn` is given; `tokenizer`: "char",
+        "bpe" or "bpe:N" (``corpus_choice``)."""
         corpus_dir = Path(corpus_dir)
         missing = [s for s in SPLITS if not (corpus_dir / f"{s}.jsonl").is_file()]
         if missing:
@@ -56,7 +58,7 @@ class SpeechData:
         splits = {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in present}
         if cmvn is None:
             cmvn = fit_cmvn(splits["train"], cmvn_utterances)
-        return cls(corpus_dir, splits, CharTokenizer(), cmvn)
+        return cls(corpus_dir, splits, corpus_tokenizer(corpus_dir, tokenizer), cmvn)
 
     @property
     def evaluation_splits(self) -> tuple[str, ...]:

@@ -33,17 +33,18 @@ import torch
 from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
 from kdlab.data.specaugment import SpecAugmentConfig
-from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from kdlab.data.tokenizer import CharTokenizer, Tokenizer, tokenizer_from_dict
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir, load_pretrain,
-                                           run_pretrain)
+from kdlab.train.recipes.corpus_choice import corpus_digest_of, corpus_tokenizer, parse_tokenizer_spec
+from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir,
+                                           load_pretrain, run_pretrain)
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import config_digest, read_result, write_result
+from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
 
@@ -56,12 +57,16 @@ MODE_FIELDS = ("streaming", "chunk_size", "left_chunks", "dropout")
 @dataclass
 class FinetuneConfig(JsonConfig):
     """RNN-T fine-tuning run (JSON-serialisable). ``encoder`` is the architecture; ``streaming``,
-    ``chunk_size`` and ``left_chunks`` here override its mode fields. ``specaugment`` None: off."""
+    ``chunk_size`` and ``left_chunks`` here override its mode fields. ``specaugment`` None: off.
+    ``corpus_dir`` / ``corpus_digest`` as in ``PretrainConfig``; ``tokenizer`` "char", "bpe" or
+    "bpe:N" (``corpus_choice``), whose vocabulary ``rnnt.vocab_size`` must equal."""
 
     profile: str = "default"
     seed: int = 0
     corpus_seed: int = 0
     corpus_dir: str | None = None
+    corpus_digest: str | None = None
+    tokenizer: str = "char"
     init: str = "ssl"
     ssl_run_dir: str | None = None
     streaming: bool = False
@@ -80,6 +85,8 @@ class FinetuneConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
+        parse_tokenizer_spec(self.tokenizer)
+        self.corpus_digest = corpus_digest_of(self.corpus_dir, self.corpus_digest)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.decode_method not in DECODE_METHODS:
@@ -92,14 +99,20 @@ class FinetuneConfig(JsonConfig):
 
     @classmethod
     def for_profile(cls, profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
-                    steps: int | None = None, **overrides) -> FinetuneConfig:
-        """The profile's settings; `steps` replaces its step budget, `overrides` any other field."""
+                    steps: int | None = None, corpus_dir: str | None = None, tokenizer: str = "char",
+                    **overrides) -> FinetuneConfig:
+        """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus,
+        `tokenizer` the characters (a BPE model is trained on the corpus here, once), `overrides`
+        any other field."""
         p = get_profile(profile)
         steps = p.finetune_steps if steps is None else steps
+        corpus_dir = None if corpus_dir is None else str(corpus_dir)
+        vocab_size = tokenizer_vocab_size(profile, overrides.get("corpus_seed", 0), corpus_dir, tokenizer)
         base = dict(
             profile=profile, seed=seed, init=init, streaming=streaming, chunk_size=p.chunk_size,
+            corpus_dir=corpus_dir, tokenizer=tokenizer,
             encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
-            rnnt=RNNTConfig(**{"vocab_size": CharTokenizer().vocab_size, **p.rnnt}),
+            rnnt=RNNTConfig(**{"vocab_size": vocab_size, **p.rnnt}),
             specaugment=SpecAugmentConfig() if p.specaugment else None,
             ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr, aux_weight=p.ctc_aux_weight),
             trainer=TrainerConfig(max_steps=steps, lr=p.finetune_lr, warmup_steps=min(p.finetune_warmup, steps),
@@ -126,7 +139,7 @@ class FinetuneConfig(JsonConfig):
     def default_pretrain(self) -> PretrainConfig:
         """The profile's pre-training with this seed and corpus (the SSL init when ``ssl_run_dir`` is None)."""
         return replace(PretrainConfig.for_profile(self.profile, self.seed), corpus_seed=self.corpus_seed,
-                       corpus_dir=self.corpus_dir)
+                       corpus_dir=self.corpus_dir, corpus_digest=self.corpus_digest)
 
 
 @dataclass
@@ -137,7 +150,7 @@ class FinetuneResult:
     run_dir: Path
     config: FinetuneConfig
     model: RNNTModel
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     cmvn: GlobalCMVN
     history: History
     metrics: dict
@@ -146,6 +159,13 @@ class FinetuneResult:
         """[{"id", "ref", "hyp"}] of the test split (greedy)."""
         lines = (self.run_dir / "test_transcripts.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines]
+
+
+def tokenizer_vocab_size(profile: str, corpus_seed: int, corpus_dir: str | None, tokenizer: str) -> int:
+    """Ids (blank included) of `tokenizer` on the run's corpus (for BPE the corpus is read, built first if needed)."""
+    if parse_tokenizer_spec(tokenizer)[0] == "char":
+        return CharTokenizer().vocab_size
+    return corpus_tokenizer(corpus_folder(profile, corpus_seed, corpus_dir), tokenizer).vocab_size
 
 
 def default_finetune_dir(config: FinetuneConfig) -> Path:
@@ -173,14 +193,16 @@ def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
 
 
 def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, device: str = "auto",
-                 progress: bool = True) -> FinetuneResult:
-    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`)."""
-    run_dir = Path(run_dir) if run_dir is not None else default_finetune_dir(config)
+                 progress: bool = True, force: bool = False) -> FinetuneResult:
+    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`;
+    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
+    run_dir = claim_run_dir(run_dir if run_dir is not None else default_finetune_dir(config), "finetune",
+                            config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_finetune(run_dir)
     encoder, cmvn = _ssl_encoder(config, device, progress) if config.init == "ssl" else (None, None)
     folder = corpus_folder(config.profile, config.corpus_seed, config.corpus_dir)
-    data = SpeechData.from_corpus(folder, config.cmvn_utterances, cmvn)
+    data = SpeechData.from_corpus(folder, config.cmvn_utterances, cmvn, config.tokenizer)
     seed_everything(config.seed)
     if encoder is None:  # random init, built after seeding
         encoder = ConformerEncoder(config.encoder_config())
@@ -204,7 +226,7 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
     return load_finetune(run_dir)
 
 
-def load_asr_model(path: str | Path) -> tuple[RNNTModel, CharTokenizer]:
+def load_asr_model(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
     """The RNN-T model (eval mode, CPU) and tokenizer stored in an ``asr.pt`` file."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     encoder = ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"]))

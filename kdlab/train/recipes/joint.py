@@ -27,8 +27,8 @@ an interrupted one resumes from its last checkpoints (every ``checkpoint_every``
 result.json: ``method``, ``route`` "joint", ``mode`` "offline" / "streaming", target and achieved
 sparsity (real materialised encoder count vs the dense teacher encoder), ``encoder_params``,
 ``teacher_encoder_params``, ``params`` (whole RNN-T model), ``macs_per_second``, ``dev`` / ``test``
-({"wer", "cer", "utterances"}), ``wall_seconds`` (this invocation) and the details listed in
-``run_joint``.
+({"wer", "cer", "utterances"}), ``wall_seconds`` (every process that worked on the run;
+``wall_seconds_before_resume``: those before this one) and the details listed in ``run_joint``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, enc
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
 from kdlab.data.specaugment import SpecAugment
-from kdlab.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import measure_compressed
@@ -56,7 +56,8 @@ from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_tr
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
-from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
+                                      seconds_before_resume, write_result)
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
@@ -77,7 +78,7 @@ class JointResult:
     config: JointConfig
     model: RNNTModel
     student: RNNTModel | None
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     history: History
     recovery_history: History | None
     metrics: dict
@@ -90,7 +91,7 @@ def save_student_asr(model: RNNTModel, tokenizer, path: str | Path) -> None:
                 "model": model.state_dict()}, path)
 
 
-def load_student_asr(path: str | Path) -> tuple[RNNTModel, CharTokenizer]:
+def load_student_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
     """The RNN-T model (eval, CPU) and tokenizer saved by ``save_student_asr``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != ASR_FORMAT:
@@ -162,7 +163,7 @@ def _teacher_model(teacher: RNNTModel | TeacherBundle) -> RNNTModel:
 
 
 def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: SpeechData, run_dir: str | Path,
-              device: str = "auto", progress: bool = True) -> JointResult:
+              device: str = "auto", progress: bool = True, force: bool = False) -> JointResult:
     """Joint compression of ``teacher`` (a fine-tuned RNN-T model or ``ensure_teacher``'s bundle; not
     modified) on ``data`` (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring.
 
@@ -170,9 +171,10 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     record), ``materialisation_error``, ``budget_calibration`` (None, or the shift and the counts
     before / after), ``steps`` / ``recovery_steps`` done, ``skipped_steps``, the
     last logged loss parts of each phase, the layer map, the student's build info (dense student
-    config or factorisation report), MACs, latency and CPU / load details.
+    config or factorisation report), MACs, latency and CPU / load details. A ``run_dir`` holding
+    other settings is refused (`force`: replaced, ``runs.claim_run_dir``).
     """
-    run_dir = Path(run_dir)
+    run_dir = claim_run_dir(run_dir, "joint", config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
     start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
@@ -192,7 +194,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
         distill = model.distill if config.recovery_kd else None
         recovery = _train(JointStudent(final, distill), teacher, GateSet({}, {}), config, data, run_dir / RECOVERY,
                           True, device, progress)
-    train_seconds = time.perf_counter() - start
+    before = seconds_before_resume(joint, recovery)
+    train_seconds = time.perf_counter() - start + before["wall"]
     final = final.cpu().eval()
     metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "target_sparsity": config.target_sparsity,
                **_measure(final, teacher.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
@@ -209,7 +212,8 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
     data.cmvn.save(run_dir / "cmvn.json")
     save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
-    metrics.update(wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start,
+    metrics.update(wall_seconds=time.perf_counter() - start + before["wall"],
+                   cpu_seconds=time.process_time() - cpu_start + before["cpu"], wall_seconds_before_resume=before["wall"],
                    load_average_1min=[load_before, load_average()], torch_threads=torch.get_num_threads())
     write_result(run_dir, metrics)
     result = load_joint(run_dir)
@@ -258,7 +262,8 @@ def joint_teacher(config: JointConfig, device: str = "auto", progress: bool = Tr
     streaming teacher (trained with the profile's chunk size and unlimited left context), an
     offline run from the offline one."""
     return ensure_teacher(config.profile, config.teacher_seed, streaming=config.streaming, init=config.teacher_init,
-                          device=device, progress=progress)
+                          device=device, progress=progress, corpus_dir=config.teacher_corpus_dir,
+                          tokenizer=config.tokenizer)
 
 
 def default_joint_dir(config: JointConfig, teacher: TeacherBundle) -> Path:
@@ -268,12 +273,19 @@ def default_joint_dir(config: JointConfig, teacher: TeacherBundle) -> Path:
 
 
 def joint_profile(config: JointConfig, run_dir: str | Path | None = None, device: str = "auto",
-                  progress: bool = True, teacher: TeacherBundle | None = None) -> JointResult:
+                  progress: bool = True, teacher: TeacherBundle | None = None, force: bool = False) -> JointResult:
     """Joint compression on the profile: its teacher (``joint_teacher``, or ``teacher`` when given),
-    the teacher's corpus and CMVN; default folder ``default_joint_dir``."""
+    the teacher's corpus, tokenizer and CMVN; default folder ``default_joint_dir`` (an explicit one
+    holding other settings is refused before the teacher trains; `force`: replaced)."""
+    if run_dir is not None:
+        claim_run_dir(run_dir, "joint", config.to_dict(), force)
     teacher = teacher or joint_teacher(config, device, progress)
     finetune = teacher.finetune.config
+    if (finetune.tokenizer, finetune.corpus_digest) != (config.tokenizer, config.teacher_corpus_digest):
+        raise ValueError(f"the teacher {teacher.finetune.run_dir} uses tokenizer {finetune.tokenizer!r} on corpus "
+                         f"digest {finetune.corpus_digest}, the joint run asks for {config.tokenizer!r} on "
+                         f"{config.teacher_corpus_digest}; give the same --corpus and --tokenizer")
     data = SpeechData.from_corpus(corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
-                                  finetune.cmvn_utterances, teacher.cmvn)
+                                  finetune.cmvn_utterances, teacher.cmvn, finetune.tokenizer)
     run_dir = Path(run_dir) if run_dir is not None else default_joint_dir(config, teacher)
-    return run_joint(config, teacher, data, run_dir, device=device, progress=progress)
+    return run_joint(config, teacher, data, run_dir, device=device, progress=progress, force=force)

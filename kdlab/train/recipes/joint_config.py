@@ -26,6 +26,7 @@ from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.train.recipes.compress_config import CompressConfig
+from kdlab.train.recipes.corpus_choice import corpus_digest_of, parse_tokenizer_spec
 
 #: Joint training steps and recovery fine-tuning steps of each recipe profile (not tuned at "full").
 PROFILE_STEPS = {"tiny": 20, "default": 300, "full": 20000}
@@ -61,6 +62,8 @@ class JointConfig(JsonConfig):
       ``calibrate_budget``: as in ``CompressConfig`` (gates shifted onto the budget before materialising);
       ``latency``: measure batch-1 CPU latency of one ``latency_seconds`` utterance (student and
       teacher, about a second each); False leaves it out of result.json.
+    * ``teacher_corpus_dir`` / ``teacher_corpus_digest`` / ``tokenizer``: the teacher's corpus
+      (``FinetuneConfig.corpus_dir``; None: the profile's) and tokenizer, which the student keeps.
     """
 
     method: str = "kd+l0"
@@ -99,9 +102,14 @@ class JointConfig(JsonConfig):
     dev_eval_utterances: int = 100
     latency_seconds: float = 10.0
     latency: bool = True
+    teacher_corpus_dir: str | None = None
+    teacher_corpus_digest: str | None = None
+    tokenizer: str = "char"
 
     def __post_init__(self) -> None:
         self.l0 = replace(self.l0, seed=self.seed)
+        parse_tokenizer_spec(self.tokenizer)
+        self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
         self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
         if self.teacher_init not in TEACHER_INITS:
             raise ValueError(f"teacher_init must be one of {TEACHER_INITS}, got {self.teacher_init!r}")

@@ -19,7 +19,6 @@ shared machine, CPU seconds / threads estimates the wall time on idle cores.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,9 +29,11 @@ from kdlab.data.features import GlobalCMVN
 from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.train.history import History
+from kdlab.train.recipes.corpus_choice import corpus_digest_of
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import config_digest, has_checkpoint, load_average, read_result, write_result
+from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
+                                      write_result)
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import Trainer, TrainerConfig, move_to
 
@@ -43,13 +44,15 @@ class PretrainConfig(JsonConfig):
 
     ``profile`` names the recipe profile (``profiles.PROFILES``) and, through it, the corpus;
     ``corpus_dir`` overrides the corpus folder (None: the profile's corpus built with
-    ``corpus_seed``). ``seed`` drives weights, masks, data order and the quantiser.
+    ``corpus_seed``); ``corpus_digest`` is its content digest (filled in from the folder; it, not
+    the path, names the run). ``seed`` drives weights, masks, data order and the quantiser.
     """
 
     profile: str = "default"
     seed: int = 0
     corpus_seed: int = 0
     corpus_dir: str | None = None
+    corpus_digest: str | None = None
     encoder: ConformerConfig = field(default_factory=ConformerConfig)
     bestrq: BestRQConfig = field(default_factory=BestRQConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -59,18 +62,21 @@ class PretrainConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
+        self.corpus_digest = corpus_digest_of(self.corpus_dir, self.corpus_digest)
         for name in ("frames_per_batch", "cmvn_utterances", "dev_eval_utterances"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     @classmethod
-    def for_profile(cls, profile: str = "default", seed: int = 0, steps: int | None = None, **encoder_overrides):
-        """The profile's settings; `steps` replaces its step budget, `encoder_overrides` its encoder fields."""
+    def for_profile(cls, profile: str = "default", seed: int = 0, steps: int | None = None,
+                    corpus_dir: str | None = None, **encoder_overrides):
+        """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus (``kdlab data
+        --out DIR``), `encoder_overrides` its encoder fields."""
         p = get_profile(profile)
         steps = p.pretrain_steps if steps is None else steps
         return cls(
-            profile=profile, seed=seed,
+            profile=profile, seed=seed, corpus_dir=None if corpus_dir is None else str(corpus_dir),
             encoder=teacher_config(p.encoder_size, **{**p.encoder_overrides, **encoder_overrides}),
             bestrq=BestRQConfig(**{**p.bestrq, "seed": seed}),
             trainer=TrainerConfig(max_steps=steps, lr=p.pretrain_lr, warmup_steps=min(p.pretrain_warmup, steps),
@@ -137,9 +143,11 @@ def _step(model: BestRQModel, batch) -> tuple[torch.Tensor, dict]:
 
 
 def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, device: str = "auto",
-                 progress: bool = True) -> PretrainResult:
-    """Pre-train (or resume, or reuse) the run of `config` in `run_dir` (default `default_pretrain_dir`)."""
-    run_dir = Path(run_dir) if run_dir is not None else default_pretrain_dir(config)
+                 progress: bool = True, force: bool = False) -> PretrainResult:
+    """Pre-train (or resume, or reuse) the run of `config` in `run_dir` (default `default_pretrain_dir`;
+    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
+    run_dir = claim_run_dir(run_dir if run_dir is not None else default_pretrain_dir(config), "pretrain",
+                            config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_pretrain(run_dir)
     data = SpeechData.from_corpus(corpus_folder(config.profile, config.corpus_seed, config.corpus_dir),
@@ -157,9 +165,9 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
         resumed_at = trainer.step
-    start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
+    load_before = load_average()
     trainer.fit()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    seconds, cpu_seconds = trainer.elapsed()["wall"], trainer.elapsed()["cpu"]  # every process on this run
     model = model.cpu().eval()
     data.cmvn.save(run_dir / "cmvn.json")
     torch.save({"encoder_config": config.encoder.to_dict(), "encoder": model.encoder.state_dict(),
@@ -167,7 +175,7 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     final = trainer.history.last("eval") or {}
     write_result(run_dir, {
         "steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
-        "cpu_seconds": cpu_seconds,
+        "cpu_seconds": cpu_seconds, "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
         "load_average_1min": [load_before, load_average()],
         "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
         "encoder_params": model.encoder.num_parameters(),

@@ -77,6 +77,11 @@ PROFILES: dict[str, RecipeProfile] = {
 }
 
 
+#: Steps between the periodic checkpoints of compression runs (their config holds no period; every
+#: trainer also checkpoints after ``TrainerConfig.checkpoint_seconds`` and at SIGTERM / Ctrl-C).
+COMPRESS_CHECKPOINT_EVERY = {"tiny": 10, "default": 50, "full": 500}
+
+
 def get_profile(name: str) -> RecipeProfile:
     """The recipe profile called `name`."""
     if name not in PROFILES:

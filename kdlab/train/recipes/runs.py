@@ -10,24 +10,80 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
+
+from kdlab.train.recipes.corpus_choice import corpus_content_digest
+from kdlab.train.trainer import RESUMABLE_CHANGES
 
 RESULT = "result.json"
 #: Config keys that do not change a run's numbers (left out of its hash).
-NOT_HASHED = {"device", "progress"}
+NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
+#: Keys added after runs were cached, left out of the hash at these values so those runs keep their names.
+HASHED_UNLESS = {"corpus_digest": None, "tokenizer": "char", "teacher_corpus_dir": None,
+                 "teacher_corpus_digest": None}
+
+
+def hashed_fields(config):
+    """What of a JSON-like config decides its numbers: without ``NOT_HASHED`` keys (any depth), the
+    ``HASHED_UNLESS`` keys at their old value, and ``[teacher_]corpus_dir`` where its ``..._digest``
+    stands for it (the corpus content, wherever the folder lives)."""
+    if isinstance(config, list):
+        return [hashed_fields(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    config = dict(config)
+    for prefix in ("", "teacher_"):
+        folder, digest = config.get(f"{prefix}corpus_dir"), f"{prefix}corpus_digest"
+        if folder is not None and config.get(digest) is None:  # a config whose corpus_dir was set after it was built
+            config[digest] = corpus_content_digest(folder)
+    skip = set(NOT_HASHED) | {k for k, v in HASHED_UNLESS.items() if k in config and config[k] == v}
+    skip |= {f"{prefix}corpus_dir" for prefix in ("", "teacher_") if config.get(f"{prefix}corpus_digest") is not None}
+    return {k: hashed_fields(v) for k, v in config.items() if k not in skip}
 
 
 def config_digest(config: dict) -> str:
-    """10-hex-digit hash of a JSON-like config, ignoring ``device`` and ``progress`` at any depth."""
+    """10-hex-digit hash of ``hashed_fields(config)``."""
+    return hashlib.sha256(json.dumps(hashed_fields(config), sort_keys=True).encode()).hexdigest()[:10]
 
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in NOT_HASHED}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
 
-    return hashlib.sha256(json.dumps(strip(config), sort_keys=True).encode()).hexdigest()[:10]
+def _differences(stored, requested, prefix: str = "", allowed: frozenset = frozenset()) -> list[str]:
+    """``"name: stored -> requested"`` for every leaf that differs (nested keys dotted), but for
+    leaves named in `allowed`."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        out = []
+        for key in sorted(set(stored) | set(requested)):
+            if key not in allowed:
+                out += _differences(stored.get(key), requested.get(key), f"{prefix}{key}.", allowed)
+        return out
+    return [] if stored == requested else [f"{prefix[:-1]}: {stored!r} -> {requested!r}"]
+
+
+def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool = False) -> Path:
+    """Check that `run_dir` may hold the run of `config` (stored as ``config.json[section]``).
+
+    A file there, or a run folder whose stored config differs (the error lists the fields), is a
+    ValueError; `force` removes an existing run folder so the run starts afresh. An unfinished run
+    may differ in what a resume can change (``trainer.RESUMABLE_CHANGES``: more steps, ...).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} is an existing file; give a folder (new or an earlier run's)")
+    stored_path = run_dir / "config.json"
+    is_run = stored_path.is_file() or (run_dir / RESULT).is_file() or has_checkpoint(run_dir)
+    if force and is_run:
+        shutil.rmtree(run_dir)
+    elif stored_path.is_file():
+        stored = json.loads(stored_path.read_text()).get(section)
+        if stored is None:
+            raise ValueError(f"run folder {run_dir} holds another kind of run (no {section!r} settings in its "
+                             "config.json); use another --run-dir, or --force to replace it")
+        allowed = frozenset() if (run_dir / RESULT).is_file() else frozenset(RESUMABLE_CHANGES)
+        changed = _differences(hashed_fields(stored), hashed_fields(config), allowed=allowed)
+        if changed:
+            raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(changed)}); "
+                             "use another --run-dir, or --force to start afresh there")
+    return run_dir
 
 
 def read_result(run_dir: str | Path) -> dict | None:
@@ -48,6 +104,13 @@ def load_average() -> float | None:
     """The machine's 1-minute load average (None where the OS has none): wall times on a shared
     machine mean little without it."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def seconds_before_resume(*trainers) -> dict[str, float]:
+    """{"wall", "cpu"}: training seconds the given trainers (None skipped) spent in earlier processes,
+    read from their checkpoints; added to this process's time, a resumed run reports its whole cost."""
+    done = [t.resumed_seconds for t in trainers if t is not None]
+    return {k: sum(d[k] for d in done) for k in ("wall", "cpu")}
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

@@ -38,7 +38,7 @@ from pathlib import Path
 from kdlab.compress.materialise import build_encoder, encoder_spec
 from kdlab.data.features import GlobalCMVN
 from kdlab.data.specaugment import SpecAugmentConfig
-from kdlab.data.tokenizer import CharTokenizer
+from kdlab.data.tokenizer import Tokenizer
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
@@ -50,7 +50,7 @@ from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import load_student_asr, save_student_asr
 from kdlab.train.recipes.pretrain import corpus_folder
-from kdlab.train.recipes.runs import config_digest, read_result, write_result
+from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
 
@@ -65,7 +65,8 @@ class SequentialConfig:
     frames) / ``left_chunks`` (-1 = all): the encoder's mode here; ``rnnt``, ``specaugment`` (None:
     off), ``trainer``, ``frames_per_batch`` and ``dev_eval_utterances``: as in ``FinetuneConfig``
     (``for_profile`` copies the profile's fine-tuning settings). Corpus and CMVN are the SSL
-    teacher's (see the module docstring), so they are not settings here.
+    teacher's (see the module docstring), so they are not settings here; ``tokenizer`` ("char",
+    "bpe", "bpe:N") is, and ``rnnt.vocab_size`` must match it on that corpus.
     """
 
     compress_run_dir: str
@@ -80,6 +81,7 @@ class SequentialConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     frames_per_batch: int = 12000
     dev_eval_utterances: int = 100
+    tokenizer: str = "char"
 
     def __post_init__(self) -> None:
         # the fields shared with FinetuneConfig are validated by it (profile, chunk settings, sizes)
@@ -87,14 +89,17 @@ class SequentialConfig:
                        chunk_size=self.chunk_size, left_chunks=self.left_chunks, rnnt=self.rnnt,
                        specaugment=self.specaugment, ctc_warmup=self.ctc_warmup, trainer=self.trainer,
                        frames_per_batch=self.frames_per_batch,
-                       dev_eval_utterances=self.dev_eval_utterances)
+                       dev_eval_utterances=self.dev_eval_utterances, tokenizer=self.tokenizer)
 
     @classmethod
     def for_profile(cls, profile: str, compress_run_dir: str | Path, seed: int = 0, streaming: bool = False,
-                    steps: int | None = None, **overrides) -> SequentialConfig:
+                    steps: int | None = None, tokenizer: str = "char", corpus_dir: str | None = None,
+                    **overrides) -> SequentialConfig:
         """The profile's fine-tuning settings (``FinetuneConfig.for_profile``); `steps` replaces its
-        step budget, `overrides` any other field."""
-        ft = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init="random", steps=steps)
+        step budget, `tokenizer` the characters (its vocabulary read on `corpus_dir`, the compression
+        teacher's corpus; None: the profile's), `overrides` any other field."""
+        ft = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init="random", steps=steps,
+                                        corpus_dir=corpus_dir, tokenizer=tokenizer)
         base = {f.name: getattr(ft, f.name) for f in fields(cls) if f.name != "compress_run_dir"}
         return cls(**{**base, "compress_run_dir": str(compress_run_dir), **overrides})
 
@@ -133,7 +138,7 @@ class SequentialResult:
     run_dir: Path
     config: SequentialConfig
     model: RNNTModel
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     cmvn: GlobalCMVN
     history: History
     metrics: dict
@@ -158,9 +163,11 @@ def default_sequential_dir(config: SequentialConfig) -> Path:
 
 
 def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, device: str = "auto",
-                   progress: bool = True) -> SequentialResult:
-    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default ``default_sequential_dir``)."""
-    run_dir = Path(run_dir) if run_dir is not None else default_sequential_dir(config)
+                   progress: bool = True, force: bool = False) -> SequentialResult:
+    """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default ``default_sequential_dir``;
+    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
+    run_dir = claim_run_dir(run_dir if run_dir is not None else default_sequential_dir(config), "sequential",
+                            config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_sequential(run_dir)
     compressed = load_compress(config.compress_run_dir)
@@ -170,7 +177,7 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
     teacher = ssl_teacher(compressed.config, device, progress)
     pretrain = teacher.config
     data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, teacher.cmvn)
+                                  pretrain.cmvn_utterances, teacher.cmvn, config.tokenizer)
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
     source_streaming = compressed.encoder.config.streaming

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdlab.data.features import GlobalCMVN
-from kdlab.data.tokenizer import CharTokenizer
+from kdlab.data.tokenizer import Tokenizer
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.recipes.finetune import FinetuneConfig, FinetuneResult, run_finetune
@@ -32,7 +32,7 @@ class TeacherBundle:
 
     encoder: ConformerEncoder
     model: RNNTModel
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     cmvn: GlobalCMVN
     encoder_config: ConformerConfig
     rnnt_config: RNNTConfig
@@ -42,13 +42,16 @@ class TeacherBundle:
 
 
 def ensure_teacher(profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
-                   device: str = "auto", progress: bool = True, finetune_steps: int | None = None) -> TeacherBundle:
+                   device: str = "auto", progress: bool = True, finetune_steps: int | None = None,
+                   corpus_dir: str | None = None, tokenizer: str = "char") -> TeacherBundle:
     """The profile's teacher, trained first if its runs are missing (resumed if interrupted).
 
     `init` "random" gives the baseline without pre-training (same architecture and budget);
-    `finetune_steps` replaces the profile's fine-tuning budget (a separate cached run).
+    `finetune_steps` replaces the profile's fine-tuning budget (a separate cached run);
+    `corpus_dir` / `tokenizer`: another corpus (``kdlab data --out DIR``) and "char" / "bpe[:N]".
     """
-    config = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init=init, steps=finetune_steps)
+    config = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init=init, steps=finetune_steps,
+                                        corpus_dir=corpus_dir, tokenizer=tokenizer)
     finetune = run_finetune(config, device=device, progress=progress)
     pretrain = None
     if init == "ssl":
