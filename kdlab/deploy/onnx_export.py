@@ -16,6 +16,7 @@ whole utterance. An export whose difference exceeds ``tolerance`` raises ``Expor
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,10 +62,16 @@ def companion_paths(path: str | Path) -> dict[str, Path]:
 
 def _export(graph: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_shapes) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on renamed axes and absent torchvision ops
-        torch.onnx.export(graph.eval(), args, str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
-                          input_names=input_names, output_names=output_names, verbose=False, optimize=True)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # its notes on absent torchvision ops are not about this model
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # and on renamed dynamic axes
+            torch.onnx.export(graph.eval(), args, str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
+                              input_names=input_names, output_names=output_names, verbose=False, optimize=True)
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _session(path: Path):
