@@ -34,17 +34,20 @@ CHUNK_OVERLAP = 3
 
 
 class OfflineEncoderGraph(nn.Module):
-    """features (B, T, F), lengths (B,) int64 -> (enc (B, T', D), enc_lengths (B,), projected (B, T', J))."""
+    """features (B, T, F), lengths (B,) int64 -> (enc (B, T', D), enc_lengths (B,), projected (B, T', J)).
 
-    def __init__(self, model: RNNTModel) -> None:
+    ``projection``: the joiner's encoder projection (``nn.Identity`` for the encoder alone).
+    """
+
+    def __init__(self, encoder: ConformerEncoder, projection: nn.Module) -> None:
         super().__init__()
-        self.encoder, self.joiner = model.encoder, model.joiner
+        self.encoder, self.projection = encoder, projection
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         x = self.encoder.subsampling(features)
         enc_lengths = self.encoder.subsampling.output_lengths(lengths)
         enc = self.encoder.forward_blocks(x, enc_lengths, padded=True)[-1]
-        return enc, enc_lengths, self.joiner.project_encoder(enc)
+        return enc, enc_lengths, self.projection(enc)
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,16 @@ class StreamingChunkGraph(nn.Module):
     """features (B, 4t + 3, F), position () int64, *caches -> (enc (B, t, D), projected (B, t, J), *caches).
 
     ``position`` is the index (after subsampling) of the chunk's first frame; see the module docstring.
+    ``projection``: the joiner's encoder projection (``nn.Identity`` for the encoder alone).
     """
 
-    def __init__(self, model: RNNTModel) -> None:
+    def __init__(self, encoder: ConformerEncoder, projection: nn.Module) -> None:
         super().__init__()
-        config = model.encoder.config
+        config = encoder.config
         if not config.streaming:
             raise ValueError("a streaming step needs a streaming encoder (ConformerConfig(streaming=True))")
-        self.encoder, self.joiner = model.encoder, model.joiner
-        self.slots = cache_slots(model.encoder)
+        self.encoder, self.projection = encoder, projection
+        self.slots = cache_slots(encoder)
         self.keep = None if config.left_chunks < 0 else config.left_chunks * config.chunk_size
 
     def forward(self, features: torch.Tensor, position: torch.Tensor, *caches: torch.Tensor):
@@ -108,7 +112,7 @@ class StreamingChunkGraph(nn.Module):
                 new_caches += [self._trim(t) for t in cache.kv]
             if cache.conv is not None:
                 new_caches.append(cache.conv)
-        return (x, self.joiner.project_encoder(x), *new_caches)
+        return (x, self.projection(x), *new_caches)
 
     def _trim(self, past: torch.Tensor) -> torch.Tensor:
         """Keep the last ``left_chunks * chunk_size`` frames of (B, H, P, head_dim) keys or values."""

@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.export import Dim
 
 from kdlab.deploy.graphs import (JoinerGraph, OfflineEncoderGraph, PredictorStepGraph, StreamingChunkGraph,
                                  cache_slots, chunk_input_frames, initial_caches, stream_chunks)
+from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTModel
 from kdlab.models.subsampling import STRIDE
 
@@ -87,16 +89,16 @@ def _max_diff(onnx_outputs, torch_outputs) -> float:
                for o, t in zip(onnx_outputs, torch_outputs))
 
 
-def _check_features(model: RNNTModel, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_features(encoder: ConformerEncoder, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     frames = round(100 * CHECK_SECONDS)
-    features = torch.randn(batch, frames, model.encoder.config.input_dim, generator=generator)
+    features = torch.randn(batch, frames, encoder.config.input_dim, generator=generator)
     lengths = torch.linspace(frames, frames * 0.6, batch).long()  # padded rows, as a batch has
     return features, lengths
 
 
-def _export_offline(model: RNNTModel, path: Path, generator: torch.Generator) -> float:
-    graph = OfflineEncoderGraph(model)
-    features, lengths = _check_features(model, generator, batch=2)
+def _export_offline(encoder: ConformerEncoder, projection: nn.Module, path: Path, generator: torch.Generator) -> float:
+    graph = OfflineEncoderGraph(encoder, projection)
+    features, lengths = _check_features(encoder, generator, batch=2)
     batch, frames = Dim("batch", min=1), Dim("frames", min=7)
     _export(graph, (features, lengths), path, ["features", "lengths"], ["encoder_out", "encoder_lengths", "encoder_projected"],
             {"features": {0: batch, 1: frames}, "lengths": {0: batch}})
@@ -110,9 +112,9 @@ def _export_offline(model: RNNTModel, path: Path, generator: torch.Generator) ->
     return _max_diff(onnx_masked, masked)
 
 
-def _export_streaming(model: RNNTModel, path: Path, generator: torch.Generator) -> float:
-    graph = StreamingChunkGraph(model)
-    config = model.encoder.config
+def _export_streaming(encoder: ConformerEncoder, projection: nn.Module, path: Path, generator: torch.Generator) -> float:
+    graph = StreamingChunkGraph(encoder, projection)
+    config = encoder.config
     slots = graph.slots
     # Trace with a non-empty past (a past of 0 frames would be specialised); run from an empty one.
     traced_caches = [torch.randn(2, *(config.chunk_size if d is None else d for d in s.shape), generator=generator)
@@ -124,11 +126,11 @@ def _export_streaming(model: RNNTModel, path: Path, generator: torch.Generator) 
             ["features", "position", *names], ["encoder_out", "encoder_projected", *(f"{n}.next" for n in names)],
             {"features": {0: batch, 1: frames}, "position": None,
              "caches": tuple({0: batch} if s.kind == "conv" else {0: batch, 2: past} for s in slots)})
-    utterance, _ = _check_features(model, generator, batch=1)
+    utterance, _ = _check_features(encoder, generator, batch=1)
     with torch.inference_mode():
-        reference, _ = model.encoder.stream(utterance, final=True)
+        reference, _ = encoder.stream(utterance, final=True)
     session = _session(path)
-    caches = [c.numpy() for c in initial_caches(model.encoder, 1)]
+    caches = [c.numpy() for c in initial_caches(encoder, 1)]
     worst, start = 0.0, 0
     for chunk, first in stream_chunks(utterance.shape[1], config.chunk_size):
         window = utterance[:, STRIDE * first : STRIDE * first + chunk_input_frames(chunk)].numpy()
@@ -167,6 +169,15 @@ def _export_joiner(model: RNNTModel, path: Path, generator: torch.Generator) -> 
                      [expected])
 
 
+def export_encoder(encoder: ConformerEncoder, path: str | Path, streaming: bool = False) -> float:
+    """Export the encoder alone (offline graph, or the streaming chunk step) to ``path``; returns the
+    largest |ONNX Runtime - PyTorch| of the check (the graph's "encoder_projected" equals "encoder_out")."""
+    encoder = encoder.cpu().float().eval()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    export = _export_streaming if streaming else _export_offline
+    return export(encoder, nn.Identity(), Path(path), torch.Generator().manual_seed(CHECK_SEED))
+
+
 def export_onnx(model: RNNTModel, path: str | Path, streaming: bool = False, tokenizer=None, cmvn=None,
                 tolerance: float = TOLERANCE) -> ExportReport:
     """Export ``model`` (eval, CPU, float32) to ``path`` and its companions, check them in ONNX Runtime.
@@ -185,7 +196,7 @@ def export_onnx(model: RNNTModel, path: str | Path, streaming: bool = False, tok
     generator = torch.Generator().manual_seed(CHECK_SEED)
     report = ExportReport({k: v for k, v in files.items()}, tolerance=tolerance)
     encoder_export = _export_streaming if streaming else _export_offline
-    report.max_abs_diff["encoder"] = encoder_export(model, files["encoder"], generator)
+    report.max_abs_diff["encoder"] = encoder_export(model.encoder, model.joiner.enc_proj, files["encoder"], generator)
     report.max_abs_diff["predictor"] = _export_predictor(model, files["predictor"], generator)
     report.max_abs_diff["joiner"] = _export_joiner(model, files["joiner"], generator)
     manifest = {
