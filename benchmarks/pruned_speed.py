@@ -32,7 +32,8 @@ Checks (issue 15), on the fastest runtime: for L0 at 0.5 and 0.7 and LRF at 0.5,
 ≥ 0.9 × the MAC reduction and streaming speed-up ≥ 0.7 × the streaming MAC reduction; no
 encoder with fewer MACs than the dense one is slower than it in any column.
 
-    python benchmarks/pruned_speed.py          # writes benchmarks/results/pruned_speed.json
+    python benchmarks/pruned_speed.py                     # writes benchmarks/results/pruned_speed.json
+    python benchmarks/pruned_speed.py --readme README.md  # and the table in README's "Use your compressed model"
 """
 
 from __future__ import annotations
@@ -233,6 +234,37 @@ def checks(rows: list[dict], runtime: str) -> dict:
             "slower_than_dense": slower, "pass": passed}
 
 
+README_START, README_END = "<!-- kdlab-pruned-speed:start -->", "<!-- kdlab-pruned-speed:end -->"
+
+
+def readme_table(result: dict, command: str) -> str:
+    """The README block: per model, MAC reduction and speed-up vs dense in each runtime and column."""
+    lines = [README_START, "",
+             f"Written by `{command}` (load average {result['load_average_before'][0]:.2f} before, "
+             f"{result['threads']} threads, {result['cpu_count']} CPUs, batch {result['offline_batch']} × "
+             f"{result['offline_seconds']:g} s offline, one 640 ms chunk after 2 s streaming; speed-up = dense time / "
+             "model time in the same runtime, median over interleaved rounds).", "",
+             "| model | params | MACs ÷ | eager offline | eager stream | ONNX Runtime offline | ONNX Runtime stream "
+             "| ONNX Runtime stream (ms / chunk) |", "|---|---|---|---|---|---|---|---|"]
+    for row in result["models"]:
+        eager, ort = row["eager"], row["onnxruntime"]
+        lines.append(f"| {row['name']} | {row['params'] / 1e6:.2f} M | {row['mac_reduction']:.2f} | "
+                     f"{eager['offline_speedup']:.2f}× | {eager['stream_speedup']:.2f}× | {ort['offline_speedup']:.2f}× | "
+                     f"{ort['stream_speedup']:.2f}× | {ort['stream_b1_median_s'] * 1e3:.1f} |")
+    return "\n".join(lines + ["", README_END])
+
+
+def update_readme(readme: Path, result: dict, command: str) -> None:
+    """Replace the README's pruned-speed block (refused for numbers measured under load)."""
+    if result["measured_under_load"]:
+        raise SystemExit("not writing the README table: these numbers were measured under load (--allow-load)")
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < 0:
+        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block to fill")
+    readme.write_text(text[:start] + readme_table(result, command) + text[end + len(README_END):], encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="default", help="teacher_config preset, or study (default: default)")
@@ -244,6 +276,7 @@ def main() -> None:
     parser.add_argument("--allow-load", action="store_true",
                         help=f"measure even if the load average is above {MAX_LOAD} (the result says so)")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--readme", type=Path, default=None, help="also write the table into this README's block")
     args = parser.parse_args()
     load_before = os.getloadavg()
     if load_before[0] > MAX_LOAD and not args.allow_load:
@@ -312,6 +345,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"fastest runtime: {fastest}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(json.dumps(result["checks"], indent=1))
+    if args.readme is not None:
+        update_readme(args.readme, result, "python " + " ".join(["benchmarks/pruned_speed.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
