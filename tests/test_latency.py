@@ -61,3 +61,24 @@ def test_onnx_runtime_encoder_call_computes_the_eager_encoder_and_measure_model_
     assert measured["encoder_params"] == model.encoder.num_parameters()
     with pytest.raises(ValueError, match="runtime must be one of"):
         encoder_call(model.encoder, features, lengths, "tensorrt")
+
+
+def test_latency_vs_macs_rows_pair_each_encoder_with_the_first_and_the_figure_draws_them():
+    from kdlab.compress.param_count import expected_macs_per_second
+    from kdlab.viz.latency_figures import latency_vs_macs_figure, measure_latency_vs_macs
+
+    big, small = tiny_compressed_asr(seed=0).encoder, tiny_compressed_asr(seed=1).encoder
+    small.blocks = small.blocks[:1]  # one block fewer: fewer MACs
+    small.config = type(small.config).from_dict({**small.config.to_dict(), "num_layers": 1,
+                                                 "layer_dims": small.config.layer_dims[:1]})
+    rows = measure_latency_vs_macs({"big": big, "small": small}, seconds=0.5, runtime="eager", rounds=2,
+                                   min_time=0.01)
+    assert [r["name"] for r in rows] == ["big", "small"] and rows[0]["mac_reduction"] == 1.0
+    assert rows[1]["mac_reduction"] == pytest.approx(float(expected_macs_per_second(big, deterministic=True))
+                                                     / float(expected_macs_per_second(small, deterministic=True)))
+    assert rows[1]["mac_reduction"] > 1
+    figure = latency_vs_macs_figure(rows)
+    line, points = figure.data
+    assert list(points.x) == [r["macs_per_second"] / 1e6 for r in rows]
+    assert list(points.y) == [r["latency_ms"] for r in rows] and list(points.text) == ["big", "small"]
+    assert line.y[1] / line.x[1] == pytest.approx(rows[0]["latency_ms"] / (rows[0]["macs_per_second"] / 1e6))
