@@ -130,3 +130,15 @@ def test_cli_export_of_a_folder_without_a_finished_run_names_it(tmp_path, capsys
         main(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")])
     assert exit_info.value.code == 2
     assert f"{tmp_path} holds no finished run" in capsys.readouterr().err
+
+
+def test_the_exported_rotary_form_rotates_like_the_eager_complex_one(monkeypatch):
+    from kdlab.models.attention import apply_rotary, rotary_table
+
+    positions, x = torch.arange(5, 12), _features(2, 7, seed=10).reshape(2, 7, 5, 16)
+    complex_table = rotary_table(positions, 16)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    real_table = rotary_table(positions, 16)
+    assert complex_table.is_complex() and real_table.shape == (2, 7, 8) and not real_table.is_complex()
+    assert torch.allclose(apply_rotary(x, real_table), apply_rotary(x, complex_table), atol=1e-6)
+    assert not torch.allclose(apply_rotary(x, real_table), x, atol=1e-3)  # it does rotate

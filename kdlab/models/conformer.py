@@ -171,7 +171,7 @@ class ConformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, LayerCache]:
         """x (B, T, D) -> (B, T, D) and this block's keys/values and conv tail.
 
-        ``rotary`` (2, T, head_dim/2) cos/sin for x's absolute positions; ``attn_mask`` boolean (True = attend),
+        ``rotary`` (``rotary_table``) for x's absolute positions; ``attn_mask`` boolean (True = attend),
         broadcastable to (B, 1, T, P + T); ``pad_mask`` (B, T, 1) True at padding; ``past`` streaming caches.
         """
         kv = tail = None
