@@ -114,3 +114,21 @@ def test_streaming_transcription_of_an_offline_run_is_refused_with_what_to_do(of
     _, run_dir = offline_run
     code, _, errors, _ = _transcribe(capsys, run_dir, "x.wav", "--streaming")
     assert code == 2 and "holds an offline model" in errors[0] and "without --streaming" in errors[0]
+
+
+def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(corpus, tmp_path, capsys):
+    """A real tiny run (two RNN-T steps from random init) in the teacher's run-folder format."""
+    from stand_ins import isolated_kdlab_home
+
+    from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
+
+    patch = isolated_kdlab_home(tmp_path, corpus.corpus_dir)
+    try:
+        result = run_finetune(FinetuneConfig.for_profile("tiny", init="random", steps=2), device="cpu",
+                              progress=False)
+    finally:
+        patch.undo()
+    data = SpeechData.from_corpus(corpus.corpus_dir, cmvn=result.cmvn)
+    audio, expected = _reference(result.model, data)
+    code, texts, errors, _ = _transcribe(capsys, result.run_dir, audio, "--runtime", "onnx")
+    assert code == 0 and not errors and texts == {audio: expected}
