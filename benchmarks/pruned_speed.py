@@ -249,7 +249,8 @@ def readme_table(result: dict, command: str) -> str:
     for row in result["models"]:
         eager, ort = row["eager"], row["onnxruntime"]
         lines.append(f"| {row['name']} | {row['params'] / 1e6:.2f} M | {row['mac_reduction']:.2f} | "
-                     f"{eager['offline_speedup']:.2f}× | {eager['stream_speedup']:.2f}× | {ort['offline_speedup']:.2f}× | "
+                     f"{eager['offline_speedup']:.2f}× | {eager['stream_speedup']:.2f}× | "
+                     f"{ort['offline_speedup']:.2f}× | "
                      f"{ort['stream_speedup']:.2f}× | {ort['stream_b1_median_s'] * 1e3:.1f} |")
     return "\n".join(lines + ["", README_END])
 
@@ -320,7 +321,8 @@ def main() -> None:
                                 "offline_real_time_factor": offline_s[i] / (args.batch * args.seconds),
                                 "stream_b1_median_s": stream_s[i], "stream_speedup": stream_speedup[i],
                                 "stream_real_time_factor": stream_s[i] / (CHUNK_FRAMES * 0.04)}
-                print(f"{runtime:11s} {row['name']:8s} params {row['params'] / 1e6:5.2f} M  MACs /{row['mac_reduction']:4.2f}  "
+                print(f"{runtime:11s} {row['name']:8s} params {row['params'] / 1e6:5.2f} M  "
+                      f"MACs /{row['mac_reduction']:4.2f}  "
                       f"offline b{args.batch} {offline_s[i] * 1e3:7.1f} ms (x{offline_speedup[i]:4.2f})  "
                       f"stream b1 {stream_s[i] * 1e3:6.2f} ms (x{stream_speedup[i]:4.2f}, MACs /"
                       f"{row['streaming_mac_reduction']:4.2f})", flush=True)

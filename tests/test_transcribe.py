@@ -16,7 +16,6 @@ from tiny_asr import tiny_compressed_asr, write_run_folder
 
 from kdlab.cli import main
 from kdlab.data.corpus import ensure_corpus
-from kdlab.data.features import fit_cmvn
 from kdlab.models.decoding import decode
 from kdlab.train.recipes.data_setup import SpeechData
 

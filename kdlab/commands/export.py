@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "export a run's ASR model to ONNX (offline, or one streaming chunk step with explicit caches), checked in ONNX Runtime"
+HELP = ("export a run's ASR model to ONNX (offline, or one streaming chunk step with explicit caches), "
+        "checked in ONNX Runtime")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     run = load_run_model(args.run_dir)
     report = export_onnx(run.model, args.out, streaming=args.streaming, tokenizer=run.tokenizer, cmvn=run.cmvn)
-    mode = f"streaming chunk step ({run.model.encoder.config.chunk_size * 40} ms chunks)" if args.streaming else "offline"
+    chunk_ms = run.model.encoder.config.chunk_size * 40
+    mode = f"streaming chunk step ({chunk_ms} ms chunks)" if args.streaming else "offline"
     print(f"exported {mode} model of {run.run_dir}")
     for role, path in report.files.items():
         diff = report.max_abs_diff.get(role)

@@ -20,7 +20,8 @@ pair) and biases, its depthwise filter and bias, its two BatchNorm parameters an
 ``pointwise2`` column. For dense branches this is the exact expectation (cost is affine in u).
 A low-rank layer with E[r] kept rank components (``LowRankLinear.gate``) and an m × n kept
 weight costs E[r]·(m + n) where that is at most ⅔·m·n, else m·n (+ m bias): materialisation keeps
-the factors only where they are faster (``lowrank.factors_are_faster``). The subsampling front-end and each block's final LayerNorm are always counted.
+the factors only where they are faster (``lowrank.factors_are_faster``). The subsampling front-end
+and each block's final LayerNorm are always counted.
 
 **MACs per second of audio** count multiply-accumulates of linear maps, convolutions and the
 two attention matmuls (QKᵀ and weights·V); elementwise work (norms, activations, rotary, softmax,

@@ -89,7 +89,9 @@ def _max_diff(onnx_outputs, torch_outputs) -> float:
                for o, t in zip(onnx_outputs, torch_outputs))
 
 
-def _check_features(encoder: ConformerEncoder, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_features(encoder: ConformerEncoder, generator: torch.Generator,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random check features (B, T, F) and lengths (B,), the rows shorter and shorter (padded)."""
     frames = round(100 * CHECK_SECONDS)
     features = torch.randn(batch, frames, encoder.config.input_dim, generator=generator)
     lengths = torch.linspace(frames, frames * 0.6, batch).long()  # padded rows, as a batch has
@@ -100,7 +102,8 @@ def _export_offline(encoder: ConformerEncoder, projection: nn.Module, path: Path
     graph = OfflineEncoderGraph(encoder, projection)
     features, lengths = _check_features(encoder, generator, batch=2)
     batch, frames = Dim("batch", min=1), Dim("frames", min=7)
-    _export(graph, (features, lengths), path, ["features", "lengths"], ["encoder_out", "encoder_lengths", "encoder_projected"],
+    _export(graph, (features, lengths), path, ["features", "lengths"],
+            ["encoder_out", "encoder_lengths", "encoder_projected"],
             {"features": {0: batch, 1: frames}, "lengths": {0: batch}})
     with torch.inference_mode():
         enc, enc_lengths, projected = graph(features, lengths)
@@ -112,7 +115,8 @@ def _export_offline(encoder: ConformerEncoder, projection: nn.Module, path: Path
     return _max_diff(onnx_masked, masked)
 
 
-def _export_streaming(encoder: ConformerEncoder, projection: nn.Module, path: Path, generator: torch.Generator) -> float:
+def _export_streaming(encoder: ConformerEncoder, projection: nn.Module, path: Path,
+                      generator: torch.Generator) -> float:
     graph = StreamingChunkGraph(encoder, projection)
     config = encoder.config
     slots = graph.slots

@@ -99,7 +99,8 @@ def render_markdown(config: dict, summary: list[dict], claims: list[dict], check
              "RWER = (WER_KD − WER) / WER_KD × 100 on the test set, against the KD baseline of the same mode, "
              "target and seed (positive = better than KD). CPU latency: the encoder in "
              f"{RUNTIME_NAMES[config.get('latency_runtime') or 'eager']}, batch 1, {config['latency_seconds']:g} s of "
-             "audio, timed in rounds interleaved with the teacher (median). Budget: encoder parameters within ±{BUDGET_TOLERANCE:.0%} "
+             "audio, timed in rounds interleaved with the teacher (median). Budget: encoder parameters within "
+             f"±{BUDGET_TOLERANCE:.0%} "
              "of (1 − target) × the teacher encoder's.", "",
              "## Results" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), ""]
     lines += results_table(summary)

@@ -58,6 +58,7 @@ def latency_vs_macs_figure(rows: list[dict]) -> go.Figure:
                    text=[r["name"] for r in rows], textposition="top center"),
     ])
     runtime = reference.get("runtime", "")
-    figure.update_layout(title=f"Batch-1 encoder latency vs MACs ({runtime})", xaxis_title="MACs per second of audio (M)",
+    figure.update_layout(title=f"Batch-1 encoder latency vs MACs ({runtime})",
+                         xaxis_title="MACs per second of audio (M)",
                          yaxis_title="latency (ms)", template="plotly_white")
     return figure
