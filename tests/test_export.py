@@ -142,3 +142,15 @@ def test_the_exported_rotary_form_rotates_like_the_eager_complex_one(monkeypatch
     assert complex_table.is_complex() and real_table.shape == (2, 7, 8) and not real_table.is_complex()
     assert torch.allclose(apply_rotary(x, real_table), apply_rotary(x, complex_table), atol=1e-6)
     assert not torch.allclose(apply_rotary(x, real_table), x, atol=1e-3)  # it does rotate
+
+
+def test_an_export_that_differs_from_pytorch_fails_and_names_the_difference(offline, tmp_path, monkeypatch):
+    import kdlab.deploy.onnx_export as onnx_export
+
+    model, _, _ = offline
+    monkeypatch.setattr(onnx_export, "_export_offline", lambda *args: 3e-3)  # as if the encoder graph were off
+    monkeypatch.setattr(onnx_export, "_export_predictor", lambda *args: 0.0)
+    monkeypatch.setattr(onnx_export, "_export_joiner", lambda *args: 0.0)
+    with pytest.raises(onnx_export.ExportCheckError, match=r"differs from PyTorch by 3.00e-03 > 1e-04"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert json.loads((tmp_path / "m.json").read_text())["max_abs_diff"]["encoder"] == 3e-3
