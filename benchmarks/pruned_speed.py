@@ -66,7 +66,7 @@ from kdlab.train.recipes.profiles import PROFILES
 RESULT = Path(__file__).resolve().parent / "results" / "pruned_speed.json"
 #: The issue's sparsities and the study's default target(s).
 SPARSITIES = tuple(sorted({0.3, 0.5, 0.7, *PROFILE_TARGETS["default"]}))
-CHUNK_FRAMES = 16  # encoder frames of 40 ms per streaming chunk
+CHUNK_MS = 640  # a streaming chunk: 16 encoder frames at 4x subsampling, 8 at 8x
 CONTEXT_SECONDS = 2.0
 STREAM_CALLS = 10  # chunk calls per timing (one chunk takes milliseconds)
 MAX_LOAD = 1.5
@@ -125,10 +125,15 @@ def lrf_encoder(dense: ConformerEncoder, sparsity: float) -> ConformerEncoder:
     return materialise(factorised).eval()
 
 
+def chunk_frames(encoder: ConformerEncoder) -> int:
+    """Encoder frames in a streaming chunk of ``CHUNK_MS``."""
+    return CHUNK_MS // (10 * encoder.config.subsampling_factor)
+
+
 def streaming_copy(encoder: ConformerEncoder) -> ConformerEncoder:
     """The same weights with ``streaming=True`` (chunked attention, causal depthwise convolution)."""
     spec = encoder_spec(encoder)
-    config = {**spec.conformer, "streaming": True, "chunk_size": CHUNK_FRAMES}
+    config = {**spec.conformer, "streaming": True, "chunk_size": chunk_frames(encoder)}
     streaming = build_encoder(CompressedEncoderSpec(config, spec.lowrank_ranks))
     streaming.load_state_dict(encoder.state_dict())
     return streaming.eval()
@@ -142,7 +147,7 @@ def eager_workloads(encoder: ConformerEncoder, inputs: dict):
 
     def one_chunk():
         out, _ = streaming.stream(inputs["chunk"], copy.deepcopy(state))
-        assert out.shape[1] == CHUNK_FRAMES
+        assert out.shape[1] == chunk_frames(encoder)
 
     return (lambda: encoder(inputs["features"], inputs["lengths"])), one_chunk
 
@@ -165,32 +170,35 @@ def onnx_workloads(encoder: ConformerEncoder, inputs: dict, folder: Path, thread
     names = [i.name for i in chunk.get_inputs()][2:]
     caches = [c.numpy() for c in initial_caches(streaming, 1)]
     context = inputs["context"].numpy()
-    step = chunk_input_frames(CHUNK_FRAMES) - 3
-    for first in range(0, context.shape[1] - 3 - step + 1, step):  # the context, chunk by chunk
-        window = context[:, first : first + step + 3]
-        caches = chunk.run(None, {"features": window, "position": np.array(first // 4, dtype=np.int64),
+    stride, frames = encoder.config.subsampling_factor, chunk_frames(encoder)
+    overlap = stride - 1  # input frames a chunk shares with the next
+    step = chunk_input_frames(frames, stride) - overlap
+    for first in range(0, context.shape[1] - overlap - step + 1, step):  # the context, chunk by chunk
+        window = context[:, first : first + step + overlap]
+        caches = chunk.run(None, {"features": window, "position": np.array(first // stride, dtype=np.int64),
                                   **dict(zip(names, caches))})[2:]
-    position = np.array((context.shape[1] - 3) // 4 // CHUNK_FRAMES * CHUNK_FRAMES, dtype=np.int64)
-    chunk_feed = {"features": inputs["chunk"][:, : chunk_input_frames(CHUNK_FRAMES)].numpy(), "position": position,
+    position = np.array((context.shape[1] - overlap) // stride // frames * frames, dtype=np.int64)
+    chunk_feed = {"features": inputs["chunk"][:, : chunk_input_frames(frames, stride)].numpy(), "position": position,
                   **dict(zip(names, caches))}
     offline_feed = {"features": inputs["features"].numpy(), "lengths": inputs["lengths"].numpy()}
 
     def one_chunk():
         out = chunk.run(None, chunk_feed)
-        assert out[0].shape[1] == CHUNK_FRAMES
+        assert out[0].shape[1] == frames
 
     return (lambda: offline.run(None, offline_feed)), one_chunk, max(diffs)
 
 
-def workload_inputs(input_dim: int, batch: int, seconds: float) -> dict:
-    """Fixed random inputs (seed 0) shared by every model and runtime."""
+def workload_inputs(input_dim: int, batch: int, seconds: float, stride: int) -> dict:
+    """Fixed random inputs (seed 0) shared by every model and runtime (``stride``: the subsampling factor)."""
     generator = torch.Generator().manual_seed(0)
-    frames = round(100 * seconds) + 3
-    context_frames = round(100 * CONTEXT_SECONDS) // (4 * CHUNK_FRAMES) * (4 * CHUNK_FRAMES) + 3
+    chunk = CHUNK_MS // 10  # input frames of a chunk, without the window's overlap
+    frames = round(100 * seconds) + stride - 1
+    context_frames = round(100 * CONTEXT_SECONDS) // chunk * chunk + stride - 1
     return {"features": torch.randn(batch, frames, input_dim, generator=generator),
             "lengths": torch.full((batch,), frames),
             "context": torch.randn(1, context_frames, input_dim, generator=generator),
-            "chunk": torch.randn(1, 4 * CHUNK_FRAMES + 3, input_dim, generator=generator)}
+            "chunk": torch.randn(1, chunk + stride - 1, input_dim, generator=generator)}
 
 
 def interleaved_medians(fns: list, rounds: int, calls: int) -> tuple[list[float], list[float]]:
@@ -296,7 +304,7 @@ def main() -> None:
     params0 = dense.num_parameters()
     macs0 = float(expected_macs_per_second(dense, deterministic=True))
     stream_macs0 = float(expected_macs_per_second(streaming_copy(dense), deterministic=True))
-    inputs = workload_inputs(dense.config.input_dim, args.batch, args.seconds)
+    inputs = workload_inputs(dense.config.input_dim, args.batch, args.seconds, dense.config.subsampling_factor)
     rows, fns = [], {runtime: ([], []) for runtime in RUNTIMES}
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, target, encoder in models:
@@ -320,7 +328,7 @@ def main() -> None:
                 row[runtime] = {"offline_b16_median_s": offline_s[i], "offline_speedup": offline_speedup[i],
                                 "offline_real_time_factor": offline_s[i] / (args.batch * args.seconds),
                                 "stream_b1_median_s": stream_s[i], "stream_speedup": stream_speedup[i],
-                                "stream_real_time_factor": stream_s[i] / (CHUNK_FRAMES * 0.04)}
+                                "stream_real_time_factor": stream_s[i] / (CHUNK_MS / 1000)}
                 print(f"{runtime:11s} {row['name']:8s} params {row['params'] / 1e6:5.2f} M  "
                       f"MACs /{row['mac_reduction']:4.2f}  "
                       f"offline b{args.batch} {offline_s[i] * 1e3:7.1f} ms (x{offline_speedup[i]:4.2f})  "
@@ -333,7 +341,7 @@ def main() -> None:
     result = {
         "what": __doc__.split("\n\n")[0],
         "encoder_config": dense.config.to_dict(), "dense_params": params0, "offline_batch": args.batch,
-        "offline_seconds": args.seconds, "stream_chunk_frames": CHUNK_FRAMES, "stream_context_seconds": CONTEXT_SECONDS,
+        "offline_seconds": args.seconds, "stream_chunk_frames": chunk_frames(dense), "stream_context_seconds": CONTEXT_SECONDS,
         "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__, "machine": platform.machine(),
         "processor": platform.processor(), "cpu_count": os.cpu_count(),

@@ -28,9 +28,9 @@ def offline(tmp_path_factory):
     return model, export_onnx(model, path), OnnxRNNT(path, threads=1)
 
 
-@pytest.fixture(scope="module")
-def streaming(tmp_path_factory):
-    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1)
+@pytest.fixture(scope="module", params=[4, 8], ids=["4x", "8x"])
+def streaming(tmp_path_factory, request):
+    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1, subsampling_factor=request.param)
     path = tmp_path_factory.mktemp("streaming") / "model.onnx"
     return model, export_onnx(model, path, streaming=True), OnnxRNNT(path, threads=1)
 
@@ -80,7 +80,8 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
     model, report, runtime = streaming
     assert report.worst <= TOLERANCE
     config = model.encoder.config
-    utterance = _features(1, 203, seed=9)  # 50 encoder frames: 12 chunks of 4 and a last one of 2
+    s = config.subsampling_factor
+    utterance = _features(1, 203, seed=9)  # 50 encoder frames at 4x (12 chunks of 4, then 2), 24 at 8x (6 of 4)
     with torch.inference_mode():
         reference, _ = model.encoder.stream(utterance, final=True)
         reference = model.joiner.project_encoder(reference)
@@ -90,7 +91,7 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
     window = config.chunk_size
     while first < reference.shape[1]:
         chunk = min(window, reference.shape[1] - first)
-        inputs = {"features": utterance[:, 4 * first : 4 * first + 4 * chunk + 3].numpy(),
+        inputs = {"features": utterance[:, s * first : s * first + s * chunk + s - 1].numpy(),
                   "position": torch.tensor(first).numpy(), **dict(zip(names, caches))}
         out = runtime.encoder.run(None, inputs)
         assert (torch.from_numpy(out[1]) - reference[:, first : first + chunk]).abs().max() <= TOLERANCE, first

@@ -7,10 +7,11 @@
 * ``PredictorStepGraph``: one label step of the LSTM predictor, its state explicit.
 * ``JoinerGraph``: projected encoder and predictor vectors (N, J) -> logits (N, V).
 
-Streaming protocol (``StreamingChunkGraph``): the encoder's chunk of ``t`` frames (40 ms each,
-``t = chunk_size`` except for the last, shorter chunk) starting at subsampled frame ``p`` reads the
-input frames ``4p .. 4p + 4t + 2`` (the subsampling's 7-frame window, stride 4), so the caller
-passes those ``4t + 3`` frames and keeps the last 3 for the next chunk. Caches per block, in block
+Streaming protocol (``StreamingChunkGraph``): with subsampling factor ``s`` (4 or 8), the encoder's
+chunk of ``t`` frames (s x 10 ms each, ``t = chunk_size`` except for the last, shorter chunk) starting
+at subsampled frame ``p`` reads the input frames ``sp .. sp + st + s - 2`` (the subsampling's
+(2s - 1)-frame window, stride s), so the caller passes those ``st + s - 1`` frames and keeps the last
+``s - 1`` for the next chunk. Caches per block, in block
 order, only for the branches the block has: attention keys and values (B, H, P, head_dim) (P = 0 at
 the start, growing by t per chunk, trimmed to ``left_chunks * chunk_size`` frames when the context
 is limited) and the causal convolution's (B, C, kernel - 1) tail (zeros at the start).
@@ -27,10 +28,7 @@ from kdlab.models.attention import rotary_table
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTModel
 from kdlab.models.streaming import LayerCache
-from kdlab.models.subsampling import STRIDE
-
-#: Input frames a chunk of t encoder frames reads beyond 4 t (the subsampling window's overlap).
-CHUNK_OVERLAP = 3
+from kdlab.models.subsampling import subsampled_length
 
 
 class OfflineEncoderGraph(nn.Module):
@@ -142,13 +140,14 @@ class JoinerGraph(nn.Module):
         return self.joiner.joint(enc_projected, pred_projected)
 
 
-def chunk_input_frames(chunk_frames: int) -> int:
-    """Input (10 ms) frames a chunk of ``chunk_frames`` encoder frames reads: 4 t + 3."""
-    return STRIDE * chunk_frames + CHUNK_OVERLAP
+def chunk_input_frames(chunk_frames: int, stride: int) -> int:
+    """Input (10 ms) frames a chunk of ``chunk_frames`` encoder frames reads at subsampling ``stride``:
+    stride · t + stride - 1."""
+    return stride * chunk_frames + stride - 1
 
 
-def stream_chunks(num_input_frames: int, chunk_size: int) -> list[tuple[int, int]]:
+def stream_chunks(num_input_frames: int, chunk_size: int, stride: int) -> list[tuple[int, int]]:
     """(encoder frames in the chunk, index of its first encoder frame) for each chunk of an utterance
     of ``num_input_frames`` input frames; the last chunk is shorter when the frames do not fill it."""
-    total = max(0, (num_input_frames - CHUNK_OVERLAP) // STRIDE)
+    total = subsampled_length(num_input_frames, stride)
     return [(min(chunk_size, total - first), first) for first in range(0, total, chunk_size)]

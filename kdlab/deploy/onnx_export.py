@@ -29,7 +29,6 @@ from kdlab.deploy.graphs import (JoinerGraph, OfflineEncoderGraph, PredictorStep
                                  cache_slots, chunk_input_frames, initial_caches, stream_chunks)
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTModel
-from kdlab.models.subsampling import STRIDE
 
 MANIFEST_FORMAT = "kdlab-onnx-rnnt"
 TOLERANCE = 1e-4
@@ -101,7 +100,7 @@ def _check_features(encoder: ConformerEncoder, generator: torch.Generator,
 def _export_offline(encoder: ConformerEncoder, projection: nn.Module, path: Path, generator: torch.Generator) -> float:
     graph = OfflineEncoderGraph(encoder, projection)
     features, lengths = _check_features(encoder, generator, batch=2)
-    batch, frames = Dim("batch", min=1), Dim("frames", min=7)
+    batch, frames = Dim("batch", min=1), Dim("frames", min=encoder.config.receptive_field)
     _export(graph, (features, lengths), path, ["features", "lengths"],
             ["encoder_out", "encoder_lengths", "encoder_projected"],
             {"features": {0: batch, 1: frames}, "lengths": {0: batch}})
@@ -123,8 +122,9 @@ def _export_streaming(encoder: ConformerEncoder, projection: nn.Module, path: Pa
     # Trace with a non-empty past (a past of 0 frames would be specialised); run from an empty one.
     traced_caches = [torch.randn(2, *(config.chunk_size if d is None else d for d in s.shape), generator=generator)
                      for s in slots]
-    features = torch.randn(2, chunk_input_frames(config.chunk_size), config.input_dim, generator=generator)
-    batch, frames, past = Dim("batch", min=1), Dim("frames", min=7), Dim("past", min=0)
+    stride = config.subsampling_factor
+    features = torch.randn(2, chunk_input_frames(config.chunk_size, stride), config.input_dim, generator=generator)
+    batch, frames, past = Dim("batch", min=1), Dim("frames", min=config.receptive_field), Dim("past", min=0)
     names = [s.name for s in slots]
     _export(graph, (features, torch.tensor(config.chunk_size), *traced_caches), path,
             ["features", "position", *names], ["encoder_out", "encoder_projected", *(f"{n}.next" for n in names)],
@@ -136,8 +136,8 @@ def _export_streaming(encoder: ConformerEncoder, projection: nn.Module, path: Pa
     session = _session(path)
     caches = [c.numpy() for c in initial_caches(encoder, 1)]
     worst, start = 0.0, 0
-    for chunk, first in stream_chunks(utterance.shape[1], config.chunk_size):
-        window = utterance[:, STRIDE * first : STRIDE * first + chunk_input_frames(chunk)].numpy()
+    for chunk, first in stream_chunks(utterance.shape[1], config.chunk_size, stride):
+        window = utterance[:, stride * first : stride * first + chunk_input_frames(chunk, stride)].numpy()
         out = session.run(None, {"features": window, "position": torch.tensor(first).numpy(),
                                  **dict(zip(names, caches))})
         caches = out[2:]
@@ -206,6 +206,7 @@ def export_onnx(model: RNNTModel, path: str | Path, streaming: bool = False, tok
     manifest = {
         "format": MANIFEST_FORMAT, "mode": "streaming" if streaming else "offline",
         "chunk_size": config.chunk_size, "left_chunks": config.left_chunks, "input_dim": config.input_dim,
+        "subsampling_factor": config.subsampling_factor,
         "caches": [asdict(s) | {"name": s.name} for s in cache_slots(model.encoder)] if streaming else [],
         "predictor": {"layers": model.config.pred_layers, "hidden": model.config.pred_hidden},
         "files": {k: v.name for k, v in files.items() if k != "manifest"},

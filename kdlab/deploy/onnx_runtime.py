@@ -17,7 +17,6 @@ import torch
 
 from kdlab.deploy.graphs import chunk_input_frames, stream_chunks
 from kdlab.deploy.onnx_export import MANIFEST_FORMAT, companion_paths
-from kdlab.models.subsampling import STRIDE
 
 
 def _session(path: Path, threads: int | None):
@@ -106,8 +105,9 @@ class OnnxRNNT:
         caches = self.initial_caches(features.shape[0])
         names = [c["name"] for c in self.manifest["caches"]]
         outputs = []
-        for chunk, first in stream_chunks(features.shape[1], self.manifest["chunk_size"]):
-            window = features[:, STRIDE * first : STRIDE * first + chunk_input_frames(chunk)].float().numpy()
+        stride = self.manifest["subsampling_factor"]
+        for chunk, first in stream_chunks(features.shape[1], self.manifest["chunk_size"], stride):
+            window = features[:, stride * first : stride * first + chunk_input_frames(chunk, stride)].float().numpy()
             out = self.encoder.run(None, {"features": window, "position": np.array(first, dtype=np.int64),
                                           **dict(zip(names, caches))})
             outputs.append(out[1])

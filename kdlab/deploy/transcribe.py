@@ -23,7 +23,6 @@ from kdlab.deploy.onnx_export import companion_paths, export_onnx
 from kdlab.deploy.onnx_runtime import OnnxRNNT
 from kdlab.deploy.run_model import RunModel
 from kdlab.models.decoding import beam_search, greedy_search
-from kdlab.models.subsampling import RECEPTIVE_FIELD
 
 RUNTIMES = ("torch", "onnx")
 
@@ -84,9 +83,10 @@ class Transcriber:
         seconds = wave.numel() / SAMPLE_RATE
         start = time.perf_counter()
         features = self.run.cmvn(compute_fbank(wave))[None]  # (1, T, F)
-        if features.shape[1] < RECEPTIVE_FIELD:
+        needed = self.run.model.encoder.config.receptive_field
+        if features.shape[1] < needed:
             raise ValueError(f"{path}: {seconds * 1000:.0f} ms of audio is too short to transcribe "
-                             f"(the encoder needs {RECEPTIVE_FIELD} frames of 10 ms)")
+                             f"(the encoder needs {needed} frames of 10 ms)")
         with torch.inference_mode():
             enc, enc_lengths = self._encode(features)
             if self.beam is None:
