@@ -30,6 +30,7 @@ from kdlab.compress.lowrank import LowRankLinear, break_even_rank, reconstructio
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
+from kdlab.viz.figure_widget_state import live_update
 from kdlab.viz.gate_figures import remaining_ratio_figure, remaining_ratios, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
@@ -132,7 +133,7 @@ class SparsityPanel:
         self.status.value = self._status(values)
         if self.figure is not None:
             ratios = remaining_ratios(self.selector.encoder, model)
-            with self.figure.batch_update():
+            with live_update(self.figure):
                 for trace, key in zip(self.figure.data, ratios):
                     trace.y = ratios[key]
                 self.figure.layout.title.text = remaining_title(self.selector.encoder, model)
@@ -234,7 +235,7 @@ class RankPanel:
             return
         self.values = values
         self.status.value = self._status(values)
-        with self.figure.batch_update():
+        with live_update(self.figure):
             traces = range(len(spectrum.data)) if new_matrix else [CHOSEN]
             for index in traces:
                 source, target = spectrum.data[index], self.figure.data[index]
@@ -284,7 +285,7 @@ class HardConcretePanel:
             self.status.value = _error_html(error)
             return
         self.values = view
-        with self.figure.batch_update():
+        with live_update(self.figure):
             for trace, data in zip(self.figure.data, view_traces(view)):
                 trace.x, trace.y = data["x"], data["y"]
             self.figure.layout.title.text = view_title(view)
