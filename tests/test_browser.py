@@ -4,7 +4,7 @@ The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider 
 `FigureWidget`), and moving its SNR slider in the page must change the figure (a round trip
 through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
 follow their sliders, with figure, controls and status agreeing after every move and after a
-page reload with the kernel alive. `outputs/index.html` and the notebook reports must load
+page reload with the kernel alive (after the panel cells were re-run). `outputs/index.html` and the notebook reports must load
 offline without console errors and draw their plotly figures.
 
 Screenshots go to a temporary folder, or to ``KDLAB_SCREENSHOTS`` when set: `make screenshots`
@@ -282,6 +282,25 @@ PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
     return {sliders: sliders, status: status ? status.textContent : '', title: (gd.layout.title || {}).text || '',
             traces: gd.data.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
   })"""
+RERUN_PANEL_CELLS = """async () => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const cells = notebook.widgets.map((cell, i) => [cell, i]).filter(([cell]) => cell.node.querySelector('.widget-vbox .js-plotly-plot'));
+  for (const [cell, i] of cells) {
+    notebook.activeCellIndex = i;
+    await window.jupyterapp.commands.execute('notebook:run-cell');
+  }
+  return cells.length;
+}"""
+LIVE_FIGURE_WIDGETS = """async () => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const code = "import plotly.graph_objects as _go\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
+             + "print(sum(isinstance(w, _go.FigureWidget) for w in _live.values()))";
+  let text = '';
+  const future = kernel.requestExecute({code: code, silent: false, store_history: false});
+  future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
+  await future.done;
+  return text.trim();
+}"""
 NOTEBOOK_SAVED = "() => window.jupyterapp.commands.execute('docmanager:save').then(() => true)"
 #: Per panel (its first slider's label): the value to move that slider to.
 MOVES = {"log α": "2.5", "sparsity": "0.55", "rank": "3"}
@@ -358,7 +377,14 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         _wait_for(page, drawn, LESSON_RUN_ALL_MS, f"{name}: the panels' figures were not drawn", problems, lab)
         _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
         assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        # Re-running the panel cells must not leave their earlier widgets alive: a reload loads every
+        # live widget, and too many FigureWidgets time out in anywidget (a console error).
+        for _ in range(2):
+            page.evaluate(RERUN_PANEL_CELLS)
+            _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: re-running the panel cells did not finish", problems, lab)
         before = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees with itself after the run")
+        live = page.evaluate(LIVE_FIGURE_WIDGETS)
+        assert live == str(len(expected)), f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
 
         moved = {label: MOVES[label] for label in expected}
         for index, label in enumerate(expected):

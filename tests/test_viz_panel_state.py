@@ -81,3 +81,31 @@ def _scores(encoder: ConformerEncoder) -> dict[str, torch.Tensor]:
     gates = attach_gates(copy.deepcopy(encoder)).gates
     generator = torch.Generator().manual_seed(3)
     return {name: torch.rand(gate.n, generator=generator) for name, gate in gates.items()}
+
+
+def test_rerunning_a_cell_closes_the_panels_its_earlier_run_made(monkeypatch):
+    import ipywidgets as widgets
+
+    from kdlab.viz import cell_panels
+
+    monkeypatch.setattr(cell_panels, "_LIVE", {})
+
+    def panel():
+        figure = go.FigureWidget(go.Figure(go.Bar(y=[1, 2])))
+        return widgets.VBox([widgets.HBox([widgets.IntSlider()]), figure]), figure
+
+    first, first_figure = panel()
+    second, _ = panel()
+    other, _ = panel()
+    cell_panels.replace_earlier_panels(first, lambda: ("cell-a", 1))
+    cell_panels.replace_earlier_panels(second, lambda: ("cell-a", 1))  # two panels from one run both stay
+    cell_panels.replace_earlier_panels(other, lambda: ("cell-b", 2))
+    assert all(w.comm is not None for w in (first, second, other))
+    rerun, _ = panel()
+    cell_panels.replace_earlier_panels(rerun, lambda: ("cell-a", 3))
+    inner_slider = first.children[0].children[0]
+    assert first.comm is None and second.comm is None and first_figure.comm is None and inner_slider.comm is None
+    assert rerun.comm is not None and other.comm is not None, "only the re-run cell's earlier panels close"
+    headless, _ = panel()
+    cell_panels.replace_earlier_panels(headless, lambda: None)  # papermill: no cell id, nothing closes
+    assert rerun.comm is not None and headless.comm is not None

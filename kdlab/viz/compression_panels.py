@@ -5,7 +5,9 @@ Each panel has controls, a status line (``status``, HTML), a plotly ``go.FigureW
 shows, and a plain ``update()`` that recomputes everything from the controls. Moving a control
 calls ``update()``; it can also be called headlessly. Any error during an update is shown in
 the status line (the previous figure stays) instead of being raised. Display with
-``display(panel.widget)``.
+``display(panel.widget)``. The figure's saved widget state follows every update (a reloaded page
+shows what the controls say: ``figure_widget_state``), and re-running a panel's cell in
+JupyterLab closes the panel its earlier run made (``cell_panels``).
 
 * ``SparsityPanel``: a sparsity slider; the encoder is pruned to that sparsity by ranking units
   (``kdlab.compress.sparsity_selection``), materialised, and measured: parameters, MACs per second
@@ -30,6 +32,7 @@ from kdlab.compress.lowrank import LowRankLinear, break_even_rank, reconstructio
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
+from kdlab.viz.cell_panels import replace_earlier_panels
 from kdlab.viz.figure_widget_state import live_update
 from kdlab.viz.gate_figures import remaining_ratio_figure, remaining_ratios, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
@@ -104,6 +107,7 @@ class SparsityPanel:
         self.figure = go.FigureWidget(remaining_ratio_figure(self.selector.encoder, shown))
         self.slider.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([self.slider, self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def _latency(self, model: nn.Module):
         audio = float(self.lengths.sum()) / FRAMES_PER_SECOND
@@ -200,6 +204,7 @@ class RankPanel:
         self.matrix.observe(self._on_matrix, names="value")
         self.rank.observe(lambda change: None if self._switching else self.update(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.matrix, self.rank]), self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def _weight(self) -> torch.Tensor:
         return self.matrices[self.matrix.value].weight.detach()
@@ -275,6 +280,7 @@ class HardConcretePanel:
         for slider in (self.log_alpha, self.beta):
             slider.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.log_alpha, self.beta]), self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def update(self) -> None:
         """Resample for the sliders' (log α, β) and refresh the figure and the status line."""
