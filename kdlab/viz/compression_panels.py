@@ -12,7 +12,8 @@ JupyterLab closes the panel its earlier run made (``cell_panels``).
 * ``SparsityPanel``: a sparsity slider; the encoder is pruned to that sparsity by ranking units
   (``kdlab.compress.sparsity_selection``), materialised, and measured: parameters, MACs per second
   of audio, CPU latency and real-time factor on ``dev_batch`` (``measure_latency``, short), and a
-  quick dev WER when ``quick_wer_fn`` is given. Figure: remaining fraction per layer/structure.
+  quick dev WER when ``quick_wer_fn`` is given; latency with its spread (``latency_text``).
+  Figure: remaining fraction per layer/structure, and the never-pruned front-end.
 * ``RankPanel``: a matrix dropdown and a rank slider; shows the truncated-SVD error, the
   parameters of the factors against the dense matrix, and the spectrum with energy, break-even
   and chosen-rank markers.
@@ -34,7 +35,7 @@ from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.viz.cell_panels import replace_earlier_panels
 from kdlab.viz.figure_widget_state import live_update
-from kdlab.viz.gate_figures import remaining_ratio_figure, remaining_ratios, remaining_title
+from kdlab.viz.gate_figures import remaining_bars, remaining_ratio_figure, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
 from kdlab.compress.sparsity_selection import SparsitySelector
@@ -64,6 +65,17 @@ def latency_input(dev_batch, input_dim: int, seed: int = 0) -> tuple[torch.Tenso
     return features, lengths
 
 
+def latency_text(median_s: float, iqr_s: float, dense_median_s: float, dense_iqr_s: float) -> str:
+    """The pruned and the dense model's CPU latency with their spread (interquartile range of the
+    runs), saying when the medians differ by less than the larger spread: a short timing on a
+    shared CPU can put the pruned model above the dense one by chance."""
+    text = (f"CPU latency {median_s * 1e3:.1f} ms (IQR {iqr_s * 1e3:.1f}) vs dense {dense_median_s * 1e3:.1f} ms "
+            f"(IQR {dense_iqr_s * 1e3:.1f})")
+    if abs(median_s - dense_median_s) <= max(iqr_s, dense_iqr_s):
+        text += ": the difference is within the timing noise"
+    return text
+
+
 class SparsityPanel:
     """Sparsity slider -> pruned, materialised encoder and its measurements (module docstring).
 
@@ -77,7 +89,8 @@ class SparsityPanel:
     Attributes: ``slider``, ``status``, ``figure`` (remaining-ratio bars, one trace per
     structure), ``model`` (the materialised encoder on screen), ``values`` (what the status shows:
     requested, sparsity, params, dense_params, removed_units, reached, macs_per_second,
-    dense_macs_per_second, latency_s, dense_latency_s, real_time_factor, wer, wer_error).
+    dense_macs_per_second, latency_s, latency_iqr_s, dense_latency_s, dense_latency_iqr_s,
+    real_time_factor, wer, wer_error).
     """
 
     def __init__(self, encoder: ConformerEncoder, scores: dict[str, torch.Tensor] | None = None, dev_batch=None,
@@ -93,9 +106,10 @@ class SparsityPanel:
         if dense_params != self.selector.dense_params:
             raise RuntimeError(f"with no unit removed the count is {dense_params}, not the encoder's "
                                f"{self.selector.dense_params}: the gate states could not be reset")
+        dense_latency = self._latency(self.selector.encoder)
         self._dense = {"dense_params": dense_params,
                        "dense_macs_per_second": float(expected_macs_per_second(self.selector.encoder, deterministic=True)),
-                       "dense_latency_s": self._latency(self.selector.encoder).median_s}
+                       "dense_latency_s": dense_latency.median_s, "dense_latency_iqr_s": dense_latency.iqr_s}
         self.slider = widgets.FloatSlider(value=sparsity, min=0.0, max=0.95, step=0.01, description="sparsity",
                                           readout_format=".2f", **_slider_style())
         self.status = widgets.HTML()
@@ -123,7 +137,8 @@ class SparsityPanel:
                       "params": model.num_parameters(), "removed_units": selection.removed_units,
                       "reached": selection.reached,
                       "macs_per_second": float(expected_macs_per_second(model, deterministic=True)),
-                      "latency_s": latency.median_s, "real_time_factor": latency.real_time_factor,
+                      "latency_s": latency.median_s, "latency_iqr_s": latency.iqr_s,
+                      "real_time_factor": latency.real_time_factor,
                       "wer": None, "wer_error": None}
             if self.quick_wer_fn is not None:
                 try:
@@ -136,10 +151,9 @@ class SparsityPanel:
         self.model, self.values = model, values
         self.status.value = self._status(values)
         if self.figure is not None:
-            ratios = remaining_ratios(self.selector.encoder, model)
             with live_update(self.figure):
-                for trace, key in zip(self.figure.data, ratios):
-                    trace.y = ratios[key]
+                for trace, bar in zip(self.figure.data, remaining_bars(self.selector.encoder, model)):
+                    trace.update(bar)
                 self.figure.layout.title.text = remaining_title(self.selector.encoder, model)
 
     @staticmethod
@@ -149,8 +163,8 @@ class SparsityPanel:
             f"sparsity {v['sparsity']:.3f} (asked {v['requested']:.2f}, {v['removed_units']} units removed){reached}",
             f"params {v['params']:,} of {v['dense_params']:,}",
             f"MACs/s {v['macs_per_second'] / 1e6:.1f} M ({v['macs_per_second'] / v['dense_macs_per_second']:.1%} of dense)",
-            f"CPU latency {v['latency_s'] * 1e3:.1f} ms (dense {v['dense_latency_s'] * 1e3:.1f} ms, "
-            f"RTF {v['real_time_factor']:.3f})",
+            latency_text(v["latency_s"], v["latency_iqr_s"], v["dense_latency_s"], v["dense_latency_iqr_s"])
+            + f" (RTF {v['real_time_factor']:.3f})",
         ]
         if v["wer"] is not None:
             parts.append(f"dev WER {v['wer']:.2%}")
