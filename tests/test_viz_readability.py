@@ -92,9 +92,9 @@ def test_remaining_bars_show_the_front_end_as_never_pruned(pruned_pair):
     assert all(math.isnan(trace.y[-1]) for trace in figure.data if trace.name != "parameters")
     front_end = gf.outside_blocks_parameters(original)
     assert front_end == sum(p.numel() for p in original.subsampling.parameters()) > 0
-    assert f"front-end ({front_end:,} parameters) is never pruned" in figure.layout.title.text
+    assert f"front-end ({front_end:,} params) never pruned" in figure.layout.title.text
     blocks = sum(map(gf.block_num_parameters, compressed.blocks)) / sum(map(gf.block_num_parameters, original.blocks))
-    assert f"the blocks keep {blocks:.1%}" in figure.layout.title.text
+    assert f"blocks keep {blocks:.1%}" in figure.layout.title.text
 
 
 def test_a_structure_removed_everywhere_has_no_legend_entry_and_is_named_in_the_title(pruned_pair):
@@ -102,7 +102,7 @@ def test_a_structure_removed_everywhere_has_no_legend_entry_and_is_named_in_the_
     figure = gf.remaining_ratio_figure(original, compressed)
     shown = {trace.name: trace.showlegend for trace in figure.data}
     assert shown == {"heads": True, "FFN1 units": True, "conv channels": False, "FFN2 units": True, "parameters": True}
-    assert "removed from every layer: conv channels" in figure.layout.title.text
+    assert "removed everywhere: conv channels" in figure.layout.title.text
     ffn1 = next(trace for trace in figure.data if trace.name == "FFN1 units")
     assert ffn1.y[0] == 0 and ffn1.text[0] == "0" and ffn1.text[1] == "", "a bar at 0 is labelled"
 

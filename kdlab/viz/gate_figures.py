@@ -203,10 +203,10 @@ def remaining_title(original: nn.Module, compressed: nn.Module) -> str:
     blocks, that the front-end is never pruned, and the structures removed from every layer."""
     fraction = compressed.num_parameters() / original.num_parameters()
     blocks = sum(map(block_num_parameters, compressed.blocks)) / sum(map(block_num_parameters, original.blocks))
-    title = (f"What remains per layer: {fraction:.1%} of the encoder's parameters<br><sup>the blocks keep "
-             f"{blocks:.1%}; the front-end ({outside_blocks_parameters(original):,} parameters) is never pruned")
+    title = (f"What remains per layer: {fraction:.1%} of the encoder's parameters<br><sup>blocks keep "
+             f"{blocks:.1%} · front-end ({outside_blocks_parameters(original):,} params) never pruned")
     gone = [key for key, values in remaining_ratios(original, compressed).items() if _removed_everywhere(values)]
-    return title + (f"; removed from every layer: {', '.join(gone)}" if gone else "") + "</sup>"
+    return title + (f" · removed everywhere: {', '.join(gone)}" if gone else "") + "</sup>"
 
 
 def remaining_ratio_figure(original: nn.Module, compressed: nn.Module, title: str | None = None) -> go.Figure:
