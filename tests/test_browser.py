@@ -398,6 +398,7 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         for old, new, label in zip(before, after, expected):
             assert (old["title"], old["traces"]) != (new["title"], new["traces"]), f"moving {label} left its figure as it was"
 
+        page.mouse.move(0, 0)  # no hover toolbar over the figures
         for index, label in enumerate(expected):
             cell = page.locator(".jp-Cell", has=page.locator(".widget-vbox .js-plotly-plot")).nth(index)
             cell.scroll_into_view_if_needed()
