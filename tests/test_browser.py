@@ -509,3 +509,48 @@ def test_a_widget_figure_placed_before_the_pages_plotlyjs_still_draws(browser, t
                 assert any("Plotly is not defined" in p for p in problems), problems
         finally:
             page.close()
+
+
+# ---- the gate heatmaps' step slider (notebooks 03 and 05) -------------------------------------------
+
+HEATMAP_STATE = """() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const current = gd.querySelector('.slider-group > .slider-label');  // the step shown; tick labels are in groups
+  return {z: gd.calcdata[0][0].z.map(row => Array.from(row)), label: current.textContent,
+          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current)};
+}"""
+
+
+def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_buttons(browser, tmp_path):
+    import numpy as np
+
+    from kdlab.offline_html import figure_html, plotlyjs_script
+    from kdlab.viz.gate_figures import gate_heatmap_figure
+
+    generator = np.random.default_rng(0)
+    history = [{"step": step, "gates": {f"blocks.{layer}.attn": generator.random(4).round(3).tolist() for layer in range(3)}}
+               for step in (0, 10, 20, 30)]
+    figure = gate_heatmap_figure(history, "attn")
+    path = tmp_path / "heatmap.html"
+    path.write_text(f"<html><body>{plotlyjs_script()}{figure_html(figure.to_plotly_json())}</body></html>")
+    page, problems = _open(browser, path)
+    try:
+        _wait_for_drawn(page, 1)  # a report's figure plays its frames once on load; it ends on the last record
+        page.wait_for_function(f"() => ({HEATMAP_STATE})().label === 'step 30'", timeout=ROUND_TRIP_MS)
+        state = page.evaluate(HEATMAP_STATE)
+        assert np.allclose(state["z"], figure.frames[-1].data[0].z)
+        left, top, right, bottom = state["buttons"]
+        l2, t2, r2, b2 = state["current"]
+        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+        for index in (1, 0):  # click the slider's tick label of a recorded step
+            tick = page.locator(".slider-label-group").filter(has_text=re.compile(f"^{figure.frames[index].name}$")).bounding_box()
+            rail = page.locator(".slider-rail-rect").first.bounding_box()
+            page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
+            expected = f"step {figure.frames[index].name}"
+            page.wait_for_function(f"() => ({HEATMAP_STATE})().label === {expected!r}", timeout=ROUND_TRIP_MS)
+            state = page.evaluate(HEATMAP_STATE)
+            assert np.allclose(state["z"], figure.frames[index].data[0].z), f"{expected}: the heatmap shows another record"
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
