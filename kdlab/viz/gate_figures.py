@@ -178,7 +178,7 @@ def remaining_bars(original: nn.Module, compressed: nn.Module) -> list[dict]:
     """The traces of ``remaining_ratio_figure`` as dicts (``name``, ``x``, ``y``, ``text``, ``showlegend``).
 
     x: the layers, then ``FRONT_END`` (only the "parameters" bar has a value there: what remains
-    of the front-end, 1.0 since nothing prunes it). A bar at 0 is labelled "0" so a structure
+    of the front-end, 1.0 since nothing prunes it); y is None where there is no bar. A bar at 0 is labelled "0" so a structure
     removed from one layer is seen; a structure removed from every layer has no legend entry
     (no bar would show its colour) and is named in the title instead (``remaining_title``).
     """
@@ -187,7 +187,8 @@ def remaining_bars(original: nn.Module, compressed: nn.Module) -> list[dict]:
     front_end = outside_blocks_parameters(compressed) / outside_blocks_parameters(original)
     bars = []
     for key, values in ratios.items():
-        y = values + [front_end if key == "parameters" else math.nan]
+        # None, not NaN, where a bar has no value: a panel's figure state travels as JSON
+        y = [None if math.isnan(v) else v for v in values] + [front_end if key == "parameters" else None]
         bars.append({"name": key, "x": x, "y": y, "text": ["0" if v == 0 else "" for v in y],
                      "showlegend": not _removed_everywhere(values)})
     return bars
