@@ -12,7 +12,7 @@ WORKERS ?= 2
 CORPUS ?=
 TOKENIZER ?= char
 
-.PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs
+.PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs screenshots
 
 # Re-installs only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -35,13 +35,21 @@ study: setup synth-deps
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
 
 ## After `make study`: open outputs/index.html and every notebook report in headless Chromium
-## (no console errors, every figure drawn); the index screenshot goes to docs/img/index.png.
+## (no console errors, every figure drawn). Its screenshots go to a temporary folder.
 check-report: setup browser-deps
 	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
 
 ## Unit tests and headless notebook runs at tiny settings.
 test: setup browser-deps synth-deps
 	$(PY) -m pytest -q
+
+## The README's images (docs/img/, the only target that writes them): the panels of notebooks 00,
+## 03 and 04 in JupyterLab at profile tiny, and, after `make study`, outputs/index.html.
+screenshots: setup browser-deps synth-deps
+	KDLAB_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/test_browser.py -k jupyterlab
+	@if [ -f outputs/index.html ]; then \
+	  KDLAB_SCREENSHOTS=docs/img KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k index; \
+	else echo "note: no outputs/index.html (run make study first): docs/img/index.png left as it is"; fi
 
 ## JupyterLab on notebooks/ with the kdlab kernel; open the URL it prints (with its token). Opens no
 ## browser itself (containers and remote machines have none); as root (containers) it passes

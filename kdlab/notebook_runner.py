@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from kdlab.paths import PROJECT_ROOT
-from kdlab.widget_snapshot import WIDGET_STATE_MIMETYPE, WIDGET_VIEW_MIMETYPE
+from kdlab.widget_snapshot import WIDGET_VIEW_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
 PREFERRED_KERNEL = "kdlab"

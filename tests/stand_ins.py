@@ -81,6 +81,15 @@ def assert_ran_headless_at_tiny(notebook, name: str) -> None:
     assert all(cell.execution_count is not None for cell in code), f"{name}: some cells did not run"
     injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
     assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
+    assert_nothing_on_stderr(notebook, name)
+
+
+def assert_nothing_on_stderr(notebook, name: str) -> None:
+    """No cell of the executed notebook wrote to stderr: a warning or log line shows in red to a
+    student and must be fixed at its cause (no notebook needs to explain one today)."""
+    written = [f"cell {i}: {o.text.strip()[:300]}" for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+               for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not written, f"{name} wrote to stderr:\n" + "\n".join(written)
 
 
 def assert_lesson_explains_and_checks_itself(name: str):

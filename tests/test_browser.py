@@ -2,8 +2,14 @@
 
 The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider and the plotly
 `FigureWidget`), and moving its SNR slider in the page must change the figure (a round trip
-through the kernel). `outputs/index.html` and the notebook reports must load offline without
-console errors and draw their plotly figures. Screenshots for the README go to `docs/img/`.
+through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
+follow their sliders, with figure, controls and status agreeing after every move and after a
+page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
+slider (03, 05) must show each recorded step with its label clear of the play buttons. `outputs/index.html` and the notebook reports must load
+offline without console errors and draw their plotly figures.
+
+Screenshots go to a temporary folder, or to ``KDLAB_SCREENSHOTS`` when set: `make screenshots`
+sets it to `docs/img/` (the README's images), so running the tests never changes tracked files.
 
 Chromium is the system's (Debian `chromium`: `make browser-deps`), driven by Playwright, which
 never downloads a browser here. Without Chromium the tests skip, except under CI (`CI=true`),
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +43,7 @@ from kdlab.paths import PROJECT_ROOT
 pytestmark = pytest.mark.browser
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_corpus.ipynb"
-SCREENSHOTS = PROJECT_ROOT / "docs" / "img"
+LESSONS = ("03_l0_pruning", "04_low_rank_factorization")  # notebooks with panels, served beside 00
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic",
@@ -44,6 +51,7 @@ CHROMIUM_FLAGS = [
 SERVER_START_S = 60
 PAGE_MS = 60_000
 RUN_ALL_MS = 60_000
+LESSON_RUN_ALL_MS = 240_000  # trains the tiny teacher and a short compression run when not cached yet
 ROUND_TRIP_MS = 30_000
 
 # In the page: the notebook's kernel is ready; the panel's figure is drawn or a cell failed;
@@ -119,6 +127,15 @@ def browser(tmp_path_factory):
             context.close()
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where screenshots go: ``KDLAB_SCREENSHOTS`` (`make screenshots`: docs/img), else a temporary folder."""
+    chosen = os.environ.get("KDLAB_SCREENSHOTS")
+    folder = (PROJECT_ROOT / chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @dataclass(frozen=True)
 class Lab:
     url: str
@@ -131,7 +148,7 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path):
-    """JupyterLab on a free localhost port with a random token, serving notebook 00 at profile tiny."""
+    """JupyterLab on a free localhost port with a random token, serving notebooks 00, 03 and 04 at profile tiny."""
     _chromium()  # skip before starting a server when there is no browser
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -140,10 +157,11 @@ def lab(tmp_path):
 
     ensure_corpus("tiny", progress=False)  # built here, not inside the browser's time limits
     root = tmp_path
-    notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), {"profile": "tiny"})
-    if nr.PREFERRED_KERNEL not in find_kernel_specs():
-        notebook.metadata.kernelspec = {"name": nr.FALLBACK_KERNEL, "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, root / NOTEBOOK.name)
+    for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS]:
+        notebook = parameterize_notebook(load_notebook_node(str(source)), {"profile": "tiny"})
+        if nr.PREFERRED_KERNEL not in find_kernel_specs():
+            notebook.metadata.kernelspec = {"name": nr.FALLBACK_KERNEL, "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, root / source.name)
     settings = root / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no news toast over the panel
@@ -207,7 +225,7 @@ def _wait_for(page, expression: str, timeout_ms: int, failure: str, problems: li
     pytest.fail(f"{failure}; the browser reported:\n" + "\n".join(problems))
 
 
-def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, browser):
+def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, browser, screenshots):
     page = browser.new_page()
     problems = _watch(page)
     try:
@@ -242,8 +260,160 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
 
         cell = page.locator(".jp-Cell", has=page.locator(".widget-vbox .js-plotly-plot"))
         cell.scroll_into_view_if_needed()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        cell.screenshot(path=str(SCREENSHOTS / "00_corpus_widgets.png"))
+        cell.screenshot(path=str(screenshots / "00_corpus_widgets.png"))
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+# ---- the panels of notebooks 03 and 04 -------------------------------------------------------------
+
+# In the page: every panel output (a widget VBox holding a plotly figure) as its controls, status
+# line and figure show them; the figure read from plotly's own graph div. (textContent: JupyterLab
+# does not lay out cells scrolled out of view, and innerText is empty there.)
+PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+  .filter(el => el.querySelector('.widget-vbox .js-plotly-plot .main-svg'))
+  .map(el => {
+    const gd = el.querySelector('.js-plotly-plot');
+    const sliders = {};
+    el.querySelectorAll('.widget-slider').forEach(s => {
+      sliders[s.querySelector('.widget-label').textContent.trim()] = s.querySelector('.widget-readout').textContent.trim();
+    });
+    const status = el.querySelector('.widget-html-content');
+    return {sliders: sliders, status: status ? status.textContent : '', title: (gd.layout.title || {}).text || '',
+            traces: gd.data.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
+  })"""
+RERUN_PANEL_CELLS = """async () => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const cells = notebook.widgets.map((cell, i) => [cell, i]).filter(([cell]) => cell.node.querySelector('.widget-vbox .js-plotly-plot'));
+  for (const [cell, i] of cells) {
+    notebook.activeCellIndex = i;
+    await window.jupyterapp.commands.execute('notebook:run-cell');
+  }
+  return cells.length;
+}"""
+LIVE_FIGURE_WIDGETS = """async () => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const code = "import plotly.graph_objects as _go\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
+             + "print(sum(isinstance(w, _go.FigureWidget) for w in _live.values()))";
+  let text = '';
+  const future = kernel.requestExecute({code: code, silent: false, store_history: false});
+  future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
+  await future.done;
+  return text.trim();
+}"""
+NOTEBOOK_SAVED = "() => window.jupyterapp.commands.execute('docmanager:save').then(() => true)"
+#: Per panel (its first slider's label): the value to move that slider to.
+MOVES = {"log α": "2.5", "sparsity": "0.4", "rank": "3"}  # sparsity: reachable at tiny (its front-end is ~half)
+SCREENSHOT_NAMES = {"log α": "hard_concrete_panel", "sparsity": "sparsity_panel", "rank": "rank_panel"}
+LESSON_PANELS = {"03_l0_pruning": ["log α", "sparsity"], "04_low_rank_factorization": ["rank"]}
+
+
+def _number(pattern: str, text: str) -> float:
+    found = re.search(pattern, text.replace(",", ""))
+    assert found, f"{pattern!r} not found in {text!r}"
+    return float(found.group(1))
+
+
+def _disagreements(panel: dict) -> list[str]:
+    """What the panel's figure, controls and status say differently (empty when they agree)."""
+    sliders, status, title = panel["sliders"], panel["status"], panel["title"]
+    problems = []
+    if "log α" in sliders:  # title: log α, β and the closed-form atoms; status: the same atoms
+        if _number(r"log α = (-?[\d.]+)", title) != float(sliders["log α"]):
+            problems.append(f"figure title {title!r} vs slider log α {sliders['log α']}")
+        if _number(r"P\(z = 0\) = ([\d.]+)", title) != _number(r"P\(z = 0\) = [\d.]+ \(closed form ([\d.]+)\)", status):
+            problems.append(f"P(z = 0): figure {title!r} vs status {status!r}")
+    elif "sparsity" in sliders:  # status: asked = slider; the figure's title: the status's params / dense
+        if _number(r"asked ([\d.]+)", status) != float(sliders["sparsity"]):
+            problems.append(f"status {status!r} vs slider sparsity {sliders['sparsity']}")
+        params, dense = _number(r"params (\d+) of", status), _number(r"params \d+ of (\d+)", status)
+        if f"{params / dense:.1%}" not in title:
+            problems.append(f"figure title {title!r} vs status params {params:.0f} of {dense:.0f}")
+    elif "rank" in sliders:  # status and the figure's chosen-rank marker: the slider's rank
+        rank = int(sliders["rank"])
+        if f"rank {rank}:" not in status:
+            problems.append(f"status {status[:80]!r} vs slider rank {rank}")
+        chosen = [t for t in panel["traces"] if t["name"].startswith("rank ")]
+        if len(chosen) != 1 or chosen[0]["x"] != [rank, rank]:
+            problems.append(f"chosen-rank marker {chosen} vs slider rank {rank}")
+    return problems
+
+
+def _panels(page, expected: list[str]) -> list[dict]:
+    panels = page.evaluate(PANELS)
+    shown = [next(iter(p["sliders"]), "?") for p in panels]
+    assert shown == expected, f"panels shown (by first slider): {shown}, expected {expected}"
+    return panels
+
+
+def _wait_until_agreeing(page, expected: list[str], problems: list[str], failure: str, moved: dict | None = None) -> list[dict]:
+    """Poll the panels until each agrees with itself (and shows `moved`'s slider values); fail with what differs."""
+    deadline = time.monotonic() + ROUND_TRIP_MS / 1000
+    while True:
+        panels = page.evaluate(PANELS)
+        shown = [next(iter(p["sliders"]), "?") for p in panels]
+        differ = [] if shown == expected else [f"panels shown: {shown}, expected {expected}"]
+        for panel in panels if not differ else []:
+            differ += _disagreements(panel)
+            label = next(iter(panel["sliders"]))
+            if moved and float(panel["sliders"][label]) != float(moved[label]):
+                differ.append(f"slider {label} shows {panel['sliders'][label]}, moved to {moved[label]}")
+        if not differ or problems or time.monotonic() > deadline:
+            assert not problems, f"{failure}; the browser reported:\n" + "\n".join(problems)
+            assert not differ, f"{failure}:\n" + "\n".join(differ)
+            return panels
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("name", LESSON_PANELS)
+def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_reload(lab, browser, screenshots, name):
+    expected = LESSON_PANELS[name]
+    page = browser.new_page()
+    problems = _watch(page)
+    try:
+        page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", timeout=PAGE_MS)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        drawn = f"() => ({PANELS})().length >= {len(expected)} || ({NOTEBOOK_ERRORS})().length > 0"
+        _wait_for(page, drawn, LESSON_RUN_ALL_MS, f"{name}: the panels' figures were not drawn", problems, lab)
+        _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
+        assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        # Re-running the panel cells must not leave their earlier widgets alive: a reload loads every
+        # live widget, and too many FigureWidgets time out in anywidget (a console error).
+        for _ in range(2):
+            page.evaluate(RERUN_PANEL_CELLS)
+            _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: re-running the panel cells did not finish", problems, lab)
+        before = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees with itself after the run")
+        live = page.evaluate(LIVE_FIGURE_WIDGETS)
+        assert live == str(len(expected)), f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
+
+        moved = {label: MOVES[label] for label in expected}
+        for index, label in enumerate(expected):
+            panel = page.locator(".jp-OutputArea-output", has=page.locator(".widget-vbox .js-plotly-plot")).nth(index)
+            panel.locator(".widget-slider", has_text=label).first.locator(".widget-readout").click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type(moved[label])
+            page.keyboard.press("Enter")
+        after = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees after moving its slider", moved)
+        for old, new, label in zip(before, after, expected):
+            assert (old["title"], old["traces"]) != (new["title"], new["traces"]), f"moving {label} left its figure as it was"
+
+        page.mouse.move(0, 0)  # no hover toolbar over the figures
+        for index, label in enumerate(expected):
+            cell = page.locator(".jp-Cell", has=page.locator(".widget-vbox .js-plotly-plot")).nth(index)
+            cell.scroll_into_view_if_needed()
+            cell.screenshot(path=str(screenshots / f"{name[:2]}_{SCREENSHOT_NAMES[label]}.png"))
+
+        # A reload with the kernel alive draws the panels from the kernel's widget state.
+        assert page.evaluate(NOTEBOOK_SAVED)
+        assert not problems, "the browser reported problems before the reload:\n" + "\n".join(problems)
+        page.reload(timeout=PAGE_MS)
+        problems[:] = [p for p in problems if "net::ERR_ABORTED" not in p]  # the old page's requests, cut by the reload
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"{name}: no idle kernel after the reload", problems, lab)
+        reloaded = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees after a page reload", moved)
+        for shown, label in zip(reloaded, expected):
+            assert shown["sliders"][label] == after[expected.index(label)]["sliders"][label]
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()
@@ -292,7 +462,7 @@ def _drawn(page, selector: str) -> list[bool]:
     return page.locator(selector).evaluate_all("els => els.map(el => !!el.querySelector('.js-plotly-plot .main-svg'))")
 
 
-def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(browser, study):
+def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(browser, study, screenshots):
     with_figures = [p.stem for p in sorted(study.glob("*.ipynb")) if nr.notebook_figures(nbformat.read(p, as_version=4))]
     assert with_figures, "notebook 00 shows figures; the index must have some to check"
     page, problems = _open(browser, study / "index.html")
@@ -304,8 +474,7 @@ def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(bro
         if (study / "study" / "results.json").is_file():  # a study ran: its table is on the page
             assert page.locator("h2", has_text="Study results").count() == 1
             assert page.locator("table").count() >= 2, "the study's results and claims tables"
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "index.png"))
+        page.screenshot(path=str(screenshots / "index.png"))
         assert not problems, "index.html: the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()
@@ -343,3 +512,53 @@ def test_a_widget_figure_placed_before_the_pages_plotlyjs_still_draws(browser, t
                 assert any("Plotly is not defined" in p for p in problems), problems
         finally:
             page.close()
+
+
+# ---- the gate heatmaps' step slider (notebooks 03 and 05) -------------------------------------------
+
+HEATMAP_STATE = """() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const current = gd.querySelector('.slider-group > .slider-label');  // the step shown; tick labels are in groups
+  return {z: gd.calcdata[0][0].z.map(row => Array.from(row)), label: current.textContent,
+          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current)};
+}"""
+
+
+def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_buttons(browser, tmp_path):
+    import numpy as np
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from kdlab.offline_html import figure_html, plotlyjs_script
+    from kdlab.viz.gate_figures import gate_heatmap_figure
+
+    generator = np.random.default_rng(0)
+    history = [{"step": step, "gates": {f"blocks.{layer}.attn": generator.random(4).round(3).tolist() for layer in range(3)}}
+               for step in (0, 10, 20, 30)]
+    figure = gate_heatmap_figure(history, "attn")
+    path = tmp_path / "heatmap.html"
+    path.write_text(f"<html><body>{plotlyjs_script()}{figure_html(figure.to_plotly_json())}</body></html>")
+    page, problems = _open(browser, path)
+    try:
+        _wait_for_drawn(page, 1)  # a report's figure plays its frames once on load; it ends on the last record
+        page.wait_for_function(f"() => ({HEATMAP_STATE})().label === 'step 30'", timeout=ROUND_TRIP_MS)
+        state = page.evaluate(HEATMAP_STATE)
+        assert np.allclose(state["z"], figure.frames[-1].data[0].z)
+        left, top, right, bottom = state["buttons"]
+        l2, t2, r2, b2 = state["current"]
+        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+        for index in (1, 0):  # click the slider's tick label of a recorded step
+            tick = page.locator(".slider-label-group").filter(has_text=re.compile(f"^{figure.frames[index].name}$")).bounding_box()
+            rail = page.locator(".slider-rail-rect").first.bounding_box()
+            page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
+            expected = f"step {figure.frames[index].name}"
+            shows = (f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
+                     "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }")
+            try:  # the label moves at once, the heatmap once the frame is drawn
+                page.wait_for_function(shows, arg=[expected, np.asarray(figure.frames[index].data[0].z).tolist()],
+                                       timeout=ROUND_TRIP_MS)
+            except PlaywrightTimeout:
+                pytest.fail(f"clicking {expected} on the slider: the page shows {page.evaluate(HEATMAP_STATE)}")
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()

@@ -13,6 +13,8 @@ import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from stand_ins import assert_nothing_on_stderr
+
 from kdlab import notebook_runner as nr
 from kdlab.offline_html import external_resources
 from kdlab.paths import PROJECT_ROOT
@@ -74,6 +76,7 @@ def test_notebook_00_runs_headless_at_tiny_settings(study):
     assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
     assert all(cell.execution_count is not None for cell in notebook.cells if cell.cell_type == "code")
     assert not notebook.metadata.papermill.exception
+    assert_nothing_on_stderr(notebook, "00_corpus")
 
 
 def test_html_report_embeds_plotly_once_and_the_widget_state(study):

@@ -3,13 +3,30 @@ or a model paired with a reference (interleaved rounds, medians: the study's lat
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-import torch.utils.benchmark as benchmark
+
+
+def _import_benchmark():
+    """``torch.utils.benchmark``, imported without the warning "No CUDA runtime is found" that a CUDA
+    build of torch (PyPI's default on Linux) logs on a machine without CUDA: it is not about kdlab
+    and would show in red in every notebook that measures latency."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
+
+
+benchmark = _import_benchmark()
 
 
 @dataclass(frozen=True)

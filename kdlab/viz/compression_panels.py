@@ -5,12 +5,15 @@ Each panel has controls, a status line (``status``, HTML), a plotly ``go.FigureW
 shows, and a plain ``update()`` that recomputes everything from the controls. Moving a control
 calls ``update()``; it can also be called headlessly. Any error during an update is shown in
 the status line (the previous figure stays) instead of being raised. Display with
-``display(panel.widget)``.
+``display(panel.widget)``. The figure's saved widget state follows every update (a reloaded page
+shows what the controls say: ``figure_widget_state``), and re-running a panel's cell in
+JupyterLab closes the panel its earlier run made (``cell_panels``).
 
 * ``SparsityPanel``: a sparsity slider; the encoder is pruned to that sparsity by ranking units
   (``kdlab.compress.sparsity_selection``), materialised, and measured: parameters, MACs per second
   of audio, CPU latency and real-time factor on ``dev_batch`` (``measure_latency``, short), and a
-  quick dev WER when ``quick_wer_fn`` is given. Figure: remaining fraction per layer/structure.
+  quick dev WER when ``quick_wer_fn`` is given; latency with its spread (``latency_text``).
+  Figure: remaining fraction per layer/structure, and the never-pruned front-end.
 * ``RankPanel``: a matrix dropdown and a rank slider; shows the truncated-SVD error, the
   parameters of the factors against the dense matrix, and the spectrum with energy, break-even
   and chosen-rank markers.
@@ -30,7 +33,9 @@ from kdlab.compress.lowrank import LowRankLinear, break_even_rank, reconstructio
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
-from kdlab.viz.gate_figures import remaining_ratio_figure, remaining_ratios, remaining_title
+from kdlab.viz.cell_panels import replace_earlier_panels
+from kdlab.viz.figure_widget_state import live_update
+from kdlab.viz.gate_figures import remaining_bars, remaining_ratio_figure, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
 from kdlab.compress.sparsity_selection import SparsitySelector
@@ -60,6 +65,17 @@ def latency_input(dev_batch, input_dim: int, seed: int = 0) -> tuple[torch.Tenso
     return features, lengths
 
 
+def latency_text(median_s: float, iqr_s: float, dense_median_s: float, dense_iqr_s: float) -> str:
+    """The pruned and the dense model's CPU latency with their spread (interquartile range of the
+    runs), saying when the medians differ by less than the larger spread: a short timing on a
+    shared CPU can put the pruned model above the dense one by chance."""
+    text = (f"CPU latency {median_s * 1e3:.1f} ms (IQR {iqr_s * 1e3:.1f}) vs dense {dense_median_s * 1e3:.1f} ms "
+            f"(IQR {dense_iqr_s * 1e3:.1f})")
+    if abs(median_s - dense_median_s) <= max(iqr_s, dense_iqr_s):
+        text += ": the difference is within the timing noise"
+    return text
+
+
 class SparsityPanel:
     """Sparsity slider -> pruned, materialised encoder and its measurements (module docstring).
 
@@ -73,7 +89,8 @@ class SparsityPanel:
     Attributes: ``slider``, ``status``, ``figure`` (remaining-ratio bars, one trace per
     structure), ``model`` (the materialised encoder on screen), ``values`` (what the status shows:
     requested, sparsity, params, dense_params, removed_units, reached, macs_per_second,
-    dense_macs_per_second, latency_s, dense_latency_s, real_time_factor, wer, wer_error).
+    dense_macs_per_second, latency_s, latency_iqr_s, dense_latency_s, dense_latency_iqr_s,
+    real_time_factor, wer, wer_error).
     """
 
     def __init__(self, encoder: ConformerEncoder, scores: dict[str, torch.Tensor] | None = None, dev_batch=None,
@@ -89,9 +106,10 @@ class SparsityPanel:
         if dense_params != self.selector.dense_params:
             raise RuntimeError(f"with no unit removed the count is {dense_params}, not the encoder's "
                                f"{self.selector.dense_params}: the gate states could not be reset")
+        dense_latency = self._latency(self.selector.encoder)
         self._dense = {"dense_params": dense_params,
                        "dense_macs_per_second": float(expected_macs_per_second(self.selector.encoder, deterministic=True)),
-                       "dense_latency_s": self._latency(self.selector.encoder).median_s}
+                       "dense_latency_s": dense_latency.median_s, "dense_latency_iqr_s": dense_latency.iqr_s}
         self.slider = widgets.FloatSlider(value=sparsity, min=0.0, max=0.95, step=0.01, description="sparsity",
                                           readout_format=".2f", **_slider_style())
         self.status = widgets.HTML()
@@ -103,6 +121,7 @@ class SparsityPanel:
         self.figure = go.FigureWidget(remaining_ratio_figure(self.selector.encoder, shown))
         self.slider.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([self.slider, self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def _latency(self, model: nn.Module):
         audio = float(self.lengths.sum()) / FRAMES_PER_SECOND
@@ -118,7 +137,8 @@ class SparsityPanel:
                       "params": model.num_parameters(), "removed_units": selection.removed_units,
                       "reached": selection.reached,
                       "macs_per_second": float(expected_macs_per_second(model, deterministic=True)),
-                      "latency_s": latency.median_s, "real_time_factor": latency.real_time_factor,
+                      "latency_s": latency.median_s, "latency_iqr_s": latency.iqr_s,
+                      "real_time_factor": latency.real_time_factor,
                       "wer": None, "wer_error": None}
             if self.quick_wer_fn is not None:
                 try:
@@ -131,10 +151,9 @@ class SparsityPanel:
         self.model, self.values = model, values
         self.status.value = self._status(values)
         if self.figure is not None:
-            ratios = remaining_ratios(self.selector.encoder, model)
-            with self.figure.batch_update():
-                for trace, key in zip(self.figure.data, ratios):
-                    trace.y = ratios[key]
+            with live_update(self.figure):
+                for trace, bar in zip(self.figure.data, remaining_bars(self.selector.encoder, model)):
+                    trace.update(bar)
                 self.figure.layout.title.text = remaining_title(self.selector.encoder, model)
 
     @staticmethod
@@ -144,8 +163,8 @@ class SparsityPanel:
             f"sparsity {v['sparsity']:.3f} (asked {v['requested']:.2f}, {v['removed_units']} units removed){reached}",
             f"params {v['params']:,} of {v['dense_params']:,}",
             f"MACs/s {v['macs_per_second'] / 1e6:.1f} M ({v['macs_per_second'] / v['dense_macs_per_second']:.1%} of dense)",
-            f"CPU latency {v['latency_s'] * 1e3:.1f} ms (dense {v['dense_latency_s'] * 1e3:.1f} ms, "
-            f"RTF {v['real_time_factor']:.3f})",
+            latency_text(v["latency_s"], v["latency_iqr_s"], v["dense_latency_s"], v["dense_latency_iqr_s"])
+            + f" (RTF {v['real_time_factor']:.3f})",
         ]
         if v["wer"] is not None:
             parts.append(f"dev WER {v['wer']:.2%}")
@@ -199,6 +218,7 @@ class RankPanel:
         self.matrix.observe(self._on_matrix, names="value")
         self.rank.observe(lambda change: None if self._switching else self.update(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.matrix, self.rank]), self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def _weight(self) -> torch.Tensor:
         return self.matrices[self.matrix.value].weight.detach()
@@ -234,7 +254,7 @@ class RankPanel:
             return
         self.values = values
         self.status.value = self._status(values)
-        with self.figure.batch_update():
+        with live_update(self.figure):
             traces = range(len(spectrum.data)) if new_matrix else [CHOSEN]
             for index in traces:
                 source, target = spectrum.data[index], self.figure.data[index]
@@ -274,6 +294,7 @@ class HardConcretePanel:
         for slider in (self.log_alpha, self.beta):
             slider.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.log_alpha, self.beta]), self.status, self.figure])
+        replace_earlier_panels(self.widget)
 
     def update(self) -> None:
         """Resample for the sliders' (log α, β) and refresh the figure and the status line."""
@@ -284,7 +305,7 @@ class HardConcretePanel:
             self.status.value = _error_html(error)
             return
         self.values = view
-        with self.figure.batch_update():
+        with live_update(self.figure):
             for trace, data in zip(self.figure.data, view_traces(view)):
                 trace.x, trace.y = data["x"], data["y"]
             self.figure.layout.title.text = view_title(view)

@@ -23,6 +23,8 @@ from kdlab.data.acoustics import ROOMS, TELEPHONE_BAND_HZ, band_limit, reverbera
 from kdlab.data.augment import mix_at_snr
 from kdlab.data.noises import NOISE_TYPES, make_noise
 from kdlab.data.voices import ACCENTS, ENGINES, FLITE_VOICES, HARD_VARIANTS, VARIANTS, Voice
+from kdlab.viz.cell_panels import replace_earlier_panels
+from kdlab.viz.figure_widget_state import live_update
 
 SAMPLE_RATE = 16000
 NOISE_KINDS = ("none",) + NOISE_TYPES
@@ -178,6 +180,7 @@ class SynthesisPanel:
                 self.figure,
             ]
         )
+        replace_earlier_panels(self.widget)  # a re-run cell closes the panel its earlier run made
 
     def settings(self) -> SynthesisSettings:
         """The settings the controls show now."""
@@ -199,7 +202,7 @@ class SynthesisPanel:
             return
         self.rendered = rendered
         self._show(rendered)
-        with self.figure.batch_update():
+        with live_update(self.figure):  # a reloaded page shows this render too
             self.figure.data[0].y = rendered.audio
             self.figure.data[1].z = rendered.fbank.T
 

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kdlab.viz.axes import whole_number_x
 from kdlab.viz.compression_history import as_records, is_number, loss_keys, series
 
 SPARSITY_KEYS = ("target_sparsity", "expected_sparsity")
@@ -41,7 +42,7 @@ def sparsity_figure(history, title: str = "Target vs expected sparsity") -> go.F
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="sparsity", secondary_y=False)
     figure.update_yaxes(title_text="λ", secondary_y=True)
-    return figure
+    return whole_number_x(figure)
 
 
 def loss_figure(history, keys: Sequence[str] | None = None, log_y: bool = False, title: str = "Losses") -> go.Figure:
@@ -63,7 +64,7 @@ def loss_figure(history, keys: Sequence[str] | None = None, log_y: bool = False,
             figure.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name=name))
     figure.update_layout(title=title, xaxis_title="step", yaxis_title="loss", yaxis_type="log" if log_y else None,
                          height=340, margin={"t": 50, "b": 40})
-    return figure
+    return whole_number_x(figure)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -5,7 +5,7 @@
   heatmap values are the recorded probabilities exactly (NaN where a layer has fewer units).
 * ``remaining_ratio_figure(original, compressed)``: grouped bars, per layer, of the fraction of
   heads / FFN units / conv channels / parameters that the (materialised) compressed encoder
-  really has, measured on its modules.
+  really has, measured on its modules, and a bar for the front-end, which is never pruned.
 
 History shape: see ``kdlab.viz.compression_history``.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from torch import nn
 
+from kdlab.viz.axes import integer_axis
 from kdlab.viz.compression_history import BRANCH_GATES, as_list, as_records, mapping_history, split_gate_name
 
 BRANCHES = "branches"
@@ -26,6 +27,10 @@ STRUCTURE_ORDER = ("attn", "ffn1", "conv", "ffn2", BRANCHES)
 STRUCTURE_TITLES = {"attn": "attention heads", "ffn1": "FFN1 units", "conv": "conv channels",
                     "ffn2": "FFN2 units", BRANCHES: "residual branches"}
 ROW_OUTSIDE_BLOCKS = "-"
+#: ``remaining_ratio_figure``: the x category of the parameters outside the blocks.
+FRONT_END = "front-end (not pruned)"
+#: Heatmap animation: the fraction of the width left of the slider, where the play/pause buttons go.
+CONTROLS_SPLIT = 0.15
 
 
 def _structure_of(name: str) -> str:
@@ -101,13 +106,16 @@ def gate_heatmap_figure(history, structure: str = "ffn1", title: str | None = No
 
     frames = [go.Frame(data=[heatmap(z)], name=str(step)) for step, z in zip(steps, matrices)]
     still = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
+    # The play/pause buttons sit left of the slider (they end at CONTROLS_SPLIT, where it starts) and
+    # the current step is written at the slider's right end, so neither covers the other.
     slider = {
-        "active": len(frames) - 1,
-        "currentvalue": {"prefix": "step "},
+        "active": len(frames) - 1, "x": CONTROLS_SPLIT, "len": 1.0 - CONTROLS_SPLIT, "xanchor": "left", "y": 0.0,
+        "yanchor": "top", "pad": {"t": 45, "b": 10}, "currentvalue": {"prefix": "step ", "xanchor": "right"},
         "steps": [{"label": frame.name, "method": "animate", "args": [[frame.name], still]} for frame in frames],
     }
     play = {
-        "type": "buttons", "direction": "left", "x": 0.0, "y": -0.12, "xanchor": "left",
+        "type": "buttons", "direction": "left", "x": CONTROLS_SPLIT, "xanchor": "right", "y": 0.0, "yanchor": "top",
+        "pad": {"t": 55, "r": 10},
         "buttons": [
             {"label": "play", "method": "animate",
              "args": [None, {"mode": "immediate", "fromcurrent": True, "frame": {"duration": 200, "redraw": True}}]},
@@ -117,7 +125,9 @@ def gate_heatmap_figure(history, structure: str = "ffn1", title: str | None = No
     figure = go.Figure(data=[heatmap(matrices[-1])], frames=frames)
     figure.update_layout(
         title=title or f"P(z ≠ 0) of the {STRUCTURE_TITLES.get(structure, structure)} gates",
-        xaxis_title="branch" if structure == BRANCHES else "unit", yaxis={"autorange": "reversed"},
+        xaxis={"title": {"text": "branch" if structure == BRANCHES else "unit"},
+               **({} if structure == BRANCHES else integer_axis(columns))},
+        yaxis={"autorange": "reversed"},
         sliders=[slider], updatemenus=[play], height=max(320, 60 + 28 * len(rows)) + 120, margin={"t": 50, "b": 40},
     )
     return figure
@@ -159,23 +169,57 @@ def remaining_ratios(original: nn.Module, compressed: nn.Module) -> dict[str, li
     return ratios
 
 
+def outside_blocks_parameters(encoder: nn.Module) -> int:
+    """Parameters of the encoder outside its blocks (the convolutional front-end), which no method prunes."""
+    return encoder.num_parameters() - sum(block_num_parameters(block) for block in encoder.blocks)
+
+
+def remaining_bars(original: nn.Module, compressed: nn.Module) -> list[dict]:
+    """The traces of ``remaining_ratio_figure`` as dicts (``name``, ``x``, ``y``, ``text``, ``showlegend``).
+
+    x: the layers, then ``FRONT_END`` (only the "parameters" bar has a value there: what remains
+    of the front-end, 1.0 since nothing prunes it); y is None where there is no bar. A bar at 0 is labelled "0" so a structure
+    removed from one layer is seen; a structure removed from every layer has no legend entry
+    (no bar would show its colour) and is named in the title instead (``remaining_title``).
+    """
+    ratios = remaining_ratios(original, compressed)
+    x = [_row_label(i) for i in range(len(original.blocks))] + [FRONT_END]
+    front_end = outside_blocks_parameters(compressed) / outside_blocks_parameters(original)
+    bars = []
+    for key, values in ratios.items():
+        # None, not NaN, where a bar has no value: a panel's figure state travels as JSON
+        y = [None if math.isnan(v) else v for v in values] + [front_end if key == "parameters" else None]
+        bars.append({"name": key, "x": x, "y": y, "text": ["0" if v == 0 else "" for v in y],
+                     "showlegend": not _removed_everywhere(values)})
+    return bars
+
+
+def _removed_everywhere(values: list[float]) -> bool:
+    present = [v for v in values if not math.isnan(v)]
+    return bool(present) and all(v == 0 for v in present)
+
+
 def remaining_title(original: nn.Module, compressed: nn.Module) -> str:
-    """Default title of ``remaining_ratio_figure``: the whole encoder's remaining parameter fraction."""
+    """Default title of ``remaining_ratio_figure``: what remains of the whole encoder and of its
+    blocks, that the front-end is never pruned, and the structures removed from every layer."""
     fraction = compressed.num_parameters() / original.num_parameters()
-    return f"What remains per layer ({fraction:.1%} of the encoder's parameters)"
+    blocks = sum(map(block_num_parameters, compressed.blocks)) / sum(map(block_num_parameters, original.blocks))
+    title = (f"What remains per layer: {fraction:.1%} of the encoder's parameters<br><sup>blocks keep "
+             f"{blocks:.1%} · front-end ({outside_blocks_parameters(original):,} params) never pruned")
+    gone = [key for key, values in remaining_ratios(original, compressed).items() if _removed_everywhere(values)]
+    return title + (f" · removed everywhere: {', '.join(gone)}" if gone else "") + "</sup>"
 
 
 def remaining_ratio_figure(original: nn.Module, compressed: nn.Module, title: str | None = None) -> go.Figure:
-    """Grouped bars: per layer (x), one trace per structure with ``remaining_ratios`` (y).
+    """Grouped bars: per layer (x), one trace per structure with ``remaining_ratios`` (y), and the
+    front-end's remaining parameters as its own bar (``remaining_bars``).
 
     The title gives the whole encoder's remaining parameter fraction (``num_parameters()``).
     """
-    ratios = remaining_ratios(original, compressed)
-    layers = [_row_label(i) for i in range(len(original.blocks))]
-    figure = go.Figure([go.Bar(x=layers, y=values, name=key) for key, values in ratios.items()])
+    figure = go.Figure([go.Bar(**bar, textposition="outside") for bar in remaining_bars(original, compressed)])
     figure.update_layout(
         title=title or remaining_title(original, compressed),
-        barmode="group", yaxis={"title": "remaining fraction", "range": [0, 1.05]}, height=340,
-        margin={"t": 50, "b": 40},
+        barmode="group", yaxis={"title": "remaining fraction", "range": [0, 1.1]}, height=360,
+        margin={"t": 70, "b": 40},
     )
     return figure

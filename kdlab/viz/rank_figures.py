@@ -5,20 +5,27 @@
   break-even rank (the largest r with r·(m + n) < m·n, ``break_even_rank``) and, optionally, one
   at a chosen rank.
 * ``rank_history_figure(history)``: one line per matrix of the recorded expected rank over
-  training steps (history key ``"ranks"``, see ``kdlab.viz.compression_history``).
+  training steps (history key ``"ranks"``, see ``kdlab.viz.compression_history``), coloured by layer.
 """
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from kdlab.compress.lowrank import break_even_rank, singular_values
-from kdlab.viz.compression_history import is_number, as_records, mapping_history
+from kdlab.viz.axes import integer_axis, whole_number_x
+from kdlab.viz.compression_history import as_records, is_number, mapping_history, split_gate_name
 
 #: Trace order of ``spectrum_figure``.
 SPECTRUM, ENERGY, BREAK_EVEN, CHOSEN = range(4)
+#: ``rank_history_figure``: the colour scale of the layers, and the colour of matrices outside the blocks.
+LAYER_SCALE = "Viridis"
+OUTSIDE_BLOCKS_COLOUR = "gray"
+#: The energy axis of ``spectrum_figure``: round ticks, as percentages.
+ENERGY_TICKS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def cumulative_energy(values: torch.Tensor) -> torch.Tensor:
@@ -53,16 +60,20 @@ def spectrum_figure(weight: torch.Tensor, rank: int | None = None, title: str = 
                                 line={"color": "black"}, name=f"rank {rank}"), secondary_y=True)
     figure.update_layout(title=title or f"Spectrum of a {m} × {n} weight", height=340, margin={"t": 50, "b": 40},
                          legend={"orientation": "h", "y": -0.25})
-    figure.update_xaxes(title_text="component i")
+    figure.update_xaxes(title_text="component i", **integer_axis(components))
     figure.update_yaxes(title_text="σᵢ", secondary_y=False)
-    figure.update_yaxes(title_text="energy kept", range=[0, 1.02], secondary_y=True)
+    figure.update_yaxes(title_text="energy kept", range=[0, 1.02], tickmode="array", tickvals=ENERGY_TICKS,
+                     tickformat=".0%", showgrid=False, secondary_y=True)
     return figure
 
 
 def rank_history_figure(history, names: list[str] | None = None, title: str = "Expected rank per matrix") -> go.Figure:
     """One line per matrix (all recorded, or ``names``): x = step, y = recorded expected rank.
 
-    Records whose ``"ranks"`` lack a matrix (or hold a non-finite value) leave a gap for it.
+    A line's colour is its block's layer on one colour scale (a colour bar, not a legend entry
+    per matrix: an encoder has dozens); the matrix name shows on hover. Matrices outside the
+    blocks are grey. Records whose ``"ranks"`` lack a matrix (or hold a non-finite value) leave a
+    gap for it.
     """
     steps, rank_dicts = mapping_history(as_records(history), "ranks")
     if not rank_dicts:
@@ -72,10 +83,25 @@ def rank_history_figure(history, names: list[str] | None = None, title: str = "E
     if missing:
         more = " ..." if len(recorded) > 8 else ""
         raise ValueError(f"no rank recorded for {missing}; recorded matrices: {recorded[:8]}{more}")
+    chosen = names or recorded
+    layers = {name: split_gate_name(name)[0] for name in chosen}
+    numbered = sorted({layer for layer in layers.values() if layer is not None}) or [0]
+    low, high = numbered[0], max(numbered[-1], numbered[0] + 1)
     figure = go.Figure()
-    for name in names or recorded:
+    for name in chosen:
         points = [(s, float(r[name])) for s, r in zip(steps, rank_dicts) if is_number(r.get(name))]
-        figure.add_trace(go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], mode="lines", name=name))
-    figure.update_layout(title=title, xaxis_title="step", yaxis_title="expected rank", height=340,
-                         margin={"t": 50, "b": 40})
-    return figure
+        layer = layers[name]
+        if layer is None:
+            colour, marker = OUTSIDE_BLOCKS_COLOUR, {"color": OUTSIDE_BLOCKS_COLOUR}
+        else:
+            colour = sample_colorscale(LAYER_SCALE, [(layer - low) / (high - low)])[0]
+            marker = {"color": [layer] * len(points), "coloraxis": "coloraxis"}
+        figure.add_trace(go.Scatter(
+            x=[s for s, _ in points], y=[v for _, v in points], mode="lines+markers", name=name, showlegend=False,
+            line={"color": colour, "width": 1.5}, marker={**marker, "size": 4},
+            hovertemplate=f"{name}<br>step %{{x}}: expected rank %{{y:.1f}}<extra></extra>",
+        ))  # fmt: skip
+    figure.update_layout(title=title, xaxis_title="step", yaxis_title="expected rank", height=340, margin={"t": 50, "b": 40},
+                         coloraxis={"colorscale": LAYER_SCALE, "cmin": low, "cmax": high,
+                                    "colorbar": {"title": {"text": "layer"}, **integer_axis(numbered)}})
+    return whole_number_x(figure)

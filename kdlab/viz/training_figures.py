@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kdlab.train.history import History
+from kdlab.viz.axes import whole_number_x
 
 FRAMES_PER_SECOND = 100.0  # log-mel frames at a 10 ms hop
 
@@ -37,7 +38,7 @@ def curves_figure(histories: Mapping[str, History | Sequence[dict]], key: str, k
                                     name=label))
     figure.update_layout(title=title or f"{key} ({kind})", xaxis_title="step", yaxis_title=yaxis_title or key,
                          height=320, margin={"t": 40, "b": 40})
-    return figure
+    return whole_number_x(figure)
 
 
 def targets_figure(fbank, codes, title: str = "", frames_per_second: float = FRAMES_PER_SECOND,
