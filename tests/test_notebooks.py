@@ -18,6 +18,7 @@ from stand_ins import assert_nothing_on_stderr
 from kdlab import notebook_runner as nr
 from kdlab.offline_html import external_resources
 from kdlab.paths import PROJECT_ROOT
+from kdlab.widget_snapshot import WIDGET_STATE_MIMETYPE
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -84,7 +85,7 @@ def test_html_report_embeds_plotly_once_and_the_widget_state(study):
     executed = nbformat.read(study / "00_corpus.ipynb", as_version=4)
     assert nr.plotlyjs_bundle_count(page) == 1
     assert page.count("Plotly.newPlot(") == len(nr.notebook_figures(executed)) >= 4  # histogram, waveforms, the panel's
-    assert nr.WIDGET_STATE_MIMETYPE in page
+    assert WIDGET_STATE_MIMETYPE in page
     assert '"model_name": "AnyModel"' in page or '"model_name":"AnyModel"' in page  # the FigureWidget of the panel
     assert "kdlab-widget-box" in page and nr.WIDGET_VIEW_MIMETYPE not in page  # the panel drawn statically
 
