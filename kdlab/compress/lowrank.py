@@ -19,6 +19,14 @@ For a square 256 × 256 matrix that is r ≤ 127: rank 128 already costs as much
 matrix. `LowRankLinear` refuses a rank that does not save (unless `allow_no_saving=True`) and
 `factorise_linears` / `ranks_by_global_budget` keep such matrices dense and say so.
 
+**Speed rule.** On a CPU two thin products run slower per MAC than one (two calls, less work per
+memory access), so a factorisation that saves little costs time: measured on the study's encoder, a
+96 × 192 layer at rank 59 (8 % fewer MACs) ran 0.6× as fast as the dense one on 16 frames and 0.9×
+on 800 (docs/deployment_speed.md). A factorised layer is therefore kept only where its factors cost
+at most ⅔ of the dense MACs, r·(m + n) ≤ ⅔·m·n (`factors_are_faster`, the largest such r is
+`fast_rank`); `ranks_by_global_budget` plans dense matrices past it, and materialisation
+stores such a layer dense.
+
 **Choosing ranks.** Per matrix, `rank_by_energy` keeps the smallest r whose components hold a
 fraction `energy` of Σσ². Across matrices, `ranks_by_global_budget` spends one parameter budget
 greedily on the components with the most *relative* energy per parameter (see there).
@@ -44,6 +52,21 @@ def break_even_rank(m: int, n: int) -> int:
     if m < 1 or n < 1:
         raise ValueError(f"matrix dimensions must be >= 1, got {m} x {n}")
     return (m * n - 1) // (m + n)
+
+
+def factors_are_faster(rank, m, n):
+    """True where rank-r factors of an m × n matrix cost at most ⅔ of its MACs: 3·r·(m + n) ≤ 2·m·n.
+
+    Works on ints and on tensors (expected ranks); see the module docstring's speed rule.
+    """
+    return 3 * rank * (m + n) <= 2 * m * n
+
+
+def fast_rank(m: int, n: int) -> int:
+    """Largest r for which `factors_are_faster(r, m, n)` (0 when none is; always < break-even)."""
+    if m < 1 or n < 1:
+        raise ValueError(f"matrix dimensions must be >= 1, got {m} x {n}")
+    return (2 * m * n) // (3 * (m + n))
 
 
 def _break_even_message(m: int, n: int, rank: int) -> str:
@@ -141,9 +164,10 @@ def ranks_by_global_budget(
     the fraction of that matrix's ‖W‖_F² it restores divided by what it costs. Scores fall with i
     inside a matrix, so taking components in descending score order gives each matrix a prefix
     (a rank). Every matrix starts at rank 1 (a rank-0 layer would delete it); the components are
-    then taken greedily while they fit the budget. When a matrix would pass its break-even rank,
-    it is made dense instead (extra cost m·n − r·(m+n), less than one more component) and
-    reported in `dense`; matrices whose break-even rank is 0 are dense from the start.
+    then taken greedily while they fit the budget. When a matrix would pass its `fast_rank`
+    (the speed rule of the module docstring; below the break-even rank), it is made dense instead
+    (extra cost m·n − r·(m+n)) and reported in `dense`; matrices whose fast rank is 0 are dense
+    from the start.
 
     Args:
         named_singular_values: name → descending singular values `(min(m, n),)`.
@@ -161,8 +185,9 @@ def ranks_by_global_budget(
     dense: dict[str, str] = {}
     params = 0
     for name, (m, n) in shapes.items():
-        if break_even_rank(m, n) == 0:
-            dense[name] = f"break-even rank of {m} x {n} is 0: no rank saves parameters"
+        if fast_rank(m, n) == 0:
+            dense[name] = (f"break-even rank of {m} x {n} is 0: no rank saves parameters" if break_even_rank(m, n) == 0
+                           else f"fast rank of {m} x {n} is 0: no rank saves a third of its MACs")
             params += m * n
         else:
             ranks[name] = 1
@@ -187,7 +212,7 @@ def ranks_by_global_budget(
         if name in frozen or name in dense or ranks[name] != i:
             continue
         m, n = shapes[name]
-        if i + 1 <= break_even_rank(m, n):
+        if i + 1 <= fast_rank(m, n):
             cost = m + n
             if params + cost > param_budget:
                 frozen.add(name)
@@ -200,8 +225,8 @@ def ranks_by_global_budget(
                 continue
             del ranks[name]
             dense[name] = (
-                f"the budget reaches the break-even rank {break_even_rank(m, n)} of {m} x {n}: "
-                "one more component costs more than keeping the matrix dense"
+                f"the budget reaches the fast rank {fast_rank(m, n)} of {m} x {n} (break-even rank "
+                f"{break_even_rank(m, n)}): past it the dense matrix runs faster than two thin products"
             )
         params += cost
     return RankAllocation(ranks=ranks, dense=dense, params=params, budget=param_budget)

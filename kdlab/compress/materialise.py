@@ -19,8 +19,9 @@ eval mode it computes the same function (offline and streaming) with fewer param
   last case ``hidden_states[i]`` (the block input) is shifted by c. (A per-block residual bias in
   the conformer would remove this caveat.)
 * low-rank layers (``LowRankLinear``): rank components with gate mask 0 are dropped, soft values
-  are folded into the second factor. A layer ends up low-rank only if that saves parameters after
-  slicing, r·(m + n) < m·n; otherwise it is stored dense (A·B); with no component left it becomes a
+  are folded into the second factor. A layer ends up low-rank only if its factors cost at most ⅔ of
+  the dense MACs after slicing, r·(m + n) ≤ ⅔·m·n (``lowrank.factors_are_faster``: below that two
+  thin products run slower than one); otherwise it is stored dense (A·B); with no component left it becomes a
   ``ConstantLinear`` (its bias). ``kdlab.compress.param_count`` counts exactly this.
 
 The result is described by a ``CompressedEncoderSpec`` (conformer config + ranks of the low-rank
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdlab.compress.lowrank import LowRankLinear
+from kdlab.compress.lowrank import LowRankLinear, factors_are_faster
 from kdlab.compress.structures import BRANCHES, branch_units, gate_mask, prunable_places
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 
@@ -184,7 +185,7 @@ class _LinearEdit:
         rank = None if self.right is None else self.left.shape[1]
         if rank:
             m, n = self.left.shape[0], self.right.shape[1]
-            if rank * (m + n) >= m * n:  # the factors would not save: store W = A B
+            if not factors_are_faster(rank, m, n):  # the factors save too little (lowrank's speed rule): W = A B
                 self.left, self.right, rank = self.left @ self.right, None, None
         if rank is None:
             entries = {"weight": self.left, "bias": self.bias}

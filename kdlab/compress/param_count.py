@@ -19,8 +19,9 @@ unit's slices: a head its q/k/v rows with biases and its ``out_proj`` columns; a
 pair) and biases, its depthwise filter and bias, its two BatchNorm parameters and its
 ``pointwise2`` column. For dense branches this is the exact expectation (cost is affine in u).
 A low-rank layer with E[r] kept rank components (``LowRankLinear.gate``) and an m × n kept
-weight costs min(E[r]·(m + n), m·n) (+ m bias): materialisation keeps the factors only where
-they save. The subsampling front-end and each block's final LayerNorm are always counted.
+weight costs E[r]·(m + n) where that is at most ⅔·m·n, else m·n (+ m bias): materialisation keeps
+the factors only where they are faster (``lowrank.factors_are_faster``). The subsampling front-end
+and each block's final LayerNorm are always counted.
 
 **MACs per second of audio** count multiply-accumulates of linear maps, convolutions and the
 two attention matmuls (QKᵀ and weights·V); elementwise work (norms, activations, rotary, softmax,
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.compress.hardconcrete import HardConcreteGate
-from kdlab.compress.lowrank import LowRankLinear
+from kdlab.compress.lowrank import LowRankLinear, factors_are_faster
 from kdlab.compress.materialise import ConstantLinear
 from kdlab.compress.structures import BRANCHES, branch_units, keep_probability
 from kdlab.models.conformer import ConformerEncoder
@@ -71,7 +72,8 @@ def _weights(layer: nn.Module, rows, cols, deterministic: bool, like: torch.Tens
         return rows * cols * like.new_ones(())
     if isinstance(layer, LowRankLinear):
         rank = keep_probability(layer.gate, layer.rank, like, deterministic).to(F64).sum()
-        return torch.minimum(rank * (rows + cols), rows * cols * like.new_ones(()))
+        dense = rows * cols * like.new_ones(())
+        return torch.where(factors_are_faster(rank, rows, cols), rank * (rows + cols), dense)
     if isinstance(layer, ConstantLinear):
         return like.new_zeros(())
     raise TypeError(f"cannot count a {type(layer).__name__}: expected nn.Linear, LowRankLinear or ConstantLinear")

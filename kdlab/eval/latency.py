@@ -1,7 +1,10 @@
-"""CPU latency and real-time factor, measured with `torch.utils.benchmark` (warm-up, median)."""
+"""CPU latency and real-time factor: one function alone (`torch.utils.benchmark`: warm-up, median),
+or a model paired with a reference (interleaved rounds, medians: the study's latency column)."""
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -60,3 +63,44 @@ def measure_latency(
         runs=len(measurement.times),
         audio_seconds=audio_seconds,
     )
+
+
+@dataclass(frozen=True)
+class PairedLatency:
+    """Median seconds per call of a model and of its reference, timed in alternating rounds, and
+    the median over rounds of reference time / model time (so a busy moment hits both)."""
+
+    median_s: float
+    reference_median_s: float
+    speedup: float
+    rounds: int
+
+
+def measure_paired_latency(
+    fn: Callable[[], object], reference_fn: Callable[[], object], *, rounds: int = 5, min_time_s: float = 0.3,
+    warmup: int = 2,
+) -> PairedLatency:
+    """Time ``fn`` and ``reference_fn`` interleaved: ``rounds`` rounds (order swapped every round),
+    each timing a block of calls of each, blocks sized so all of them take about ``min_time_s``
+    per function; after ``warmup`` calls of each. Runs under ``torch.inference_mode()``."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    pair = (fn, reference_fn)
+    with torch.inference_mode():
+        single = []
+        for f in pair:
+            for _ in range(warmup):
+                f()
+            start = time.perf_counter()
+            f()
+            single.append(max(time.perf_counter() - start, 1e-6))
+        calls = max(1, round(min_time_s / rounds / max(single)))
+        times = ([], [])
+        for r in range(rounds):
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    pair[i]()
+                times[i].append((time.perf_counter() - start) / calls)
+    return PairedLatency(statistics.median(times[0]), statistics.median(times[1]),
+                         statistics.median(b / a for a, b in zip(*times)), rounds)

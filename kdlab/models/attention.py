@@ -23,17 +23,30 @@ from torch import nn
 
 
 def rotary_table(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """(T,) absolute frame indices -> (T, head_dim // 2) complex64 rotations e^{i pos w_k}."""
+    """(T,) absolute frame indices -> (T, head_dim // 2) complex64 rotations e^{i pos w_k}.
+
+    While exporting (``torch.export``, the ONNX exporter: no complex tensors there) the same
+    rotations come as a (2, T, head_dim // 2) float32 table of cos and sin; ``apply_rotary`` takes
+    either. Eager PyTorch keeps the complex form: one fused multiply, several times faster.
+    """
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    if torch.compiler.is_exporting():
+        return torch.stack((angles.cos(), angles.sin()))
     return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, H, head_dim) by a (T, head_dim // 2) table; returns the same shape."""
+    """Rotate each pair (x0, x1) of (B, T, H, head_dim) by a ``rotary_table``; returns the same shape."""
     b, t, h, d = x.shape
-    rotated = torch.view_as_complex(x.float().reshape(b, t, h, d // 2, 2)) * table[:, None, :]
-    return torch.view_as_real(rotated).reshape(b, t, h, d).to(x.dtype)
+    pairs = x.float().reshape(b, t, h, d // 2, 2)
+    if table.is_complex():
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * table[:, None, :])
+    else:
+        x0, x1 = pairs[..., 0], pairs[..., 1]
+        cos, sin = table[0][:, None, :], table[1][:, None, :]
+        rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.reshape(b, t, h, d).to(x.dtype)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -69,7 +82,7 @@ class MultiHeadSelfAttention(nn.Module):
 
         Args:
             x: (B, T, D) block input.
-            rotary: (T, head_dim // 2) table for the absolute positions of ``x``'s frames.
+            rotary: ``rotary_table`` of the absolute positions of ``x``'s frames.
             attn_mask: boolean mask broadcastable to (B, 1, T, S), True where a query may attend,
                 S = past + T keys; every row needs one True. ``None`` attends everywhere.
             past: cached (keys, values), each (B, H, P, head_dim), already rotated.

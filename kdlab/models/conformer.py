@@ -183,7 +183,7 @@ class ConformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, LayerCache]:
         """x (B, T, D) -> (B, T, D) and this block's keys/values and conv tail.
 
-        ``rotary`` (T, head_dim/2) for x's absolute positions; ``attn_mask`` boolean (True = attend),
+        ``rotary`` (``rotary_table``) for x's absolute positions; ``attn_mask`` boolean (True = attend),
         broadcastable to (B, 1, T, P + T); ``pad_mask`` (B, T, 1) True at padding; ``past`` streaming caches.
         """
         kv = tail = None
@@ -247,10 +247,15 @@ class ConformerEncoder(nn.Module):
         hidden_states = self.forward_blocks(x, out_lengths)
         return hidden_states[-1], out_lengths, hidden_states
 
-    def forward_blocks(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """Blocks only: x (B, T', D) subsampled frames, lengths (B,) -> [x, block 1 output, ...]."""
+    def forward_blocks(self, x: torch.Tensor, lengths: torch.Tensor, padded: bool | None = None) -> list[torch.Tensor]:
+        """Blocks only: x (B, T', D) subsampled frames, lengths (B,) -> [x, block 1 output, ...].
+
+        ``padded`` None looks at ``lengths``; True always builds the padding masks (what a traced
+        graph such as the ONNX export needs: no data-dependent branch), equal when nothing is padded.
+        """
         t = x.shape[1]
-        padded = bool((lengths < t).any())
+        if padded is None:
+            padded = bool((lengths < t).any())
         attn_mask, pad_mask = _masks(lengths, t, self.config, padded)
         rotary = rotary_table(torch.arange(t, device=x.device), self.config.head_dim)
         hidden_states = [x]

@@ -23,6 +23,10 @@ BASELINE = "kd"
 #: Default budgets per profile. The tiny encoder's subsampling front-end holds about half of its
 #: parameters, so no method can remove 50 % of it: the tiny profile compares at 25 %.
 PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
+#: Runtime of the latency column: ONNX Runtime (the faster one the kit ships); eager for the tiny
+#: smoke runs, where exporting every row would cost more than the grid.
+PROFILE_LATENCY_RUNTIME = {"tiny": "eager", "default": "onnxruntime", "full": "onnxruntime"}
+LATENCY_RUNTIMES = ("eager", "onnxruntime")
 #: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. At
 #: "default" the recipes' own budgets are the teacher's (a CTC warm-start and an RNN-T fine-tune
 #: of about 15 min on 2 cores); the grid has some 30 runs and ``make study`` must finish in an
@@ -78,8 +82,9 @@ class StudyConfig:
       every run but the teachers'): None = ``GRID_BUDGETS[profile]``, else the recipe profile's.
     * ``latency_seconds``: length of the utterance whose batch-1 CPU encoder latency is measured
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
-      ``latency_min_time`` seconds, after warm-up (``kdlab.eval.latency.measure_latency``; each
-      block costs about 0.25 s of calibration, so smoke runs use one).
+      ``latency_min_time`` seconds, after warm-up, interleaved with the teacher of the row's mode
+      (``kdlab.eval.latency.measure_paired_latency``: ``latency_min_runs`` rounds, so a busy moment
+      hits both), in ``latency_runtime`` ("eager" or "onnxruntime"; None: ``PROFILE_LATENCY_RUNTIME``).
     * ``corpus_dir``: a folder written by ``kdlab data`` (synthesised or imported) every run trains
       on (None: the profile's corpus); ``tokenizer``: "char", "bpe" or "bpe:N" (a sentencepiece
       BPE trained on that corpus's train text). Both reach every run's config and hash.
@@ -102,6 +107,7 @@ class StudyConfig:
     latency_seconds: float = 10.0
     latency_min_time: float = 0.3
     latency_min_runs: int = 5
+    latency_runtime: str | None = None
     corpus_dir: str | None = None
     tokenizer: str | None = None
 
@@ -137,6 +143,10 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0 or None (the profile's), got {value!r}")
+        if self.latency_runtime is None:
+            self.latency_runtime = PROFILE_LATENCY_RUNTIME[self.profile]
+        if self.latency_runtime not in LATENCY_RUNTIMES:
+            raise ValueError(f"latency_runtime must be one of {LATENCY_RUNTIMES}, got {self.latency_runtime!r}")
         if not isinstance(self.latency_min_runs, int) or self.latency_min_runs < 1:
             raise ValueError(f"latency_min_runs must be a positive integer, got {self.latency_min_runs!r}")
         if not self.latency_seconds > 0 or not self.latency_min_time > 0:

@@ -20,13 +20,16 @@ those get the teacher fine-tune's hash appended.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from kdlab.compress.param_count import expected_macs_per_second
-from kdlab.eval.latency import measure_latency
+from kdlab.deploy.encoder_runtime import encoder_call
+from kdlab.eval.latency import measure_paired_latency
 from kdlab.models.rnnt import RNNTModel
 from kdlab.study.config import StudyConfig
 from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
@@ -150,17 +153,25 @@ def load_row_model(row: dict) -> RNNTModel:
     return loader(path)[0]
 
 
-def measure_model(model: RNNTModel, latency_seconds: float, min_time: float, min_runs: int) -> dict:
-    """``encoder_params``, ``params`` (whole model), ``macs_per_second`` (encoder, deterministic
-    count) and ``latency_ms``: median batch-1 CPU latency of the encoder (eval, no grad) on
-    ``latency_seconds`` of random 10 ms features (fixed seed), after warm-up, over at least
-    ``min_runs`` blocks and ``min_time`` seconds."""
-    encoder = model.encoder.eval()
+def latency_inputs(model: RNNTModel, latency_seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One utterance of ``latency_seconds`` of random 10 ms features (fixed seed): (1, T, F), (1,)."""
     frames = round(100 * latency_seconds) + 3
-    features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(0))
-    lengths = torch.tensor([frames])
-    latency = measure_latency(lambda: encoder(features, lengths), warmup=2, min_runs=min_runs, min_time_s=min_time,
-                              audio_seconds=latency_seconds)
+    features = torch.randn(1, frames, model.encoder.config.input_dim, generator=torch.Generator().manual_seed(0))
+    return features, torch.tensor([frames])
+
+
+def measure_model(model: RNNTModel, teacher_call: Callable[[], object], latency_seconds: float, min_time: float,
+                  min_runs: int, runtime: str) -> dict:
+    """``encoder_params``, ``params`` (whole model), ``macs_per_second`` (encoder, deterministic
+    count) and the batch-1 CPU latency of the encoder (eval, no grad) in ``runtime`` on
+    ``latency_inputs``: ``latency_ms`` and ``latency_teacher_ms`` (``teacher_call``, the teacher's
+    encoder on the same input and runtime), timed interleaved in ``min_runs`` rounds of about
+    ``min_time`` seconds per model, and ``latency_speedup`` (median over rounds of teacher / model)."""
+    encoder = model.encoder.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        call = encoder_call(encoder, *latency_inputs(model, latency_seconds), runtime, folder)
+        latency = measure_paired_latency(call, teacher_call, rounds=min_runs, min_time_s=min_time)
     return {"encoder_params": encoder.num_parameters(), "params": sum(p.numel() for p in model.parameters()),
             "macs_per_second": float(expected_macs_per_second(encoder, deterministic=True)),
-            "latency_ms": latency.median_s * 1e3, "latency_audio_seconds": latency_seconds}
+            "latency_ms": latency.median_s * 1e3, "latency_teacher_ms": latency.reference_median_s * 1e3,
+            "latency_speedup": latency.speedup, "latency_runtime": runtime, "latency_audio_seconds": latency_seconds}

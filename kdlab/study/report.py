@@ -18,6 +18,10 @@ def _number(value, std=None, scale: float = 1.0, digits: int = 2) -> str:
     return text if std is None else f"{text} ± {std * scale:,.{digits}f}"
 
 
+#: How the report names the latency runtimes of ``StudyConfig.latency_runtime``.
+RUNTIME_NAMES = {"eager": "eager PyTorch", "onnxruntime": "ONNX Runtime"}
+
+
 def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return out + ["| " + " | ".join(line) + " |" for line in lines]
@@ -97,8 +101,10 @@ def render_markdown(config: dict, summary: list[dict], claims: list[dict], check
              f"modes {', '.join(config['modes'])}, routes {', '.join(config['routes'])}; "
              f"{train_seconds / 60:.1f} min of training in all.", "",
              "RWER = (WER_KD − WER) / WER_KD × 100 on the test set, against the KD baseline of the same mode, "
-             "target and seed (positive = better than KD). CPU latency: the encoder, batch 1, "
-             f"{config['latency_seconds']:g} s of audio. Budget: encoder parameters within ±{BUDGET_TOLERANCE:.0%} "
+             "target and seed (positive = better than KD). CPU latency: the encoder in "
+             f"{RUNTIME_NAMES[config.get('latency_runtime') or 'eager']}, batch 1, {config['latency_seconds']:g} s of "
+             "audio, timed in rounds interleaved with the teacher (median). Budget: encoder parameters within "
+             f"±{BUDGET_TOLERANCE:.0%} "
              "of (1 − target) × the teacher encoder's.", "",
              "## Results" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), ""]
     lines += results_table(summary)

@@ -20,18 +20,20 @@ figure per mode and RWER bars, plotly.js embedded once).
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kdlab.deploy.encoder_runtime import encoder_call
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import StudyConfig
 from kdlab.study.parallel import train_runs
 from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
 from kdlab.study.plan import RowSpec, plan_rows
-from kdlab.study.recipes import GridRuns, measure_model
+from kdlab.study.recipes import GridRuns, latency_inputs, measure_model
 from kdlab.study.report import render_markdown
 from kdlab.study.table import add_rwer, budget_fields, held_out_fields, summarise, write_csv
 from kdlab.train.recipes.runs import read_result
@@ -60,10 +62,25 @@ def default_out_dir() -> Path:
 
 def _measure_settings(config: StudyConfig) -> dict:
     return {"latency_seconds": config.latency_seconds, "latency_min_time": config.latency_min_time,
-            "latency_min_runs": config.latency_min_runs}
+            "latency_min_runs": config.latency_min_runs, "latency_runtime": config.latency_runtime}
 
 
-def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path) -> tuple[dict, str]:
+class TeacherCalls:
+    """The teacher encoder's latency call per mode, built once (exported into ``folder`` for ONNX Runtime)."""
+
+    def __init__(self, runs: GridRuns, folder: Path) -> None:
+        self.runs, self.folder, self._calls = runs, folder, {}
+
+    def __call__(self, mode: str) -> Callable[[], object]:
+        if mode not in self._calls:
+            c = self.runs.config
+            teacher = self.runs.teacher(mode).model
+            self._calls[mode] = encoder_call(teacher.encoder, *latency_inputs(teacher, c.latency_seconds),
+                                             c.latency_runtime, self.folder / mode)
+        return self._calls[mode]
+
+
+def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path, teacher_calls: TeacherCalls) -> tuple[dict, str]:
     """(the row of ``spec``, how it was obtained: "cached", "reused" or "trained")."""
     run_dir = runs.run_dir(spec)
     record = rows_dir / f"{spec.key}.json"
@@ -75,7 +92,8 @@ def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path) -> tuple[dict, str]:
     status = "reused" if read_result(run_dir) is not None else "trained"
     metrics, model = runs.run(spec)
     c = runs.config
-    measured = measure_model(model, c.latency_seconds, c.latency_min_time, c.latency_min_runs)
+    measured = measure_model(model, teacher_calls(spec.mode), c.latency_seconds, c.latency_min_time,
+                             c.latency_min_runs, c.latency_runtime)
     if measured["encoder_params"] != metrics["encoder_params"]:
         raise RuntimeError(f"{spec.key}: the loaded encoder has {measured['encoder_params']} parameters, its run "
                            f"{run_dir} reports {metrics['encoder_params']}; the run folder is inconsistent")
@@ -106,13 +124,15 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: st
         train_runs(config, plan, workers, device=device, log=log)
         log(f"all runs trained in {time.perf_counter() - start:.0f} s; measuring the rows")
     rows = []
-    for i, spec in enumerate(plan, 1):
-        start = time.perf_counter()
-        row, status = _row(spec, runs, out / ROWS)
-        rows.append(row)
-        budget = {None: "", True: ", within budget", False: ", OUTSIDE budget"}[row["within_budget"]]
-        log(f"[{i}/{len(plan)}] {spec.key}: {status} in {time.perf_counter() - start:.1f} s; test WER "
-            f"{row['test_wer']:.1%}, encoder {row['encoder_params']:,} params{budget}")
+    with tempfile.TemporaryDirectory() as exports:
+        teacher_calls = TeacherCalls(runs, Path(exports))
+        for i, spec in enumerate(plan, 1):
+            start = time.perf_counter()
+            row, status = _row(spec, runs, out / ROWS, teacher_calls)
+            rows.append(row)
+            budget = {None: "", True: ", within budget", False: ", OUTSIDE budget"}[row["within_budget"]]
+            log(f"[{i}/{len(plan)}] {spec.key}: {status} in {time.perf_counter() - start:.1f} s; test WER "
+                f"{row['test_wer']:.1%}, encoder {row['encoder_params']:,} params{budget}")
     results = StudyResults(out, config, add_rwer(rows), [], [], {})
     results.summary, results.claims, results.checks = (summarise(results.rows), evaluate_claims(results.rows),
                                                       run_checks(results.rows))

@@ -3,8 +3,10 @@
 A row (a dict; ``COLUMNS`` in order) holds the grid coordinates (``mode``, ``route``, ``method``,
 ``target_sparsity``, ``seed``), the model's measured ``encoder_params`` / ``params`` (whole RNN-T
 model) / ``macs_per_second`` (encoder, per second of audio) / ``latency_ms`` (batch-1 CPU encoder
-latency on ``latency_audio_seconds`` of audio), the run's ``dev_wer`` / ``test_wer`` (fractions) and
-the held-out test sets' ``unseen_engine_wer`` / ``unseen_text_wer`` (None for a corpus without them),
+latency on ``latency_audio_seconds`` of audio; ``latency_teacher_ms`` the teacher's, timed in the same
+rounds, ``latency_speedup`` the median of their ratios; ``latency_runtime`` names the runtime), the
+run's ``dev_wer`` / ``test_wer`` (fractions) and the held-out test sets' ``unseen_engine_wer`` /
+``unseen_text_wer`` (None for a corpus without them),
 its budget (``budget_params`` = (1 − t) · ``teacher_encoder_params`` and ``within_budget``:
 |encoder_params − budget| ≤ ``BUDGET_TOLERANCE`` · budget), and
 
@@ -25,8 +27,9 @@ from kdlab.study.config import BASELINE, BUDGET_TOLERANCE
 
 GROUP_KEYS = ("mode", "route", "method", "target_sparsity")
 COLUMNS = ("key", *GROUP_KEYS, "seed", "encoder_params", "params", "teacher_encoder_params", "budget_params",
-           "within_budget", "achieved_sparsity", "macs_per_second", "latency_ms", "latency_audio_seconds", "dev_wer",
-           "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer", "train_seconds", "run_dir")
+           "within_budget", "achieved_sparsity", "macs_per_second", "latency_ms", "latency_teacher_ms", "latency_speedup",
+           "latency_audio_seconds", "dev_wer", "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer",
+           "train_seconds", "run_dir")
 #: Columns averaged over seeds in the summary (each with a ``<name>_std``).
 SUMMARY_METRICS = ("encoder_params", "params", "achieved_sparsity", "macs_per_second", "latency_ms", "dev_wer",
                    "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer")

@@ -1,0 +1,156 @@
+"""ONNX export (issue 15, acceptance 3): a tiny compressed model (pruned branches, low-rank layers)
+exported offline and as a streaming chunk step matches PyTorch in ONNX Runtime within 1e-4, on inputs
+the export's own check did not see, chunk by chunk for streaming; decoding through ONNX Runtime gives
+PyTorch's hypotheses; `kdlab export` writes the files and reports the differences."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tiny_asr import tiny_compressed_asr, write_run_folder
+
+from kdlab.cli import main
+from kdlab.data.features import GlobalCMVN
+from kdlab.deploy.onnx_export import TOLERANCE, companion_paths, export_onnx
+from kdlab.deploy.onnx_runtime import OnnxRNNT
+from kdlab.models.decoding import beam_search, greedy_search
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    model = tiny_compressed_asr(streaming=False)
+    path = tmp_path_factory.mktemp("offline") / "model.onnx"
+    return model, export_onnx(model, path), OnnxRNNT(path, threads=1)
+
+
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory):
+    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1)
+    path = tmp_path_factory.mktemp("streaming") / "model.onnx"
+    return model, export_onnx(model, path, streaming=True), OnnxRNNT(path, threads=1)
+
+
+def _features(batch: int, frames: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, frames, 80, generator=torch.Generator().manual_seed(seed))
+
+
+def test_offline_export_writes_its_files_and_its_check_is_within_tolerance(offline):
+    _, report, runtime = offline
+    assert set(report.files) == {"encoder", "predictor", "joiner", "manifest"}
+    assert all(path.is_file() for path in report.files.values())
+    assert set(report.max_abs_diff) == {"encoder", "predictor", "joiner"}
+    assert report.worst <= TOLERANCE
+    assert runtime.manifest["mode"] == "offline" and runtime.manifest["max_abs_diff"] == report.max_abs_diff
+
+
+def test_offline_onnx_encoder_matches_pytorch_on_a_new_padded_batch(offline):
+    model, _, runtime = offline
+    features, lengths = _features(3, 250, seed=7), torch.tensor([250, 180, 61])
+    with torch.inference_mode():
+        enc, enc_lengths = model.transcribe(features, lengths)
+        expected = model.joiner.project_encoder(enc)
+    projected, onnx_lengths = runtime.encode(features, lengths)
+    assert torch.equal(onnx_lengths, enc_lengths)
+    for b, n in enumerate(enc_lengths.tolist()):  # frames past a row's length are unspecified
+        assert (projected[b, :n] - expected[b, :n]).abs().max() <= TOLERANCE
+
+
+def test_greedy_and_beam_search_through_onnx_runtime_give_pytorchs_hypotheses(offline):
+    model, _, runtime = offline
+    features, lengths = _features(2, 200, seed=8), torch.tensor([200, 150])
+    with torch.inference_mode():
+        enc, enc_lengths = model.transcribe(features, lengths)
+    projected, onnx_lengths = runtime.encode(features, lengths)
+    torch_greedy = greedy_search(model, enc, enc_lengths)
+    onnx_greedy = greedy_search(runtime, projected, onnx_lengths)
+    assert [h.tokens for h in onnx_greedy] == [h.tokens for h in torch_greedy]
+    assert all(len(h.tokens) > 0 for h in torch_greedy)  # the comparison is not between two empty outputs
+    assert [h.score for h in onnx_greedy] == pytest.approx([h.score for h in torch_greedy], abs=1e-3)
+    torch_beam = beam_search(model, enc, enc_lengths, beam=3)
+    onnx_beam = beam_search(runtime, projected, onnx_lengths, beam=3)
+    assert [[h.tokens for h in nbest] for nbest in onnx_beam] == [[h.tokens for h in nbest] for nbest in torch_beam]
+
+
+def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_caches(streaming):
+    model, report, runtime = streaming
+    assert report.worst <= TOLERANCE
+    config = model.encoder.config
+    utterance = _features(1, 203, seed=9)  # 50 encoder frames: 12 chunks of 4 and a last one of 2
+    with torch.inference_mode():
+        reference, _ = model.encoder.stream(utterance, final=True)
+        reference = model.joiner.project_encoder(reference)
+    names = [c["name"] for c in runtime.manifest["caches"]]
+    assert names == ["block0.keys", "block0.values", "block0.conv", "block1.conv"]  # block 1 has no attention
+    caches, first = runtime.initial_caches(1), 0
+    window = config.chunk_size
+    while first < reference.shape[1]:
+        chunk = min(window, reference.shape[1] - first)
+        inputs = {"features": utterance[:, 4 * first : 4 * first + 4 * chunk + 3].numpy(),
+                  "position": torch.tensor(first).numpy(), **dict(zip(names, caches))}
+        out = runtime.encoder.run(None, inputs)
+        assert (torch.from_numpy(out[1]) - reference[:, first : first + chunk]).abs().max() <= TOLERANCE, first
+        caches = out[2:]
+        # left_chunks = 1: the keys and values of one chunk of 4 frames are carried, no more.
+        assert caches[0].shape[2] == min(first + chunk, config.left_chunks * config.chunk_size)
+        first += chunk
+    projected, lengths = runtime.encode(utterance, torch.tensor([203]))
+    assert int(lengths) == reference.shape[1] and (projected - reference).abs().max() <= TOLERANCE
+
+
+def test_a_streaming_export_of_an_offline_model_is_refused_with_what_to_do(offline, tmp_path):
+    model, _, _ = offline
+    with pytest.raises(ValueError, match="needs a model trained for streaming"):
+        export_onnx(model, tmp_path / "x.onnx", streaming=True)
+
+
+def test_cli_export_writes_the_files_and_reports_each_difference(tmp_path, capsys):
+    model = tiny_compressed_asr(streaming=True, seed=2)
+    cmvn = GlobalCMVN(torch.zeros(80), torch.ones(80))
+    run_dir = write_run_folder(tmp_path / "run", model, cmvn)
+    out = tmp_path / "exported" / "tiny.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run_dir), "--format", "onnx", "--streaming", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert exit_info.value.code == 0, printed.err
+    files = companion_paths(out)
+    assert all(path.is_file() for path in files.values())
+    manifest = json.loads(files["manifest"].read_text())
+    assert manifest["mode"] == "streaming" and manifest["tokenizer"]["kind"] == "char"
+    for role in ("encoder", "predictor", "joiner"):
+        assert f"{role}" in printed.out and f"= {manifest['max_abs_diff'][role]:.1e}" in printed.out
+
+
+def test_cli_export_of_a_folder_without_a_finished_run_names_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path} holds no finished run" in capsys.readouterr().err
+
+
+def test_the_exported_rotary_form_rotates_like_the_eager_complex_one(monkeypatch):
+    from kdlab.models.attention import apply_rotary, rotary_table
+
+    positions, x = torch.arange(5, 12), _features(2, 7, seed=10).reshape(2, 7, 5, 16)
+    complex_table = rotary_table(positions, 16)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    real_table = rotary_table(positions, 16)
+    assert complex_table.is_complex() and real_table.shape == (2, 7, 8) and not real_table.is_complex()
+    assert torch.allclose(apply_rotary(x, real_table), apply_rotary(x, complex_table), atol=1e-6)
+    assert not torch.allclose(apply_rotary(x, real_table), x, atol=1e-3)  # it does rotate
+
+
+def test_an_export_that_differs_from_pytorch_fails_and_names_the_difference(offline, tmp_path, monkeypatch):
+    import kdlab.deploy.onnx_export as onnx_export
+
+    model, _, _ = offline
+    monkeypatch.setattr(onnx_export, "_export_offline", lambda *args: 3e-3)  # as if the encoder graph were off
+    monkeypatch.setattr(onnx_export, "_export_predictor", lambda *args: 0.0)
+    monkeypatch.setattr(onnx_export, "_export_joiner", lambda *args: 0.0)
+    with pytest.raises(onnx_export.ExportCheckError, match=r"differs from PyTorch by 3.00e-03 > 1e-04"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert json.loads((tmp_path / "m.json").read_text())["max_abs_diff"]["encoder"] == 3e-3

@@ -1,0 +1,47 @@
+"""A tiny compressed RNN-T model (pruned branches, low-rank layers, materialised) and a run folder
+holding it, for the deployment tests (export, ONNX Runtime, transcribe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kdlab.compress.factorise import factorise_encoder
+from kdlab.compress.materialise import materialise
+from kdlab.data.features import GlobalCMVN
+from kdlab.data.tokenizer import CharTokenizer
+from kdlab.models.conformer import ConformerEncoder, teacher_config
+from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
+from kdlab.train.recipes.joint import save_student_asr
+from kdlab.train.recipes.runs import write_result
+
+#: Block 0 keeps one head and a narrower FFN; block 1 lost its attention and its first FFN.
+LAYER_DIMS = [{"num_heads": 1, "ffn1_dim": 48}, {"num_heads": 0, "ffn1_dim": 0}]
+
+
+def tiny_compressed_asr(streaming: bool = False, left_chunks: int = -1, seed: int = 0) -> RNNTModel:
+    """Random weights (seeded), eval mode; the blank is discouraged so greedy search emits symbols."""
+    torch.manual_seed(seed)
+    config = teacher_config("tiny", dropout=0.0, streaming=streaming, chunk_size=4, left_chunks=left_chunks,
+                            layer_dims=LAYER_DIMS)
+    encoder = ConformerEncoder(config)
+    for block in encoder.blocks:  # batch-norm statistics as after training, not the identity
+        block.conv.batch_norm.running_mean.uniform_(-0.5, 0.5)
+        block.conv.batch_norm.running_var.uniform_(0.5, 2.0)
+    factorise_encoder(encoder, method="energy", energy=0.7)
+    rnnt = RNNTConfig(vocab_size=CharTokenizer().vocab_size, pred_embed_dim=16, pred_hidden=24, joint_dim=20,
+                      dropout=0.0)
+    model = RNNTModel(materialise(encoder.eval()), rnnt).eval()
+    with torch.no_grad():
+        model.joiner.out.bias[BLANK] -= 2.0
+    return model
+
+
+def write_run_folder(run_dir: Path, model: RNNTModel, cmvn: GlobalCMVN) -> Path:
+    """A finished run folder as the joint and sequential recipes leave it (asr.pt, cmvn.json, result.json)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_student_asr(model, CharTokenizer(), run_dir / "asr.pt")
+    cmvn.save(run_dir / "cmvn.json")
+    write_result(run_dir, {"stand_in": True})
+    return run_dir
