@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
 WORKERS ?= 2
 ## CORPUS: a folder written by `kdlab data` (e.g. your own data imported with --librispeech) that the
-## study trains on instead of the profile's synthetic corpus; TOKENIZER: char or bpe[:N].
+## study trains on instead of the profile's synthetic corpus; TOKENIZER: char or bpe[:N] (default: the profile's).
 CORPUS ?=
-TOKENIZER ?= char
+TOKENIZER ?=
 
 .PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs screenshots
 
@@ -30,8 +30,8 @@ setup: $(STAMP)
 ## WORKERS: processes that train the grid's runs side by side (one torch thread each).
 study: setup synth-deps
 	$(if $(CORPUS),,$(PY) -m kdlab data --profile $(PROFILE))
-	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study --tokenizer $(TOKENIZER) \
-	  $(if $(CORPUS),--corpus $(CORPUS),$(if $(filter default,$(PROFILE)),$(if $(filter char,$(TOKENIZER)),--readme README.md)))
+	$(PY) -m kdlab study --profile $(PROFILE) --workers $(WORKERS) --out outputs/study $(if $(TOKENIZER),--tokenizer $(TOKENIZER)) \
+	  $(if $(CORPUS),--corpus $(CORPUS),$(if $(filter default,$(PROFILE)),$(if $(TOKENIZER),,--readme README.md)))
 	$(PY) -m kdlab notebooks --profile $(PROFILE) --out outputs
 
 ## After `make study`: open outputs/index.html and every notebook report in headless Chromium

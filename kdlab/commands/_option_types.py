@@ -10,7 +10,7 @@ import argparse
 
 #: Tokenizer choices as the options show them (``kdlab.train.recipes.corpus_choice`` parses them).
 TOKENIZER_HELP = ("char (letters, apostrophe, space) or bpe[:N] (sentencepiece BPE with N pieces, default 256, "
-                  "trained on the corpus's train transcripts and saved with the run) (default: char)")
+                  "trained on the corpus's train transcripts and saved with the run) (default: the profile's)")
 
 
 def positive_int(text: str) -> int:
@@ -71,7 +71,7 @@ def add_corpus_options(parser: argparse.ArgumentParser, tokenizer: bool = True) 
                              "own data imported with --librispeech / --train-list ...) (default: the profile's "
                              "synthetic corpus)")
     if tokenizer:
-        parser.add_argument("--tokenizer", type=tokenizer_spec, default="char", help=TOKENIZER_HELP)
+        parser.add_argument("--tokenizer", type=tokenizer_spec, default=None, help=TOKENIZER_HELP)
 
 
 def add_force(parser: argparse.ArgumentParser) -> None:

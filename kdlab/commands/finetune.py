@@ -13,9 +13,9 @@ PROFILES = ("tiny", "default", "full")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="tiny (tests, seconds), default (the teacher, ~19 min on 2 CPU cores with its pre-training), full (GPU)")
+                        help="tiny (tests, seconds), default (the teacher, minutes on 2 CPU cores with its pre-training), full (GPU)")
     parser.add_argument("--streaming", action="store_true",
-                        help="chunked attention + causal convolution (chunk size from the profile, 40 ms frames)")
+                        help="chunked attention + causal convolution (chunk size and frame length from the profile)")
     parser.add_argument("--init", choices=("ssl", "random"), default="ssl",
                         help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
                                         steps=args.steps, corpus_dir=args.corpus, tokenizer=args.tokenizer, **overrides)
     result = run_finetune(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
-    mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
+    frame_ms = 10 * config.encoder.subsampling_factor
+    mode = f"streaming (chunk {config.chunk_size * frame_ms} ms)" if config.streaming else "offline"
     print(f"run dir:      {result.run_dir}")
     print(f"model:        {m['params'] / 1e6:.2f} M params (encoder {m['encoder_params'] / 1e6:.2f} M), "
           f"{mode}, {config.init} init")

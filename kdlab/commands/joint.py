@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     check_accelerator(args.profile, args.device)
     from kdlab.train.recipes.joint import joint_profile
     from kdlab.train.recipes.joint_config import JointConfig
+    from kdlab.train.recipes.profiles import get_profile
 
     config = JointConfig.for_profile(args.profile, args.method, args.target_sparsity, args.seed, args.streaming,
                                      args.steps, args.recovery_steps, teacher_seed=args.teacher_seed,
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
                                      tokenizer=args.tokenizer)
     result = joint_profile(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
-    mode = f"streaming (chunk {config.chunk_size * 40} ms)" if config.streaming else "offline"
+    frame_ms = get_profile(args.profile).encoder_frame_ms
+    mode = f"streaming (chunk {config.chunk_size * frame_ms} ms)" if config.streaming else "offline"
     print(f"run dir:        {result.run_dir}")
     print(f"method:         {m['method']} (joint route, {mode}), {m['steps']} steps + {m['recovery_steps']} recovery, "
           f"{m['wall_seconds']:.0f} s on {m['device']}")

@@ -24,7 +24,7 @@ BUDGET_OPTIONS = {
 RESULT_OPTIONS = ("profile", "corpus", "tokenizer", "seeds", "target_sparsity", "methods", "modes", "routes", "steps",
                   *BUDGET_OPTIONS)
 #: Values of result options that the reproduction command leaves out (they are the defaults).
-UNSHOWN_DEFAULTS = {"modes": list(MODES), "routes": list(ROUTES), "tokenizer": "char"}
+UNSHOWN_DEFAULTS = {"modes": list(MODES), "routes": list(ROUTES), "tokenizer": None}
 
 
 def _flag(name: str) -> str:

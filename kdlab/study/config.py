@@ -109,10 +109,11 @@ class StudyConfig:
     latency_min_runs: int = 5
     latency_runtime: str | None = None
     corpus_dir: str | None = None
-    tokenizer: str = "char"
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
-        get_profile(self.profile)
+        if self.tokenizer is None:
+            self.tokenizer = get_profile(self.profile).tokenizer
         parse_tokenizer_spec(self.tokenizer)
         if self.corpus_dir is not None:
             self.corpus_dir = str(check_corpus_folder(self.corpus_dir))

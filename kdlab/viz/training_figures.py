@@ -64,7 +64,8 @@ def targets_figure(fbank, codes, title: str = "", frames_per_second: float = FRA
     figure.update_yaxes(title_text="mel bin", row=1, col=1)
     figure.update_yaxes(title_text="code", showticklabels=False, row=2, col=1)
     figure.update_xaxes(title_text="time (s)", row=2, col=1)
-    figure.update_layout(title=title or "BEST-RQ targets: one code per 40 ms", height=380, margin={"t": 40, "b": 40})
+    code_ms = round(1000 * stack / frames_per_second)
+    figure.update_layout(title=title or f"BEST-RQ targets: one code per {code_ms} ms", height=380, margin={"t": 40, "b": 40})
     return figure
 
 

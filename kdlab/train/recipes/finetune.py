@@ -4,7 +4,7 @@
     result.metrics["test"]["wer"], result.model, result.tokenizer, result.cmvn
 
 Streaming runs train and evaluate the encoder with its chunked attention mask and causal
-convolution (``chunk_size`` frames of 40 ms, ``left_chunks`` chunks of left context, -1 =
+convolution (``chunk_size`` encoder frames, ``left_chunks`` chunks of left context, -1 =
 all): the masked full-sequence forward equals chunk-by-chunk inference, so its WER is the
 streaming WER. ``init="ssl"`` starts from a BEST-RQ run (``ssl_run_dir``, default the
 profile's pre-training, run first if missing) and its CMVN; ``init="random"`` from fresh weights
@@ -99,12 +99,13 @@ class FinetuneConfig(JsonConfig):
 
     @classmethod
     def for_profile(cls, profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
-                    steps: int | None = None, corpus_dir: str | None = None, tokenizer: str = "char",
+                    steps: int | None = None, corpus_dir: str | None = None, tokenizer: str | None = None,
                     **overrides) -> FinetuneConfig:
         """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus,
-        `tokenizer` the characters (a BPE model is trained on the corpus here, once), `overrides`
-        any other field."""
+        `tokenizer` its tokenizer (None: the profile's; a BPE model is trained on the corpus here,
+        once), `overrides` any other field."""
         p = get_profile(profile)
+        tokenizer = p.tokenizer if tokenizer is None else tokenizer
         steps = p.finetune_steps if steps is None else steps
         corpus_dir = None if corpus_dir is None else str(corpus_dir)
         vocab_size = tokenizer_vocab_size(profile, overrides.get("corpus_seed", 0), corpus_dir, tokenizer)

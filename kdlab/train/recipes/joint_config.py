@@ -46,7 +46,7 @@ class JointConfig(JsonConfig):
     * ``profile`` / ``teacher_seed`` / ``teacher_init``: which fine-tuned teacher ``joint_profile``
       uses (``ensure_teacher``); ``seed``: gates' noise, student init, data order, recovery.
     * ``target_sparsity`` t: fraction of the dense teacher encoder's parameters to remove, in [0, 1).
-    * ``streaming`` / ``chunk_size`` (40 ms frames) / ``left_chunks`` (-1 = all): the student's
+    * ``streaming`` / ``chunk_size`` (encoder frames) / ``left_chunks`` (-1 = all): the student's
       encoder mode (chunked attention mask + causal convolution while it trains and after).
     * ``steps`` joint steps (RNN-T + KD + Lagrangian); t ramps from 0 over ``warmup_fraction · steps``.
       ``recovery_steps`` RNN-T fine-tuning of the materialised student (0: none), with the KD terms
@@ -140,15 +140,15 @@ class JointConfig(JsonConfig):
     @classmethod
     def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
                     streaming: bool = False, steps: int | None = None, recovery_steps: int | None = None,
-                    **overrides) -> JointConfig:
+                    tokenizer: str | None = None, **overrides) -> JointConfig:
         """The profile's step budgets, batch size, chunk size, learning rates (half and a quarter of
         its fine-tuning lr; gates' and λ's: ``PROFILE_SPARSITY_RATES``), dev subset, eval / checkpoint
-        period and SpecAugment; ``overrides``
+        period, SpecAugment and tokenizer (`tokenizer` None: the profile's); ``overrides``
         replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
 
         p, rates = get_profile(profile), PROFILE_SPARSITY_RATES[profile]
-        base = dict(method=method, target_sparsity=target_sparsity, profile=profile, seed=seed, streaming=streaming,
+        base = dict(tokenizer=p.tokenizer if tokenizer is None else tokenizer, method=method, target_sparsity=target_sparsity, profile=profile, seed=seed, streaming=streaming,
                     chunk_size=p.chunk_size, steps=PROFILE_STEPS[profile] if steps is None else steps,
                     recovery_steps=PROFILE_RECOVERY_STEPS[profile] if recovery_steps is None else recovery_steps,
                     lr=p.finetune_lr / 2, recovery_lr=p.finetune_lr / 4, gate_lr=rates[0], lagrangian_lr=rates[1],

@@ -39,6 +39,11 @@ class RecipeProfile:
     specaugment: bool = True
     tokenizer: str = "char"  # "char" or "bpe:<vocabulary size>" (sentencepiece, trained on the corpus' train text)
 
+    @property
+    def encoder_frame_ms(self) -> int:
+        """Milliseconds of audio per encoder frame: 10 ms features times the subsampling factor."""
+        return 10 * self.encoder_overrides.get("subsampling_factor", 4)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -61,7 +61,7 @@ ROUTE = "sequential"
 class SequentialConfig:
     """RNN-T fine-tuning of the encoder of a compression run (JSON-serialisable).
 
-    ``compress_run_dir``: a complete ``run_compress`` folder; ``streaming`` / ``chunk_size`` (40 ms
+    ``compress_run_dir``: a complete ``run_compress`` folder; ``streaming`` / ``chunk_size`` (encoder
     frames) / ``left_chunks`` (-1 = all): the encoder's mode here; ``rnnt``, ``specaugment`` (None:
     off), ``trainer``, ``frames_per_batch`` and ``dev_eval_utterances``: as in ``FinetuneConfig``
     (``for_profile`` copies the profile's fine-tuning settings). Corpus and CMVN are the SSL
@@ -93,11 +93,11 @@ class SequentialConfig:
 
     @classmethod
     def for_profile(cls, profile: str, compress_run_dir: str | Path, seed: int = 0, streaming: bool = False,
-                    steps: int | None = None, tokenizer: str = "char", corpus_dir: str | None = None,
+                    steps: int | None = None, tokenizer: str | None = None, corpus_dir: str | None = None,
                     **overrides) -> SequentialConfig:
         """The profile's fine-tuning settings (``FinetuneConfig.for_profile``); `steps` replaces its
-        step budget, `tokenizer` the characters (its vocabulary read on `corpus_dir`, the compression
-        teacher's corpus; None: the profile's), `overrides` any other field."""
+        step budget, `tokenizer` the profile's (None) or another (its vocabulary read on `corpus_dir`,
+        the compression teacher's corpus; None: the profile's), `overrides` any other field."""
         ft = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init="random", steps=steps,
                                         corpus_dir=corpus_dir, tokenizer=tokenizer)
         base = {f.name: getattr(ft, f.name) for f in fields(cls) if f.name != "compress_run_dir"}

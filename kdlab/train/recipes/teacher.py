@@ -43,12 +43,13 @@ class TeacherBundle:
 
 def ensure_teacher(profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
                    device: str = "auto", progress: bool = True, finetune_steps: int | None = None,
-                   corpus_dir: str | None = None, tokenizer: str = "char") -> TeacherBundle:
+                   corpus_dir: str | None = None, tokenizer: str | None = None) -> TeacherBundle:
     """The profile's teacher, trained first if its runs are missing (resumed if interrupted).
 
     `init` "random" gives the baseline without pre-training (same architecture and budget);
     `finetune_steps` replaces the profile's fine-tuning budget (a separate cached run);
-    `corpus_dir` / `tokenizer`: another corpus (``kdlab data --out DIR``) and "char" / "bpe[:N]".
+    `corpus_dir` / `tokenizer`: another corpus (``kdlab data --out DIR``) and "char" / "bpe[:N]"
+    (None: the profile's).
     """
     config = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init=init, steps=finetune_steps,
                                         corpus_dir=corpus_dir, tokenizer=tokenizer)
