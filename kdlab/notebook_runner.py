@@ -19,6 +19,7 @@ as HTML (for the report). `export_html` checks this.
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 import warnings
@@ -143,6 +144,20 @@ def notebook_title(notebook) -> str:
     return ""
 
 
+def local_socket_kernel_manager():
+    """A kernel manager whose kernels talk over local (IPC) sockets: a headless run opens no TCP port,
+    and the kernel has no reason to warn that TCP traffic goes unencrypted."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+    return LocalSocketKernelManager
+
+
 def execute_notebook(
     source: str | Path, target: str | Path, parameters: Mapping, kernel_name: str, progress: bool = True
 ) -> None:
@@ -156,10 +171,11 @@ def execute_notebook(
 
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    local = {"kernel_manager_class": local_socket_kernel_manager()} if os.name == "posix" else {}
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters=dict(parameters), kernel_name=kernel_name,
-            cwd=str(source.parent), progress_bar=progress,
+            cwd=str(source.parent), progress_bar=progress, **local,
         )
     except PapermillExecutionError as error:
         raise NotebookFailed(

@@ -66,7 +66,15 @@ def study(tmp_path_factory):
     command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--out", str(out), "--only", "00"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
     assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    (out / "command-stderr.txt").write_text(result.stderr)
     return out
+
+
+def test_the_command_prints_no_warning_of_the_kernel_or_the_notebook(study):
+    # stderr holds the progress bars; a warning line (e.g. the kernel's "running over TCP without
+    # encryption", gone with local-socket kernels) must not be among them
+    lines = (study / "command-stderr.txt").read_text().replace("\r", "\n").splitlines()
+    assert not [line for line in lines if "warning" in line.lower()], lines
 
 
 def test_notebook_00_runs_headless_at_tiny_settings(study):
