@@ -57,17 +57,27 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert "profile" in papermill.inspect_notebook(str(path)), f"{path.name}: parameters cell must define `profile`"
 
 
-# --- notebook 00 executed by the command, as `make study` does -------------------------
+# --- notebooks 00 and 01 executed by the command, as `make study` does ------------------
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
-    command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--out", str(out), "--only", "00"]
+    command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--out", str(out), "--only", "00", "01"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
     assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     (out / "command-stderr.txt").write_text(result.stderr)
     return out
+
+
+def test_notebook_01_runs_headless_and_scores_the_teachers_on_the_held_out_test_sets(study):
+    notebook = nbformat.read(study / "01_ssl_teacher.ipynb", as_version=4)
+    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert_nothing_on_stderr(notebook, "01_ssl_teacher")
+    held_out = next(cell for cell in notebook.cells if cell.cell_type == "code" and "held_out = pd.DataFrame" in cell.source)
+    table = held_out.outputs[-1]["data"]["text/plain"]
+    assert all(split in table for split in ("test", "test_unseen_engine", "test_unseen_text")), table
 
 
 def test_the_command_prints_no_warning_of_the_kernel_or_the_notebook(study):
@@ -119,7 +129,7 @@ def test_index_shows_the_key_figure_of_notebook_00_with_plotly_embedded_once(stu
     executed = nbformat.read(study / "00_corpus.ipynb", as_version=4)
     (cell, _), *_ = nr.notebook_figures(executed)  # nothing tagged `key-figure`: the first figure
     assert nr.plotlyjs_bundle_count(index) == 1
-    assert index.count("Plotly.newPlot(") == 1
+    assert index.count("Plotly.newPlot(") == 2  # one key figure for each of the two notebooks run
     assert f'href="html/00_corpus.html#cell-id={cell.id}"' in index
 
 
