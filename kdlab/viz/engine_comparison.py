@@ -25,7 +25,8 @@ SAMPLE_RATE = 16000
 def engine_table(folder: str | Path) -> pd.DataFrame:
     """Rows (split, engine): utterances, hours and speakers, from `<folder>/corpus.json`.
     Empty for a corpus without that summary (imported data)."""
-    info = json.loads((Path(folder) / "corpus.json").read_text()) if (Path(folder) / "corpus.json").is_file() else {}
+    path = Path(folder) / "corpus.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
     engines = info.get("summary", {}).get("engines", {})
     rows = [{"split": split, "engine": engine, **values} for split, per in engines.items() for engine, values in per.items()]
     return pd.DataFrame(rows, columns=["split", "engine", "utterances", "hours", "speakers"])
