@@ -60,22 +60,24 @@ lab: setup synth-deps
 corpus: setup synth-deps
 	$(PY) -m kdlab data --profile $(PROFILE)
 
+## $(call debian_package,PACKAGE,WITHOUT_IT): install a Debian package (its command has the same name)
+## when missing and run as root with apt-get; otherwise say what is lost without it.
+define debian_package
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null) \
+	      || echo "warning: could not install $(1); $(2)"; \
+	  else echo "note: install Debian's '$(1)' package; $(2)"; fi; }
+endef
+
 ## Headless Chromium for the browser tests (Debian package; nothing downloads a browser build).
 browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "warning: could not install chromium; browser tests will be skipped outside CI"; \
-	  else echo "note: install Debian's 'chromium' package to run the browser tests"; fi; }
+	$(call debian_package,chromium,browser tests will be skipped outside CI)
 
 ## flite, the corpus' second synthesis engine (Debian package). Without it the corpus is built from
 ## espeak-ng voices only, with its own digest, and the builder says so.
 synth-deps:
-	@command -v flite >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq flite >/dev/null) \
-	      || echo "warning: could not install flite; corpora will use espeak-ng voices only"; \
-	  else echo "note: install Debian's 'flite' package for the corpus' second synthesis engine"; fi; }
+	$(call debian_package,flite,corpora will use espeak-ng voices only)
 
 clean-outputs:
 	rm -rf outputs
