@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.config import JsonConfig
+from kdlab.data.ctc_alignment import check_ctc_alignable
+from kdlab.data.features import FbankConfig
+from kdlab.models.subsampling import subsampled_length
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.runs import has_checkpoint
 from kdlab.train.trainer import Trainer, TrainerConfig
@@ -107,6 +110,14 @@ def ctc_step(model: EncoderCTC, batch) -> tuple[torch.Tensor, dict]:
     return model(batch), {}
 
 
+def check_ctc_alignable_at(encoder: nn.Module, data: SpeechData) -> None:
+    """ValueError when the encoder's frame rate is too low for CTC over the tokenizer's train transcripts."""
+    factor, fbank = encoder.config.subsampling_factor, FbankConfig()
+    check_ctc_alignable(data.splits["train"], data.tokenizer, frame_ms=int(factor * fbank.hop_ms),
+                        encoder_frames=lambda seconds: subsampled_length(fbank.num_frames(round(seconds * fbank.sample_rate)),
+                                                                         factor))
+
+
 def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig, *, frames_per_batch: int,
                    seed: int, run_dir: str | Path, device: str = "auto",
                    progress: bool = True) -> tuple[nn.Linear | None, dict]:
@@ -115,6 +126,8 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
     Returns (the CTC head on the CPU, ``{"steps", "wall_seconds", "final_loss"}``). With 0 steps the
     metrics are empty and the head is a fresh one when ``config.aux_weight`` > 0, else None.
     """
+    if config.steps > 0 or config.aux_weight > 0:
+        check_ctc_alignable_at(encoder, data)
     if config.steps == 0:
         head = nn.Linear(encoder.config.d_model, data.tokenizer.vocab_size) if config.aux_weight > 0 else None
         return head, {}
