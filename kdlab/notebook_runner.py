@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from kdlab.paths import PROJECT_ROOT
+from kdlab.paths import notebooks_dir
 from kdlab.widget_snapshot import WIDGET_VIEW_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
@@ -73,8 +73,8 @@ class IndexSection:
 
 
 def default_notebooks_dir() -> Path:
-    """The lessons folder of the checkout: `<project>/notebooks`."""
-    return PROJECT_ROOT / "notebooks"
+    """The lessons folder (`kdlab.paths.notebooks_dir`): works in a checkout and an installed package."""
+    return notebooks_dir()
 
 
 def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
