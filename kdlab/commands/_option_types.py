@@ -90,3 +90,22 @@ def check_accelerator(profile: str, device: str) -> None:
         raise ValueError("profile 'full' is sized for a GPU (a 20000-step teacher on >= 30 h of audio) and no CUDA "
                          "device is available here: use --profile default on a CPU (about an hour for the study), "
                          "or --device cpu to train it on this CPU anyway")
+
+
+def add_training_log_options(parser: argparse.ArgumentParser) -> None:
+    """--tensorboard DIR, for every command that trains (applied by `apply_training_log_options`)."""
+    parser.add_argument("--tensorboard", metavar="DIR", type=output_folder, default=None,
+                        help="also write TensorBoard event files of every training run under DIR, one folder per run "
+                             "(losses, learning rates, expected sparsity, lambda, dev WER); watch with "
+                             "`tensorboard --logdir DIR`")
+
+
+def apply_training_log_options(args: argparse.Namespace) -> None:
+    """Turn --tensorboard on for this process and those it starts (``kdlab.train.tensorboard_log``)."""
+    import os
+    from pathlib import Path
+
+    from kdlab.train.tensorboard_log import TENSORBOARD_ENV
+
+    if getattr(args, "tensorboard", None):
+        os.environ[TENSORBOARD_ENV] = str(Path(args.tensorboard).resolve())

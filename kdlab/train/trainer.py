@@ -21,7 +21,9 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   group, epoch, skipped count) and, if ``record_fn`` is given, a "record" record with its values;
   every ``eval_every`` steps (and at the end) an "eval" record from ``eval_fn(model)`` (model in
   eval mode, no grad). Callbacks run with isolated RNG state, so they never change the training
-  run. Saved to ``run_dir/history.json``.
+  run. Saved to ``run_dir/history.json``; each new record also goes to the ``listeners``
+  (callables taking the record dict), and to TensorBoard when ``$KDLAB_TENSORBOARD`` is set
+  (``kdlab.train.tensorboard_log``). The progress bar shows the last loss, lr and dev WER.
 * Checkpoints (``run_dir/checkpoints/last.pt``, every ``checkpoint_every`` steps, after
   ``checkpoint_seconds`` of training since the last one, at the end, and at SIGTERM / Ctrl-C
   before the signal acts; atomic): model, optimizer (with per-group lr), extra modules, step, RNG states, data position
@@ -193,6 +195,8 @@ class Trainer:
         self.resumed_seconds = {"wall": 0.0, "cpu": 0.0}
         self._seconds = {"wall": 0.0, "cpu": 0.0}
         self._fit_started: dict[str, float] | None = None
+        #: Called with every new history record (after it is appended), e.g. a TensorBoard writer.
+        self.listeners: list[Callable[[dict], None]] = []
 
     def elapsed(self) -> dict[str, float]:
         """{"wall", "cpu"}: seconds of training on this run, in every process so far."""
@@ -245,6 +249,7 @@ class Trainer:
             seed_everything(c.seed)
         self._write_config()
         self.model.train()
+        tensorboard = self._open_tensorboard()
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress, desc="train", dynamic_ncols=True)
         self._fit_started = {"wall": time.perf_counter(), "cpu": time.process_time()}
         last_saved = time.perf_counter()
@@ -255,10 +260,14 @@ class Trainer:
                     self.step += 1
                     bar.update(1)
                     last = self.step == c.max_steps
-                    if self.step % c.log_every == 0 or last:
-                        bar.set_postfix(self._log(), refresh=False)
+                    logged = self.step % c.log_every == 0 or last
+                    if logged:
+                        self._log()
                     if self.eval_fn is not None and ((c.eval_every and self.step % c.eval_every == 0) or last):
                         self._evaluate()
+                        logged = True
+                    if logged:
+                        bar.set_postfix(self._progress_postfix(), refresh=False)
                     due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or (
                         c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
                     if self.run_dir is not None and (due or stop.requested):
@@ -269,7 +278,34 @@ class Trainer:
         finally:
             bar.close()
             self._stop_clock()
+            if tensorboard is not None:
+                self.listeners.remove(tensorboard)
+                tensorboard.close()
         return self.history
+
+    def _open_tensorboard(self):
+        """A `TensorBoardLog` listening to new records when ``$KDLAB_TENSORBOARD`` is set, else None."""
+        from kdlab.train.tensorboard_log import TensorBoardLog, run_log_folder, tensorboard_root
+
+        root = tensorboard_root()
+        if root is None:
+            return None
+        log = TensorBoardLog(run_log_folder(root, self.run_dir), purge_step=self.step + 1 if self.step else None)
+        self.listeners.append(log)
+        return log
+
+    def _append(self, kind: str, values: dict) -> None:
+        record = self.history.append(kind, self.step, values)
+        for listener in self.listeners:
+            listener(record)
+
+    def _progress_postfix(self) -> dict[str, str]:
+        """Last loss and lr, and the last dev WER when the evaluation reports one."""
+        train, evaluation = self.history.last("train") or {}, self.history.last("eval") or {}
+        postfix = {k: f"{train[k]:.4g}" for k in ("loss", "lr") if k in train}
+        if isinstance(evaluation.get("dev_wer"), (int, float)):
+            postfix["dev_wer"] = f"{evaluation['dev_wer']:.1%}"
+        return postfix
 
     def _stop_clock(self) -> None:
         """Add the seconds since ``fit`` started to this process's total and stop the clock."""
@@ -313,20 +349,19 @@ class Trainer:
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
         self._count += 1
 
-    def _log(self) -> dict:
+    def _log(self) -> None:
         groups = self.optimizer.param_groups
         values = {"epoch": self.batches.epoch, "lr": groups[0]["lr"], "skipped": self.skipped}
         values.update({f"lr/{g['name']}": g["lr"] for g in groups[1:]})
         values.update({k: v / self._count for k, v in self._sums.items()} if self._count else {})
         self._sums, self._count = {}, 0
-        self.history.append("train", self.step, values)
+        self._append("train", values)
         if self.record_fn is not None:
             with isolated_rng(), torch.no_grad():
                 extra = self.record_fn(self.model)
             if extra:
-                self.history.append("record", self.step, extra)
+                self._append("record", extra)
         self._save_history()
-        return {k: f"{values[k]:.4g}" for k in ("loss", "lr") if k in values}
 
     def _evaluate(self) -> None:
         self.model.eval()
@@ -335,7 +370,7 @@ class Trainer:
                 metrics = self.eval_fn(self.model)
         finally:
             self.model.train()
-        self.history.append("eval", self.step, metrics)
+        self._append("eval", metrics)
         self._save_history()
 
     # ----------------------------------------------------------------- files
