@@ -33,6 +33,9 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   state of its own. ``load_checkpoint`` then ``fit`` continue the exact run: on CPU the final
   weights and history equal those of an uninterrupted run bit for bit (CUDA kernels may be
   non-deterministic).
+* Data-parallel under torchrun (``kdlab.train.distributed``): batches sharded by rank, gradients
+  of every optimised parameter averaged, buffers broadcast from rank 0, run files written by rank 0
+  only, every rank's RNG state in the checkpoint (resume with the same number of processes).
 * Same seed => same numbers: ``fit`` seeds Python, NumPy and torch with ``seed`` when it starts
   a fresh run (step 0); build the model after ``seed_everything(seed)`` too, for identical
   initial weights.
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdlab.config import JsonConfig
+from kdlab.train import distributed
 from kdlab.train.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.train.epochs import EpochIterator
 from kdlab.train.history import History
@@ -132,6 +137,8 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
+        return distributed.local_cuda_device()
     return device
 
 
@@ -178,6 +185,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        distributed.join(self.device)
         self.model = model.to(self.device)
         self.modules = dict(modules or {})
         self.step_fn, self.eval_fn, self.record_fn = step_fn, eval_fn, record_fn
@@ -186,6 +194,12 @@ class Trainer:
         self.optimizer = self._build_optimizer(param_groups or [])
         self._clip_params = [p for p in model.parameters() if p.requires_grad]
         self.batches = EpochIterator(train_data, config.seed)
+        self._optimised = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._buffers = list(self.model.buffers()) + [b for m in self.modules.values() for b in m.buffers()]
+        if distributed.is_active():
+            distributed.shard_data(train_data)
+            extra = [t for m in self.modules.values() for t in m.parameters()]
+            distributed.broadcast_from_main([*self.model.parameters(), *extra, *self._buffers])
         self.history = History()
         self.step = 0
         self.skipped = 0
@@ -257,6 +271,7 @@ class Trainer:
             with StopSignals() as stop:
                 while self.step < c.max_steps:
                     self._train_step(move_to(next(self.batches), self.device))
+                    distributed.broadcast_from_main(self._buffers)  # BatchNorm statistics: rank 0's, as DDP
                     self.step += 1
                     bar.update(1)
                     last = self.step == c.max_steps
@@ -268,12 +283,14 @@ class Trainer:
                         logged = True
                     if logged:
                         bar.set_postfix(self._progress_postfix(), refresh=False)
-                    due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or (
-                        c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
-                    if self.run_dir is not None and (due or stop.requested):
+                    timed = bool(c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
+                    timed, stopping = distributed.agree([timed, stop.requested is not None])  # ranks act together
+                    due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or timed
+                    if self.run_dir is not None and (due or stopping):
                         self.save_checkpoint()
                         last_saved = time.perf_counter()
-                    if stop.requested:
+                    if stopping:  # a rank the signal did not reach stops with the others
+                        stop.requested = stop.requested or signal.SIGTERM
                         stop.deliver()
         finally:
             bar.close()
@@ -281,6 +298,7 @@ class Trainer:
             if tensorboard is not None:
                 self.listeners.remove(tensorboard)
                 tensorboard.close()
+        distributed.barrier()  # rank 0's last checkpoint and history are on disk for every rank
         return self.history
 
     def _open_tensorboard(self):
@@ -288,7 +306,7 @@ class Trainer:
         from kdlab.train.tensorboard_log import TensorBoardLog, run_log_folder, tensorboard_root
 
         root = tensorboard_root()
-        if root is None:
+        if root is None or not distributed.is_main_process():
             return None
         log = TensorBoardLog(run_log_folder(root, self.run_dir), purge_step=self.step + 1 if self.step else None)
         self.listeners.append(log)
@@ -316,9 +334,11 @@ class Trainer:
     def _train_step(self, batch) -> None:
         loss, metrics = self.step_fn(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss.detach())):
+        (finite,) = distributed.agree([bool(torch.isfinite(loss.detach()))], how="all")
+        if not finite:
             return self._nonfinite("loss", float(loss.detach()))
         loss.backward()
+        distributed.average_gradients(self._optimised)
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self._clip_params, max_norm))
         if not math.isfinite(grad_norm):
@@ -353,7 +373,8 @@ class Trainer:
         groups = self.optimizer.param_groups
         values = {"epoch": self.batches.epoch, "lr": groups[0]["lr"], "skipped": self.skipped}
         values.update({f"lr/{g['name']}": g["lr"] for g in groups[1:]})
-        values.update({k: v / self._count for k, v in self._sums.items()} if self._count else {})
+        values.update(distributed.average_values({k: v / self._count for k, v in self._sums.items()})
+                      if self._count else {})
         self._sums, self._count = {}, 0
         self._append("train", values)
         if self.record_fn is not None:
@@ -375,12 +396,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- files
     def _save_history(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.history.save(self.run_dir / "history.json")
 
     def _write_config(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps({"trainer": self.config.to_dict(), **self.configs}, indent=1)
             (self.run_dir / "config.json").write_text(text)
@@ -399,6 +420,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "rng": capture_rng_state(),
+            "world_size": distributed.world_size(),
+            "rng_per_rank": distributed.gather_objects(capture_rng_state()),
             "data": self.batches.state_dict(),
             "history": self.history.records,
             "skipped": self.skipped,
@@ -409,8 +432,10 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write the run state atomically (default ``run_dir/checkpoints/last.pt``)."""
-        return save_checkpoint(self.state_dict(), path or self.default_checkpoint_path())
+        """Write the run state atomically (default ``run_dir/checkpoints/last.pt``); under torchrun
+        every rank calls it (their RNG states are gathered) and rank 0 writes."""
+        state, path = self.state_dict(), Path(path or self.default_checkpoint_path())
+        return save_checkpoint(state, path) if distributed.is_main_process() else path
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore a run written by `save_checkpoint`; ``fit()`` then continues it.
@@ -427,6 +452,11 @@ class Trainer:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(f"cannot resume exactly: trainer config differs from the checkpoint's ({details}); "
                              f"only {sorted(RESUMABLE_CHANGES)} may change")
+        processes = int(state.get("world_size", 1))
+        if processes != distributed.world_size():
+            raise ValueError(f"the checkpoint was written by a run of {processes} process(es), this one has "
+                             f"{distributed.world_size()}: resume with torchrun --nproc-per-node {processes} "
+                             "(the data order depends on it)")
         missing = set(self.modules) ^ set(state["modules"])
         if missing:
             raise ValueError(f"modules differ from the checkpoint's: {sorted(missing)}")
@@ -438,6 +468,7 @@ class Trainer:
         self.history = History(state["history"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self._sums, self._count = dict(state["pending_log"]["sums"]), int(state["pending_log"]["count"])
-        restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        restore_rng_state(per_rank[distributed.rank()] if per_rank else state["rng"])
         self.resumed_seconds = dict(state.get("elapsed_seconds", {"wall": 0.0, "cpu": 0.0}))
         self._seconds = {"wall": 0.0, "cpu": 0.0}
