@@ -6,6 +6,7 @@ wrote and the weights it holds)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def test_each_rank_trains_on_its_own_half_of_the_batches(uninterrupted, home, tm
     first_loss = [[r["loss"] for r in json.loads((d / "history.json").read_text()) if r["kind"] == "train"][0]
                   for d in (run_dir, single)]
     assert first_loss[0] != first_loss[1]
+
+
+def test_gates_and_lagrange_multipliers_stay_identical_across_ranks(home, tmp_path):
+    """The joint route's moving parts (hard-concrete gates in the model, λ in the controller module)."""
+    watch, out = tmp_path / "runs", tmp_path / "report"
+    result = torchrun(home, watch, out, ["l0-toy", str(watch / "l0")])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    rank0, rank1 = _weights(out, 0), _weights(out, 1)
+    _assert_same(rank0, rank1, "rank 0 vs rank 1")
+    assert float(rank0["modules"]["lagrangian"]["lambda_1"]) != 0.0, "λ1 was trained"
+    init = torch.full((8,), math.log(0.9 / 0.1))
+    assert not torch.allclose(rank0["model"]["gate.log_alpha"], init), "the gates were trained"
+    assert json.loads((out / "writes-1.json").read_text()) == []
 
 
 def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(uninterrupted, home, tmp_path):
