@@ -14,7 +14,7 @@ import pkgutil
 import sys
 
 import kdlab.commands
-from kdlab.commands._option_types import apply_training_log_options
+from kdlab.commands._option_types import apply_training_options
 
 
 def _command_names() -> list[str]:
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    apply_training_log_options(args)
+    apply_training_options(args)
     try:
         code = args._module.run(args)
     except (ValueError, OSError) as error:  # bad input (options, files, data): one line, no traceback

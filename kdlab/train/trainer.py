@@ -60,6 +60,7 @@ from kdlab.train import distributed
 from kdlab.train.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.train.epochs import EpochIterator
 from kdlab.train.history import History
+from kdlab.train.precision import autocast, check_precision, default_precision
 from kdlab.train.rng import capture_rng_state, isolated_rng, restore_rng_state, seed_everything
 from kdlab.train.schedule import SCHEDULES, apply_lr, lr_factor
 from kdlab.train.stop_signals import StopSignals
@@ -82,7 +83,8 @@ class TrainerConfig(JsonConfig):
 
     ``eval_every`` / ``checkpoint_every`` = 0: only at the end; ``checkpoint_seconds``: also after
     that much training time since the last checkpoint (0: never). ``grad_clip`` = 0: no clipping.
-    ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". ``precision``: "fp32" or
+    "bf16" (autocast of the step's forward pass, ``kdlab.train.precision``; default ``$KDLAB_PRECISION``).
     """
 
     max_steps: int = 1000
@@ -103,9 +105,11 @@ class TrainerConfig(JsonConfig):
     nonfinite: str = "skip"
     max_skips: int = 10
     progress: bool = True
+    precision: str = field(default_factory=default_precision)
 
     def __post_init__(self) -> None:
         self.betas = [float(b) for b in self.betas]
+        check_precision(self.precision)
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "max_skips"):
@@ -332,7 +336,8 @@ class Trainer:
         self._seconds = {k: total[k] - self.resumed_seconds[k] for k in total}
 
     def _train_step(self, batch) -> None:
-        loss, metrics = self.step_fn(self.model, batch)
+        with autocast(self.device, self.config.precision):
+            loss, metrics = self.step_fn(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         (finite,) = distributed.agree([bool(torch.isfinite(loss.detach()))], how="all")
         if not finite:
