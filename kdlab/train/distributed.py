@@ -3,7 +3,8 @@
     torchrun --nproc-per-node 2 -m kdlab finetune --profile tiny --init random
 
 torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; `kdlab.train.trainer.Trainer` then
-joins the process group (gloo on CPU, NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``) and:
+joins the process group (gloo on CPU, NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo when
+ranks share a GPU) and:
 
 - shards the batches: rank r takes batches r, r + N, ... of the bucketed sampler's epoch
   (`shard_data`), so one step trains on N batches: the effective batch is N times the profile's
@@ -57,20 +58,24 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def _gpus_shared() -> bool:
+    """More processes on this machine than GPUs (e.g. a 2-process check on one GPU)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > torch.cuda.device_count()
+
+
 def local_cuda_device() -> torch.device:
-    """``cuda:LOCAL_RANK`` (made the current device): one GPU per process on a machine."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if local >= torch.cuda.device_count():
-        raise ValueError(f"torchrun started local rank {local} but this machine has {torch.cuda.device_count()} "
-                         "CUDA device(s): use --nproc-per-node <= the GPU count, or --device cpu")
-    torch.cuda.set_device(local)
-    return torch.device("cuda", local)
+    """``cuda:LOCAL_RANK`` (made the current device): one GPU per process on a machine; with more
+    processes than GPUs they share them round robin."""
+    index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def join(device: torch.device) -> None:
-    """Join torchrun's process group (once per process): NCCL for CUDA devices, else gloo."""
+    """Join torchrun's process group (once per process): NCCL when each process has its own GPU,
+    else gloo (CPU, or processes sharing a GPU, which NCCL refuses)."""
     if launched_by_torchrun() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" and not _gpus_shared() else "gloo")
 
 
 def barrier() -> None:
