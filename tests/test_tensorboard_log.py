@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kdlab.cli import build_parser
-from kdlab.commands._option_types import apply_training_log_options
+from kdlab.commands._option_types import apply_training_options
 from kdlab.train.tensorboard_log import TENSORBOARD_ENV, run_log_folder, scalars
 from kdlab.train.trainer import Trainer, TrainerConfig
 
@@ -98,7 +98,7 @@ def test_progress_bar_shows_the_last_dev_wer(tmp_path, monkeypatch):
 def test_every_training_command_takes_tensorboard_and_passes_it_to_its_runs(command, tmp_path, monkeypatch):
     monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
     args = build_parser().parse_args([*command.split(), "--tensorboard", str(tmp_path / "tb")])
-    apply_training_log_options(args)
+    apply_training_options(args)
     assert os.environ[TENSORBOARD_ENV] == str((tmp_path / "tb").resolve())
 
 
