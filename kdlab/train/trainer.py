@@ -268,7 +268,8 @@ class Trainer:
         self._write_config()
         self.model.train()
         tensorboard = self._open_tensorboard()
-        bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress or not distributed.is_main_process(),
+                   desc="train", dynamic_ncols=True)
         self._fit_started = {"wall": time.perf_counter(), "cpu": time.process_time()}
         last_saved = time.perf_counter()
         try:
