@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet -e ".[lab,test,export]"
 	$(PY) -m ipykernel install --sys-prefix --name kdlab --display-name "kdlab (Python)" >/dev/null
 	@touch $(STAMP)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 import kdlab.commands
+from kdlab.commands._option_types import apply_training_options
 
 
 def _command_names() -> list[str]:
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    apply_training_options(args)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: one report, from rank 0 (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")
     try:
         code = args._module.run(args)
     except (ValueError, OSError) as error:  # bad input (options, files, data): one line, no traceback

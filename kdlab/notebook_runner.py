@@ -6,7 +6,7 @@ executes them in order with papermill, injecting parameters into each notebook's
 `<out>/html/NN_name.html` with the widget state and the plotly figures embedded. Reports load
 nothing from other hosts, so they open offline without errors (`kdlab.offline_html`): widget
 panels are drawn statically from their saved state (`kdlab.widget_snapshot`), and LaTeX in
-markdown stays as source text. `write_index` assembles `<out>/index.html` from a list of
+markdown is typeset by a MathJax copy beside the reports. `write_index` assembles `<out>/index.html` from a list of
 `IndexSection`s: the key figures of every notebook (`key_figures_section`), the notebook
 links, and what later parts of the study add (results).
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from kdlab.paths import PROJECT_ROOT
+from kdlab.paths import notebooks_dir
 from kdlab.widget_snapshot import WIDGET_VIEW_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
@@ -73,8 +73,8 @@ class IndexSection:
 
 
 def default_notebooks_dir() -> Path:
-    """The lessons folder of the checkout: `<project>/notebooks`."""
-    return PROJECT_ROOT / "notebooks"
+    """The lessons folder (`kdlab.paths.notebooks_dir`): works in a checkout and an installed package."""
+    return notebooks_dir()
 
 
 def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -192,13 +192,14 @@ def plotlyjs_bundle_count(page: str) -> int:
 def export_html(executed: str | Path, target: str | Path) -> Path:
     """Write an executed notebook as a standalone, offline HTML report (lab template) to `target`.
 
-    Widget state stored by the run is embedded, and widget panels are drawn from it statically.
+    Widget state stored by the run is embedded, and widget panels are drawn from it statically;
+    formulas are typeset by the MathJax copy in `target`'s folder (`kdlab.offline_html.install_mathjax`).
     `NotebookFailed` (nothing written) says how to fix the notebook when the page shows plotly
     figures without embedding plotly.js exactly once, or would load anything from another host.
     """
     import nbformat
 
-    from kdlab.offline_html import external_resources, offline_html_exporter
+    from kdlab.offline_html import external_resources, install_mathjax, offline_html_exporter
     from kdlab.widget_snapshot import snapshot_widget_views
 
     executed, target = Path(executed), Path(target)
@@ -221,6 +222,7 @@ def export_html(executed: str | Path, target: str | Path) -> Path:
             "kdlab.notebook_runner.use_embedded_plotly() and HTML without external <script src=...>"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    install_mathjax(target.parent)
     target.write_text(page, encoding="utf-8")
     return target
 

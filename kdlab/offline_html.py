@@ -9,22 +9,39 @@ ipywidgets HTML manager. Here:
   notebook) without the MathJax tag; `kdlab.notebook_runner.use_embedded_plotly` selects it.
 - `offline_html_exporter()` is nbconvert's lab exporter with those loaders removed. Widget
   views are drawn statically beforehand (`kdlab.widget_snapshot`), so nothing needs the
-  widget manager; LaTeX in markdown cells stays as its source text (no MathJax).
+  widget manager. LaTeX in markdown cells is typeset by MathJax 2 from the PyPI package
+  `jupyter-server-mathjax`, copied beside the report (`install_mathjax`) and loaded by a
+  relative URL, so the folder of reports keeps working when moved (that package ships only the
+  STIX-Web fonts, so the pages select them).
 - `external_resources(page)` lists what a page would still fetch from elsewhere.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Mapping
 
 from plotly.io.base_renderers import NotebookRenderer
 
 OFFLINE_TEMPLATE = "kdlab_offline.html.j2"
+# MathJax 2 settings read when it loads: the STIX-Web fonts (the only ones jupyter-server-mathjax
+# ships), no hidden MathML copies or previews (their styles ask for the absent TeX fonts), and a
+# local stand-in for the blank test font (`about:blank` is refused on file:// pages).
+MATHJAX_SETTINGS = """{
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null,
+               styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}},
+  "fast-preview": {disabled: true}, AssistiveMML: {disabled: true}, MMLorHTML: {prefer: "HTML"},
+  menuSettings: {renderer: "HTML-CSS", CHTMLpreview: false, assistiveMML: false}
+}"""
 _OFFLINE_TEMPLATE_SOURCE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mathjax -%}
+<script>window.MathJax = """ + MATHJAX_SETTINGS + """;</script>
+{{ super() }}
+{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
 # An element attribute that loads something from another host: src/href/data of a tag that
@@ -34,6 +51,10 @@ _EXTERNAL = re.compile(
     r"|@import\s+(?:url\()?[\"']?((?:https?:)?//[^\"')\s]+)",
     re.IGNORECASE,
 )
+
+
+MATHJAX_FOLDER = "mathjax"
+MATHJAX_URL = f"{MATHJAX_FOLDER}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 
 
 class OfflineNotebookRenderer(NotebookRenderer):
@@ -74,7 +95,8 @@ def plotlyjs_script() -> str:
 
 
 def offline_html_exporter():
-    """nbconvert `HTMLExporter` (lab template) that loads no script from a CDN."""
+    """nbconvert `HTMLExporter` (lab template) that loads no script from a CDN; its pages load
+    MathJax from `mathjax/` beside them (`install_mathjax`)."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
@@ -82,7 +104,22 @@ def offline_html_exporter():
         template_name="lab",
         extra_loaders=[DictLoader({OFFLINE_TEMPLATE: _OFFLINE_TEMPLATE_SOURCE})],
         template_file=OFFLINE_TEMPLATE,
+        mathjax_url=MATHJAX_URL,
     )
+
+
+def install_mathjax(folder: str | Path) -> Path:
+    """Copy MathJax (about 12 MB, from `jupyter-server-mathjax`) into `folder/mathjax` unless it is
+    there already; returns that folder. Pages in `folder` load it through `MATHJAX_URL`."""
+    try:
+        from jupyter_server_mathjax.app import STATIC_ASSETS_PATH
+    except ImportError as error:
+        raise ImportError("HTML reports typeset formulas with MathJax from the package jupyter-server-mathjax; "
+                          "install it: pip install -r requirements.txt") from error
+    target = Path(folder) / MATHJAX_FOLDER
+    if not (target / "MathJax.js").is_file():
+        shutil.copytree(STATIC_ASSETS_PATH, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
 
 
 def external_resources(page: str) -> list[str]:

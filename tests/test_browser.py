@@ -6,7 +6,8 @@ through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) a
 follow their sliders, with figure, controls and status agreeing after every move and after a
 page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
 slider (03, 05) must show each recorded step with its label clear of the play buttons. `outputs/index.html` and the notebook reports must load
-offline without console errors and draw their plotly figures.
+offline without console errors and draw their plotly figures, and a lesson report's formulas must
+be typeset by its local MathJax copy with every request to another host refused.
 
 Screenshots go to a temporary folder, or to ``KDLAB_SCREENSHOTS`` when set: `make screenshots`
 sets it to `docs/img/` (the README's images), so running the tests never changes tracked files.
@@ -512,6 +513,37 @@ def test_a_widget_figure_placed_before_the_pages_plotlyjs_still_draws(browser, t
                 assert any("Plotly is not defined" in p for p in problems), problems
         finally:
             page.close()
+
+
+# A markdown formula as the report's source has it: $$...$$ or $...$ (not an escaped \\$).
+FORMULA = re.compile(r"\$\$.+?\$\$|(?<!\\)\$[^$\n]+?(?<!\\)\$", re.DOTALL)
+MATHJAX_DONE = """() => !!(window.MathJax && MathJax.Hub && MathJax.Hub.queue && MathJax.Hub.queue.pending === 0
+  && MathJax.Hub.queue.running === 0 && document.querySelector('.MathJax, .MathJax_Display'))"""
+
+
+def test_a_lesson_reports_formulas_render_with_no_network(browser, tmp_path):
+    """The report of notebook 03 (formulas of the hard-concrete gate and the Lagrangian) opened with
+    every non-file request refused: each formula is typeset, no `$` delimiter is left visible."""
+    source = PROJECT_ROOT / "notebooks" / "03_l0_pruning.ipynb"
+    markdown = [cell.source for cell in nbformat.read(source, as_version=4).cells if cell.cell_type == "markdown"]
+    formulas = sum(len(FORMULA.findall(text)) for text in markdown)
+    assert formulas > 5, "notebook 03 explains its method with formulas"
+    report = nr.export_html(source, tmp_path / "html" / "03_l0_pruning.html")
+    page = browser.new_page()
+    refused: list[str] = []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+               else (refused.append(route.request.url), route.abort()))
+    problems = _watch(page)
+    try:
+        page.goto(report.as_uri(), wait_until="load", timeout=PAGE_MS)
+        page.wait_for_function(MATHJAX_DONE, timeout=PAGE_MS)
+        typeset = page.locator("script[type^='math/tex']").count()
+        visible = page.locator(".jp-MarkdownCell").evaluate_all("cells => cells.map(c => c.innerText).join(' ')")
+        assert typeset == formulas, f"{typeset} of the {formulas} formulas were typeset"
+        assert "$" not in visible, f"raw TeX delimiters left: ...{visible[visible.find('$') - 80:][:160]}..."
+        assert not refused and not problems, f"requests to other hosts: {refused}; problems: {problems}"
+    finally:
+        page.close()
 
 
 # ---- the gate heatmaps' step slider (notebooks 03 and 05) -------------------------------------------

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tomllib
 
+from packaging.requirements import Requirement
+
 import kdlab.commands
 from kdlab.paths import PROJECT_ROOT
 
@@ -65,12 +67,35 @@ def test_environment_python_satisfies_requires_python():
     assert tuple(int(p) for p in python.split(".")[:2]) >= minimum, f"environment.yml python={python} but pyproject needs {requires}"
 
 
-def test_every_runtime_dependency_is_pinned_in_requirements():
+def _pyproject_requirements() -> dict[str, list[str]]:
+    """{group: [requirement, ...]}: "dependencies", each extra, and "build-system"."""
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    groups = {"dependencies": pyproject["project"]["dependencies"], "build-system": pyproject["build-system"]["requires"]}
+    groups.update(pyproject["project"]["optional-dependencies"])
+    return groups
+
+
+def test_pyproject_dependencies_extras_and_build_system_are_exactly_the_pinned_packages():
     pins = _requirements_pins()
-    dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = [_normalise(re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0]) for dep in dependencies]
-    missing = [name for name in names if name not in pins]
-    assert not missing, f"pyproject dependencies not pinned in requirements.txt: {missing}"
+    listed = {}
+    for group, requirements in _pyproject_requirements().items():
+        for text in requirements:
+            requirement = Requirement(text)
+            name = _normalise(requirement.name)
+            assert name in pins, f"pyproject {group}: {name} is not pinned in requirements.txt"
+            assert requirement.specifier.contains(pins[name]), (
+                f"pyproject {group} wants {text} but requirements.txt pins {name}=={pins[name]}")
+            listed[name] = group
+    unlisted = sorted(set(pins) - set(listed))
+    assert not unlisted, f"requirements.txt pins {unlisted}, which pyproject lists neither as dependency nor extra"
+    assert {"lab", "test", "export"} <= set(_pyproject_requirements())
+
+
+def test_build_backend_is_pinned_so_builds_need_no_download():
+    (backend,) = _pyproject_requirements()["build-system"]
+    requirement = Requirement(backend)
+    assert str(requirement.specifier) == f"=={_requirements_pins()[_normalise(requirement.name)]}", (
+        f"build-system requires {backend}; pin it to the setuptools of requirements.txt")
 
 
 def test_cli_help_lists_every_command_with_its_help_line():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import add_force, output_folder, sparsity
+from kdlab.commands._option_types import add_force, add_training_options, output_folder, sparsity
 
 PROFILES = ("tiny", "default", "full")
 #: Kept here (not imported from the recipes) so building the parser stays fast; a test checks it.
@@ -24,6 +24,7 @@ def add_run_options(parser: argparse.ArgumentParser, run_dir_help: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--run-dir", type=output_folder, default=None, help=run_dir_help)
     add_force(parser)
+    add_training_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--calibrate-budget", action=argparse.BooleanOptionalAction, default=True,
                         help="shift a gated student's gates onto the budget before materialising it, so the "

@@ -90,3 +90,30 @@ def check_accelerator(profile: str, device: str) -> None:
         raise ValueError("profile 'full' is sized for a GPU (a 20000-step teacher on >= 30 h of audio) and no CUDA "
                          "device is available here: use --profile default on a CPU (about an hour for the study), "
                          "or --device cpu to train it on this CPU anyway")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """--tensorboard DIR and --precision, for every command that trains (applied by `apply_training_options`)."""
+    parser.add_argument("--tensorboard", metavar="DIR", type=output_folder, default=None,
+                        help="also write TensorBoard event files of every training run under DIR, one folder per run "
+                             "(losses, learning rates, expected sparsity, lambda, dev WER); watch with "
+                             "`tensorboard --logdir DIR`")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="fp32 (default), or bf16: autocast of the training steps' forward pass (for GPUs; the "
+                             "RNN-T loss stays float32); a bf16 run is another run (its own folder)")
+
+
+def apply_training_options(args: argparse.Namespace) -> None:
+    """Turn --tensorboard / --precision on for this process and those it starts (torchrun ranks, study
+    workers): ``kdlab.train.tensorboard_log``, ``kdlab.train.precision``."""
+    import os
+    from pathlib import Path
+
+    if getattr(args, "tensorboard", None):
+        from kdlab.train.tensorboard_log import TENSORBOARD_ENV
+
+        os.environ[TENSORBOARD_ENV] = str(Path(args.tensorboard).resolve())
+    if getattr(args, "precision", None):
+        from kdlab.train.precision import PRECISION_ENV
+
+        os.environ[PRECISION_ENV] = args.precision

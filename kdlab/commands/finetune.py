@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_force, check_accelerator, non_negative_int,
-                                          output_folder, positive_int)
+from kdlab.commands._option_types import (add_corpus_options, add_force, add_training_options, check_accelerator,
+                                          non_negative_int, output_folder, positive_int)
 
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
 PROFILES = ("tiny", "default", "full")
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=output_folder, default=None,
                         help="run folder (default: runs/teacher-<profile>-<hash>/finetune-<mode>-<init>-<hash>)")
     add_force(parser)
+    add_training_options(parser)
     add_corpus_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

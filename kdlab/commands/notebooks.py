@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 PROFILES = ("tiny", "default", "full")
 
@@ -19,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: outputs/ of the checkout, or $KDLAB_HOME/outputs)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number (00) or name (00_corpus)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML reports (executed .ipynb and index only)")
+    parser.add_argument("--copy", metavar="DIR", default=None,
+                        help="only copy the lesson notebooks (unexecuted, also from an installed package) into DIR, "
+                             "e.g. to open them in JupyterLab; existing files are left alone")
 
 
 def parse_value(text: str):
@@ -49,8 +54,29 @@ def checked_parameters(pairs: list[list[str]], sources) -> dict:
     return parameters
 
 
+def copy_notebooks(destination: str | Path, sources: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Copy `sources` into `destination` (created); returns (copied, skipped because already there)."""
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    copied, skipped = [], []
+    for source in sources:
+        target = destination / source.name
+        if target.exists():
+            skipped.append(target)
+        else:
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied, skipped
+
+
 def run(args: argparse.Namespace) -> int:
     from kdlab import notebook_runner as nr
+
+    if args.copy is not None:
+        copied, skipped = copy_notebooks(args.copy, nr.discover_notebooks(nr.default_notebooks_dir(), args.only))
+        print(f"{len(copied)} notebook(s) copied to {args.copy}"
+              + (f"; kept {len(skipped)} already there: {', '.join(p.name for p in skipped)}" if skipped else ""))
+        return 0
     from kdlab.paths import outputs_dir
 
     out_dir = args.out or outputs_dir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_force, check_accelerator, non_negative_int,
-                                          output_folder, positive_int)
+from kdlab.commands._option_types import (add_corpus_options, add_force, add_training_options, check_accelerator,
+                                          non_negative_int, output_folder, positive_int)
 
 HELP = "pre-train the conformer encoder with BEST-RQ (masked prediction of random-projection codes) into runs/"
 PROFILES = ("tiny", "default", "full")
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=output_folder, default=None,
                         help="run folder (default: runs/teacher-<profile>-<hash>/pretrain)")
     add_force(parser)
+    add_training_options(parser)
     add_corpus_options(parser, tokenizer=False)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

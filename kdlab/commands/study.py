@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, check_accelerator, non_negative_int, output_folder,
-                                          positive_int)
+from kdlab.commands._option_types import (add_corpus_options, add_training_options, check_accelerator,
+                                          non_negative_int, output_folder, positive_int)
 
 HELP = ("study grid: every compression method by the sequential and the joint route, offline and streaming, "
         "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures")
@@ -62,8 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="train the runs in N processes side by side, one torch thread each (2 on a 2-core "
                              "CPU trains ~1.4x faster than one process); rows are measured afterwards (default: 1)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when available), cpu, cuda or cuda:N; with several GPUs and --workers, "
+                             "auto/cuda put worker i on cuda:(i mod GPUs)")
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
+    add_training_options(parser)
 
 
 def study_config(args: argparse.Namespace):

@@ -253,6 +253,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def shard(self, num_replicas: int, rank: int) -> None:
+        """From now on yield only the batches of `rank` of `num_replicas` (the trainer under torchrun)."""
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+        self.num_replicas, self.rank, self._cache = num_replicas, rank, None
+
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())
 

@@ -1,7 +1,7 @@
 """Deterministic English sentence generator for the synthetic corpus.
 
-Sentences come from templates (`data/grammar/templates.txt`) whose slots are filled from
-word lists (`data/grammar/*.txt`: names, places, things, animals, people, adjectives,
+Sentences come from templates (`kdlab/data/grammar/templates.txt`) whose slots are filled from
+word lists (`kdlab/data/grammar/*.txt`, package data: names, places, things, animals, people, adjectives,
 adverbs, verbs in three forms, time expressions) and from numbers written as words.
 Text is lower case and uses only letters, apostrophes and single spaces, so it goes
 straight into the character tokenizer.
@@ -23,9 +23,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from kdlab.paths import PROJECT_ROOT
-
-GRAMMAR_DIR = PROJECT_ROOT / "data" / "grammar"
+GRAMMAR_DIR = Path(__file__).resolve().parent / "grammar"
 MIN_WORDS = 3
 MAX_WORDS = 15
 
@@ -73,7 +71,7 @@ def number_words(n: int) -> str:
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
-        raise FileNotFoundError(f"grammar file missing: {path} (the corpus recipes live in <checkout>/data/grammar)")
+        raise FileNotFoundError(f"grammar file missing: {path} (the word lists ship inside the package as kdlab/data/grammar/*.txt; reinstall kdlab)")
     lines = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = " ".join(line.split())
@@ -235,7 +233,7 @@ def _fix_articles(words: list[str]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def default_grammar() -> Grammar:
-    """The grammar shipped in `data/grammar/` (loaded once per process)."""
+    """The grammar shipped in `kdlab/data/grammar/` (loaded once per process)."""
     return Grammar.load()
 
 

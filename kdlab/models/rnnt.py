@@ -190,5 +190,6 @@ class RNNTModel(nn.Module):
         if bool((enc_lengths < 1).any()):
             raise ValueError(f"every utterance needs >= 1 encoder frame, got enc_lengths {enc_lengths.tolist()}")
         tokens = tokens[:, : logits.shape[2] - 1]
-        return rnnt_loss(logits.float(), tokens.int(), enc_lengths.int(), token_lengths.int(),
-                         blank=BLANK, reduction="mean", fused_log_softmax=True)
+        with torch.autocast(logits.device.type, enabled=False):  # float32 even in a bf16 step
+            return rnnt_loss(logits.float(), tokens.int(), enc_lengths.int(), token_lengths.int(),
+                             blank=BLANK, reduction="mean", fused_log_softmax=True)

@@ -13,7 +13,9 @@ graph of recipe runs (``tasks``):
                                     joint: after its mode's teacher
 
 ``train_runs`` starts ready tasks, longest chains first (the teachers), in ``workers`` spawned
-processes with ``threads_per_worker`` torch threads each. Every recipe reuses a complete run
+processes with ``threads_per_worker`` torch threads each; worker i trains on
+``kdlab.train.devices.worker_device(device, i)`` (one GPU each, round robin, on a multi-GPU
+machine). Every recipe reuses a complete run
 folder, so a task that is already done returns at once, and an interrupted study resumes.
 Nothing is measured here: latency is measured afterwards in the main process, on an idle CPU.
 """
@@ -75,13 +77,38 @@ def tasks(plan: list[RowSpec]) -> list[Task]:
     return list(out.values())
 
 
+_worker_index = 0  # this worker process's number (0 .. workers - 1), set by `_claim_index`
+
+
+def _claim_index(indices) -> None:
+    """Pool initializer: take this worker's number from the queue of free numbers."""
+    global _worker_index
+    _worker_index = indices.get()
+
+
+def current_worker_index() -> int:
+    """The number of the worker process this runs in (0 outside a pool)."""
+    return _worker_index
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes (fresh interpreters: no forked torch thread pools), numbered 0 .. workers - 1."""
+    context = multiprocessing.get_context("spawn")
+    indices = context.Queue()
+    for index in range(workers):
+        indices.put(index)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_claim_index, initargs=(indices,))
+
+
 def run_task(config: dict, task: Task, threads: int, device: str) -> float:
-    """Run one task in this process with ``threads`` torch threads; its wall seconds."""
+    """Run one task in this process with ``threads`` torch threads (on this worker's device); its wall seconds."""
     import torch
 
     from kdlab.study.recipes import GridRuns
+    from kdlab.train.devices import worker_device
 
     torch.set_num_threads(threads)
+    device = worker_device(device, current_worker_index())
     start = time.perf_counter()
     runs = GridRuns(StudyConfig.from_dict(config), device, progress=False)
     if task.kind == PRETRAIN:
@@ -113,8 +140,7 @@ def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threa
     done: dict[str, float] = {}
     running: dict[Future, Task] = {}
     data = config.to_dict()
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         while pending or running:
             ready = [t for t in pending if all(name in done for name in t.after)]
             if not ready and not running:

@@ -21,7 +21,9 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   group, epoch, skipped count) and, if ``record_fn`` is given, a "record" record with its values;
   every ``eval_every`` steps (and at the end) an "eval" record from ``eval_fn(model)`` (model in
   eval mode, no grad). Callbacks run with isolated RNG state, so they never change the training
-  run. Saved to ``run_dir/history.json``.
+  run. Saved to ``run_dir/history.json``; each new record also goes to the ``listeners``
+  (callables taking the record dict), and to TensorBoard when ``$KDLAB_TENSORBOARD`` is set
+  (``kdlab.train.tensorboard_log``). The progress bar shows the last loss, lr and dev WER.
 * Checkpoints (``run_dir/checkpoints/last.pt``, every ``checkpoint_every`` steps, after
   ``checkpoint_seconds`` of training since the last one, at the end, and at SIGTERM / Ctrl-C
   before the signal acts; atomic): model, optimizer (with per-group lr), extra modules, step, RNG states, data position
@@ -31,6 +33,9 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   state of its own. ``load_checkpoint`` then ``fit`` continue the exact run: on CPU the final
   weights and history equal those of an uninterrupted run bit for bit (CUDA kernels may be
   non-deterministic).
+* Data-parallel under torchrun (``kdlab.train.distributed``): batches sharded by rank, gradients
+  of every optimised parameter averaged, buffers broadcast from rank 0, run files written by rank 0
+  only, every rank's RNG state in the checkpoint (resume with the same number of processes).
 * Same seed => same numbers: ``fit`` seeds Python, NumPy and torch with ``seed`` when it starts
   a fresh run (step 0); build the model after ``seed_everything(seed)`` too, for identical
   initial weights.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +56,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdlab.config import JsonConfig
+from kdlab.train import distributed
 from kdlab.train.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.train.epochs import EpochIterator
 from kdlab.train.history import History
+from kdlab.train.precision import autocast, check_precision, default_precision
 from kdlab.train.rng import capture_rng_state, isolated_rng, restore_rng_state, seed_everything
 from kdlab.train.schedule import SCHEDULES, apply_lr, lr_factor
 from kdlab.train.stop_signals import StopSignals
@@ -75,7 +83,8 @@ class TrainerConfig(JsonConfig):
 
     ``eval_every`` / ``checkpoint_every`` = 0: only at the end; ``checkpoint_seconds``: also after
     that much training time since the last checkpoint (0: never). ``grad_clip`` = 0: no clipping.
-    ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". ``precision``: "fp32" or
+    "bf16" (autocast of the step's forward pass, ``kdlab.train.precision``; default ``$KDLAB_PRECISION``).
     """
 
     max_steps: int = 1000
@@ -96,9 +105,11 @@ class TrainerConfig(JsonConfig):
     nonfinite: str = "skip"
     max_skips: int = 10
     progress: bool = True
+    precision: str = field(default_factory=default_precision)
 
     def __post_init__(self) -> None:
         self.betas = [float(b) for b in self.betas]
+        check_precision(self.precision)
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "max_skips"):
@@ -130,6 +141,8 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
+        return distributed.local_cuda_device()
     return device
 
 
@@ -176,6 +189,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        distributed.join(self.device)
         self.model = model.to(self.device)
         self.modules = dict(modules or {})
         self.step_fn, self.eval_fn, self.record_fn = step_fn, eval_fn, record_fn
@@ -184,6 +198,12 @@ class Trainer:
         self.optimizer = self._build_optimizer(param_groups or [])
         self._clip_params = [p for p in model.parameters() if p.requires_grad]
         self.batches = EpochIterator(train_data, config.seed)
+        self._optimised = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._buffers = list(self.model.buffers()) + [b for m in self.modules.values() for b in m.buffers()]
+        if distributed.is_active():
+            distributed.shard_data(train_data)
+            extra = [t for m in self.modules.values() for t in m.parameters()]
+            distributed.broadcast_from_main([*self.model.parameters(), *extra, *self._buffers])
         self.history = History()
         self.step = 0
         self.skipped = 0
@@ -193,6 +213,8 @@ class Trainer:
         self.resumed_seconds = {"wall": 0.0, "cpu": 0.0}
         self._seconds = {"wall": 0.0, "cpu": 0.0}
         self._fit_started: dict[str, float] | None = None
+        #: Called with every new history record (after it is appended), e.g. a TensorBoard writer.
+        self.listeners: list[Callable[[dict], None]] = []
 
     def elapsed(self) -> dict[str, float]:
         """{"wall", "cpu"}: seconds of training on this run, in every process so far."""
@@ -245,31 +267,68 @@ class Trainer:
             seed_everything(c.seed)
         self._write_config()
         self.model.train()
-        bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress, desc="train", dynamic_ncols=True)
+        tensorboard = self._open_tensorboard()
+        bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress or not distributed.is_main_process(),
+                   desc="train", dynamic_ncols=True)
         self._fit_started = {"wall": time.perf_counter(), "cpu": time.process_time()}
         last_saved = time.perf_counter()
         try:
             with StopSignals() as stop:
                 while self.step < c.max_steps:
                     self._train_step(move_to(next(self.batches), self.device))
+                    distributed.broadcast_from_main(self._buffers)  # BatchNorm statistics: rank 0's, as DDP
                     self.step += 1
                     bar.update(1)
                     last = self.step == c.max_steps
-                    if self.step % c.log_every == 0 or last:
-                        bar.set_postfix(self._log(), refresh=False)
+                    logged = self.step % c.log_every == 0 or last
+                    if logged:
+                        self._log()
                     if self.eval_fn is not None and ((c.eval_every and self.step % c.eval_every == 0) or last):
                         self._evaluate()
-                    due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or (
-                        c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
-                    if self.run_dir is not None and (due or stop.requested):
+                        logged = True
+                    if logged:
+                        bar.set_postfix(self._progress_postfix(), refresh=False)
+                    timed = bool(c.checkpoint_seconds and time.perf_counter() - last_saved >= c.checkpoint_seconds)
+                    timed, stopping = distributed.agree([timed, stop.requested is not None])  # ranks act together
+                    due = (c.checkpoint_every and self.step % c.checkpoint_every == 0) or last or timed
+                    if self.run_dir is not None and (due or stopping):
                         self.save_checkpoint()
                         last_saved = time.perf_counter()
-                    if stop.requested:
+                    if stopping:  # a rank the signal did not reach stops with the others
+                        stop.requested = stop.requested or signal.SIGTERM
                         stop.deliver()
         finally:
             bar.close()
             self._stop_clock()
+            if tensorboard is not None:
+                self.listeners.remove(tensorboard)
+                tensorboard.close()
+        distributed.barrier()  # rank 0's last checkpoint and history are on disk for every rank
         return self.history
+
+    def _open_tensorboard(self):
+        """A `TensorBoardLog` listening to new records when ``$KDLAB_TENSORBOARD`` is set, else None."""
+        from kdlab.train.tensorboard_log import TensorBoardLog, run_log_folder, tensorboard_root
+
+        root = tensorboard_root()
+        if root is None or not distributed.is_main_process():
+            return None
+        log = TensorBoardLog(run_log_folder(root, self.run_dir), purge_step=self.step + 1 if self.step else None)
+        self.listeners.append(log)
+        return log
+
+    def _append(self, kind: str, values: dict) -> None:
+        record = self.history.append(kind, self.step, values)
+        for listener in self.listeners:
+            listener(record)
+
+    def _progress_postfix(self) -> dict[str, str]:
+        """Last loss and lr, and the last dev WER when the evaluation reports one."""
+        train, evaluation = self.history.last("train") or {}, self.history.last("eval") or {}
+        postfix = {k: f"{train[k]:.4g}" for k in ("loss", "lr") if k in train}
+        if isinstance(evaluation.get("dev_wer"), (int, float)):
+            postfix["dev_wer"] = f"{evaluation['dev_wer']:.1%}"
+        return postfix
 
     def _stop_clock(self) -> None:
         """Add the seconds since ``fit`` started to this process's total and stop the clock."""
@@ -278,11 +337,14 @@ class Trainer:
         self._seconds = {k: total[k] - self.resumed_seconds[k] for k in total}
 
     def _train_step(self, batch) -> None:
-        loss, metrics = self.step_fn(self.model, batch)
+        with autocast(self.device, self.config.precision):
+            loss, metrics = self.step_fn(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss.detach())):
+        (finite,) = distributed.agree([bool(torch.isfinite(loss.detach()))], how="all")
+        if not finite:
             return self._nonfinite("loss", float(loss.detach()))
         loss.backward()
+        distributed.average_gradients(self._optimised)
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self._clip_params, max_norm))
         if not math.isfinite(grad_norm):
@@ -313,20 +375,20 @@ class Trainer:
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
         self._count += 1
 
-    def _log(self) -> dict:
+    def _log(self) -> None:
         groups = self.optimizer.param_groups
         values = {"epoch": self.batches.epoch, "lr": groups[0]["lr"], "skipped": self.skipped}
         values.update({f"lr/{g['name']}": g["lr"] for g in groups[1:]})
-        values.update({k: v / self._count for k, v in self._sums.items()} if self._count else {})
+        values.update(distributed.average_values({k: v / self._count for k, v in self._sums.items()})
+                      if self._count else {})
         self._sums, self._count = {}, 0
-        self.history.append("train", self.step, values)
+        self._append("train", values)
         if self.record_fn is not None:
             with isolated_rng(), torch.no_grad():
                 extra = self.record_fn(self.model)
             if extra:
-                self.history.append("record", self.step, extra)
+                self._append("record", extra)
         self._save_history()
-        return {k: f"{values[k]:.4g}" for k in ("loss", "lr") if k in values}
 
     def _evaluate(self) -> None:
         self.model.eval()
@@ -335,17 +397,17 @@ class Trainer:
                 metrics = self.eval_fn(self.model)
         finally:
             self.model.train()
-        self.history.append("eval", self.step, metrics)
+        self._append("eval", metrics)
         self._save_history()
 
     # ----------------------------------------------------------------- files
     def _save_history(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.history.save(self.run_dir / "history.json")
 
     def _write_config(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps({"trainer": self.config.to_dict(), **self.configs}, indent=1)
             (self.run_dir / "config.json").write_text(text)
@@ -364,6 +426,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "rng": capture_rng_state(),
+            "world_size": distributed.world_size(),
+            "rng_per_rank": distributed.gather_objects(capture_rng_state()),
             "data": self.batches.state_dict(),
             "history": self.history.records,
             "skipped": self.skipped,
@@ -374,8 +438,10 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write the run state atomically (default ``run_dir/checkpoints/last.pt``)."""
-        return save_checkpoint(self.state_dict(), path or self.default_checkpoint_path())
+        """Write the run state atomically (default ``run_dir/checkpoints/last.pt``); under torchrun
+        every rank calls it (their RNG states are gathered) and rank 0 writes."""
+        state, path = self.state_dict(), Path(path or self.default_checkpoint_path())
+        return save_checkpoint(state, path) if distributed.is_main_process() else path
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore a run written by `save_checkpoint`; ``fit()`` then continues it.
@@ -392,6 +458,11 @@ class Trainer:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(f"cannot resume exactly: trainer config differs from the checkpoint's ({details}); "
                              f"only {sorted(RESUMABLE_CHANGES)} may change")
+        processes = int(state.get("world_size", 1))
+        if processes != distributed.world_size():
+            raise ValueError(f"the checkpoint was written by a run of {processes} process(es), this one has "
+                             f"{distributed.world_size()}: resume with torchrun --nproc-per-node {processes} "
+                             "(the data order depends on it)")
         missing = set(self.modules) ^ set(state["modules"])
         if missing:
             raise ValueError(f"modules differ from the checkpoint's: {sorted(missing)}")
@@ -403,6 +474,7 @@ class Trainer:
         self.history = History(state["history"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self._sums, self._count = dict(state["pending_log"]["sums"]), int(state["pending_log"]["count"])
-        restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        restore_rng_state(per_rank[distributed.rank()] if per_rank else state["rng"])
         self.resumed_seconds = dict(state.get("elapsed_seconds", {"wall": 0.0, "cpu": 0.0}))
         self._seconds = {"wall": 0.0, "cpu": 0.0}

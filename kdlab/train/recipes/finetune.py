@@ -36,6 +36,7 @@ from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.data.tokenizer import CharTokenizer, Tokenizer, tokenizer_from_dict
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train import distributed
 from kdlab.train.history import History
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
@@ -196,9 +197,12 @@ def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
 def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, device: str = "auto",
                  progress: bool = True, force: bool = False) -> FinetuneResult:
     """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`;
-    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
-    run_dir = claim_run_dir(run_dir if run_dir is not None else default_finetune_dir(config), "finetune",
-                            config.to_dict(), force)
+    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
+    Under torchrun every rank trains and rank 0 alone writes the run's files."""
+    run_dir = Path(run_dir if run_dir is not None else default_finetune_dir(config))
+    if distributed.is_main_process():
+        claim_run_dir(run_dir, "finetune", config.to_dict(), force)
+    distributed.barrier()
     if read_result(run_dir) is not None:
         return load_finetune(run_dir)
     encoder, cmvn = _ssl_encoder(config, device, progress) if config.init == "ssl" else (None, None)
@@ -219,11 +223,13 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
                             progress=progress, ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
     metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters(),
                    ctc_warmup=warmup)
-    metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
-    model = model.cpu()
-    torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),
-                "tokenizer": data.tokenizer.to_dict(), "model": model.state_dict()}, run_dir / "asr.pt")
-    write_result(run_dir, metrics)
+    if distributed.is_main_process():
+        metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
+        model = model.cpu()
+        torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),
+                    "tokenizer": data.tokenizer.to_dict(), "model": model.state_dict()}, run_dir / "asr.pt")
+        write_result(run_dir, metrics)
+    distributed.barrier()
     return load_finetune(run_dir)
 
 

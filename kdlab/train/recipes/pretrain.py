@@ -28,6 +28,7 @@ from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
 from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
+from kdlab.train import distributed
 from kdlab.train.history import History
 from kdlab.train.recipes.corpus_choice import corpus_digest_of
 from kdlab.train.recipes.data_setup import SpeechData
@@ -145,9 +146,12 @@ def _step(model: BestRQModel, batch) -> tuple[torch.Tensor, dict]:
 def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, device: str = "auto",
                  progress: bool = True, force: bool = False) -> PretrainResult:
     """Pre-train (or resume, or reuse) the run of `config` in `run_dir` (default `default_pretrain_dir`;
-    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
-    run_dir = claim_run_dir(run_dir if run_dir is not None else default_pretrain_dir(config), "pretrain",
-                            config.to_dict(), force)
+    one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
+    Under torchrun every rank trains and rank 0 alone writes the run's files."""
+    run_dir = Path(run_dir if run_dir is not None else default_pretrain_dir(config))
+    if distributed.is_main_process():
+        claim_run_dir(run_dir, "pretrain", config.to_dict(), force)
+    distributed.barrier()
     if read_result(run_dir) is not None:
         return load_pretrain(run_dir)
     data = SpeechData.from_corpus(corpus_folder(config.profile, config.corpus_seed, config.corpus_dir),
@@ -167,8 +171,17 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
         resumed_at = trainer.step
     load_before = load_average()
     trainer.fit()
-    seconds, cpu_seconds = trainer.elapsed()["wall"], trainer.elapsed()["cpu"]  # every process on this run
     model = model.cpu().eval()
+    if distributed.is_main_process():
+        _write_outputs(run_dir, config, model, data, trainer, resumed_at, load_before)
+    distributed.barrier()
+    return load_pretrain(run_dir)
+
+
+def _write_outputs(run_dir: Path, config: PretrainConfig, model: BestRQModel, data: SpeechData, trainer: Trainer,
+                   resumed_at: int, load_before: float | None) -> None:
+    """The finished run's files: CMVN, ``encoder.pt`` and ``result.json`` (last: the completion marker)."""
+    seconds, cpu_seconds = trainer.elapsed()["wall"], trainer.elapsed()["cpu"]  # every process on this run
     data.cmvn.save(run_dir / "cmvn.json")
     torch.save({"encoder_config": config.encoder.to_dict(), "encoder": model.encoder.state_dict(),
                 "model": model.state_dict()}, run_dir / "encoder.pt")
@@ -182,7 +195,6 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
         "dev_masked_accuracy": final.get("dev_masked_accuracy"), "dev_loss": final.get("dev_loss"),
         "chance_accuracy": 1.0 / config.bestrq.codebook_size, "skipped_steps": trainer.skipped,
     })  # fmt: skip
-    return load_pretrain(run_dir)
 
 
 def load_pretrain(run_dir: str | Path) -> PretrainResult:

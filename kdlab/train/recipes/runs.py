@@ -21,7 +21,7 @@ RESULT = "result.json"
 NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
 #: Keys added after runs were cached, left out of the hash at these values so those runs keep their names.
 HASHED_UNLESS = {"corpus_digest": None, "tokenizer": "char", "teacher_corpus_dir": None,
-                 "teacher_corpus_digest": None}
+                 "teacher_corpus_digest": None, "precision": "fp32"}
 
 
 def hashed_fields(config):
