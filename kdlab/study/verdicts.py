@@ -52,10 +52,10 @@ def verdict(holds: bool | None, effect: float | None, effect_std: float | None, 
     if failures:
         return UNDETERMINED, "a validity check fails: " + "; ".join(failures)
     outcome = HELD if holds else NOT_HELD
-    if seeds < MIN_SEEDS_FOR_SPREAD or effect_std is None:
+    if seeds < MIN_SEEDS_FOR_SPREAD:
         return outcome, (f"seed spread unknown ({seeds} seed{'s' * (seeds != 1)}; at least {MIN_SEEDS_FOR_SPREAD} "
                          "needed to weigh the effect against it)")
-    if effect is None:
+    if effect is None or effect_std is None:
         return outcome, "no effect to weigh against the seed spread (no other method to compare with)"
     spread = f"{SPREAD_FACTOR:g} × its seed SD ({SPREAD_FACTOR:g} × {describe(effect_std, False)})"
     if abs(effect) <= SPREAD_FACTOR * effect_std:
