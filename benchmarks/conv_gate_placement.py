@@ -109,7 +109,8 @@ def measure(profile: str, seed: int) -> dict:
             (gradient,) = torch.autograd.grad(loss, mask)
             out[placement][mode] = {"output_change": float((masked - reference).norm() / reference.norm()),
                                     "gradient_norm": float(gradient.norm())}
-        out[placement]["gradient_ratio"] = out[placement]["train"]["gradient_norm"] / out[placement]["eval"]["gradient_norm"]
+        norms = {mode: out[placement][mode]["gradient_norm"] for mode in ("train", "eval")}
+        out[placement]["gradient_ratio"] = norms["train"] / norms["eval"]
     return out
 
 

@@ -216,7 +216,7 @@ def test_a_sequential_fine_tune_refuses_a_compression_run_of_another_profile(stu
         run_sequential(SequentialConfig.for_profile("default", compress_dir, steps=1), device="cpu", progress=False)
 
 
-# ------------------------------------------------------------------ grid logic (claims, checks, tables: test_study_claims.py)
+# ------------------------------------------------------------------ grid logic (claims etc.: test_study_claims.py)
 def test_a_failing_worker_task_is_named_in_the_error(study):
     from kdlab.study.parallel import train_runs
     from kdlab.study.plan import RowSpec

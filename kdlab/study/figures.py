@@ -55,7 +55,8 @@ def rwer_figure(summary: list[dict]) -> go.Figure:
         figure.add_trace(go.Bar(x=x, y=[r["rwer"] for r in mine], name=f"{mode} · {route}",
                                 error_y={"type": "data", "array": errors, "visible": any(errors)}))
     figure.update_layout(title="Relative WER vs the KD baseline (positive = better than KD)", barmode="group",
-                         xaxis_title="method", yaxis_title="RWER vs the route's KD baseline (%)", height=420, margin={"t": 50, "b": 40})
+                         xaxis_title="method", yaxis_title="RWER vs the route's KD baseline (%)", height=420,
+                         margin={"t": 50, "b": 40})
     return figure
 
 
