@@ -127,16 +127,16 @@ def test_ffn_gate_equals_scaled_linear2_columns():
     torch.testing.assert_close(gated(x, lengths)[0], plain(x, lengths)[0], atol=1e-6, rtol=0)
 
 
-def test_conv_gate_equals_zeroed_glu_pair():
+def test_conv_gate_equals_scaled_pointwise2_columns():
     x, lengths = features(2, 45), torch.tensor([45, 33])
     mask = torch.ones(32)
-    mask[[3, 17]] = 0.0
+    mask[[3, 17]], mask[9] = 0.0, 0.4  # the gate multiplies pointwise2's input: zero or scale its columns
     gated, plain = make_encoder(), make_encoder()
     gated.blocks[0].conv.gate = FixedMask(mask)
-    with torch.no_grad():  # GLU value rows c (gate rows are C + c): zero value -> zero channel
-        plain.blocks[0].conv.pointwise1.weight[[3, 17]] = 0
-        plain.blocks[0].conv.pointwise1.bias[[3, 17]] = 0
+    with torch.no_grad():
+        plain.blocks[0].conv.pointwise2.weight.mul_(mask)
     torch.testing.assert_close(gated(x, lengths)[0], plain(x, lengths)[0], atol=1e-6, rtol=0)
+    assert not torch.allclose(gated(x, lengths)[0], make_encoder()(x, lengths)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("branch", ["ffn1", "attn", "conv", "ffn2"])
@@ -175,9 +175,6 @@ def test_sliced_smaller_model_equals_gated_model():
             value = value[torch.cat([channels, channels])]
         elif name == "conv.pointwise2.weight":
             value = value[:, channels]
-        elif name == "conv.pointwise2.bias":  # gated-off channels still emit a constant: fold it
-            conv = gated.blocks[0].conv
-            value = value + conv.pointwise2.weight[:, ~channels] @ conv.dead_channel_output()[~channels]
         elif name.startswith(("conv.depthwise", "conv.batch_norm")) and value.dim() > 0 and len(value) == c:
             value = value[channels]
         state[f"blocks.0.{name}"] = value

@@ -127,6 +127,30 @@ def test_soft_masks_are_folded_and_all_closed_units_removed():
     check_equal(gated, small, streaming=False)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_conv_channel_masks_fold_into_pointwise2_columns_only(streaming):
+    """The conv gate multiplies pointwise2's input (after BatchNorm and SiLU): a closed channel loses
+    its GLU pair, depthwise filter, norm entries and pointwise2 column; a soft value scales that
+    column and nothing else (depthwise, norm and pointwise2's bias are copied as they are)."""
+    gated = make_encoder(**(STREAMING if streaming else {}))
+    gates = attach_gates(gated, L0Config(heads=False, ffn_units=False, branches=False, ranks=False))
+    values = torch.tensor([CLOSED, OPEN, 0.9, -0.8] * 8)  # closed, open, soft (≈ 0.75), soft (≈ 0.27)
+    for gate in gates.gates.values():
+        set_gate(gate, values)
+    small = materialise(gated)
+    check_equal(gated, small, streaming)
+    for block, small_block in zip(gated.blocks, small.blocks):
+        mask = block.conv.gate.deterministic_mask().detach()
+        kept = torch.nonzero(mask).reshape(-1)
+        assert len(kept) == 24 and bool(((mask[kept] > 0) & (mask[kept] < 1)).any())
+        conv, small_conv = block.conv, small_block.conv
+        torch.testing.assert_close(small_conv.pointwise2.weight, conv.pointwise2.weight[:, kept] * mask[kept])
+        assert torch.equal(small_conv.pointwise2.bias, conv.pointwise2.bias)
+        assert torch.equal(small_conv.depthwise.weight, conv.depthwise.weight[kept])
+        assert torch.equal(small_conv.batch_norm.running_var, conv.batch_norm.running_var[kept])
+        assert torch.equal(small_conv.pointwise1.weight, conv.pointwise1.weight[torch.cat([kept, kept + 32])])
+
+
 @pytest.mark.parametrize("block", [0, 1])
 @pytest.mark.parametrize("branch", ["ffn1", "attn", "conv", "ffn2"])
 def test_open_branch_without_units_is_dropped_and_its_constant_folded(branch, block):

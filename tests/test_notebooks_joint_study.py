@@ -134,12 +134,11 @@ def test_the_study_lesson_shows_the_papers_numbers_and_the_computed_verdicts(exe
         if claim["paper"] is not None:  # the abstract's two numbers, 8.9 and 13.4, beside ours
             row = re.search(re.escape(claim["statement"][:40]) + r".*?</tr>", html, re.DOTALL).group(0)
             cells = re.findall(r"<td>([^<]*)</td>", row)
-            assert f"{claim['paper']:g}" in cells and {True: "yes", False: "no", None: "n/a"}[claim["held"]] in cells
+            assert f"{claim['paper']:g}" in cells and claim["verdict"] in cells
     assert {c["paper"] for c in results["claims"]} == {None, 8.9, 13.4}
     claims = _text(executed[STUDY], next(c.id for c in executed[STUDY].cells if "claims_table(" in c.source))
     for claim in results["claims"]:
-        held = {True: "yes", False: "no", None: "n/a"}[claim["held"]]
-        assert f"| {claim['statement']} | {claim['target_sparsity']:g} | {held} |" in claims
+        assert f"| {claim['statement']} | {claim['target_sparsity']:g} | {claim['verdict']} |" in claims
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +236,9 @@ def test_grid_config_budgets():
 
 
 def _study(seeds, targets, held, outside, kd_worse) -> StudyResults:
-    claims = [{"id": f"claim{i}", "seeds": seeds, "held": h, "held_in_seeds": {True: seeds, False: 0, None: 0}[h]}
-              for i, h in enumerate(held)]
-    checks = {"budget": {"outside": [{"key": k} for k in outside]}, "kd_worse_than_teacher": {"held": kd_worse}}
+    claims = [{"id": f"claim{i}", "seeds": seeds, "details": {"reason": "rows missing"} if h is None else {},
+               "held_in_seeds": {True: seeds, False: 0, None: 0}[h]} for i, h in enumerate(held)]
+    checks = {"budget": {"failures": [{"key": k} for k in outside]}, "kd_baseline_separated": {"held": kd_worse}}
     return StudyResults(None, StudyConfig("tiny", seeds=seeds, target_sparsities=targets), [], [], claims, checks)
 
 
@@ -268,5 +267,5 @@ def test_next_steps_ask_for_longer_fine_tunes_when_the_kd_baseline_is_on_the_bla
     assert sl.next_steps(study(sl.PLATEAU_WER - 0.01)) == []
     (step,) = sl.next_steps(study(0.92))
     ctc, rnnt = GRID_BUDGETS["default"]["ctc_warmup_steps"], GRID_BUDGETS["default"]["finetune_steps"]
-    assert "offline 92 % at t = 0.5" in step and f"({ctc} CTC + {rnnt} RNN-T steps)" in step
+    assert "offline sequential 92 % at t = 0.5" in step and f"({ctc} CTC + {rnnt} RNN-T steps)" in step
     assert f"--profile default --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}`" in step

@@ -1,8 +1,8 @@
 """The study grid (issue 5, acceptance 2): the whole grid end to end at the tiny profile — every
 method, both routes, both modes, one seed, two training steps per recipe — through the CLI; its
 outputs' schema, finiteness and consistency with the reloaded models; the claims and checks
-recomputed from the rows (and flipped by changing a WER); caching of finished rows; and the claim,
-table and config logic on synthetic rows.
+recomputed from the rows (and moved by changing a WER); caching of finished rows; and the config
+and task logic (the claims, checks and tables on synthetic rows: test_study_claims.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import statistics
 
 import pytest
 import torch
@@ -30,12 +29,11 @@ from kdlab.eval.wer import relative_wer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.offline_html import external_resources
 from kdlab.study.checks import run_checks
-from kdlab.study.claims import (evaluate_claims, joint_beats_sequential, kd_pruning_beats_kd, l0_kd_best_offline,
-                                lrf_kd_best_streaming)
+from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import BUDGET_TOLERANCE, METHODS, MODES, ROUTES, StudyConfig
 from kdlab.study.parallel import tasks
 from kdlab.study.plan import plan_rows
-from kdlab.study.table import COLUMNS, add_rwer, summarise
+from kdlab.study.table import COLUMNS, add_rwer
 from kdlab.train.recipes.finetune import load_asr_model
 from kdlab.train.recipes.joint import load_student_asr
 from kdlab.train.recipes.runs import read_result
@@ -149,20 +147,24 @@ def test_rwer_and_budget_flags_recompute_from_the_csv(study):
     out, _, _ = study
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    baselines = {(r["mode"], r["target_sparsity"], r["seed"]): r for r in rows
-                 if (r["route"], r["method"]) == ("sequential", "kd")}
+    baselines = {(r["route"], r["mode"], r["target_sparsity"], r["seed"]): r for r in rows if r["method"] == "kd"}
     checked = 0
     for row in rows:
         if row["method"] == "teacher":
             assert row["rwer"] == "" and row["within_budget"] == ""
             continue
-        base = baselines[(row["mode"], row["target_sparsity"], row["seed"])]
-        assert float(row["rwer"]) == pytest.approx(relative_wer(float(base["test_wer"]), float(row["test_wer"])))
-        budget = (1 - float(row["target_sparsity"])) * int(row["teacher_encoder_params"])
-        within = abs(int(row["encoder_params"]) - budget) <= BUDGET_TOLERANCE * budget
+        sparsity = 1 - int(row["encoder_params"]) / int(row["teacher_encoder_params"])
+        within = abs(sparsity - float(row["target_sparsity"])) <= BUDGET_TOLERANCE
         assert row["within_budget"] == str(within), row["key"]
+        base = baselines.get((row["route"], row["mode"], row["target_sparsity"], row["seed"]))
+        if base is None:  # the references belong to no route; a route without a KD baseline: no RWER
+            assert row["rwer"] == "", row["key"]
+            continue
+        assert float(row["rwer"]) == pytest.approx(relative_wer(float(base["test_wer"]), float(row["test_wer"])))
         checked += 1
-    assert checked == len(rows) - len(MODES)
+    routes_with_baseline = {r["route"] for r in rows if r["method"] == "kd"}
+    assert "sequential" in routes_with_baseline
+    assert checked == sum(row["route"] in routes_with_baseline for row in rows)
 
 
 def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study):
@@ -172,21 +174,22 @@ def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study)
     assert run_checks(rows) == data["checks"]
     markdown = (out / "results.md").read_text()
     for claim in data["claims"]:
-        assert f"| {claim['statement']} | {TARGET:g} | {'yes' if claim['held'] else 'no'} |" in markdown
+        assert f"| {claim['statement']} | {TARGET:g} | {claim['verdict']} |" in markdown
+        # two training steps per recipe leave every model on the blank plateau: nothing can be decided
+        assert claim["verdict"] == "undetermined" and "blank plateau" in claim["reason"], claim
 
     def with_wer(rows, mode, route, method, factor):
-        base = next(r for r in rows if (r["mode"], r["route"], r["method"]) == (mode, "sequential", "kd"))
+        base = next(r for r in rows if (r["mode"], r["route"], r["method"]) == (mode, route, "kd"))
         changed = [{**r, "test_wer": base["test_wer"] * factor}
                    if (r["mode"], r["route"], r["method"]) == (mode, route, method) else r for r in rows]
         return add_rwer(changed)
 
-    better = with_wer(rows, "offline", "joint", "kd+l0", 0.5)
+    better = with_wer(rows, "offline", "sequential", "kd+l0", 0.5)
     claims = {c["id"]: c for c in evaluate_claims(better)}
-    assert claims["l0_kd_best_offline"]["held"] is True
     assert claims["l0_kd_best_offline"]["value"] == pytest.approx(50.0)
-    assert claims["kd_pruning_beats_kd"]["held"] is False  # streaming still has no KD+pruning gain
+    assert claims["l0_kd_best_offline"]["effect"] > 0 and claims["l0_kd_best_offline"]["held_in_seeds"] == 1
     worse = with_wer(better, "offline", "sequential", "lrf", 0.4)  # now plain LRF beats kd+l0 offline
-    assert {c["id"]: c for c in evaluate_claims(worse)}["l0_kd_best_offline"]["held"] is False
+    assert {c["id"]: c for c in evaluate_claims(worse)}["l0_kd_best_offline"]["held_in_seeds"] == 0
 
 
 def test_a_rerun_skips_every_finished_row_and_writes_the_same_rows(study):
@@ -213,85 +216,7 @@ def test_a_sequential_fine_tune_refuses_a_compression_run_of_another_profile(stu
         run_sequential(SequentialConfig.for_profile("default", compress_dir, steps=1), device="cpu", progress=False)
 
 
-# ------------------------------------------------------------------ logic on synthetic rows
-def _rows(wers: dict, seeds=(0,), modes=MODES, teacher_wer=0.1, base_wer=0.4) -> list[dict]:
-    """Rows with test WER ``wers[(mode, route, method)]`` (default ``base_wer``; a list: one per seed)."""
-    rows = [{"key": f"{m}-teacher", "mode": m, "route": "reference", "method": "teacher", "target_sparsity": None,
-             "seed": 0, "test_wer": teacher_wer, "encoder_params": 100, "within_budget": None} for m in modes]
-    for seed in seeds:
-        for m in modes:
-            for route, method in [("sequential", "kd")] + [(r, x) for r in ROUTES for x in METHODS]:
-                wer = wers.get((m, route, method), base_wer)
-                wer = wer[seed] if isinstance(wer, list) else wer
-                rows.append({"key": f"{m}-{route}-{method}-s{seed}", "mode": m, "route": route, "method": method,
-                             "target_sparsity": TARGET, "seed": seed, "test_wer": wer, "encoder_params": 75,
-                             "within_budget": True})
-    for row in rows:
-        row.update({k: 1.0 for k in ("params", "achieved_sparsity", "macs_per_second", "latency_ms", "dev_wer")})
-    return add_rwer(rows)
-
-
-def test_claim_functions_compute_their_numbers_and_flip_with_the_wers():
-    rows = _rows({("offline", "joint", "kd+l0"): 0.3, ("offline", "sequential", "kd+lrf"): 0.35,
-                  ("streaming", "sequential", "kd+lrf"): 0.2, ("streaming", "joint", "l0"): 0.3})
-    claim = l0_kd_best_offline(rows, TARGET)
-    assert claim["held"] is True and claim["value"] == pytest.approx(25.0)
-    assert claim["details"]["route"] == "joint" and claim["details"]["margin_to_next"] == pytest.approx(25.0 - 12.5)
-    claim = lrf_kd_best_streaming(rows, TARGET)
-    assert claim["held"] is True and claim["value"] == pytest.approx(50.0)
-    claim = kd_pruning_beats_kd(rows, TARGET)
-    assert claim["held"] is True and claim["value"] == pytest.approx(25.0)  # min over modes of the best
-    assert claim["details"]["per_mode"]["streaming"] == {"best": "sequential kd+lrf", "rwer": pytest.approx(50.0)}
-    flipped = _rows({("offline", "joint", "kd+l0"): 0.3, ("offline", "joint", "l0"): 0.3})  # a tie is not "best"
-    assert l0_kd_best_offline(flipped, TARGET)["held"] is False
-    assert kd_pruning_beats_kd(flipped, TARGET)["held"] is False  # streaming: no KD+pruning gain
-    worse = _rows({("offline", "joint", "kd+l0"): 0.5})  # worse than the KD baseline itself
-    assert l0_kd_best_offline(worse, TARGET)["held"] is False
-
-
-def test_joint_beats_sequential_counts_pairs_and_averages_the_wer_difference():
-    wers = {("offline", "joint", "kd+l0"): 0.2, ("streaming", "joint", "lrf"): 0.3, ("offline", "joint", "l0"): 0.5}
-    claim = joint_beats_sequential(_rows(wers), TARGET)
-    assert claim["details"]["pairs"] == len(METHODS) * len(MODES) and claim["details"]["joint_wins"] == 2
-    assert claim["value"] == pytest.approx((0.2 + 0.1 - 0.1) / (len(METHODS) * len(MODES)))
-    assert claim["held"] is False  # a positive mean, but joint won only 2 of 10 pairs
-    all_better = {(m, "joint", x): 0.3 for m in MODES for x in METHODS}
-    assert joint_beats_sequential(_rows(all_better), TARGET)["held"] is True
-
-
-def test_claims_report_seed_spread_and_say_when_the_grid_lacks_their_rows():
-    rows = _rows({("offline", route, "kd+l0"): [0.3, 0.5] for route in ROUTES}, seeds=(0, 1))
-    claim = next(c for c in evaluate_claims(rows) if c["id"] == "l0_kd_best_offline")
-    assert claim["value_per_seed"] == [pytest.approx(25.0), pytest.approx(-25.0)]
-    assert claim["value_std"] == pytest.approx(statistics.stdev([25.0, -25.0]))
-    assert claim["held_in_seeds"] == 1 and claim["seeds"] == 2
-    assert claim["value"] == pytest.approx(0.0) and claim["held"] is False  # on the seed means
-    offline_only = {c["id"]: c for c in evaluate_claims(_rows({}, modes=("offline",)))}
-    assert offline_only["lrf_kd_best_streaming"]["held"] is None
-    assert "no streaming kd+lrf row" in offline_only["lrf_kd_best_streaming"]["details"]["reason"]
-
-
-def test_summary_means_and_stds_over_seeds_and_rwer_without_a_usable_baseline():
-    rows = _rows({("offline", "joint", "l0"): [0.2, 0.3]}, seeds=(0, 1))
-    entry = next(s for s in summarise(rows) if (s["mode"], s["route"], s["method"]) == ("offline", "joint", "l0"))
-    assert entry["seeds"] == 2 and entry["test_wer"] == pytest.approx(0.25)
-    assert entry["test_wer_std"] == pytest.approx(statistics.stdev([0.2, 0.3]))
-    assert entry["rwer"] == pytest.approx((50.0 + 25.0) / 2)
-    perfect = _rows({}, base_wer=0.0)
-    assert all(r["rwer"] is None for r in perfect)
-
-
-def test_checks_flag_models_outside_their_budget_and_a_kd_baseline_as_good_as_the_teacher():
-    rows = _rows({}, teacher_wer=0.1)
-    assert run_checks(rows)["kd_worse_than_teacher"]["held"] is True
-    outside = rows[len(MODES)]  # the first row with a budget
-    outside.update(within_budget=False, budget_params=70.0)
-    checks = run_checks(rows)
-    assert checks["budget"]["held"] is False and [o["key"] for o in checks["budget"]["outside"]] == [outside["key"]]
-    assert checks["budget"]["outside"][0]["relative_error"] == pytest.approx(75 / 70 - 1)
-    assert run_checks(_rows({}, teacher_wer=0.4))["kd_worse_than_teacher"]["held"] is False
-
-
+# ------------------------------------------------------------------ grid logic (claims etc.: test_study_claims.py)
 def test_a_failing_worker_task_is_named_in_the_error(study):
     from kdlab.study.parallel import train_runs
     from kdlab.study.plan import RowSpec
@@ -366,10 +291,12 @@ def test_the_index_section_and_the_readme_block_show_the_summary_rows(study, tmp
     out, _, results = study
     section = study_index_section(out.parent)
     tables = section.body_html.split("<table>")[1:]
-    assert len(tables) == 2 and tables[0].count("<tr>") == 1 + len(results["summary"])
+    assert len(tables) == 3 and tables[0].count("<tr>") == 1 + len(results["summary"])
     first = results["summary"][0]
     assert f"<td>{first['test_wer'] * 100:,.1f}</td>" in tables[0]
     assert tables[1].count("<tr>") == 1 + len(results["claims"])
+    assert all(f"<td>{claim['verdict']}</td>" in tables[1] for claim in results["claims"])
+    assert tables[2].count("<tr>") == 1 + len(results["checks"])
     assert study_index_section(tmp_path) is None  # no study there
 
     readme = tmp_path / "README.md"
@@ -380,21 +307,11 @@ def test_the_index_section_and_the_readme_block_show_the_summary_rows(study, tmp
     block = text.split(README_START)[1].split(README_END)[0]
     assert "`make study`" in block
     assert sum(line.startswith(("| offline", "| streaming")) for line in block.splitlines()) == len(results["summary"])
+    assert all(f"| {claim['statement']} | {TARGET:g} | {claim['verdict']} |" in block for claim in results["claims"])
+    assert "| validity check | held | measured |" in block
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="markers|block"):
         update_readme(readme, load_study(out))
-
-
-def test_the_claims_table_signs_values_but_not_their_seed_spread():
-    from kdlab.study.report import claims_table
-
-    def claim(unit, value, value_std):
-        return {"statement": "s", "target_sparsity": 0.5, "held": False, "value": value, "paper": None,
-                "held_in_seeds": 1, "seeds": 3, "unit": unit, "value_std": value_std}
-
-    rwer_row, wer_row = claims_table([claim("RWER %", -2.34, 0.71), claim("WER", 0.125, 0.0213)])[2:]
-    assert rwer_row.endswith("| -2.3 % | — | 1 / 3 | 0.7 % |")
-    assert wer_row.endswith("| +12.50 WER points | — | 1 / 3 | 2.13 WER points |")
 
 
 def test_the_cli_budget_options_override_steps_and_appear_in_the_readme_command():

@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         update_readme(args.readme, results, command_line(args))
     print(f"\nresults: {results.out_dir / 'results.md'} (+ results.json, results.csv, figures.html)")
     for claim in results.claims:
-        held = {True: "held", False: "did not hold", None: "not evaluated"}[claim["held"]]
-        print(f"- {claim['statement']} (target {claim['target_sparsity']:g}): {held}")
+        print(f"- {claim['statement']} (target {claim['target_sparsity']:g}): {claim['verdict']} ({claim['reason']})")
     for name, check in results.checks.items():
         print(f"- check {name}: {'ok' if check['held'] else 'FAILED' if check['held'] is False else 'n/a'}")
     return 0

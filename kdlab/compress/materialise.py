@@ -6,10 +6,9 @@ eval mode it computes the same function (offline and streaming) with fewer param
 
 * heads / FFN units / conv channels with mask 0 are removed (q/k/v rows + ``out_proj`` columns;
   ``linear1`` rows + ``linear2`` columns; both GLU rows, the depthwise filter, the BatchNorm
-  entries and the ``pointwise2`` column). Soft mask values are folded into the next layer:
-  ``out_proj`` / ``linear2`` columns, and the depthwise filter for conv channels. A removed conv
-  channel is not silent (it emits ``dead_channel_output()``): that constant goes into
-  ``pointwise2.bias``.
+  entries and the ``pointwise2`` column). Soft mask values are folded into the next layer's
+  input columns: ``out_proj`` / ``linear2`` / ``pointwise2`` (every gate multiplies the input of
+  its branch's last linear).
 * a residual branch whose scalar gate is 0, or whose module is absent, is dropped (size 0); a soft
   branch gate scales that branch's last linear (weight and bias).
 * a branch whose gate is open but whose units are *all* removed emits a constant vector c. It is
@@ -166,14 +165,9 @@ class _LinearEdit:
         self.left = self.left * factor
         self.bias = None if self.bias is None else self.bias * factor
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """(n,) -> (m,): W x without the bias."""
-        return self.left @ (x if self.right is None else self.right @ x)
-
-    def output(self, x: torch.Tensor) -> torch.Tensor:
-        """(n,) -> (m,): W x + bias."""
-        y = self.apply(x)
-        return y if self.bias is None else y + self.bias
+    def zero_input_output(self) -> torch.Tensor:
+        """(m,) output for an all-zero input: the bias (zeros without one)."""
+        return self.bias if self.bias is not None else self.left.new_zeros(self.left.shape[0])
 
     def add_to_bias(self, value: torch.Tensor, where: str) -> None:
         if self.bias is None:
@@ -200,14 +194,6 @@ def _entries(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach() for k, v in module.state_dict().items()}
 
 
-def _dead_input(name: str, module: nn.Module) -> torch.Tensor:
-    """(n,) input of the branch's last linear when every unit is removed (float64)."""
-    if name == "conv":
-        return module.dead_channel_output().detach().to(torch.float64)
-    last = module.out_proj if name == "attn" else module.linear2
-    return torch.zeros(last.in_features, dtype=torch.float64, device=next(module.parameters()).device)
-
-
 def _last_linear(name: str) -> str:
     return {"attn": "out_proj", "conv": "pointwise2"}.get(name, "linear2")
 
@@ -229,13 +215,10 @@ def _slice_branch(name: str, module: nn.Module, mask: torch.Tensor, prefix: str,
         linears[f"{prefix}.pointwise1"] = edit = _LinearEdit.of(module.pointwise1)
         edit.select_rows(torch.cat([kept, kept + channels]))  # GLU value rows c and gate rows C + c
         linears[f"{prefix}.pointwise2"] = edit = _LinearEdit.of(module.pointwise2)
-        edit.add_to_bias(edit.apply(_dead_input(name, module) * (mask == 0)), f"{prefix}.pointwise2")
-        edit.select_columns(kept, torch.ones_like(mask[kept]))
+        edit.select_columns(kept, mask[kept])
         per_channel = {**_entries(module.depthwise, "depthwise"), **_entries(module.batch_norm, "batch_norm")}
         for key, value in per_channel.items():
             state[f"{prefix}.{key}"] = value[kept] if value.dim() > 0 else value
-        weight = f"{prefix}.depthwise.weight"
-        state[weight] = state[weight].to(torch.float64) * mask[kept][:, None, None]
     else:
         linears[f"{prefix}.linear1"] = edit = _LinearEdit.of(module.linear1)
         edit.select_rows(kept)
@@ -281,7 +264,7 @@ def materialise(encoder: ConformerEncoder) -> ConformerEncoder:
             units = gate_mask(module.gate, branch_units(name, module), reference).to(torch.float64)
             scale = BRANCH_SCALES[name]
             if not bool((units != 0).any()):  # open branch with no unit left: it emits a constant
-                out = _LinearEdit.of(getattr(module, _last_linear(name))).output(_dead_input(name, module))
+                out = _LinearEdit.of(getattr(module, _last_linear(name))).zero_input_output()
                 _fold_constant(scale * branch * out, last, i, state, linears)
                 continue
             dims[BRANCH_SIZE_KEYS[name]] = _slice_branch(name, module, units, f"blocks.{i}.{name}", state, linears)

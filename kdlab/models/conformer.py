@@ -8,8 +8,8 @@ LayerNorm. Prunable places (each an attribute, default ``None``, which when set 
 
 * ``block.attn.gate`` -> (H,) per head, on each head's context before ``out_proj``;
 * ``block.ffn1.gate`` / ``block.ffn2.gate`` -> (ffn_dim,) after SiLU;
-* ``block.conv.gate`` -> (C,) on the GLU outputs (a gated-off channel still emits a constant
-  that materialisation folds into a bias: ``ConvolutionModule.dead_channel_output``);
+* ``block.conv.gate`` -> (C,) per channel after BatchNorm and SiLU, before ``pointwise2`` (where
+  the norm's batch statistics cannot divide it out; a channel is a GLU pair);
 * ``block.ffn1_gate``, ``attn_gate``, ``conv_gate``, ``ffn2_gate`` -> () scalar multiplying
   that residual branch (0 skips it; the final LayerNorm stays).
 

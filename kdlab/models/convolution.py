@@ -1,20 +1,21 @@
 """Convolution branch of a conformer block.
 
-LayerNorm -> pointwise Linear(D, 2C) -> GLU -> [gate] -> zero padded frames ->
-depthwise Conv1d(C, kernel) -> BatchNorm -> SiLU -> pointwise Linear(C, D) -> dropout.
+LayerNorm -> pointwise Linear(D, 2C) -> GLU -> zero padded frames -> depthwise Conv1d(C, kernel)
+-> BatchNorm -> SiLU -> [gate] -> pointwise Linear(C, D) -> dropout.
 
 * GLU pairs: output channel ``c`` is ``a_c * sigmoid(b_c)`` with ``a_c`` from row ``c``
   and ``b_c`` from row ``C + c`` of ``pointwise1``.
 * Prunable place: ``gate`` (default ``None``). When set, it is an ``nn.Module`` whose
-  ``forward()`` returns a ``(C,)`` mask multiplied into the GLU output, so a GLU pair,
-  its depthwise filter, its norm entry and column ``c`` of ``pointwise2`` go together.
-  A gated-off channel is not silent: its depthwise output is its bias, so it emits the
-  constant ``dead_channel_output()[c]`` after SiLU. Removing channel ``c`` exactly
-  therefore adds ``pointwise2.weight[:, c] * dead_channel_output()[c]`` to
-  ``pointwise2.bias`` (eval mode).
+  ``forward()`` returns a ``(C,)`` mask multiplied into the SiLU output, i.e. into the input of
+  ``pointwise2``. It sits after the normalisation on purpose: a per-channel scale *before*
+  BatchNorm is divided back out by the batch statistics in training, so the loss could hardly
+  reach the gate (docs/conv_gate_placement.md). A gated-off channel contributes exactly nothing,
+  so removing channel ``c`` drops its GLU pair, depthwise filter, norm entry and column ``c`` of
+  ``pointwise2``; a soft mask value folds into that column.
 * Streaming (``causal=True``): the depthwise convolution sees only the current and the
   ``kernel - 1`` previous frames (left zero padding, or the cached tail of the previous
-  chunk). Otherwise it is centred ("same" zero padding).
+  chunk). Otherwise it is centred ("same" zero padding). The cached tail holds GLU outputs,
+  which the gate does not touch.
 * Norm: per-channel BatchNorm, not LayerNorm over channels. In eval mode it is a fixed
   per-channel affine map, so it is exact under chunking, independent of the batch, and
   removing channel ``c`` removes exactly entry ``c`` (a LayerNorm over channels would
@@ -73,12 +74,6 @@ class ConvolutionModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gate: nn.Module | None = None
 
-    def dead_channel_output(self) -> torch.Tensor:
-        """(C,) constant a channel with zero GLU output emits after SiLU (eval-mode norm)."""
-        bn = self.batch_norm
-        normed = (self.depthwise.bias - bn.running_mean) * torch.rsqrt(bn.running_var + bn.eps) * bn.weight
-        return F.silu(normed + bn.bias)
-
     def forward(
         self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, past: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -92,8 +87,6 @@ class ConvolutionModule(nn.Module):
             as ``past`` with the next chunk (None otherwise).
         """
         h = F.glu(self.pointwise1(self.norm(x)), dim=-1)  # (B, T, C)
-        if self.gate is not None:
-            h = h * self.gate()
         if pad_mask is not None:
             h = h.masked_fill(pad_mask, 0.0)
         h = h.transpose(1, 2)  # (B, C, T)
@@ -104,5 +97,7 @@ class ConvolutionModule(nn.Module):
             tail = h[:, :, h.shape[2] - left :]
         h = self.depthwise(h)
         valid = None if pad_mask is None else ~pad_mask.transpose(1, 2)
-        h = F.silu(self.batch_norm(h, valid)).transpose(1, 2)
+        h = F.silu(self.batch_norm(h, valid)).transpose(1, 2)  # (B, T, C)
+        if self.gate is not None:
+            h = h * self.gate()
         return self.dropout(self.pointwise2(h)), tail

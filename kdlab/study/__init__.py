@@ -7,9 +7,10 @@ one or more parameter budgets, against the KD baseline, the teacher and a from-s
 
 Files: ``config`` (StudyConfig), ``plan`` (the rows), ``recipes`` (the run behind each row and
 its measurement), ``parallel`` (the runs trained in worker processes), ``runner`` (run, cache,
-write), ``table`` (RWER, seed summary, CSV), ``claims`` (the paper's claims, computed),
-``checks`` (budget, KD vs teacher), ``report`` (results.md), ``figures`` (Pareto, RWER bars, one
-offline HTML page).
+write), ``table`` (RWER against each route's KD baseline, seed summary, CSV), ``claims`` (the
+paper's claims, computed), ``checks`` (validity: teacher range, blank plateau, KD baseline vs
+teacher, sparsity budget), ``verdicts`` (held / not held / undetermined, and why), ``report``
+(results.md), ``figures`` (Pareto, RWER bars, one offline HTML page).
 """
 
 from kdlab.study.config import StudyConfig

@@ -44,7 +44,7 @@ GRID_BUDGETS = {
 #: The methods of the grid per profile when none are named: at "default" the four of the paper's
 #: claims (kd+lrf+l0 adds two compression runs and four fine-tunes, about a quarter more time).
 GRID_METHODS = {"tiny": METHODS, "default": ("lrf", "l0", "kd+lrf", "kd+l0"), "full": METHODS}
-#: A compressed encoder meets its budget (1 − t) · teacher params when within this relative margin.
+#: A compressed encoder meets its budget t when its achieved sparsity is within t ± this (3 points).
 BUDGET_TOLERANCE = 0.03
 
 

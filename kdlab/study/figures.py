@@ -3,7 +3,8 @@ self-contained HTML page holding them all (plotly.js embedded once, nothing from
 
 * ``pareto_figures(summary)``: per mode, test WER against encoder parameters, one labelled
   point per row and the Pareto front (``viz.curve_figures.pareto_figure``).
-* ``rwer_figure(summary)``: RWER vs the KD baseline per method, one bar group per (mode, route),
+* ``rwer_figure(summary)``: RWER vs the KD baseline of the row's own route per method, one bar
+  group per (mode, route),
   error bars = the std over seeds (when there are several).
 """
 
@@ -14,17 +15,17 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from kdlab.offline_html import figure_html, plotlyjs_script
-from kdlab.study.config import BASELINE
+from kdlab.study.checks import is_kd_baseline
 from kdlab.study.plan import REFERENCE
 from kdlab.viz.curve_figures import pareto_figure
 
 
 def row_label(row: dict) -> str:
-    """"teacher", "scratch", "KD baseline" or "<route> <method>"."""
+    """"teacher", "scratch", "<route> KD baseline" or "<route> <method>"."""
     if row["route"] == REFERENCE:
         return row["method"]
-    if (row["route"], row["method"]) == ("sequential", BASELINE):
-        return "KD baseline"
+    if is_kd_baseline(row):
+        return f"{row['route']} KD baseline"
     return f"{row['route']} {row['method']}"
 
 
@@ -54,7 +55,8 @@ def rwer_figure(summary: list[dict]) -> go.Figure:
         figure.add_trace(go.Bar(x=x, y=[r["rwer"] for r in mine], name=f"{mode} · {route}",
                                 error_y={"type": "data", "array": errors, "visible": any(errors)}))
     figure.update_layout(title="Relative WER vs the KD baseline (positive = better than KD)", barmode="group",
-                         xaxis_title="method", yaxis_title="RWER (%)", height=420, margin={"t": 50, "b": 40})
+                         xaxis_title="method", yaxis_title="RWER vs the route's KD baseline (%)", height=420,
+                         margin={"t": 50, "b": 40})
     return figure
 
 

@@ -4,7 +4,8 @@ results table in the README.
     section = study_index_section(outputs_dir)     # None when no study has been run there
     update_readme(Path("README.md"), load_study())  # rewrites the block between the markers
 
-Both show what ``results.md`` shows (the summary table and the claims), rendered from
+Both show what ``results.md`` shows (the summary table, the claims with their verdicts and the
+validity checks), rendered from
 ``results.json``: nothing is typed by hand.
 """
 
@@ -14,7 +15,7 @@ import html
 import re
 from pathlib import Path
 
-from kdlab.study.report import claims_table, results_table
+from kdlab.study.report import checks_table, claims_table, results_table
 from kdlab.study.runner import StudyResults, load_study
 
 README_START = "<!-- kdlab-study-results:start -->"
@@ -34,7 +35,7 @@ def markdown_table_html(lines: list[str]) -> str:
 
 
 def study_index_section(outputs: str | Path):
-    """The "Study results" section of ``index.html`` (summary table, claims, links to the study
+    """The "Study results" section of ``index.html`` (summary table, claims, checks, links to the study
     files) when ``<outputs>/study/results.json`` exists, else None."""
     from kdlab.notebook_runner import IndexSection
 
@@ -47,16 +48,18 @@ def study_index_section(outputs: str | Path):
                        if (folder / name).is_file())
     body = (f"<p>Profile <code>{html.escape(study.config.profile)}</code>, {study.config.seeds} seed(s). "
             f"Files: {links}</p>\n{markdown_table_html(results_table(study.summary))}\n"
-            f"<h3>The paper's claims</h3>\n{markdown_table_html(claims_table(study.claims))}")
+            f"<h3>The paper's claims</h3>\n{markdown_table_html(claims_table(study.claims))}\n"
+            f"<h3>Validity checks</h3>\n{markdown_table_html(checks_table(study.checks))}")
     return IndexSection("Study results", body)
 
 
 def readme_block(study: StudyResults, command: str) -> str:
-    """The README block: the command that produced it, the summary table and the claims."""
+    """The README block: the command that produced it, the summary table, the claims and the checks."""
     lines = [README_START, "", f"Produced by `{command}` (profile `{study.config.profile}`, "
              f"{study.config.seeds} seed(s)); the same table is in `outputs/study/results.md`.", ""]
     lines += results_table(study.summary) + ["", "The paper's claims, computed from these rows:", ""]
-    lines += claims_table(study.claims) + ["", README_END]
+    lines += claims_table(study.claims) + ["", "Validity checks (a claim is undetermined where one fails):", ""]
+    lines += checks_table(study.checks) + ["", README_END]
     return "\n".join(lines)
 
 

@@ -7,13 +7,16 @@ latency on ``latency_audio_seconds`` of audio; ``latency_teacher_ms`` the teache
 rounds, ``latency_speedup`` the median of their ratios; ``latency_runtime`` names the runtime), the
 run's ``dev_wer`` / ``test_wer`` (fractions) and the held-out test sets' ``unseen_engine_wer`` /
 ``unseen_text_wer`` (None for a corpus without them),
-its budget (``budget_params`` = (1 − t) · ``teacher_encoder_params`` and ``within_budget``:
-|encoder_params − budget| ≤ ``BUDGET_TOLERANCE`` · budget), and
+its budget (``budget_params`` = (1 − t) · ``teacher_encoder_params``, ``achieved_sparsity`` =
+1 − encoder_params / teacher_encoder_params and ``within_budget``: |achieved − t| ≤
+``BUDGET_TOLERANCE``, 3 sparsity points), and
 
-    rwer = (WER_kd − WER_row) / WER_kd × 100     (test WER; the KD baseline of the same mode,
-                                                  target and seed; positive = better than KD)
+    rwer = (WER_kd − WER_row) / WER_kd × 100     (test WER; the KD baseline of the row's own
+                                                  route, mode, target and seed; positive = better
+                                                  than that baseline)
 
-None where it is undefined (the teacher has no budget; a KD baseline with WER 0).
+None where it is undefined: the references (teacher, from scratch) belong to no route, and a KD
+baseline with WER 0 gives no ratio.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import statistics
 from pathlib import Path
 
 from kdlab.eval.wer import relative_wer
-from kdlab.study.config import BASELINE, BUDGET_TOLERANCE
+from kdlab.study.checks import is_kd_baseline
+from kdlab.study.config import BUDGET_TOLERANCE
 
 GROUP_KEYS = ("mode", "route", "method", "target_sparsity")
 COLUMNS = ("key", *GROUP_KEYS, "seed", "encoder_params", "params", "teacher_encoder_params", "budget_params",
@@ -48,18 +52,15 @@ def budget_fields(encoder_params: int, teacher_params: int, target: float | None
     sparsity = 1.0 - encoder_params / teacher_params
     if target is None:
         return {"budget_params": None, "within_budget": None, "achieved_sparsity": sparsity}
-    budget = (1.0 - target) * teacher_params
-    return {"budget_params": budget, "within_budget": abs(encoder_params - budget) <= BUDGET_TOLERANCE * budget,
-            "achieved_sparsity": sparsity}
+    return {"budget_params": (1.0 - target) * teacher_params,
+            "within_budget": abs(sparsity - target) <= BUDGET_TOLERANCE, "achieved_sparsity": sparsity}
 
 
 def baseline_of(row: dict, rows: list[dict]) -> dict | None:
-    """The KD baseline row with ``row``'s mode, target and seed (None for the teacher or when absent)."""
-    if row["target_sparsity"] is None:
-        return None
+    """The KD baseline row of ``row``'s route, mode, target and seed (None for the references,
+    which belong to no route, or when the grid has none)."""
     for other in rows:
-        if (other["route"], other["method"]) == ("sequential", BASELINE) and all(
-                other[k] == row[k] for k in ("mode", "target_sparsity", "seed")):
+        if is_kd_baseline(other) and all(other[k] == row[k] for k in ("route", "mode", "target_sparsity", "seed")):
             return other
     return None
 

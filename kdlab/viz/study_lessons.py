@@ -36,7 +36,8 @@ import torch
 from kdlab.compress.budget_calibration import shift_gates
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
-from kdlab.study.config import BASELINE, BUDGET_TOLERANCE, uniform_budgets
+from kdlab.study.checks import KD_MAX_TEACHER_RATIO, PLATEAU_WER, is_kd_baseline
+from kdlab.study.config import BUDGET_TOLERANCE, uniform_budgets
 from kdlab.study.plan import RowSpec
 from kdlab.study.recipes import GridRuns
 from kdlab.train.checkpoint import load_checkpoint
@@ -56,8 +57,6 @@ from kdlab.train.recipes.teacher import TeacherBundle
 SMOKE = {"tiny": {"steps": 4, "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
                   "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1}}}
 FRAME_SECONDS = 0.01  # one log-mel input frame
-#: A KD baseline at or above this test WER has hardly left the RNN-T blank output (few words emitted).
-PLATEAU_WER = 0.8
 
 
 def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int = 1,
@@ -168,31 +167,33 @@ def next_steps(study: StudyResults) -> list[str]:
     if unstable:
         steps.append(f"**Unstable claims** ({', '.join(unstable)}): they hold in some seeds only; add seeds "
                      f"(`--seeds {2 * c.seeds}`) before reading them either way.")
-    missing = sorted({cl["id"] for cl in claims if cl["held"] is None})
+    missing = sorted({cl["id"] for cl in claims if "reason" in cl["details"]})
     if missing:
         steps.append(f"**Complete the grid**: not evaluated ({', '.join(missing)}) because rows are missing; run "
                      f"every method, mode and route (`{command}` without `--methods` / `--modes` / `--routes`).")
-    outside = checks["budget"]["outside"]
+    outside = checks["budget"]["failures"]
     if outside:
         keys = ", ".join(o["key"] for o in outside[:4]) + (" …" if len(outside) > 4 else "")
-        steps.append(f"**Reach the budget**: {len(outside)} model(s) miss their parameter budget by more than "
-                     f"±{BUDGET_TOLERANCE:.0%} ({keys}); train longer (`--steps`) or raise the multipliers' "
+        steps.append(f"**Reach the budget**: {len(outside)} model(s) miss their target sparsity by more than "
+                     f"±{BUDGET_TOLERANCE:g} ({keys}); train longer (`--steps`) or raise the multipliers' "
                      "learning rate (`lagrangian_lr` of `CompressConfig` / `JointConfig`), and compare only then.")
-    stuck = [r for r in study.summary if (r["route"], r["method"]) == ("sequential", BASELINE)
-             and r["test_wer"] is not None and r["test_wer"] >= PLATEAU_WER]
+    stuck = [r for r in study.summary if is_kd_baseline(r) and r["test_wer"] is not None
+             and r["test_wer"] > PLATEAU_WER]
     if stuck:
-        wers = ", ".join(f"{r['mode']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}" for r in stuck)
+        wers = ", ".join(f"{r['mode']} {r['route']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}"
+                         for r in stuck)
         finetune = FinetuneConfig.for_profile(c.profile, steps=c.finetune_steps)
         ctc = finetune.ctc_warmup.steps if c.ctc_warmup_steps is None else c.ctc_warmup_steps
         rnnt = finetune.trainer.max_steps
         steps.append(f"**Fine-tunes that have hardly started**: the KD baseline's test WER is {wers}; its RNN-T "
-                     f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so the "
-                     "sequential rows' RWERs measure training length more than the methods. Fine-tune longer: "
+                     f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so RWERs "
+                     "against it measure training length more than the methods. Fine-tune longer: "
                      f"`{command} --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}` (or more).")
     top = max(c.target_sparsities)
-    if checks["kd_worse_than_teacher"]["held"] is False:
-        steps.append("**A budget that costs WER**: the KD baseline is not worse than the teacher everywhere, so "
-                     "there is no gap for a method to close; train longer (`--steps`) or compress harder "
+    if checks["kd_baseline_separated"]["held"] is False:
+        steps.append(f"**A budget that separates methods**: a KD baseline is not clearly worse than the teacher "
+                     f"(no gap for a method to close) or has more than {KD_MAX_TEACHER_RATIO:g} × its WER (the "
+                     "students are undertrained); train longer (`--steps`) or compress harder "
                      f"(`{command} --target-sparsity {_targets([top + 0.1, top + 0.2])}`).")
     if len(c.target_sparsities) == 1:
         steps.append(f"**Other budgets**: one target ({top:g}); `{command} --target-sparsity "
