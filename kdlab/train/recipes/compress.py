@@ -50,7 +50,6 @@ from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
-from kdlab.data.batching import SpeechLoader
 from kdlab.eval.latency import measure_latency
 from kdlab.models.bestrq import BestRQModel
 from kdlab.models.conformer import ConformerEncoder
@@ -239,7 +238,7 @@ def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncod
 
 
 def _cost(trainer: Trainer, final: Trainer | None, train_loader) -> dict:
-    """``phase_cost`` of the compression (and final distillation) phases; frames only for a ``SpeechLoader``."""
+    """``phase_cost`` of the compression (and final distillation) phases."""
     phases = {"compress": trainer, "final_distill": final}
     cost = {}
     for name, t in phases.items():
@@ -247,7 +246,7 @@ def _cost(trainer: Trainer, final: Trainer | None, train_loader) -> dict:
             continue
         seconds = t.elapsed()
         metrics = {"steps": t.step, "cpu_seconds": seconds["cpu"], "wall_seconds": seconds["wall"]}
-        cost[name] = phase_cost(metrics, train_loader) if isinstance(train_loader, SpeechLoader) else metrics
+        cost[name] = phase_cost(metrics, train_loader)
     return cost
 
 

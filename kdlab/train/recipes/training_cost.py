@@ -35,8 +35,12 @@ def scheduled_frames(loader: SpeechLoader, steps: int) -> dict:
 def phase_cost(metrics: dict, loader: SpeechLoader) -> dict:
     """``{"steps", "frames", "padded_frames", "cpu_seconds", "wall_seconds"}`` of a phase whose
     trainer reported ``metrics`` (``steps``, ``cpu_seconds``, ``wall_seconds``: every process that
-    trained it) and drew its batches from ``loader``; an empty ``metrics`` (a phase of 0 steps) costs 0."""
+    trained it) and drew its batches from ``loader`` (frames None when it is not a ``SpeechLoader``);
+    an empty ``metrics`` (a phase of 0 steps) costs 0."""
     steps = metrics.get("steps", 0)
-    frames = scheduled_frames(loader, steps) if steps else {"frames": 0, "padded_frames": 0}
+    if not isinstance(loader, SpeechLoader):  # a plain list of batches (tests): no batch plan to count
+        frames = {"frames": None, "padded_frames": None}
+    else:
+        frames = scheduled_frames(loader, steps) if steps else {"frames": 0, "padded_frames": 0}
     return {"steps": steps, **frames, "cpu_seconds": metrics.get("cpu_seconds", 0.0),
             "wall_seconds": metrics.get("wall_seconds", 0.0)}
