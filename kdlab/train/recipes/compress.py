@@ -189,7 +189,8 @@ def _ssl_parts(ssl_model: BestRQModel | ConformerEncoder, config: CompressConfig
 
 
 def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncoder, train_loader,
-                 run_dir: str | Path, device: str = "auto", progress: bool = True, force: bool = False) -> CompressResult:
+                 run_dir: str | Path, device: str = "auto", progress: bool = True,
+                 force: bool = False) -> CompressResult:
     """Compress the SSL encoder (``ssl_model``: the pre-trained BEST-RQ model, not modified; a bare
     encoder will do when ``ssl_weight`` is 0) with ``config.method`` on batches of ``train_loader``
     (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
@@ -229,7 +230,8 @@ def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncod
                "skipped_steps": trainer.skipped + (final.skipped if final else 0),
                "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
                "final_losses": {k: v for k, v in last_train.items() if k.startswith("loss")},
-               "ssl_encoder_digest": weights_digest(teacher_encoder), "compress_cost": _cost(trainer, final, train_loader),
+               "ssl_encoder_digest": weights_digest(teacher_encoder),
+               "compress_cost": _cost(trainer, final, train_loader),
                "budget_calibration": calibration,
                **built.info,
                **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed)}

@@ -150,8 +150,8 @@ class CompressConfig(JsonConfig):
             raise ValueError("distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
                              "encoder, which has no output distribution; use layer KD (layer_weight)")
         if uses_kd(self.method) and self.distill.layer_weight <= 0:
-            raise ValueError(f"method {self.method!r} distils, but distill.layer_weight is {self.distill.layer_weight}; "
-                             "give it a positive weight or drop 'kd' from the method")
+            raise ValueError(f"method {self.method!r} distils, but distill.layer_weight is "
+                             f"{self.distill.layer_weight}; give it a positive weight or drop 'kd' from the method")
         if self.ssl_weight < 0 or (not uses_kd(self.method) and self.ssl_weight <= 0):
             raise ValueError(f"ssl_weight must be >= 0, and > 0 for {self.method!r} (without KD the SSL objective is "
                              f"its only loss), got {self.ssl_weight}")

@@ -217,7 +217,8 @@ def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechDa
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
     if config.uses_kd() and config.kd_source == "finetuned" and kd_teacher is None:
-        raise ValueError(f"{config.method!r} with kd_source 'finetuned' distils the fine-tuned teacher: pass kd_teacher")
+        raise ValueError(f"{config.method!r} with kd_source 'finetuned' distils the fine-tuned teacher: "
+                         "pass kd_teacher")
     start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
     target_device = resolve_device(device)
     ssl = copy.deepcopy(ssl_encoder).to(target_device).eval().requires_grad_(False)

@@ -188,7 +188,8 @@ class JointConfig(JsonConfig):
                     recovery_steps=min(recovery, steps - 1), lr=asr.trainer.lr, recovery_lr=asr.trainer.lr / 4,
                     lr_warmup_fraction=asr.trainer.warmup_steps / steps, gate_lr=rates[0], lagrangian_lr=rates[1],
                     rnnt=asr.rnnt, kd_source=kd_source,
-                    distill=DistillationConfig(layer_weight=1.0, output_weight=1.0 if kd_source == "finetuned" else 0.0),
+                    distill=DistillationConfig(layer_weight=1.0,
+                                               output_weight=1.0 if kd_source == "finetuned" else 0.0),
                     frames_per_batch=asr.frames_per_batch, eval_every=p.eval_every, checkpoint_every=p.eval_every,
                     dev_eval_utterances=p.dev_eval_utterances, specaugment=asr.specaugment)
         return cls(**{**base, **overrides})

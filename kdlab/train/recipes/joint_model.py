@@ -11,7 +11,8 @@ the SSL encoder in its own offline mode, or the fine-tuned teacher of the run's 
     loss = RNN-T(z_S) / N                                                 "loss_rnnt"      (per token)
          + ctc_weight    · CTC(head(enc_S)) / N                           "loss_ctc"       (with a CTC head)
          + layer_weight  · mean_pairs [L1 + (1 − cos)](P h_S, h_T)        "loss_distill"   (kd methods)
-         + output_weight · T² KL(softmax(z_T/T) ‖ softmax(z_S/T))          "loss_output_kl" (kd from the fine-tuned teacher)
+         + output_weight · T² KL(softmax(z_T/T) ‖ softmax(z_S/T))          "loss_output_kl" (KD from the
+                                                                          fine-tuned teacher only)
          + λ1 (ŝ − t) + λ2 (ŝ − t)²                                       "loss_penalty"   (gated methods)
 
 The KL is averaged over the valid lattice points (t < T'_b, u ≤ U_b) only; the layer KD is a mean
