@@ -204,6 +204,19 @@ def test_every_student_starts_from_the_ssl_encoder_with_the_same_fresh_heads_and
     assert torch.allclose(loss, per_utterance * len(batch) / batch.token_lengths.sum())
 
 
+def test_config_keeps_the_recovery_inside_the_budget_and_output_kd_for_the_finetuned_teacher():
+    tiny = JointConfig.for_profile("tiny", "kd+l0", 0.2)
+    assert tiny.pruning_steps + tiny.recovery_steps == tiny.steps == 6  # the profile's student_rnnt_steps
+    assert (tiny.kd_source, tiny.distill.output_weight) == ("ssl", 0.0)
+    assert JointConfig.for_profile("tiny", "kd", 0.2, kd_source="finetuned").distill.output_weight == 1.0
+    with pytest.raises(ValueError, match="recovery_steps .6. must be fewer than steps .6."):
+        _config("lrf", steps=6, recovery_steps=6)
+    with pytest.raises(ValueError, match="output_weight must be 0 with kd_source 'ssl'"):
+        _config("kd", distill=DistillationConfig(1.0, 1.0))
+    with pytest.raises(ValueError, match="kd_source must be one of"):
+        _config("kd", kd_source="teacher")
+
+
 def test_a_complete_run_is_reused_and_an_interrupted_one_resumes_exactly(teacher, tmp_path):
     # kd+lrf: a gated method resumes too, but not bit for bit (see HardConcreteGate: the gates' own
     # noise generators are not in state_dict, so their noise restarts from the seed)

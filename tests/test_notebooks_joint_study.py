@@ -70,7 +70,8 @@ def test_lesson_explains_the_math_and_checks_itself(name):
 def test_the_joint_lesson_writes_out_the_joint_loss():
     markdown = "\n".join(c.source for c in _source(JOINT).cells if c.cell_type == "markdown")
     assert r"\lambda_1(\hat s - t) + \lambda_2(\hat s - t)^2" in markdown
-    assert r"-\log P(y \mid x)" in markdown and r"\mathrm{KL}" in markdown
+    assert r"-\tfrac{1}{N}\log P(y \mid x)" in markdown and r"\mathrm{KL}" in markdown  # RNN-T per token
+    assert r"\mathcal{L}_{\text{CTC}}" in markdown and r"\mathcal{L}_{\text{BEST-RQ}}" in markdown
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_the_gated_student_rebuilt_from_a_checkpoint_counts_as_materialised(home
     runs = GridRuns(config, device="cpu", progress=False)
     routes = sl.run_routes(runs, "offline", method, config.target_sparsities[0], 0)  # finished: loaded, no student
     assert routes.joint.student is None and "l0" in method.split("+")
-    gated = sl.joint_gated_student(routes.joint, runs.teacher("offline").model)
+    gated = sl.joint_gated_student(routes.joint, runs.ssl_teacher().encoder)
     assert round(float(expected_params(gated.encoder, deterministic=True))) == routes.joint.metrics["encoder_params"]
     assert any(isinstance(m, HardConcreteGate) for m in gated.encoder.modules()), "the rebuilt student is gated"
 

@@ -20,11 +20,11 @@ from kdlab.viz.curve_figures import pareto_figure
 
 
 def row_label(row: dict) -> str:
-    """"teacher", "scratch", "KD baseline" or "<route> <method>"."""
+    """"teacher", "scratch", "<route> KD baseline" or "<route> <method>"."""
     if row["route"] == REFERENCE:
         return row["method"]
-    if (row["route"], row["method"]) == ("sequential", BASELINE):
-        return "KD baseline"
+    if row["method"] == BASELINE:  # each route has its own
+        return f"{row['route']} KD baseline"
     return f"{row['route']} {row['method']}"
 
 

@@ -35,7 +35,7 @@ def results_table(summary: list[dict]) -> list[str]:
     lines = []
     for r in summary:
         target = "—" if r["target_sparsity"] is None else f"{r['target_sparsity']:g}"
-        method = f"{BASELINE} (baseline)" if (r["route"], r["method"]) == ("sequential", BASELINE) else r["method"]
+        method = f"{BASELINE} (baseline)" if r["method"] == BASELINE and r["route"] != "reference" else r["method"]
         lines.append([r["mode"], r["route"], method, target,
                       _number(r["encoder_params"], r["encoder_params_std"], digits=0),
                       _number(r["macs_per_second"], r["macs_per_second_std"], 1e-6, 1),

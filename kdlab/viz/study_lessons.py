@@ -14,7 +14,7 @@ them, by ``python -m kdlab study`` or by ``make study`` is reused by the others:
   compression + fine-tune of one row pair of the grid (``GridRuns``' configs and folders);
   ``students_table`` compares them with the teachers, ``teacher_data`` gives the teacher's corpus.
 * ``next_steps(study)``: what a finished study's evidence lacks, and the command that adds it.
-* ``joint_gated_student(result, like)``: the gated model at the end of joint training (rebuilt
+* ``joint_gated_student(result, ssl_encoder)``: the gated model at the end of joint training (rebuilt
   from the run's checkpoint when the run was loaded from disk).
 * ``stream_transcribe(model, features, feed_frames)``: chunk-by-chunk encoding (``stream()``)
   and greedy RNN-T decoding that carries the predictor state from call to call, timed per call;
@@ -34,6 +34,7 @@ import plotly.graph_objects as go
 import torch
 
 from kdlab.compress.budget_calibration import shift_gates
+from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
 from kdlab.study.config import BASELINE, BUDGET_TOLERANCE, uniform_budgets
@@ -199,14 +200,15 @@ def next_steps(study: StudyResults) -> list[str]:
     return steps
 
 
-def joint_gated_student(result: JointResult, like: RNNTModel) -> RNNTModel:
+def joint_gated_student(result: JointResult, ssl_encoder: ConformerEncoder) -> RNNTModel:
     """The gated / factorised RNN-T model at the end of the joint phase, as it was materialised
     (eval, CPU): the result's own when it was just trained, else rebuilt from
-    ``checkpoints/last.pt`` (on an encoder of the SSL architecture, ``like.encoder``, whose weights
-    the checkpoint replaces) with the run's budget calibration applied to its gates."""
+    ``checkpoints/last.pt`` with the run's budget calibration applied to its gates. The student is
+    rebuilt from ``ssl_encoder``, the SSL encoder it started from (a factorisation's ranks depend
+    on those weights; the checkpoint then replaces them)."""
     if result.student is not None:
         return result.student.eval()
-    student, gates, _ = build_joint_student(result.config, like.encoder.cpu())
+    student, gates, _ = build_joint_student(result.config, ssl_encoder.cpu())
     state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"]
     if "ctc_head.weight" in state:  # the CTC head kept beside the transducer
         student.ctc_head = torch.nn.Linear(*reversed(state["ctc_head.weight"].shape))

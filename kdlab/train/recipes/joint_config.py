@@ -129,6 +129,9 @@ class JointConfig(JsonConfig):
         self.l0 = replace(self.l0, seed=self.seed)
         parse_tokenizer_spec(self.tokenizer)
         self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
+        if isinstance(self.steps, int) and isinstance(self.recovery_steps, int) and self.recovery_steps >= self.steps:
+            raise ValueError(f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
+                             "recovery is part of the RNN-T budget and the gated model needs at least one step")
         self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
         if self.kd_source not in KD_SOURCES:
             raise ValueError(f"kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
@@ -145,9 +148,6 @@ class JointConfig(JsonConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.recovery_steps >= self.steps:
-            raise ValueError(f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
-                             "recovery is part of the RNN-T budget and the gated model needs at least one step")
         if not isinstance(self.left_chunks, int) or self.left_chunks < -1:
             raise ValueError(f"left_chunks must be -1 (unlimited) or a count >= 0, got {self.left_chunks!r}")
         if self.record_every is not None and (not isinstance(self.record_every, int) or self.record_every < 1):
@@ -182,10 +182,11 @@ class JointConfig(JsonConfig):
         asr = student_finetune_config(profile, seed, streaming, ctc_steps=ctc_steps, rnnt_steps=steps,
                                       corpus_dir=overrides.get("teacher_corpus_dir"), tokenizer=tokenizer)
         steps = asr.trainer.max_steps
-        recovery = PROFILE_RECOVERY_STEPS[profile] if recovery_steps is None else recovery_steps
+        # the profile's recovery fits any budget; an explicit one that does not is refused by __post_init__
+        recovery = min(PROFILE_RECOVERY_STEPS[profile], steps - 1) if recovery_steps is None else recovery_steps
         base = dict(tokenizer=asr.tokenizer, method=method, target_sparsity=target_sparsity, profile=profile,
                     seed=seed, streaming=streaming, chunk_size=p.chunk_size, ctc_warmup=asr.ctc_warmup, steps=steps,
-                    recovery_steps=min(recovery, steps - 1), lr=asr.trainer.lr, recovery_lr=asr.trainer.lr / 4,
+                    recovery_steps=recovery, lr=asr.trainer.lr, recovery_lr=asr.trainer.lr / 4,
                     lr_warmup_fraction=asr.trainer.warmup_steps / steps, gate_lr=rates[0], lagrangian_lr=rates[1],
                     rnnt=asr.rnnt, kd_source=kd_source,
                     distill=DistillationConfig(layer_weight=1.0,
