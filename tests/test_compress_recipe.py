@@ -3,7 +3,9 @@
 The teacher is a tiny conformer with 20-dim input features (the "tiny" preset otherwise): with
 80-dim features the fixed subsampling front-end alone holds almost half of the tiny encoder, so
 no structured method could remove 50 % of it; at 20 dims the prunable blocks dominate, as in the
-real encoders. Data: two fixed synthetic batches (random teacher, random features).
+real encoders. Data: two fixed synthetic batches (random teacher, random features). The recipe
+gets the BEST-RQ model around the teacher (``ssl``): its objective is the loss of every method,
+layer KD from the teacher is added by the kd methods.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from kdlab.compress.lowrank import LowRankLinear
 from kdlab.compress.materialise import load_compressed
 from kdlab.compress.structures import GateSet
 from kdlab.data.batching import Batch
+from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.train.recipes.compress import COMPRESSED, layer_map, run_compress
 from kdlab.train.recipes.compress_config import METHODS, CompressConfig, config_params, dense_student_config
 from kdlab.train.recipes.compress_student import init_from_teacher
+from kdlab.train.recipes.student_start import weights_digest
 
 torch.set_num_threads(1)
 FEATURES = 20
@@ -33,6 +37,12 @@ FEATURES = 20
 def teacher() -> ConformerEncoder:
     torch.manual_seed(0)
     return ConformerEncoder(teacher_config("tiny", input_dim=FEATURES, dropout=0.0)).eval()
+
+
+@pytest.fixture(scope="module")
+def ssl(teacher) -> BestRQModel:
+    """The teacher inside a BEST-RQ model (random head and quantiser: the objective's numbers do not matter here)."""
+    return BestRQModel(teacher, BestRQConfig(codebook_size=16, codebook_dim=8), input_dim=FEATURES).eval()
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +84,15 @@ def _check_run(result, teacher, batches) -> None:
     assert set(records[-1].get("ranks", {})) == set(ranks)
     for name, layer in ranks.items():
         assert 0 <= records[-1]["ranks"][name] <= layer.rank
-    assert any("loss_distill" in r for r in result.history.of("train"))
+    train = result.history.of("train")
+    assert all(r["loss_ssl"] > 0 for r in train)  # the SSL objective, in every method
+    distils = "kd" in result.config.method.split("+")
+    assert all(("loss_distill" in r) == distils for r in train)  # layer KD only in the kd methods
+    assert result.metrics["ssl_encoder_digest"] == weights_digest(teacher)
 
 
-def test_l0_with_kd_reaches_target_sparsity_of_the_materialised_model(teacher, batches, tmp_path):
-    result = run_compress(_config("kd+l0", 0.5, 300), teacher, batches, tmp_path, device="cpu", progress=False)
+def test_l0_with_kd_reaches_target_sparsity_of_the_materialised_model(ssl, teacher, batches, tmp_path):
+    result = run_compress(_config("kd+l0", 0.5, 300), ssl, batches, tmp_path, device="cpu", progress=False)
     _check_run(result, teacher, batches)
     real = 1 - load_compressed(tmp_path / COMPRESSED).num_parameters() / teacher.num_parameters()
     assert abs(real - 0.5) <= 0.03, real
@@ -90,8 +104,8 @@ def test_l0_with_kd_reaches_target_sparsity_of_the_materialised_model(teacher, b
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "kd+l0"])
-def test_every_method_materialises_a_model_equal_to_the_trained_one(method, teacher, batches, tmp_path):
-    result = run_compress(_config(method, 0.3, 25), teacher, batches, tmp_path, device="cpu", progress=False)
+def test_every_method_materialises_a_model_equal_to_the_trained_one(method, ssl, teacher, batches, tmp_path):
+    result = run_compress(_config(method, 0.3, 25), ssl, batches, tmp_path, device="cpu", progress=False)
     _check_run(result, teacher, batches)
     if method == "kd":
         assert result.encoder.config.num_layers == teacher.config.num_layers  # "deep" student by default
@@ -105,10 +119,10 @@ def test_every_method_materialises_a_model_equal_to_the_trained_one(method, teac
         assert low_rank and low_rank <= set(result.history.of("record")[-1]["gates"])  # rank gates
 
 
-def test_a_complete_run_folder_is_reused(teacher, batches, tmp_path):
+def test_a_complete_run_folder_is_reused(ssl, batches, tmp_path):
     config = _config("kd", 0.3, 3)
-    first = run_compress(config, teacher, batches, tmp_path, device="cpu", progress=False)
-    again = run_compress(config, teacher, batches, tmp_path, device="cpu", progress=False)
+    first = run_compress(config, ssl, batches, tmp_path, device="cpu", progress=False)
+    again = run_compress(config, ssl, batches, tmp_path, device="cpu", progress=False)
     assert again.student is None and again.metrics == first.metrics and again.config.to_dict() == config.to_dict()
     assert (_outputs(again.encoder, batches[0]) == _outputs(first.encoder, batches[0])).all()
 
@@ -138,7 +152,7 @@ def test_teacher_init_of_a_full_size_student_copies_the_teacher(teacher, batches
 
 
 def test_layer_maps_and_config_round_trip():
-    assert layer_map(_config("l0", 0.5, 1), 2, 2) == [(2, 2)]  # no KD: last hidden state only
+    assert layer_map(_config("l0", 0.5, 1), 2, 2) == []  # no KD: no teacher, the SSL objective alone
     assert layer_map(_config("kd+l0", 0.5, 1), 2, 4) == [(1, 2), (2, 4)]
     custom = _config("kd", 0.5, 1, distill=DistillationConfig(layer_map=[(1, 3)]))
     assert layer_map(custom, 2, 4) == [(1, 3)]
@@ -147,6 +161,10 @@ def test_layer_maps_and_config_round_trip():
         _config("kd", 0.5, 1, distill=DistillationConfig(output_weight=1.0))
     with pytest.raises(ValueError, match="method must be one of"):
         _config("pruning", 0.5, 1)
+    with pytest.raises(ValueError, match="without KD the SSL objective is its only loss"):
+        _config("l0", 0.5, 1, ssl_weight=0.0)
+    with pytest.raises(ValueError, match="needs the BEST-RQ model"):
+        run_compress(_config("lrf", 0.5, 1), ConformerEncoder(teacher_config("tiny", input_dim=FEATURES)), [], "unused")
 
 
 def test_cli_rejects_a_bad_sparsity_before_any_training(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -93,11 +94,15 @@ def test_config_rejects_bad_values_and_the_default_profile_warms_up():
     assert ft.FinetuneConfig.for_profile("tiny").ctc_warmup.steps == 0
 
 
-def test_sequential_fine_tunes_carry_the_profiles_warm_start_through_their_config(tmp_path):
+def test_sequential_fine_tunes_carry_the_profiles_student_warm_start_through_their_config(tmp_path):
+    from kdlab.train.recipes.profiles import get_profile
     from kdlab.train.recipes.sequential import SequentialConfig
 
     config = SequentialConfig.for_profile("default", tmp_path / "compress-run")
-    assert config.ctc_warmup == ft.FinetuneConfig.for_profile("default").ctc_warmup
+    teacher = ft.FinetuneConfig.for_profile("default").ctc_warmup  # the student schedule: its steps, the same rest
+    assert config.ctc_warmup.steps == get_profile("default").student_ctc_steps > 0
+    assert replace(config.ctc_warmup, steps=teacher.steps) == teacher
+    assert config.trainer.max_steps == get_profile("default").student_rnnt_steps
     again = SequentialConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again.ctc_warmup == config.ctc_warmup and again.digest() == config.digest()
     without = SequentialConfig.for_profile("default", tmp_path / "compress-run", ctc_warmup=CTCWarmupConfig())

@@ -31,6 +31,7 @@ from kdlab.paths import PROJECT_ROOT
 from kdlab.study import StudyConfig, StudyResults
 from kdlab.study.config import GRID_BUDGETS
 from kdlab.study.recipes import GridRuns
+from kdlab.train.recipes.profiles import get_profile
 from kdlab.viz import study_lessons as sl
 
 JOINT, STUDY = "05_joint_pruning_rnnt", "06_study_results"
@@ -69,7 +70,8 @@ def test_lesson_explains_the_math_and_checks_itself(name):
 def test_the_joint_lesson_writes_out_the_joint_loss():
     markdown = "\n".join(c.source for c in _source(JOINT).cells if c.cell_type == "markdown")
     assert r"\lambda_1(\hat s - t) + \lambda_2(\hat s - t)^2" in markdown
-    assert r"-\log P(y \mid x)" in markdown and r"\mathrm{KL}" in markdown
+    assert r"-\tfrac{1}{N}\log P(y \mid x)" in markdown and r"\mathrm{KL}" in markdown  # RNN-T per token
+    assert r"\mathcal{L}_{\text{CTC}}" in markdown and r"\mathcal{L}_{\text{BEST-RQ}}" in markdown
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,7 @@ def test_the_gated_student_rebuilt_from_a_checkpoint_counts_as_materialised(home
     runs = GridRuns(config, device="cpu", progress=False)
     routes = sl.run_routes(runs, "offline", method, config.target_sparsities[0], 0)  # finished: loaded, no student
     assert routes.joint.student is None and "l0" in method.split("+")
-    gated = sl.joint_gated_student(routes.joint, runs.teacher("offline").model)
+    gated = sl.joint_gated_student(routes.joint, runs.ssl_teacher().encoder)
     assert round(float(expected_params(gated.encoder, deterministic=True))) == routes.joint.metrics["encoder_params"]
     assert any(isinstance(m, HardConcreteGate) for m in gated.encoder.modules()), "the rebuilt student is gated"
 
@@ -225,14 +227,15 @@ def test_grid_config_budgets():
     smoke = sl.grid_config("tiny")
     n = sl.SMOKE["tiny"]["steps"]
     assert smoke.teacher_steps is None, "the smoke grid keeps the profile's teacher (the one of notebooks 01-04)"
-    assert (smoke.compress_steps, smoke.finetune_steps, smoke.joint_steps, smoke.recovery_steps) == (n, n, n, n // 2)
+    assert (smoke.compress_steps, smoke.finetune_steps, smoke.recovery_steps) == (n, n, n // 2)
     assert smoke.methods == list(sl.SMOKE["tiny"]["methods"]) and smoke.target_sparsities == [0.25]
     cli = sl.grid_config("tiny", steps=6, methods=["kd+l0"], target_sparsity=0.3)  # python -m kdlab study --steps 6
-    assert (cli.teacher_steps, cli.compress_steps, cli.joint_steps, cli.recovery_steps) == (6, 6, 6, 3)
+    assert (cli.teacher_steps, cli.compress_steps, cli.finetune_steps, cli.recovery_steps) == (6, 6, 6, 3)
     assert cli.methods == ["kd+l0"] and cli.target_sparsities == [0.3] and cli.latency_seconds == 10.0
     default = sl.grid_config("default")  # the study's own default grid, budgets and methods (make study)
     assert default == StudyConfig("default")
-    assert default.joint_steps == GRID_BUDGETS["default"]["joint_steps"] and "kd+lrf+l0" not in default.methods
+    assert default.recovery_steps == GRID_BUDGETS["default"]["recovery_steps"] and "kd+lrf+l0" not in default.methods
+    assert default.finetune_steps is None  # every student gets the profile's student ASR schedule
 
 
 def _study(seeds, targets, held, outside, kd_worse) -> StudyResults:
@@ -266,6 +269,6 @@ def test_next_steps_ask_for_longer_fine_tunes_when_the_kd_baseline_is_on_the_bla
 
     assert sl.next_steps(study(sl.PLATEAU_WER - 0.01)) == []
     (step,) = sl.next_steps(study(0.92))
-    ctc, rnnt = GRID_BUDGETS["default"]["ctc_warmup_steps"], GRID_BUDGETS["default"]["finetune_steps"]
+    ctc, rnnt = get_profile("default").student_ctc_steps, get_profile("default").student_rnnt_steps
     assert "offline sequential 92 % at t = 0.5" in step and f"({ctc} CTC + {rnnt} RNN-T steps)" in step
     assert f"--profile default --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}`" in step

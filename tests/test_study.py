@@ -32,12 +32,14 @@ from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import BUDGET_TOLERANCE, METHODS, MODES, ROUTES, StudyConfig
 from kdlab.study.parallel import tasks
-from kdlab.study.plan import plan_rows
+from kdlab.study.plan import RowSpec, plan_rows
+from kdlab.study.recipes import GridRuns
 from kdlab.study.table import COLUMNS, add_rwer
 from kdlab.train.recipes.finetune import load_asr_model
 from kdlab.train.recipes.joint import load_student_asr
 from kdlab.train.recipes.runs import read_result
 from kdlab.train.recipes.sequential import SequentialConfig, encoder_in_mode, run_sequential
+from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 
 torch.set_num_threads(1)
 TARGET = 0.25
@@ -91,7 +93,7 @@ def test_the_grid_has_every_method_route_and_mode_and_writes_all_outputs(study):
     cells = {(r["mode"], r["route"], r["method"]) for r in data["rows"]}
     expected = {(m, route, method) for m in MODES for route in ROUTES for method in METHODS}
     expected |= {(m, "reference", ref) for m in MODES for ref in ("teacher", "scratch")}
-    expected |= {(m, "sequential", "kd") for m in MODES}
+    expected |= {(m, route, "kd") for m in MODES for route in ROUTES}  # a KD baseline per route
     assert cells == expected and len(data["rows"]) == len(expected)
     # two worker processes trained every run first (each once), the rows then found them complete
     started = [line.split()[-1] for line in stdout.splitlines() if line.strip().startswith("started ")]
@@ -143,6 +145,39 @@ def test_sequential_rows_of_both_modes_share_one_compression_run(study):
         assert not offline["conv_made_causal"] and streaming["conv_made_causal"]
 
 
+def test_every_student_row_had_the_same_start_and_the_same_asr_schedule(study):
+    """Acceptance 1 of issue 14 (the start and the budget): every student row of both routes, the KD
+    baselines included, started from the SSL encoder's weights with the same fresh predictor and
+    joiner, and trained the same CTC and RNN-T steps on the same frames; rows carry route, mode
+    and seed (so RWER can be taken per route and mode)."""
+    _, _, data = study
+    config = StudyConfig.from_dict(data["config"])
+    runs = GridRuns(config, device="cpu")
+    ssl = runs.ssl_teacher().encoder  # trained by the grid, reloaded here
+    joint = runs.joint_config(RowSpec("offline", "joint", "kd+l0", TARGET, 0))
+    fresh = fresh_rnnt(ConformerEncoder(ssl.config), joint.rnnt, seed=0)
+    teacher = runs.teacher("offline").model
+    students = [r for r in data["rows"] if r["route"] in ROUTES]
+    assert {(r["route"], r["method"]) for r in students} >= {(route, "kd") for route in ROUTES}
+    assert len(students) == 2 * len(MODES) * (1 + len(METHODS))
+    for row in students:
+        assert {"route", "mode", "seed"} <= set(row) and row["seed"] == 0, row["key"]
+        assert row["ssl_encoder_digest"] == weights_digest(ssl), row["key"]
+        assert row["fresh_heads_digest"] == weights_digest(fresh.predictor, fresh.joiner), row["key"]
+        assert row["kd_source"] == ("ssl" if row["route"] == "joint" and "kd" in row["method"].split("+") else None)
+    assert weights_digest(fresh.predictor, fresh.joiner) != weights_digest(teacher.predictor, teacher.joiner)
+    schedules = {(r["ctc_steps"], r["ctc_frames"], r["rnnt_steps"], r["rnnt_frames"]) for r in students}
+    scratch = {(r["ctc_steps"], r["ctc_frames"], r["rnnt_steps"], r["rnnt_frames"]) for r in data["rows"]
+               if r["method"] == "scratch"}
+    assert schedules == scratch and len(schedules) == 1  # the from-scratch reference too
+    ((ctc_steps, ctc_frames, rnnt_steps, rnnt_frames),) = schedules
+    assert (ctc_steps, rnnt_steps) == (config.ctc_warmup_steps, config.finetune_steps) == (2, 2)
+    assert ctc_frames > 0 and rnnt_frames > 0
+    for row in students:  # what each row was paid: the sequential route's compression on top of the schedule
+        paid = row["compress_cpu_seconds"]
+        assert (paid > 0) == (row["route"] == "sequential") and row["train_cpu_seconds"] > paid, row["key"]
+
+
 def test_rwer_and_budget_flags_recompute_from_the_csv(study):
     out, _, _ = study
     with open(out / "results.csv") as handle:
@@ -163,7 +198,7 @@ def test_rwer_and_budget_flags_recompute_from_the_csv(study):
         assert float(row["rwer"]) == pytest.approx(relative_wer(float(base["test_wer"]), float(row["test_wer"])))
         checked += 1
     routes_with_baseline = {r["route"] for r in rows if r["method"] == "kd"}
-    assert "sequential" in routes_with_baseline
+    assert routes_with_baseline == set(ROUTES)  # each route has its own KD baseline
     assert checked == sum(row["route"] in routes_with_baseline for row in rows)
 
 
@@ -231,7 +266,7 @@ def test_a_failing_worker_task_is_named_in_the_error(study):
 
 def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
     config = StudyConfig("default", seeds=2)
-    assert config.finetune_steps is not None and config.joint_steps is not None  # the grid's budgets
+    assert config.compress_steps is not None and config.recovery_steps is not None  # the grid's budgets
     graph = tasks(plan_rows(config))
     names = [t.name for t in graph]
     assert len(names) == len(set(names))
@@ -244,7 +279,12 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
     assert config.methods == ["lrf", "l0", "kd+lrf", "kd+l0"]  # the default grid: the methods of the claims
     assert {t.after for t in sequential} == {(f"compress/{m}/0.5/s{s}",) for m in ["kd", *config.methods]
                                              for s in (0, 1)}
-    assert all(t.after == (f"teacher/{t.row.mode}",) for t in graph if t.row is not None and t.row.route == "joint")
+    joint = [t for t in graph if t.row is not None and t.row.route == "joint"]
+    assert joint and all(t.after == ("pretrain",) for t in joint)  # they start from the SSL encoder
+    from_teacher = {t.name: t.after for t in tasks(plan_rows(config), joint_kd_source="finetuned")}
+    for task in joint:  # distilling the fine-tuned teacher waits for it
+        distils = "kd" in task.row.method.split("+")
+        assert from_teacher[task.name] == (("pretrain", f"teacher/{task.row.mode}") if distils else ("pretrain",))
     # one compression run per (method, seed), shared by both modes; every row of the plan is a task
     assert sum(t.kind == "compress" for t in graph) == 2 * (1 + len(config.methods))
     rows = {t.row.key for t in graph if t.row is not None}
@@ -258,11 +298,12 @@ def test_study_config_defaults_validation_and_plan_size():
     config = StudyConfig("tiny", seeds=2, target_sparsities=[0.2, 0.3], methods=["kd+l0", "lrf"],
                          modes=["streaming"], routes=["joint"])
     assert StudyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    # teacher + per seed and target: scratch, the KD baseline and the joint methods
-    assert len(plan_rows(config)) == 1 + 2 * 2 * (1 + 1 + 2)
+    # teacher + per seed and target: scratch, the sequential KD baseline, the joint KD baseline and methods
+    assert len(plan_rows(config)) == 1 + 2 * 2 * (1 + 1 + 1 + 2)
     for kwargs, message in [({"methods": ["kd"]}, "methods must be"), ({"modes": ["offline", "offline"]}, "twice"),
                             ({"target_sparsities": [1.5]}, "target_sparsity must be in"),
-                            ({"seeds": 0}, "seeds must be"), ({"joint_steps": 0}, "joint_steps"),
+                            ({"seeds": 0}, "seeds must be"), ({"finetune_steps": 0}, "finetune_steps"),
+                            ({"joint_kd_source": "teacher"}, "joint_kd_source"),
                             ({"latency_min_runs": 0}, "latency_min_runs")]:
         with pytest.raises(ValueError, match=message):
             StudyConfig("tiny", **kwargs)
@@ -325,7 +366,7 @@ def test_the_cli_budget_options_override_steps_and_appear_in_the_readme_command(
                               "--target-sparsity", "0.5", "0.7", "--modes", "offline"])
     config = command.study_config(args)
     assert (config.finetune_steps, config.ctc_warmup_steps) == (240, 400)
-    assert (config.compress_steps, config.joint_steps, config.recovery_steps) == (5, 5, 2)  # --steps for the rest
+    assert (config.compress_steps, config.recovery_steps) == (5, 2)  # --steps for the rest
     assert command.command_line(args) == ("python -m kdlab study --profile default --seeds 3 --target-sparsity 0.5 "
                                           "0.7 --modes offline --steps 5 --ctc-warmup-steps 400 --finetune-steps 240")
     defaults = parser.parse_args([])

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_method_and_target(
         parser,
         method_help="kd: dense smaller student distilled; l0: hard-concrete pruning; lrf: low-rank factorisation; "
-                    "'+' combines them (kd = layer-wise distillation loss)",
+                    "'+' combines them; every method trains on the SSL objective (BEST-RQ), kd adds layer-wise "
+                    "distillation from the SSL encoder",
         profile_help="which SSL teacher and corpus (trained first if missing): tiny, default, full")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the compression (default: 0)")
     parser.add_argument("--teacher-seed", type=non_negative_int, default=0, help="seed of the SSL teacher run (default: 0)")

@@ -16,15 +16,15 @@ ROUTES = ("sequential", "joint")
 #: StudyConfig budgets with an option each (``--compress-steps`` ...), for runs longer or shorter than the profile's.
 BUDGET_OPTIONS = {
     "compress_steps": "the task-agnostic compressions of the sequential route",
-    "ctc_warmup_steps": "the CTC warm-starts of the sequential and from-scratch fine-tunes",
-    "finetune_steps": "the RNN-T phase of the sequential and from-scratch fine-tunes",
-    "joint_steps": "the joint route's pruning while training RNN-T",
+    "ctc_warmup_steps": "the CTC warm-start of every student's ASR schedule (both routes, KD baselines, scratch)",
+    "finetune_steps": "the RNN-T phase of every student's ASR schedule (the joint route's recovery included)",
+    "recovery_steps": "the joint route's RNN-T steps on the materialised model (part of --finetune-steps)",
 }
 #: The options that change what the grid trains or measures, as the README's reproduction command shows them.
 RESULT_OPTIONS = ("profile", "corpus", "tokenizer", "seeds", "target_sparsity", "methods", "modes", "routes", "steps",
-                  *BUDGET_OPTIONS)
+                  *BUDGET_OPTIONS, "joint_kd_source")
 #: Values of result options that the reproduction command leaves out (they are the defaults).
-UNSHOWN_DEFAULTS = {"modes": list(MODES), "routes": list(ROUTES), "tokenizer": None}
+UNSHOWN_DEFAULTS = {"modes": list(MODES), "routes": list(ROUTES), "tokenizer": None, "joint_kd_source": "ssl"}
 
 
 def _flag(name: str) -> str:
@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, what in BUDGET_OPTIONS.items():
         parser.add_argument(_flag(name), type=non_negative_int, default=None, metavar="N",
                             help=f"steps of {what} (default: the profile's grid budget; overrides --steps)")
+    parser.add_argument("--joint-kd-source", choices=("ssl", "finetuned"), default="ssl",
+                        help="the joint route's KD source: the SSL encoder every student starts from (default) or "
+                             "the fine-tuned teacher of the mode (its rows are labelled kd_source=finetuned)")
     parser.add_argument("--latency-seconds", type=float, default=10.0,
                         help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)")
     parser.add_argument("--latency-min-time", type=float, default=0.3,
@@ -79,7 +82,8 @@ def study_config(args: argparse.Namespace):
     steps.update({name: getattr(args, name) for name in BUDGET_OPTIONS if getattr(args, name) is not None})
     return StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
                        latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
-                       latency_min_runs=args.latency_runs, corpus_dir=args.corpus, tokenizer=args.tokenizer, **steps)
+                       latency_min_runs=args.latency_runs, corpus_dir=args.corpus, tokenizer=args.tokenizer,
+                       joint_kd_source=args.joint_kd_source, **steps)
 
 
 def command_line(args: argparse.Namespace) -> str:

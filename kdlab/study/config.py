@@ -27,20 +27,22 @@ PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
 #: smoke runs, where exporting every row would cost more than the grid.
 PROFILE_LATENCY_RUNTIME = {"tiny": "eager", "default": "onnxruntime", "full": "onnxruntime"}
 LATENCY_RUNTIMES = ("eager", "onnxruntime")
-#: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. At
-#: "default" the recipes' own budgets are the teacher's (a CTC warm-start and an RNN-T fine-tune
-#: of about 15 min on 2 cores); the grid has some 30 runs and ``make study`` must finish in an
-#: hour, so each of them gets one to three minutes of one core (``kdlab.study.parallel``), in
-#: batches of half the teacher's frames (per second of CPU, more updates of half the size leave
-#: the CTC plateau as fast: docs/teacher_calibration.md). Joint runs get the most: gates need
-#: about 200 steps to reach the budget under the task loss (``joint_config.PROFILE_SPARSITY_RATES``).
-#: Measured consequences: README.md ("The study grid").
+#: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. Every
+#: student row (both routes, the KD baselines, the from-scratch reference) gets the profile's
+#: student ASR schedule (``profiles.RecipeProfile.student_ctc_steps`` / ``student_rnnt_steps``,
+#: ``train.recipes.student_schedule``); ``ctc_warmup_steps`` / ``finetune_steps`` replace it for
+#: all of them at once. At "default" the grid trains in batches of half the teacher's frames (per
+#: second of CPU, more updates of half the size leave the CTC plateau as fast:
+#: docs/teacher_calibration.md), the sequential compressions get 100 steps and the joint route
+#: recovers its materialised model in the last 15 of its RNN-T steps. Measured consequences:
+#: README.md ("The study grid"); the design: docs/study_routes.md.
 GRID_BUDGETS = {
     "tiny": {},
-    "default": dict(frames_per_batch=4000, ctc_warmup_steps=200, finetune_steps=60, compress_steps=100,
-                    joint_steps=200, recovery_steps=15),
+    "default": dict(frames_per_batch=4000, compress_steps=100, recovery_steps=15),
     "full": {},
 }
+#: Where the joint route's KD terms come from (``JointConfig.kd_source``).
+JOINT_KD_SOURCES = ("ssl", "finetuned")
 #: The methods of the grid per profile when none are named: at "default" the four of the paper's
 #: claims (kd+lrf+l0 adds two compression runs and four fine-tunes, about a quarter more time).
 GRID_METHODS = {"tiny": METHODS, "default": ("lrf", "l0", "kd+lrf", "kd+l0"), "full": METHODS}
@@ -50,9 +52,10 @@ BUDGET_TOLERANCE = 0.03
 
 def uniform_budgets(steps: int) -> dict:
     """The StudyConfig fields of ``kdlab study --steps N``: every recipe trains ``steps`` steps (the
-    teacher's RNN-T phase and the grid's CTC warm-starts included), joint recovery half of them."""
+    teacher's RNN-T phase and the students' CTC warm-starts included), of which the joint route's
+    recovery takes half."""
     return dict(teacher_steps=steps, finetune_steps=steps, ctc_warmup_steps=steps, compress_steps=steps,
-                joint_steps=steps, recovery_steps=steps // 2)
+                recovery_steps=steps // 2)
 
 
 def _choices(name: str, values, allowed: tuple[str, ...]) -> list[str]:
@@ -75,11 +78,15 @@ class StudyConfig:
     * ``target_sparsities``: parameter budgets, fractions of the teacher encoder to remove
       (None: ``PROFILE_TARGETS[profile]``); ``methods`` (None: ``GRID_METHODS[profile]``) /
       ``modes`` / ``routes``: the grid.
-    * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` / ``ctc_warmup_steps``
-      (RNN-T fine-tunes, and their CTC warm-starts, of the sequential route and of the
-      from-scratch reference), ``compress_steps`` (task-agnostic compression), ``joint_steps`` /
-      ``recovery_steps`` (joint route), ``frames_per_batch`` (padded frames per training batch of
-      every run but the teachers'): None = ``GRID_BUDGETS[profile]``, else the recipe profile's.
+    * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` / ``ctc_warmup_steps`` (the
+      RNN-T and CTC steps of every student row's ASR schedule: both routes, KD baselines,
+      from-scratch reference), ``compress_steps`` (the sequential route's task-agnostic
+      compression, before that schedule), ``recovery_steps`` (the joint route's RNN-T steps on
+      the materialised model, part of ``finetune_steps``), ``frames_per_batch`` (padded frames per
+      training batch of every run but the teachers'): None = ``GRID_BUDGETS[profile]``, else the
+      recipe profile's (``student_ctc_steps`` / ``student_rnnt_steps`` for the schedule).
+    * ``joint_kd_source``: the joint route's KD source, "ssl" (the SSL encoder every student starts
+      from) or "finetuned" (the fine-tuned teacher of the mode; its rows say so in ``kd_source``).
     * ``latency_seconds``: length of the utterance whose batch-1 CPU encoder latency is measured
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
       ``latency_min_time`` seconds, after warm-up, interleaved with the teacher of the row's mode
@@ -101,7 +108,6 @@ class StudyConfig:
     finetune_steps: int | None = None
     ctc_warmup_steps: int | None = None
     compress_steps: int | None = None
-    joint_steps: int | None = None
     recovery_steps: int | None = None
     frames_per_batch: int | None = None
     latency_seconds: float = 10.0
@@ -110,6 +116,7 @@ class StudyConfig:
     latency_runtime: str | None = None
     corpus_dir: str | None = None
     tokenizer: str | None = None
+    joint_kd_source: str = "ssl"
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
@@ -135,7 +142,9 @@ class StudyConfig:
                                 METHODS)
         self.modes = _choices("modes", self.modes, MODES)
         self.routes = _choices("routes", self.routes, ROUTES)
-        for name in ("teacher_steps", "finetune_steps", "compress_steps", "joint_steps", "frames_per_batch"):
+        if self.joint_kd_source not in JOINT_KD_SOURCES:
+            raise ValueError(f"joint_kd_source must be one of {JOINT_KD_SOURCES}, got {self.joint_kd_source!r}")
+        for name in ("teacher_steps", "finetune_steps", "compress_steps", "frames_per_batch"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None (the profile's), got {value!r}")

@@ -7,10 +7,11 @@ than one process with two threads (small conformers do not scale across threads)
 graph of recipe runs (``tasks``):
 
     pretrain                        the SSL encoder every compression starts from
-    teacher/<mode>                  after pretrain; joint rows of that mode start from it
+    teacher/<mode>                  after pretrain; the reference rows (and joint rows distilling it)
     compress/<method>/<t>/s<seed>   after pretrain; shared by both modes' sequential rows
     row/<key>                       scratch rows: no dependency; sequential: after its compression;
-                                    joint: after its mode's teacher
+                                    joint: after pretrain (the SSL encoder it starts from), and
+                                    after its mode's teacher when it distils the fine-tuned teacher
 
 ``train_runs`` starts ready tasks, longest chains first (the teachers), in ``workers`` spawned
 processes with ``threads_per_worker`` torch threads each; worker i trains on
@@ -53,8 +54,9 @@ def _compress_name(spec: RowSpec) -> str:
     return f"compress/{spec.method}/{spec.target_sparsity:g}/s{spec.seed}"
 
 
-def tasks(plan: list[RowSpec]) -> list[Task]:
-    """The runs behind ``plan``, each once, teachers and compressions before the rows that need them."""
+def tasks(plan: list[RowSpec], joint_kd_source: str = "ssl") -> list[Task]:
+    """The runs behind ``plan``, each once, teachers and compressions before the rows that need them
+    (joint kd rows need their mode's teacher with ``joint_kd_source`` "finetuned")."""
     out: dict[str, Task] = {PRETRAIN: Task(PRETRAIN, (), PRETRAIN)}
 
     def add_teacher(mode: str) -> str:
@@ -73,7 +75,9 @@ def tasks(plan: list[RowSpec]) -> list[Task]:
                                           target=spec.target_sparsity, seed=spec.seed))
             out[f"row/{spec.key}"] = Task(f"row/{spec.key}", (compress,), "row", row=spec)
         else:
-            out[f"row/{spec.key}"] = Task(f"row/{spec.key}", (add_teacher(spec.mode),), "row", row=spec)
+            distils = joint_kd_source == "finetuned" and "kd" in spec.method.split("+")
+            after = (PRETRAIN, add_teacher(spec.mode)) if distils else (PRETRAIN,)
+            out[f"row/{spec.key}"] = Task(f"row/{spec.key}", after, "row", row=spec)
     return list(out.values())
 
 
@@ -136,7 +140,7 @@ def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threa
     RuntimeError names it, with the worker's error."""
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"need workers >= 1 and threads_per_worker >= 1, got {workers} and {threads_per_worker}")
-    pending = sorted(tasks(plan), key=_priority)
+    pending = sorted(tasks(plan, config.joint_kd_source), key=_priority)
     done: dict[str, float] = {}
     running: dict[Future, Task] = {}
     data = config.to_dict()

@@ -4,14 +4,18 @@ Each row is one trained ASR model, named by (mode, route, method, target sparsit
 
     route        method                       what
     reference    teacher                      the dense SSL-initialised teacher (one per mode, teacher_seed)
-    reference    scratch                      dense model of the budget size, random init, RNN-T only
-    sequential   kd                           the baseline: dense budget-size student distilled from the
-                                              SSL teacher (compress ``kd``), then RNN-T fine-tuned
-    sequential   lrf, l0, kd+lrf, ...         compress the SSL encoder, then RNN-T fine-tune it
-    joint        lrf, l0, kd+lrf, ...         compress while training RNN-T (from the fine-tuned teacher)
+    reference    scratch                      dense model of the budget size, random init, the student ASR schedule
+    sequential   kd                           the route's baseline: dense budget-size student distilled from
+                                              the SSL encoder (compress ``kd``), then the student ASR schedule
+    sequential   lrf, l0, kd+lrf, ...         compress the SSL encoder, then the student ASR schedule
+    joint        kd                           the route's baseline: dense budget-size student of the SSL encoder
+                                              distilled while it trains the student ASR schedule
+    joint        lrf, l0, kd+lrf, ...         compress the SSL encoder while it trains the student ASR schedule
 
-Rows of the sequential route that differ only in mode share one compression run, so the plan
-keeps them next to each other.
+Every student row starts from the same SSL encoder with fresh predictor / joiner and gets the
+same ASR schedule (docs/study_routes.md); each route has its own KD baseline. Rows of the
+sequential route that differ only in mode share one compression run, so the plan keeps them next
+to each other.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class RowSpec:
 
     @property
     def is_baseline(self) -> bool:
-        return self.route == "sequential" and self.method == BASELINE
+        """The KD baseline of its route (each route has one)."""
+        return self.route != REFERENCE and self.method == BASELINE
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +56,8 @@ class RowSpec:
 
 def plan_rows(config: StudyConfig) -> list[RowSpec]:
     """Every row of ``config``'s grid: the teachers, then per seed and target the from-scratch
-    references, the KD baseline and each method (sequential rows of both modes together, then joint)."""
+    references and, per route, its KD baseline and each method (sequential rows of both modes
+    together, then joint). The sequential KD baseline always runs (the study's checks need one)."""
     rows = [RowSpec(mode, REFERENCE, TEACHER, None, config.teacher_seed) for mode in config.modes]
     for seed in config.seed_list:
         for target in config.target_sparsities:
@@ -60,6 +66,6 @@ def plan_rows(config: StudyConfig) -> list[RowSpec]:
             for method in sequential:
                 rows += [RowSpec(mode, "sequential", method, target, seed) for mode in config.modes]
             if "joint" in config.routes:
-                rows += [RowSpec(mode, "joint", method, target, seed) for method in config.methods
+                rows += [RowSpec(mode, "joint", method, target, seed) for method in [BASELINE, *config.methods]
                          for mode in config.modes]
     return rows

@@ -4,16 +4,23 @@
 recipe reuses a complete folder and resumes an interrupted one):
 
     teacher      ensure_teacher(profile, teacher_seed, streaming, finetune_steps=teacher_steps)
-    scratch      run_finetune(init="random", encoder=dense_student_config(teacher, t).config)
-    sequential   compress_profile(CompressConfig(method, t, seed)) then run_sequential(mode): the
-                 compression run (the SSL encoder, task-agnostic) is shared by both modes
-    joint        joint_profile(JointConfig(method, t, seed, mode, latency=False), teacher=mode's teacher)
+    scratch      run_finetune(init="random", encoder=dense_student_config(teacher, t).config) on the
+                 student ASR schedule
+    sequential   compress_profile(CompressConfig(method, t, seed)) then run_sequential(mode) on the
+                 student ASR schedule: the compression run (the SSL encoder, task-agnostic) is shared by
+                 both modes
+    joint        joint_profile(JointConfig(method, t, seed, mode, latency=False)): the SSL encoder
+                 compressed while it trains the student ASR schedule
 
-Gated students are calibrated onto the budget before materialisation (``calibrate_budget``), so
-every method is compared at the same parameter count however far its Lagrangian got.
+The student ASR schedule (``student_schedule``: CTC warm-start + RNN-T, the profile's
+``student_ctc_steps`` / ``student_rnnt_steps`` or the study's ``ctc_warmup_steps`` /
+``finetune_steps``, one batch size) is the same for every student row, and every student starts
+from the SSL encoder with fresh predictor / joiner (docs/study_routes.md). Gated students are
+calibrated onto the budget before materialisation (``calibrate_budget``), so every method is
+compared at the same parameter count however far its Lagrangian got.
 
 Folders: the recipes' defaults under ``runs/teacher-<profile>-<hash>/`` (so the CLI commands and
-notebooks reuse them and vice versa), except joint runs distilled from a teacher with
+notebooks reuse them and vice versa), except joint runs distilled from a fine-tuned teacher with
 ``teacher_steps`` set: ``default_joint_dir`` does not tell teachers of one pre-training apart, so
 those get the teacher fine-tune's hash appended.
 """
@@ -40,6 +47,7 @@ from kdlab.train.recipes.joint import default_joint_dir, joint_profile, load_stu
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, run_pretrain
 from kdlab.train.recipes.sequential import SequentialConfig, default_sequential_dir, run_sequential
+from kdlab.train.recipes.student_schedule import student_finetune_config
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
 
 
@@ -88,44 +96,48 @@ class GridRuns:
         return {} if frames is None else {"frames_per_batch": frames}
 
     def scratch_config(self, spec: RowSpec) -> FinetuneConfig:
-        """Random-init RNN-T training of the dense budget-size encoder (the compress ``kd`` student's shape)."""
+        """Random-init training of the dense budget-size encoder (the compress ``kd`` student's shape)
+        on the student ASR schedule."""
         c = self.config
-        base = FinetuneConfig.for_profile(c.profile, spec.seed, streaming=spec.mode == "streaming", init="random",
-                                          steps=c.finetune_steps, corpus_dir=c.corpus_dir, tokenizer=c.tokenizer)
+        base = student_finetune_config(c.profile, spec.seed, spec.mode == "streaming", init="random",
+                                       ctc_steps=c.ctc_warmup_steps, rnnt_steps=c.finetune_steps,
+                                       corpus_dir=c.corpus_dir, tokenizer=c.tokenizer)
         shape = self.compress_config("kd", spec.target_sparsity, spec.seed).student_shape  # the KD baseline's
         student = dense_student_config(base.encoder, spec.target_sparsity, shape)
-        return replace(self._with_ctc_budget(base), encoder=student.config, **self._batch())
-
-    def _with_ctc_budget(self, config):
-        """``config`` (a Finetune- or SequentialConfig) with the study's CTC warm-start steps, if set."""
-        steps = self.config.ctc_warmup_steps
-        return config if steps is None else replace(config, ctc_warmup=replace(config.ctc_warmup, steps=steps))
+        return replace(base, encoder=student.config, **self._batch())
 
     def sequential_config(self, spec: RowSpec) -> SequentialConfig:
+        c = self.config
         compress_dir = default_compress_dir(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
                                             self.ssl_teacher())
-        return self._with_ctc_budget(SequentialConfig.for_profile(
-            self.config.profile, compress_dir, spec.seed, spec.mode == "streaming", self.config.finetune_steps,
-            tokenizer=self.config.tokenizer, corpus_dir=self.config.corpus_dir, **self._batch()))
+        return SequentialConfig.for_profile(c.profile, compress_dir, spec.seed, spec.mode == "streaming",
+                                            c.finetune_steps, tokenizer=c.tokenizer, corpus_dir=c.corpus_dir,
+                                            ctc_steps=c.ctc_warmup_steps, **self._batch())
 
     def joint_config(self, spec: RowSpec) -> JointConfig:
         c = self.config
         return JointConfig.for_profile(c.profile, spec.method, spec.target_sparsity, spec.seed,
-                                       spec.mode == "streaming", c.joint_steps, c.recovery_steps,
+                                       spec.mode == "streaming", c.finetune_steps, c.recovery_steps,
+                                       ctc_steps=c.ctc_warmup_steps, kd_source=c.joint_kd_source,
                                        teacher_seed=c.teacher_seed, latency=False, calibrate_budget=True,
                                        teacher_corpus_dir=c.corpus_dir, tokenizer=c.tokenizer, **self._batch())
 
+    def _joint_teacher(self, spec: RowSpec) -> TeacherBundle | None:
+        """The fine-tuned teacher a joint row distils (kd methods with ``joint_kd_source`` "finetuned"), else None."""
+        distils = "kd" in spec.method.split("+") and self.config.joint_kd_source == "finetuned"
+        return self.teacher(spec.mode) if distils else None
+
     def run_dir(self, spec: RowSpec) -> Path:
-        """Where the row's run lives (the SSL pre-training, and for joint rows the teacher, are
-        trained first if missing)."""
+        """Where the row's run lives (the SSL pre-training, and for joint rows distilling the
+        fine-tuned teacher that teacher, are trained first if missing)."""
         if spec.method == TEACHER:
             return self.teacher_dir(spec.mode)
         if spec.method == SCRATCH:
             return default_finetune_dir(self.scratch_config(spec))
         if spec.route == "sequential":
             return default_sequential_dir(self.sequential_config(spec))
-        folder = default_joint_dir(self.joint_config(spec), self.teacher(spec.mode))
-        if self.config.teacher_steps is None:
+        folder = default_joint_dir(self.joint_config(spec), self.ssl_teacher())
+        if self.config.teacher_steps is None or self._joint_teacher(spec) is None:
             return folder
         return folder.with_name(f"{folder.name}-{self.teacher_dir(spec.mode).name.rsplit('-', 1)[-1]}")
 
@@ -142,7 +154,7 @@ class GridRuns:
             result = run_sequential(self.sequential_config(spec), device=self.device, progress=self.progress)
         else:
             result = joint_profile(self.joint_config(spec), self.run_dir(spec), device=self.device,
-                                   progress=self.progress, teacher=self.teacher(spec.mode))
+                                   progress=self.progress, teacher=self._joint_teacher(spec))
         return result.metrics, result.model
 
 

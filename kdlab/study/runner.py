@@ -35,6 +35,7 @@ from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns, latency_inputs, measure_model
 from kdlab.study.report import render_markdown
+from kdlab.study.row_start import start_and_cost
 from kdlab.study.table import add_rwer, budget_fields, held_out_fields, summarise, write_csv
 from kdlab.train.recipes.runs import read_result
 
@@ -102,7 +103,7 @@ def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path, teacher_calls: TeacherCa
            **budget_fields(measured["encoder_params"], teacher_params, spec.target_sparsity),
            "dev_wer": metrics["dev"]["wer"], "test_wer": metrics["test"]["wer"], "dev_cer": metrics["dev"]["cer"],
            "test_cer": metrics["test"]["cer"], **held_out_fields(metrics), "train_seconds": metrics["wall_seconds"],
-           "run_dir": str(run_dir)}
+           **start_and_cost(metrics), "run_dir": str(run_dir)}
     record.write_text(json.dumps({"row": row, "measure": settings}, indent=1, allow_nan=False))
     return row, status
 

@@ -14,7 +14,7 @@ them, by ``python -m kdlab study`` or by ``make study`` is reused by the others:
   compression + fine-tune of one row pair of the grid (``GridRuns``' configs and folders);
   ``students_table`` compares them with the teachers, ``teacher_data`` gives the teacher's corpus.
 * ``next_steps(study)``: what a finished study's evidence lacks, and the command that adds it.
-* ``joint_gated_student(result, teacher)``: the gated model at the end of joint training (rebuilt
+* ``joint_gated_student(result, ssl_encoder)``: the gated model at the end of joint training (rebuilt
   from the run's checkpoint when the run was loaded from disk).
 * ``stream_transcribe(model, features, feed_frames)``: chunk-by-chunk encoding (``stream()``)
   and greedy RNN-T decoding that carries the predictor state from call to call, timed per call;
@@ -34,6 +34,7 @@ import plotly.graph_objects as go
 import torch
 
 from kdlab.compress.budget_calibration import shift_gates
+from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import BLANK, RNNTModel
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
 from kdlab.study.checks import KD_MAX_TEACHER_RATIO, PLATEAU_WER, is_kd_baseline
@@ -44,11 +45,11 @@ from kdlab.train.checkpoint import load_checkpoint
 from kdlab.train.recipes.compress import CompressResult
 from kdlab.train.recipes.compress_teacher import compress_profile
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import JointResult, joint_profile
 from kdlab.train.recipes.joint_model import build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
 from kdlab.train.recipes.sequential import SequentialResult, run_sequential
+from kdlab.train.recipes.student_schedule import student_finetune_config
 from kdlab.train.recipes.teacher import TeacherBundle
 
 #: Budgets used when ``steps`` is None at a smoke profile: every recipe's steps (joint recovery:
@@ -70,7 +71,7 @@ def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int
     fields["methods"] = None if methods is None else list(methods)
     if smoke:
         n = smoke["steps"]
-        fields.update(finetune_steps=n, compress_steps=n, joint_steps=n, recovery_steps=n // 2, **smoke["latency"])
+        fields.update(finetune_steps=n, compress_steps=n, recovery_steps=n // 2, **smoke["latency"])
     elif steps is not None:
         fields.update(uniform_budgets(steps))
     return StudyConfig(profile, **fields)
@@ -119,8 +120,7 @@ def run_routes(runs: GridRuns, mode: str, method: str, target: float, seed: int)
     sequential = RowSpec(mode, "sequential", method, target, seed)
     device, progress = runs.device, runs.progress
     return Routes(
-        joint_profile(runs.joint_config(joint), runs.run_dir(joint), device=device, progress=progress,
-                      teacher=runs.teacher(mode)),
+        joint_profile(runs.joint_config(joint), runs.run_dir(joint), device=device, progress=progress),
         compress_profile(runs.compress_config(method, target, seed), device=device, progress=progress),
         run_sequential(runs.sequential_config(sequential), device=device, progress=progress),
     )  # fmt: skip
@@ -182,9 +182,8 @@ def next_steps(study: StudyResults) -> list[str]:
     if stuck:
         wers = ", ".join(f"{r['mode']} {r['route']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}"
                          for r in stuck)
-        finetune = FinetuneConfig.for_profile(c.profile, steps=c.finetune_steps)
-        ctc = finetune.ctc_warmup.steps if c.ctc_warmup_steps is None else c.ctc_warmup_steps
-        rnnt = finetune.trainer.max_steps
+        schedule = student_finetune_config(c.profile, ctc_steps=c.ctc_warmup_steps, rnnt_steps=c.finetune_steps)
+        ctc, rnnt = schedule.ctc_warmup.steps, schedule.trainer.max_steps
         steps.append(f"**Fine-tunes that have hardly started**: the KD baseline's test WER is {wers}; its RNN-T "
                      f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so RWERs "
                      "against it measure training length more than the methods. Fine-tune longer: "
@@ -202,15 +201,19 @@ def next_steps(study: StudyResults) -> list[str]:
     return steps
 
 
-def joint_gated_student(result: JointResult, teacher: RNNTModel) -> RNNTModel:
+def joint_gated_student(result: JointResult, ssl_encoder: ConformerEncoder) -> RNNTModel:
     """The gated / factorised RNN-T model at the end of the joint phase, as it was materialised
     (eval, CPU): the result's own when it was just trained, else rebuilt from
-    ``checkpoints/last.pt`` with ``teacher`` (the fine-tuned teacher of the run's mode) and the
-    run's budget calibration applied to its gates."""
+    ``checkpoints/last.pt`` with the run's budget calibration applied to its gates. The student is
+    rebuilt from ``ssl_encoder``, the SSL encoder it started from (a factorisation's ranks depend
+    on those weights; the checkpoint then replaces them)."""
     if result.student is not None:
         return result.student.eval()
-    student, gates, _ = build_joint_student(result.config, teacher.cpu())
-    student.load_state_dict(load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"])
+    student, gates, _ = build_joint_student(result.config, ssl_encoder.cpu())
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["model"]
+    if "ctc_head.weight" in state:  # the CTC head kept beside the transducer
+        student.ctc_head = torch.nn.Linear(*reversed(state["ctc_head.weight"].shape))
+    student.load_state_dict(state)
     calibration = result.metrics.get("budget_calibration")
     if calibration:
         shift_gates(gates, calibration["shift"])

@@ -1,29 +1,32 @@
 """Compression of the SSL teacher encoder (task-agnostic, sequential route): KD, L0, LRF and combinations.
 
-    result = run_compress(CompressConfig(method="kd+l0", target_sparsity=0.5), teacher_encoder,
+    result = run_compress(CompressConfig(method="kd+l0", target_sparsity=0.5), pretrain.model,
                           train_loader, "runs/my-compression")
     result.encoder                      # the materialised (physically smaller) encoder, eval, CPU
     result.metrics["achieved_sparsity"] # 1 − its real parameter count / the teacher's
 
-Training (``CompressConfig`` explains the methods): the student (``build_student``) and the KD
-projections (``LayerDistillation``, identity-initialised) minimise
+Training (``CompressConfig`` explains the methods): the student (``build_student``, from the SSL
+encoder), the BEST-RQ head (``SSLObjective``) and, for kd methods, the KD projections
+(``LayerDistillation``, identity-initialised) minimise, on the masked input of each batch,
 
-    loss = layer_weight · Σ_pairs [L1 + (1 − cos)](P h_student, h_teacher) / #pairs
-           + λ1 (ŝ − t) + λ2 (ŝ − t)²                       (methods with gates only)
+    loss = ssl_weight · BEST-RQ(student)                                        "loss_ssl"
+           + layer_weight · Σ_pairs [L1 + (1 − cos)](P h_student, h_SSL) / #pairs   "loss_distill" (kd methods)
+           + λ1 (ŝ − t) + λ2 (ŝ − t)²                                           "loss_penalty" (gated methods)
 
-with ŝ = 1 − E[params] / params₀, params₀ = ``teacher_encoder.num_parameters()``, t ramping from 0
+with ŝ = 1 − E[params] / params₀, params₀ = the SSL encoder's count, t ramping from 0
 to the target over ``warmup_fraction · steps``; λ ascends (``SparsityController`` in its own
-parameter group and in the trainer's ``modules``). The teacher runs in eval mode without gradient.
+parameter group and in the trainer's ``modules``). The SSL encoder runs in eval mode without gradient.
 Then the student is materialised (``materialise``: gates → sliced dense weights; with
 ``calibrate_budget`` its gates are first shifted onto the budget, ``budget_calibration`` in
-result.json), optionally
-distilled further for ``final_distill_steps`` (no gates), saved with ``save_compressed``, and
-measured.
+result.json), optionally trained further for ``final_distill_steps`` (no gates), saved with
+``save_compressed``, and measured.
 
 Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (the trainer; an interrupted
 run resumes), ``final_distill/`` (the same for the final distillation), ``compressed.pt``
 (``load_compressed``) and, written last, ``result.json``: method, target and achieved sparsity
-(real materialised count vs the teacher), the last expected sparsity ŝ, parameters, MACs per
+(real materialised count vs the teacher), the last expected sparsity ŝ, the last loss parts
+(``final_losses``), ``ssl_encoder_digest`` (the SSL encoder it started from), ``compress_cost``
+(steps, frames, CPU / wall seconds: ``training_cost``), parameters, MACs per
 second of audio (``expected_macs_per_second``) and their reduction, CPU latency of one
 ``latency_seconds`` utterance (batch 1, ``measure_latency``) for student and teacher, wall time
 (of every process that worked on the run: checkpoints carry the time trained so far).
@@ -48,6 +51,7 @@ from kdlab.compress.materialise import load_compressed, materialise, save_compre
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
 from kdlab.eval.latency import measure_latency
+from kdlab.models.bestrq import BestRQModel
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.history import History
 from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
@@ -56,6 +60,9 @@ from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.profiles import COMPRESS_CHECKPOINT_EVERY
 from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, seconds_before_resume, write_result
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
+from kdlab.train.recipes.ssl_objective import SSLObjective
+from kdlab.train.recipes.student_start import weights_digest
+from kdlab.train.recipes.training_cost import phase_cost
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
 COMPRESSED = "compressed.pt"
@@ -63,12 +70,15 @@ FINAL_DISTILL = "final_distill"
 
 
 class DistilledStudent(nn.Module):
-    """What the trainer optimises: the student encoder and the KD projections."""
+    """What the trainer optimises: the student encoder, the BEST-RQ head (None when ``ssl_weight``
+    is 0) and the KD projections (None without KD)."""
 
-    def __init__(self, student: ConformerEncoder, distill: LayerDistillation) -> None:
+    def __init__(self, student: ConformerEncoder, distill: LayerDistillation | None,
+                 ssl: SSLObjective | None = None) -> None:
         super().__init__()
         self.student = student
         self.distill = distill
+        self.ssl = ssl
 
 
 @dataclass
@@ -87,9 +97,9 @@ class CompressResult:
 
 def layer_map(config: CompressConfig, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
     """(student, teacher) hidden-state pairs: every block for KD methods (``distill.layer_map`` or
-    uniform), the last hidden state only for the methods without KD."""
+    uniform), none for the methods without KD (they train on the SSL objective alone)."""
     if not uses_kd(config.method):
-        return [(student_layers, teacher_layers)]
+        return []
     return list(config.distill.layer_map) or uniform_layer_map(student_layers, teacher_layers)
 
 
@@ -111,11 +121,20 @@ def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, c
     trainer: Trainer
 
     def step_fn(m: DistilledStudent, batch) -> tuple[torch.Tensor, dict]:
-        with torch.no_grad():
-            teacher_hidden = teacher(batch.features, batch.feature_lengths)[2]
-        _, lengths, student_hidden = m.student(batch.features, batch.feature_lengths)
-        distill, _ = m.distill(student_hidden, teacher_hidden, lengths)
-        loss, metrics = weight * distill, {"loss_distill": distill.detach()}
+        features, lengths = batch.features, batch.feature_lengths
+        if m.ssl is not None:
+            features, labels, frame_mask = m.ssl.mask(features, lengths)
+        out, out_lengths, student_hidden = m.student(features, lengths)
+        loss, metrics = out.new_zeros(()), {}
+        if m.ssl is not None:
+            ssl, accuracy = m.ssl.loss(out, out_lengths, labels, frame_mask)
+            loss = loss + config.ssl_weight * ssl
+            metrics.update(loss_ssl=ssl.detach(), masked_accuracy=accuracy)
+        if m.distill is not None:
+            with torch.no_grad():
+                teacher_hidden = teacher(features, lengths)[2]
+            distill, _ = m.distill(student_hidden, teacher_hidden, out_lengths)
+            loss, metrics["loss_distill"] = loss + weight * distill, distill.detach()
         if controller is not None:
             s_hat = expected_sparsity(expected_params(m.student), teacher_params)
             penalty = controller.penalty(s_hat, trainer.step).to(loss.dtype)
@@ -157,9 +176,23 @@ def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, sec
             "latency_speedup": teacher_latency["median_s"] / latency["median_s"], "torch_threads": torch.get_num_threads()}
 
 
-def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, train_loader, run_dir: str | Path,
-                 device: str = "auto", progress: bool = True, force: bool = False) -> CompressResult:
-    """Compress ``teacher_encoder`` (not modified) with ``config.method`` on batches of ``train_loader``
+def _ssl_parts(ssl_model: BestRQModel | ConformerEncoder, config: CompressConfig) -> tuple[ConformerEncoder,
+                                                                                            SSLObjective | None]:
+    """(the SSL encoder, the BEST-RQ objective or None when ``ssl_weight`` is 0)."""
+    if isinstance(ssl_model, BestRQModel):
+        return ssl_model.encoder, SSLObjective(ssl_model) if config.ssl_weight > 0 else None
+    if config.ssl_weight > 0:
+        raise ValueError(f"{config.method!r} with ssl_weight {config.ssl_weight} needs the BEST-RQ model (its head "
+                         "and quantiser), got a bare encoder; pass the pre-training's model (PretrainResult.model), "
+                         "or ssl_weight=0 for a kd method")
+    return ssl_model, None
+
+
+def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncoder, train_loader,
+                 run_dir: str | Path, device: str = "auto", progress: bool = True,
+                 force: bool = False) -> CompressResult:
+    """Compress the SSL encoder (``ssl_model``: the pre-trained BEST-RQ model, not modified; a bare
+    encoder will do when ``ssl_weight`` is 0) with ``config.method`` on batches of ``train_loader``
     (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
     ``run_dir`` and resumes an interrupted one; one holding other settings is refused (`force`:
     replaced, ``runs.claim_run_dir``)."""
@@ -167,11 +200,12 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
     if read_result(run_dir) is not None:
         return load_compress(run_dir)
     start = time.perf_counter()
+    teacher_encoder, ssl = _ssl_parts(ssl_model, config)
     teacher = copy.deepcopy(teacher_encoder).to(resolve_device(device)).eval().requires_grad_(False)
     built = build_student(config, teacher)
     pairs = layer_map(config, built.encoder.config.num_layers, teacher.config.num_layers)
-    model = DistilledStudent(built.encoder, LayerDistillation(built.encoder.config.d_model,
-                                                              teacher.config.d_model, pairs))
+    distill = LayerDistillation(built.encoder.config.d_model, teacher.config.d_model, pairs) if pairs else None
+    model = DistilledStudent(built.encoder, distill, ssl).to(next(teacher.parameters()).device)
     trainer = _train(model, teacher, built.gates, config, train_loader, run_dir, config.steps, device, progress)
     student = model.student.eval()
     calibration = calibrate_if_gated(config.calibrate_budget, student, built.gates, config.target_sparsity,
@@ -179,7 +213,7 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
     encoder = materialise(student)
     final = None
     if config.final_distill_steps:
-        final_model = DistilledStudent(encoder, model.distill)
+        final_model = DistilledStudent(encoder, model.distill, model.ssl)
         final = _train(final_model, teacher, GateSet({}, {}), config, train_loader, run_dir / FINAL_DISTILL,
                        config.final_distill_steps, device, progress)
         encoder = final_model.student
@@ -195,11 +229,27 @@ def run_compress(config: CompressConfig, teacher_encoder: ConformerEncoder, trai
                "wall_seconds_before_resume": before, "device": str(trainer.device),
                "skipped_steps": trainer.skipped + (final.skipped if final else 0),
                "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
+               "final_losses": {k: v for k, v in last_train.items() if k.startswith("loss")},
+               "ssl_encoder_digest": weights_digest(teacher_encoder),
+               "compress_cost": _cost(trainer, final, train_loader),
                "budget_calibration": calibration,
                **built.info,
                **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed)}
     write_result(run_dir, metrics)
     return CompressResult(run_dir, config, encoder, student.cpu(), History.load(run_dir / "history.json"), metrics)
+
+
+def _cost(trainer: Trainer, final: Trainer | None, train_loader) -> dict:
+    """``phase_cost`` of the compression (and final distillation) phases."""
+    phases = {"compress": trainer, "final_distill": final}
+    cost = {}
+    for name, t in phases.items():
+        if t is None:
+            continue
+        seconds = t.elapsed()
+        metrics = {"steps": t.step, "cpu_seconds": seconds["cpu"], "wall_seconds": seconds["wall"]}
+        cost[name] = phase_cost(metrics, train_loader)
+    return cost
 
 
 def load_compress(run_dir: str | Path) -> CompressResult:

@@ -2,18 +2,20 @@
 
 Methods (the task-agnostic, sequential route: compress the SSL teacher encoder, no ASR loss):
 
-    method        student                                         loss
-    kd            dense smaller conformer (``dense_student_config``) layer KD (every student block)
-    l0            teacher copy + hard-concrete gates              last-layer reconstruction + Lagrangian
-    kd+l0         teacher copy + hard-concrete gates              layer KD + Lagrangian
-    lrf           teacher copy, low-rank factorised to the budget last-layer reconstruction
-    kd+lrf        teacher copy, low-rank factorised to the budget layer KD
-    kd+lrf+l0     factorised + rank gates + structure gates       layer KD + Lagrangian over the total
+    method        student                                            loss
+    kd            dense smaller conformer (``dense_student_config``) BEST-RQ + layer KD
+    l0            SSL encoder copy + hard-concrete gates             BEST-RQ + Lagrangian
+    kd+l0         SSL encoder copy + hard-concrete gates             BEST-RQ + layer KD + Lagrangian
+    lrf           SSL encoder copy, low-rank factorised to the budget BEST-RQ
+    kd+lrf        SSL encoder copy, low-rank factorised to the budget BEST-RQ + layer KD
+    kd+lrf+l0     factorised + rank gates + structure gates          BEST-RQ + layer KD + Lagrangian over the total
 
-"Layer KD" is L1 + (1 − cos) between every student block output (through an identity-initialised
-projection) and the teacher block it is mapped to (``uniform_layer_map``). The methods without KD
-still need a task-agnostic loss: they use the same L1 + (1 − cos) on the *last* hidden state only
-(reconstruct the teacher's output representation), i.e. no supervision of intermediate layers.
+"BEST-RQ" is the SSL objective itself (``ssl_objective.SSLObjective``: masked prediction of the
+pre-training's random-projection codes, cross-entropy per masked frame, weight ``ssl_weight``), so a
+method without "kd" has no teacher. "Layer KD" (weight ``distill.layer_weight``) is L1 + (1 − cos)
+between every student block output (through an identity-initialised projection) and the SSL
+encoder's block it is mapped to (``uniform_layer_map``), on the same masked input. Both parts are
+means over frames of order one (docs/study_routes.md), so the weights are 1 by default.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class CompressConfig(JsonConfig):
     * ``steps`` optimizer steps; the target ramps from 0 to t over ``warmup_fraction · steps``.
     * ``lr`` student weights and KD projections (cosine decay after ``lr_warmup_fraction``),
       ``gate_lr`` the gates' log α, ``lagrangian_lr`` λ1, λ2 (both constant, no weight decay).
+    * ``ssl_weight``: weight of the BEST-RQ loss (> 0 for the methods without KD; 0 leaves a kd
+      method with layer KD alone, as lesson 02 compares KD variants).
     * ``distill``: KD weights and layer map (empty = uniform); output KL is not available in the
       task-agnostic route (no output distribution), so ``distill.output_weight`` must be 0.
     * ``l0``: which structures get gates and their initial keep probabilities (the seed is
@@ -95,6 +99,7 @@ class CompressConfig(JsonConfig):
     gate_lr: float = 0.1
     lagrangian_lr: float = 0.01
     grad_clip: float = 10.0
+    ssl_weight: float = 1.0
     distill: DistillationConfig = field(default_factory=DistillationConfig)
     l0: L0Config = field(default_factory=L0Config)
     lrf_method: str = "budget"
@@ -144,8 +149,12 @@ class CompressConfig(JsonConfig):
         if self.distill.output_weight > 0:
             raise ValueError("distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
                              "encoder, which has no output distribution; use layer KD (layer_weight)")
-        if self.distill.layer_weight <= 0:
-            raise ValueError(f"distill.layer_weight must be > 0 (it is the only loss), got {self.distill.layer_weight}")
+        if uses_kd(self.method) and self.distill.layer_weight <= 0:
+            raise ValueError(f"method {self.method!r} distils, but distill.layer_weight is "
+                             f"{self.distill.layer_weight}; give it a positive weight or drop 'kd' from the method")
+        if self.ssl_weight < 0 or (not uses_kd(self.method) and self.ssl_weight <= 0):
+            raise ValueError(f"ssl_weight must be >= 0, and > 0 for {self.method!r} (without KD the SSL objective is "
+                             f"its only loss), got {self.ssl_weight}")
         self.l0 = replace(self.l0, seed=self.seed)
 
     @classmethod

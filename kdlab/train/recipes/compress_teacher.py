@@ -42,5 +42,5 @@ def compress_profile(config: CompressConfig, run_dir: str | Path | None = None, 
     data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
                                   pretrain.cmvn_utterances, teacher.cmvn)
     run_dir = Path(run_dir) if run_dir is not None else default_compress_dir(config, teacher)
-    return run_compress(config, teacher.encoder, data.train_loader(config.frames_per_batch, config.seed), run_dir,
+    return run_compress(config, teacher.model, data.train_loader(config.frames_per_batch, config.seed), run_dir,
                         device=device, progress=progress, force=force)

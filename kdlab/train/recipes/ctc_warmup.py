@@ -123,7 +123,7 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
                    progress: bool = True) -> tuple[nn.Linear | None, dict]:
     """Train `encoder` in place for ``config.steps`` CTC steps in `run_dir` (resuming its checkpoint).
 
-    Returns (the CTC head on the CPU, ``{"steps", "wall_seconds", "final_loss"}``). With 0 steps the
+    Returns (the CTC head on the CPU, ``{"steps", "wall_seconds", "cpu_seconds", "final_loss"}``). With 0 steps the
     metrics are empty and the head is a fresh one when ``config.aux_weight`` > 0, else None.
     """
     if config.steps > 0 or config.aux_weight > 0:
@@ -142,5 +142,6 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
     history = trainer.fit()
     model.cpu()
     losses = history.series("train", "loss")[1]
-    return model.head, {"steps": trainer.step, "wall_seconds": trainer.elapsed()["wall"],
+    seconds = trainer.elapsed()
+    return model.head, {"steps": trainer.step, "wall_seconds": seconds["wall"], "cpu_seconds": seconds["cpu"],
                         "final_loss": losses[-1] if losses else None}

@@ -19,7 +19,7 @@ finetune-<offline|streaming>-<init>-<hash>``) holds ``config.json``, ``history.j
 ``rnnt_config``, ``tokenizer``, ``model`` weights: encoder + predictor + joiner),
 ``test_transcripts.jsonl`` and, last, ``result.json`` (full dev and test WER / CER, greedy,
 plus beam search when ``decode_method="beam"``; wall / CPU seconds and load average as in
-``pretrain``).
+``pretrain``; ``asr_cost``: steps, frames and CPU seconds of the CTC and RNN-T phases).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default
                                            load_pretrain, run_pretrain)
 from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
+from kdlab.train.recipes.training_cost import phase_cost
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
 
@@ -221,8 +222,9 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
                             specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
                             run_dir=run_dir, configs={"finetune": config.to_dict()}, device=device,
                             progress=progress, ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
+    loader = data.train_loader(config.frames_per_batch, config.seed)
     metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters(),
-                   ctc_warmup=warmup)
+                   ctc_warmup=warmup, asr_cost={"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)})
     if distributed.is_main_process():
         metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
         model = model.cpu()

@@ -4,31 +4,40 @@
     result.metrics["test"]["wer"], result.metrics["encoder_params"], result.metrics["achieved_sparsity"]
     result.model                      # materialised student + predictor + joiner (eval, CPU)
 
-Phases (``joint_model`` has the student and the loss, ``JointConfig`` the methods):
+The student starts where every student row of the study starts: the BEST-RQ encoder (compressed
+by ``build_student``: gates, factors or a smaller dense copy) with a predictor and joiner fresh
+from ``seed``, and gets the student ASR schedule (``student_schedule``). Phases (``joint_model``
+has the student and the loss, ``JointConfig`` the methods):
 
-1. joint training, ``steps``: RNN-T + KD (kd methods) + Lagrangian (gated methods), gates / ranks
-   recorded in ``history.json`` as ``compress_history.compression_record`` records (the sequential
-   route's format), dev WER of the gated model (eval masks) in "eval" records;
+0. CTC warm-start, ``ctc_warmup.steps`` (in ``ctc_warmup/``): the encoder and a CTC head, gates
+   held at their initial log α (the Lagrangian starts with the RNN-T phase);
+1. joint training, ``steps − recovery_steps``: RNN-T + CTC + KD (kd methods) + Lagrangian (gated
+   methods), gates / ranks recorded in ``history.json`` as ``compress_history.compression_record``
+   records (the sequential route's format), dev WER of the gated model (eval masks) in "eval" records;
 2. with ``calibrate_budget``, the gates shifted onto the parameter budget (``budget_calibration``);
    materialisation (``materialise``: gates → sliced dense weights) and a self-check: the largest
    |difference| between the gated and the materialised encoder outputs on the first dev batch
    (``materialisation_error``, eval mode);
-3. recovery, ``recovery_steps``: RNN-T (+ KD with ``recovery_kd``) on the materialised model, in
-   ``recovery/`` (its own ``config.json``, ``history.json``, checkpoints);
+3. recovery, ``recovery_steps``: RNN-T + CTC (+ KD with ``recovery_kd``) on the materialised model,
+   in ``recovery/`` (its own ``config.json``, ``history.json``, checkpoints), on the batches that
+   follow phase 1's, so the RNN-T steps and frames are those of a sequential fine-tune;
 4. greedy dev / test WER and CER of the final model, parameters, MACs per second of audio and
-   (``latency``) batch-1 CPU latency vs the teacher (``compress.measure_compressed``).
+   (``latency``) batch-1 CPU latency vs the SSL encoder (``compress.measure_compressed``).
 
-Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (phase 1), ``recovery/``,
-``asr.pt`` (``load_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` + weights, so it
-reloads without the original; predictor, joiner, tokenizer), ``cmvn.json``,
+Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (phase 1), ``ctc_warmup/``,
+``recovery/``, ``asr.pt`` (``load_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` +
+weights, so it reloads without the original; predictor, joiner, tokenizer), ``cmvn.json``,
 ``test_transcripts.jsonl`` and, written last, ``result.json``. A complete folder is reused as is;
 an interrupted one resumes from its last checkpoints (every ``checkpoint_every`` steps).
 
-result.json: ``method``, ``route`` "joint", ``mode`` "offline" / "streaming", target and achieved
-sparsity (real materialised encoder count vs the dense teacher encoder), ``encoder_params``,
-``teacher_encoder_params``, ``params`` (whole RNN-T model), ``macs_per_second``, ``dev`` / ``test``
-({"wer", "cer", "utterances"}), ``wall_seconds`` (every process that worked on the run;
-``wall_seconds_before_resume``: those before this one) and the details listed in ``run_joint``.
+result.json: ``method``, ``route`` "joint", ``mode`` "offline" / "streaming", ``seed``,
+``kd_source``, target and achieved sparsity (real materialised encoder count vs the dense SSL
+encoder), ``encoder_params``, ``teacher_encoder_params``, ``params`` (whole RNN-T model),
+``macs_per_second``, ``dev`` / ``test`` ({"wer", "cer", "utterances"}), the start
+(``ssl_encoder_digest``, ``fresh_heads_digest``), the cost (``asr_cost``: steps, frames, CPU /
+wall seconds of the CTC and RNN-T phases), ``wall_seconds`` / ``cpu_seconds`` (every process that
+worked on the run; ``wall_seconds_before_resume``: those before this one) and the details listed
+in ``run_joint``.
 """
 
 from __future__ import annotations
@@ -47,19 +56,24 @@ from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
 from kdlab.data.specaugment import SpecAugment
 from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
+from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import measure_compressed
 from kdlab.train.recipes.compress_history import compression_record
+from kdlab.train.recipes.ctc_warmup import ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_transcripts
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
-from kdlab.train.recipes.pretrain import corpus_folder
+from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, corpus_folder, run_pretrain
 from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
                                       seconds_before_resume, write_result)
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
+from kdlab.train.recipes.student_start import start_digests
+from kdlab.train.recipes.training_cost import phase_cost
+from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
 ROUTE = "joint"
@@ -105,7 +119,7 @@ def load_student_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
 
 def _trainer_config(config: JointConfig, steps: int, lr: float, device: str, progress: bool) -> TrainerConfig:
     return TrainerConfig(max_steps=steps, lr=lr, weight_decay=config.weight_decay,
-                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine", min_lr_ratio=0.1,
+                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine", min_lr_ratio=0.05,
                          grad_clip=config.grad_clip, log_every=config.log_every(steps), eval_every=config.eval_every,
                          checkpoint_every=config.checkpoint_every, seed=config.seed, device=device, progress=progress)
 
@@ -120,18 +134,20 @@ def _dev_scores(data: SpeechData, limit: int):
     return scores
 
 
-def _train(model: JointStudent, teacher: RNNTModel, gates: GateSet, config: JointConfig, data: SpeechData,
-           run_dir: Path, recovery: bool, device: str, progress: bool) -> Trainer:
-    """Phase 1 (``recovery`` False: Lagrangian when there are gates, history records) or phase 3."""
-    steps, lr = (config.recovery_steps, config.recovery_lr) if recovery else (config.steps, config.lr)
+def _train(model: JointStudent, kd_teacher, reference_params: int, gates: GateSet, config: JointConfig,
+           data: SpeechData, run_dir: Path, recovery: bool, device: str, progress: bool,
+           data_position: dict | None = None) -> Trainer:
+    """Phase 1 (``recovery`` False: Lagrangian when there are gates, history records) or phase 3,
+    whose batches start at ``data_position`` (phase 1's end) unless it resumes a checkpoint."""
+    steps, lr = (config.recovery_steps, config.recovery_lr) if recovery else (config.pruning_steps, config.lr)
     trainer = None
     controller, groups = sparsity_param_groups(gates, config.target_sparsity, config.warmup_steps, config.gate_lr,
                                                config.lagrangian_lr, device)
-    loss_fn = JointLoss(config, teacher, controller, step=lambda: trainer.step, kd=config.recovery_kd or not recovery)
-    teacher_params = teacher.encoder.num_parameters()
+    loss_fn = JointLoss(config, kd_teacher, reference_params, controller, step=lambda: trainer.step,
+                        kd=config.recovery_kd or not recovery)
 
     def record_fn(m: JointStudent) -> dict:
-        return compression_record(m.asr.encoder, gates, teacher_params, controller, trainer.step,
+        return compression_record(m.asr.encoder, gates, reference_params, controller, trainer.step,
                                   config.target_sparsity)
 
     specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
@@ -143,8 +159,25 @@ def _train(model: JointStudent, teacher: RNNTModel, gates: GateSet, config: Join
                       configs={"joint": config.to_dict(), "phase": RECOVERY if recovery else ROUTE})
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
+    elif data_position is not None:
+        trainer.batches.load_state_dict(data_position)
     trainer.fit()
     return trainer
+
+
+def _ctc_warm_start(model: JointStudent, gates: GateSet, config: JointConfig, data: SpeechData, run_dir: Path,
+                    device: str, progress: bool) -> dict:
+    """Phase 0: CTC on the student encoder with its gates held (their log α frozen); the head joins ``model``."""
+    for parameter in gates.parameters():
+        parameter.requires_grad_(False)
+    seed_everything(config.seed)
+    head, warmup = ctc_warm_start(model.asr.encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
+                                  seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
+    for parameter in gates.parameters():
+        parameter.requires_grad_(True)
+    if head is not None:
+        model.ctc_head = head.to(next(model.asr.parameters()).device)
+    return warmup
 
 
 @torch.no_grad()
@@ -158,18 +191,24 @@ def materialisation_error(gated: RNNTModel, materialised: RNNTModel, batch) -> f
     return float((gated_enc - plain_enc).abs()[valid].max())
 
 
-def _teacher_model(teacher: RNNTModel | TeacherBundle) -> RNNTModel:
-    return teacher.model if isinstance(teacher, TeacherBundle) else teacher
+def _rnnt_cost(joint: Trainer, recovery: Trainer | None, loader) -> dict:
+    """``phase_cost`` of the RNN-T phase: joint training and recovery, one run of batches."""
+    seconds = [t.elapsed() for t in (joint, recovery) if t is not None]
+    metrics = {"steps": joint.step + (recovery.step if recovery else 0),
+               "cpu_seconds": sum(s["cpu"] for s in seconds), "wall_seconds": sum(s["wall"] for s in seconds)}
+    return phase_cost(metrics, loader)
 
 
-def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: SpeechData, run_dir: str | Path,
-              device: str = "auto", progress: bool = True, force: bool = False) -> JointResult:
-    """Joint compression of ``teacher`` (a fine-tuned RNN-T model or ``ensure_teacher``'s bundle; not
-    modified) on ``data`` (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring.
+def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechData, run_dir: str | Path,
+              kd_teacher: RNNTModel | None = None, device: str = "auto", progress: bool = True,
+              force: bool = False) -> JointResult:
+    """Joint compression starting from ``ssl_encoder`` (the BEST-RQ encoder; not modified) on ``data``
+    (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring. ``kd_teacher``:
+    the fine-tuned teacher of the run's mode, needed (only) by kd methods with ``kd_source`` "finetuned".
 
     Besides the fields listed there, result.json holds ``expected_sparsity_end`` (ŝ at the last
     record), ``materialisation_error``, ``budget_calibration`` (None, or the shift and the counts
-    before / after), ``steps`` / ``recovery_steps`` done, ``skipped_steps``, the
+    before / after), ``steps`` / ``recovery_steps`` done, ``skipped_steps``, ``ctc_warmup``, the
     last logged loss parts of each phase, the layer map, the student's build info (dense student
     config or factorisation report), MACs, latency and CPU / load details. A ``run_dir`` holding
     other settings is refused (`force`: replaced, ``runs.claim_run_dir``).
@@ -177,14 +216,23 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     run_dir = claim_run_dir(run_dir, "joint", config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
+    if config.uses_kd() and config.kd_source == "finetuned" and kd_teacher is None:
+        raise ValueError(f"{config.method!r} with kd_source 'finetuned' distils the fine-tuned teacher: "
+                         "pass kd_teacher")
     start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
     target_device = resolve_device(device)
-    teacher = copy.deepcopy(_teacher_model(teacher)).to(target_device).eval().requires_grad_(False)
-    model, gates, info = build_joint_student(config, teacher)
-    joint = _train(model, teacher, gates, config, data, run_dir, False, device, progress)
+    ssl = copy.deepcopy(ssl_encoder).to(target_device).eval().requires_grad_(False)
+    teacher = ssl
+    if config.uses_kd() and config.kd_source == "finetuned":
+        teacher = copy.deepcopy(kd_teacher).to(target_device).eval().requires_grad_(False)
+    model, gates, info = build_joint_student(config, ssl, teacher.encoder if teacher is not ssl else None)
+    digests = start_digests(ssl_encoder, model.asr)
+    reference_params = ssl.num_parameters()
+    warmup = _ctc_warm_start(model, gates, config, data, run_dir, device, progress)
+    joint = _train(model, teacher, reference_params, gates, config, data, run_dir, False, device, progress)
     gated = model.asr.eval()
     calibration = calibrate_if_gated(config.calibrate_budget, gated.encoder, gates, config.target_sparsity,
-                                     teacher.encoder.num_parameters())
+                                     reference_params)
     final = copy.deepcopy(gated)
     final.encoder = materialise(gated.encoder)
     dev_batch = next(iter(data.eval_loader("dev", limit=config.dev_eval_utterances)))
@@ -192,15 +240,18 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     recovery = None
     if config.recovery_steps:
         distill = model.distill if config.recovery_kd else None
-        recovery = _train(JointStudent(final, distill), teacher, GateSet({}, {}), config, data, run_dir / RECOVERY,
-                          True, device, progress)
+        recovery = _train(JointStudent(final, distill, model.ctc_head), teacher, reference_params, GateSet({}, {}),
+                          config, data, run_dir / RECOVERY, True, device, progress, joint.batches.state_dict())
     before = seconds_before_resume(joint, recovery)
     train_seconds = time.perf_counter() - start + before["wall"]
     final = final.cpu().eval()
-    metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "target_sparsity": config.target_sparsity,
-               **_measure(final, teacher.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
+    loader = data.train_loader(config.frames_per_batch, config.seed)
+    metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "seed": config.seed,
+               "kd_source": config.kd_source if config.uses_kd() else None, "target_sparsity": config.target_sparsity,
+               **_measure(final, ssl.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
+               **digests, "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
                "materialisation_error": error, "budget_calibration": calibration, "steps": joint.step,
-               "recovery_steps": recovery.step if recovery else 0,
+               "recovery_steps": recovery.step if recovery else 0, "ctc_warmup": warmup,
                "skipped_steps": joint.skipped + (recovery.skipped if recovery else 0),
                "expected_sparsity_end": (joint.history.last("record") or {}).get("expected_sparsity"),
                "train_losses": _losses(joint), "recovery_losses": _losses(recovery) if recovery else None,
@@ -221,16 +272,16 @@ def run_joint(config: JointConfig, teacher: RNNTModel | TeacherBundle, data: Spe
     return result
 
 
-def _measure(final: RNNTModel, teacher: RNNTModel, config: JointConfig) -> dict:
+def _measure(final: RNNTModel, ssl: ConformerEncoder, config: JointConfig) -> dict:
     """Encoder parameters, sparsity, MACs per second of audio (and, with ``config.latency``, CPU
-    latency: ``measure_compressed``) of the final student vs the teacher."""
+    latency: ``measure_compressed``) of the final student vs the dense SSL encoder."""
     if config.latency:
-        measured = measure_compressed(final.encoder, teacher.encoder, config.latency_seconds, config.seed)
+        measured = measure_compressed(final.encoder, ssl, config.latency_seconds, config.seed)
         params, teacher_params = measured.pop("params"), measured.pop("teacher_params")
     else:
-        params, teacher_params = final.encoder.num_parameters(), teacher.encoder.num_parameters()
+        params, teacher_params = final.encoder.num_parameters(), ssl.num_parameters()
         macs = float(expected_macs_per_second(final.encoder, deterministic=True))
-        teacher_macs = float(expected_macs_per_second(teacher.encoder, deterministic=True))
+        teacher_macs = float(expected_macs_per_second(ssl, deterministic=True))
         measured = {"achieved_sparsity": 1.0 - params / teacher_params, "macs_per_second": macs,
                     "teacher_macs_per_second": teacher_macs, "mac_reduction": teacher_macs / macs}
     return {**measured, "encoder_params": params, "teacher_encoder_params": teacher_params}
@@ -257,35 +308,51 @@ def load_joint(run_dir: str | Path) -> JointResult:
 
 
 def joint_teacher(config: JointConfig, device: str = "auto", progress: bool = True) -> TeacherBundle:
-    """The profile's fine-tuned teacher of the run's mode: ``ensure_teacher(profile, teacher_seed,
-    streaming, teacher_init)`` (trained first if missing). A streaming run distils from the
-    streaming teacher (trained with the profile's chunk size and unlimited left context), an
-    offline run from the offline one."""
+    """The profile's fine-tuned teacher of the run's mode (the KD source with ``kd_source``
+    "finetuned"): ``ensure_teacher(profile, teacher_seed, streaming, teacher_init)``, trained first
+    if missing (a streaming run distils from the streaming teacher)."""
     return ensure_teacher(config.profile, config.teacher_seed, streaming=config.streaming, init=config.teacher_init,
                           device=device, progress=progress, corpus_dir=config.teacher_corpus_dir,
                           tokenizer=config.tokenizer)
 
 
-def default_joint_dir(config: JointConfig, teacher: TeacherBundle) -> Path:
-    """``<teacher root>/joint-<mode>-<method>-<target>-<hash of the config>`` (beside the teacher's runs)."""
+def joint_ssl(config: JointConfig, device: str = "auto", progress: bool = True) -> PretrainResult:
+    """The profile's BEST-RQ pre-training with ``teacher_seed`` (trained first if missing): the
+    encoder every student starts from, its corpus and CMVN."""
+    pretrain = PretrainConfig.for_profile(config.profile, config.teacher_seed, corpus_dir=config.teacher_corpus_dir)
+    return run_pretrain(pretrain, device=device, progress=progress)
+
+
+def default_joint_dir(config: JointConfig, ssl: PretrainResult) -> Path:
+    """``<teacher root>/joint-<mode>-<method>-<target>-<hash of the config>`` (beside the pre-training)."""
     name = f"joint-{config.mode}-{config.method}-{config.target_sparsity:g}-{config_digest(config.to_dict())}"
-    return teacher.finetune.run_dir.parent / name
+    return ssl.run_dir.parent / name
 
 
 def joint_profile(config: JointConfig, run_dir: str | Path | None = None, device: str = "auto",
                   progress: bool = True, teacher: TeacherBundle | None = None, force: bool = False) -> JointResult:
-    """Joint compression on the profile: its teacher (``joint_teacher``, or ``teacher`` when given),
-    the teacher's corpus, tokenizer and CMVN; default folder ``default_joint_dir`` (an explicit one
-    holding other settings is refused before the teacher trains; `force`: replaced)."""
+    """Joint compression on the profile: its SSL pre-training (``joint_ssl``), that run's corpus and
+    CMVN with the run's tokenizer, and (kd methods with ``kd_source`` "finetuned") the fine-tuned
+    teacher of the mode (``joint_teacher``, or ``teacher`` when given); default folder
+    ``default_joint_dir`` (an explicit one holding other settings is refused before anything
+    trains; `force`: replaced)."""
     if run_dir is not None:
         claim_run_dir(run_dir, "joint", config.to_dict(), force)
-    teacher = teacher or joint_teacher(config, device, progress)
-    finetune = teacher.finetune.config
-    if (finetune.tokenizer, finetune.corpus_digest) != (config.tokenizer, config.teacher_corpus_digest):
-        raise ValueError(f"the teacher {teacher.finetune.run_dir} uses tokenizer {finetune.tokenizer!r} on corpus "
-                         f"digest {finetune.corpus_digest}, the joint run asks for {config.tokenizer!r} on "
-                         f"{config.teacher_corpus_digest}; give the same --corpus and --tokenizer")
-    data = SpeechData.from_corpus(corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
-                                  finetune.cmvn_utterances, teacher.cmvn, finetune.tokenizer)
-    run_dir = Path(run_dir) if run_dir is not None else default_joint_dir(config, teacher)
-    return run_joint(config, teacher, data, run_dir, device=device, progress=progress, force=force)
+    ssl = joint_ssl(config, device, progress)
+    kd_teacher = None
+    if config.uses_kd() and config.kd_source == "finetuned":
+        teacher = teacher or joint_teacher(config, device, progress)
+        finetune = teacher.finetune.config
+        if (finetune.tokenizer, finetune.corpus_digest) != (config.tokenizer, config.teacher_corpus_digest):
+            raise ValueError(f"the teacher {teacher.finetune.run_dir} uses tokenizer {finetune.tokenizer!r} on corpus "
+                             f"digest {finetune.corpus_digest}, the joint run asks for {config.tokenizer!r} on "
+                             f"{config.teacher_corpus_digest}; give the same --corpus and --tokenizer")
+        kd_teacher = teacher.model
+    pretrain = ssl.config
+    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+                                  pretrain.cmvn_utterances, ssl.cmvn, config.tokenizer)
+    if config.rnnt.vocab_size != data.tokenizer.vocab_size:
+        raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer {config.tokenizer!r} has "
+                         f"{data.tokenizer.vocab_size}; build the config with JointConfig.for_profile")
+    run_dir = Path(run_dir) if run_dir is not None else default_joint_dir(config, ssl)
+    return run_joint(config, ssl.encoder, data, run_dir, kd_teacher, device=device, progress=progress, force=force)

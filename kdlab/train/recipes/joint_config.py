@@ -2,19 +2,27 @@
 
 Methods (the same names as the sequential route, ``compress_config.METHODS``):
 
-    method        student (built from the fine-tuned teacher encoder)    loss
-    kd            dense smaller conformer, teacher-initialised           RNN-T + KD
-    l0            teacher copy + hard-concrete gates                     RNN-T + Lagrangian
-    kd+l0         teacher copy + hard-concrete gates                     RNN-T + KD + Lagrangian
-    lrf           teacher copy, low-rank factorised to the budget        RNN-T
-    kd+lrf        teacher copy, low-rank factorised to the budget        RNN-T + KD
+    method        student (built from the SSL encoder)                   loss of the RNN-T phase
+    kd            dense smaller conformer, SSL-initialised               RNN-T + KD
+    l0            SSL encoder copy + hard-concrete gates                 RNN-T + Lagrangian
+    kd+l0         SSL encoder copy + hard-concrete gates                 RNN-T + KD + Lagrangian
+    lrf           SSL encoder copy, low-rank factorised to the budget    RNN-T
+    kd+lrf        SSL encoder copy, low-rank factorised to the budget    RNN-T + KD
     kd+lrf+l0     factorised + rank gates + structure gates              RNN-T + KD + Lagrangian
 
-"KD" = ``distill.layer_weight`` · layer KD (L1 + (1 − cos) through identity-initialised
-projections, every student block to its uniformly mapped teacher block) + ``distill.output_weight``
-· ``output_kl`` between the teacher's and the student's joiner outputs (B, T', U+1, V) at
-``distill.temperature``. Without "kd" in the name the student trains with the RNN-T loss alone
-(``distill`` is then ignored). The student's predictor and joiner start as copies of the teacher's.
+Every student starts from the BEST-RQ encoder with a predictor and joiner drawn from ``seed``
+(``student_start.fresh_rnnt``) and gets the student ASR schedule (``student_schedule``): the CTC
+warm-start (``ctc_warmup``; gates held at their initial log α: a documented warm-up), then
+``steps`` RNN-T steps (+ ``ctc_warmup.aux_weight`` CTC), of which the last ``recovery_steps``
+train the materialised model: the recovery is inside the budget, not on top of it.
+
+"KD" (``kd_source``): "ssl" (default) = ``distill.layer_weight`` · layer KD (L1 + (1 − cos) through
+identity-initialised projections, every student block to its uniformly mapped block of the SSL
+encoder); "finetuned" = layer KD from the fine-tuned teacher of the run's mode, plus
+``distill.output_weight`` · ``output_kl`` between its and the student's joiner outputs (rows
+labelled "kd from the fine-tuned teacher"). RNN-T and CTC are per token and the KD terms means per
+frame, so the parts are of comparable size and the KD weights are 1 (docs/study_routes.md).
+Without "kd" in the name the student trains on RNN-T (+ CTC) alone (``distill`` is ignored).
 """
 
 from __future__ import annotations
@@ -25,45 +33,53 @@ from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
 from kdlab.data.specaugment import SpecAugmentConfig
+from kdlab.models.rnnt import RNNTConfig
 from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.corpus_choice import corpus_digest_of, parse_tokenizer_spec
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 
-#: Joint training steps and recovery fine-tuning steps of each recipe profile (not tuned at "full").
-PROFILE_STEPS = {"tiny": 20, "default": 300, "full": 20000}
-PROFILE_RECOVERY_STEPS = {"tiny": 4, "default": 50, "full": 2000}
+#: RNN-T steps (of the profile's ``student_rnnt_steps``) that train the materialised model (not tuned at "full").
+PROFILE_RECOVERY_STEPS = {"tiny": 2, "default": 50, "full": 2000}
 #: (gate_lr, lagrangian_lr) per profile. The task loss holds the gates open harder than the
 #: compression route's KD loss: at "default" (kd+l0 at 0.5, 200 steps of 4k frames) λ at 0.2 left
 #: ŝ at 0.41 and the calibration onto the budget then cost the model (test WER 92 %); λ at 0.5 and
 #: gates at 0.3 reached ŝ 0.498 (WER 48 %). At 60 steps nothing converged (WER 97-99 %).
 PROFILE_SPARSITY_RATES = {"tiny": (0.1, 0.01), "default": (0.3, 0.5), "full": (0.1, 0.01)}
 TEACHER_INITS = ("ssl", "random")
+#: Where the KD terms come from: the SSL encoder every student starts from, or the fine-tuned teacher.
+KD_SOURCES = ("ssl", "finetuned")
 
 
 @dataclass
 class JointConfig(JsonConfig):
     """One joint run (JSON-serialisable; ``to_dict`` / ``from_dict``).
 
-    * ``profile`` / ``teacher_seed`` / ``teacher_init``: which fine-tuned teacher ``joint_profile``
-      uses (``ensure_teacher``); ``seed``: gates' noise, student init, data order, recovery.
-    * ``target_sparsity`` t: fraction of the dense teacher encoder's parameters to remove, in [0, 1).
+    * ``profile`` / ``teacher_seed``: which SSL pre-training the student starts from (and, with
+      ``kd_source`` "finetuned", which fine-tuned teacher, of ``teacher_init``, it distils);
+      ``seed``: fresh predictor / joiner, gates' noise, student init, data order.
+    * ``target_sparsity`` t: fraction of the dense SSL encoder's parameters to remove, in [0, 1).
     * ``streaming`` / ``chunk_size`` (encoder frames) / ``left_chunks`` (-1 = all): the student's
       encoder mode (chunked attention mask + causal convolution while it trains and after).
-    * ``steps`` joint steps (RNN-T + KD + Lagrangian); t ramps from 0 over ``warmup_fraction · steps``.
-      ``recovery_steps`` RNN-T fine-tuning of the materialised student (0: none), with the KD terms
-      too when ``recovery_kd`` and the method has "kd".
+    * ``ctc_warmup``: the CTC warm-start (steps, lr, and the CTC weight kept beside RNN-T after it).
+    * ``steps`` RNN-T steps in all: ``steps − recovery_steps`` with gates, Lagrangian and KD
+      (t ramps from 0 over ``warmup_fraction`` of them), then ``recovery_steps`` on the
+      materialised model (the KD terms too when ``recovery_kd``), continuing the same batches.
     * ``lr`` / ``recovery_lr``: student weights (+ KD projections), warm-up ``lr_warmup_fraction``
-      then cosine decay to 10 %; ``gate_lr`` log α and ``lagrangian_lr`` λ1, λ2 are constant.
-    * ``distill``: KD weights, temperature, layer map (empty: uniform); only used by "kd" methods.
+      then cosine decay to 5 % (the fine-tuning schedule); ``gate_lr`` log α and ``lagrangian_lr``
+      λ1, λ2 are constant.
+    * ``rnnt``: predictor / joiner sizes and vocabulary of the fresh heads.
+    * ``kd_source`` "ssl" or "finetuned" and ``distill`` (weights, temperature, layer map; empty:
+      uniform): see the module docstring; only used by "kd" methods.
     * ``l0`` (its seed is replaced by ``seed``), ``lrf_*``, ``student_shape``, ``student_init``:
       as in ``CompressConfig`` (the student is built by ``compress_student.build_student``).
-    * ``specaugment`` (None: off) on the training batches, which teacher and student both see.
+    * ``specaugment`` (None: off) on the training batches.
     * ``eval_every`` / ``checkpoint_every`` (0: at the end only), ``dev_eval_utterances`` for the
       dev WER logged while training, ``record_every`` (None: about 50 history records per phase);
       ``calibrate_budget``: as in ``CompressConfig`` (gates shifted onto the budget before materialising);
       ``latency``: measure batch-1 CPU latency of one ``latency_seconds`` utterance (student and
-      teacher, about a second each); False leaves it out of result.json.
-    * ``teacher_corpus_dir`` / ``teacher_corpus_digest`` / ``tokenizer``: the teacher's corpus
-      (``FinetuneConfig.corpus_dir``; None: the profile's) and tokenizer, which the student keeps.
+      SSL encoder, about a second each); False leaves it out of result.json.
+    * ``teacher_corpus_dir`` / ``teacher_corpus_digest`` / ``tokenizer``: the SSL encoder's corpus
+      (``PretrainConfig.corpus_dir``; None: the profile's) and the tokenizer.
     """
 
     method: str = "kd+l0"
@@ -75,7 +91,8 @@ class JointConfig(JsonConfig):
     streaming: bool = False
     chunk_size: int = 16
     left_chunks: int = -1
-    steps: int = 300
+    ctc_warmup: CTCWarmupConfig = field(default_factory=CTCWarmupConfig)
+    steps: int = 200
     recovery_steps: int = 50
     warmup_fraction: float = 0.4
     lr: float = 1e-3
@@ -85,7 +102,9 @@ class JointConfig(JsonConfig):
     gate_lr: float = 0.1
     lagrangian_lr: float = 0.01
     grad_clip: float = 5.0
-    distill: DistillationConfig = field(default_factory=lambda: DistillationConfig(layer_weight=1.0, output_weight=1.0))
+    rnnt: RNNTConfig = field(default_factory=RNNTConfig)
+    kd_source: str = "ssl"
+    distill: DistillationConfig = field(default_factory=lambda: DistillationConfig(layer_weight=1.0, output_weight=0.0))
     recovery_kd: bool = True
     calibrate_budget: bool = False
     l0: L0Config = field(default_factory=L0Config)
@@ -110,7 +129,15 @@ class JointConfig(JsonConfig):
         self.l0 = replace(self.l0, seed=self.seed)
         parse_tokenizer_spec(self.tokenizer)
         self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
+        if isinstance(self.steps, int) and isinstance(self.recovery_steps, int) and self.recovery_steps >= self.steps:
+            raise ValueError(f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
+                             "recovery is part of the RNN-T budget and the gated model needs at least one step")
         self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
+        if self.kd_source not in KD_SOURCES:
+            raise ValueError(f"kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
+        if self.kd_source == "ssl" and self.distill.output_weight > 0:
+            raise ValueError("distill.output_weight must be 0 with kd_source 'ssl': the SSL encoder has no output "
+                             "distribution; use kd_source 'finetuned' for output KD")
         if self.teacher_init not in TEACHER_INITS:
             raise ValueError(f"teacher_init must be one of {TEACHER_INITS}, got {self.teacher_init!r}")
         for name in ("steps", "frames_per_batch", "chunk_size", "dev_eval_utterances"):
@@ -140,21 +167,32 @@ class JointConfig(JsonConfig):
     @classmethod
     def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
                     streaming: bool = False, steps: int | None = None, recovery_steps: int | None = None,
-                    tokenizer: str | None = None, **overrides) -> JointConfig:
-        """The profile's step budgets, batch size, chunk size, learning rates (half and a quarter of
-        its fine-tuning lr; gates' and λ's: ``PROFILE_SPARSITY_RATES``), dev subset, eval / checkpoint
-        period, SpecAugment and tokenizer (`tokenizer` None: the profile's); ``overrides``
-        replace any other field."""
+                    tokenizer: str | None = None, ctc_steps: int | None = None, kd_source: str = "ssl",
+                    **overrides) -> JointConfig:
+        """The student ASR schedule of the profile (``student_finetune_config``: CTC warm-start,
+        RNN-T steps, batch size, learning rate and warm-up, SpecAugment, predictor / joiner sizes;
+        `steps` / `ctc_steps` replace its budgets), the recovery steps, the gates' and λ's rates
+        (``PROFILE_SPARSITY_RATES``), chunk size, dev subset, eval / checkpoint period and tokenizer
+        (`tokenizer` None: the profile's); with `kd_source` "finetuned" output KD as well as layer
+        KD; ``overrides`` replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
+        from kdlab.train.recipes.student_schedule import student_finetune_config
 
         p, rates = get_profile(profile), PROFILE_SPARSITY_RATES[profile]
-        base = dict(tokenizer=p.tokenizer if tokenizer is None else tokenizer, method=method, target_sparsity=target_sparsity, profile=profile, seed=seed, streaming=streaming,
-                    chunk_size=p.chunk_size, steps=PROFILE_STEPS[profile] if steps is None else steps,
-                    recovery_steps=PROFILE_RECOVERY_STEPS[profile] if recovery_steps is None else recovery_steps,
-                    lr=p.finetune_lr / 2, recovery_lr=p.finetune_lr / 4, gate_lr=rates[0], lagrangian_lr=rates[1],
-                    frames_per_batch=p.frames_per_batch,
-                    eval_every=p.eval_every, checkpoint_every=p.eval_every, dev_eval_utterances=p.dev_eval_utterances,
-                    specaugment=SpecAugmentConfig() if p.specaugment else None)
+        asr = student_finetune_config(profile, seed, streaming, ctc_steps=ctc_steps, rnnt_steps=steps,
+                                      corpus_dir=overrides.get("teacher_corpus_dir"), tokenizer=tokenizer)
+        steps = asr.trainer.max_steps
+        # the profile's recovery fits any budget; an explicit one that does not is refused by __post_init__
+        recovery = min(PROFILE_RECOVERY_STEPS[profile], steps - 1) if recovery_steps is None else recovery_steps
+        base = dict(tokenizer=asr.tokenizer, method=method, target_sparsity=target_sparsity, profile=profile,
+                    seed=seed, streaming=streaming, chunk_size=p.chunk_size, ctc_warmup=asr.ctc_warmup, steps=steps,
+                    recovery_steps=recovery, lr=asr.trainer.lr, recovery_lr=asr.trainer.lr / 4,
+                    lr_warmup_fraction=asr.trainer.warmup_steps / steps, gate_lr=rates[0], lagrangian_lr=rates[1],
+                    rnnt=asr.rnnt, kd_source=kd_source,
+                    distill=DistillationConfig(layer_weight=1.0,
+                                               output_weight=1.0 if kd_source == "finetuned" else 0.0),
+                    frames_per_batch=asr.frames_per_batch, eval_every=p.eval_every, checkpoint_every=p.eval_every,
+                    dev_eval_utterances=p.dev_eval_utterances, specaugment=asr.specaugment)
         return cls(**{**base, **overrides})
 
     def uses_kd(self) -> bool:
@@ -166,9 +204,14 @@ class JointConfig(JsonConfig):
         return "streaming" if self.streaming else "offline"
 
     @property
+    def pruning_steps(self) -> int:
+        """RNN-T steps with gates, Lagrangian and KD (before materialising and recovering)."""
+        return self.steps - self.recovery_steps
+
+    @property
     def warmup_steps(self) -> int:
         """Steps over which the target sparsity ramps from 0 to ``target_sparsity``."""
-        return round(self.warmup_fraction * self.steps)
+        return round(self.warmup_fraction * self.pruning_steps)
 
     def log_every(self, steps: int) -> int:
         return self.record_every or max(1, steps // 50)
@@ -176,6 +219,6 @@ class JointConfig(JsonConfig):
     def compress_config(self) -> CompressConfig:
         """The sequential route's config with this run's student settings (what ``build_student`` reads)."""
         return CompressConfig(method=self.method, target_sparsity=self.target_sparsity, profile=self.profile,
-                              seed=self.seed, teacher_seed=self.teacher_seed, steps=self.steps, l0=self.l0,
+                              seed=self.seed, teacher_seed=self.teacher_seed, steps=self.pruning_steps, l0=self.l0,
                               lrf_method=self.lrf_method, lrf_energy=self.lrf_energy, lrf_sparsity=self.lrf_sparsity,
                               student_shape=self.student_shape, student_init=self.student_init)

@@ -38,6 +38,11 @@ class RecipeProfile:
     chunk_size: int = 16
     specaugment: bool = True
     tokenizer: str = "char"  # "char" or "bpe:<vocabulary size>" (sentencepiece, trained on the corpus' train text)
+    # The ASR schedule of every student row of the study (both routes, KD baselines, from-scratch
+    # reference): CTC warm-start steps, then RNN-T steps (``student_schedule.py``; docs/study_routes.md).
+    # Provisional values, to be recalibrated with the default profile.
+    student_ctc_steps: int = 0
+    student_rnnt_steps: int = 200
 
     @property
     def encoder_frame_ms(self) -> int:
@@ -55,6 +60,7 @@ PROFILES: dict[str, RecipeProfile] = {
         bestrq=dict(codebook_size=64, codebook_dim=8),
         pretrain_steps=4, pretrain_warmup=2, finetune_steps=6, finetune_warmup=2,
         frames_per_batch=3000, dev_eval_utterances=8, cmvn_utterances=40, chunk_size=8, specaugment=False,
+        student_ctc_steps=2, student_rnnt_steps=6,
     ),  # fmt: skip
     # ~2.05 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
     # narrow, deep encoder trains fastest per parameter on a CPU). A CTC warm-start ends the blank
@@ -70,6 +76,7 @@ PROFILES: dict[str, RecipeProfile] = {
         ctc_warmup_steps=800, ctc_warmup_lr=2e-3, ctc_aux_weight=0.3,
         finetune_steps=750, finetune_lr=2e-3, finetune_warmup=30,
         frames_per_batch=8000, eval_every=400, dev_eval_utterances=100, chunk_size=16, specaugment=False,
+        student_ctc_steps=200, student_rnnt_steps=200,
     ),  # fmt: skip
     "full": RecipeProfile(
         corpus_profile="full", encoder_size="default",
@@ -78,6 +85,7 @@ PROFILES: dict[str, RecipeProfile] = {
         pretrain_steps=20000, pretrain_lr=2e-3, pretrain_warmup=2000,
         finetune_steps=20000, finetune_lr=1e-3, finetune_warmup=1000,
         frames_per_batch=60000, eval_every=1000, dev_eval_utterances=300, chunk_size=16,
+        student_ctc_steps=0, student_rnnt_steps=20000,
     ),  # fmt: skip
 }
 

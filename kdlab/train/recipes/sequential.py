@@ -6,10 +6,11 @@
 
 The encoder is the compression run's ``compressed.pt`` (``load_compressed``: possibly low-rank,
 possibly pruned, exactly as materialised), put in this run's mode (``encoder_in_mode``), wrapped
-in a fresh ``RNNTModel`` (predictor and joiner seeded by ``seed``) and trained with the RNN-T loss
-by the same trainer, step and loaders as ``finetune.py``. Features are normalised with the SSL
-teacher's CMVN and read from its corpus (the compression run's ``profile`` / ``teacher_seed``),
-as the encoder saw them while it was compressed.
+in a fresh ``RNNTModel`` (predictor and joiner drawn from ``seed`` alone: ``student_start``) and
+trained with the student ASR schedule (``student_schedule``: CTC warm-start, then RNN-T; the
+profile's ``student_ctc_steps`` / ``student_rnnt_steps``, the joint route's budget too). Features
+are normalised with the SSL teacher's CMVN and read from its corpus (the compression run's
+``profile`` / ``teacher_seed``), as the encoder saw them while it was compressed.
 
 Streaming: the compressed encoder comes from the task-agnostic (offline) SSL teacher; in streaming
 mode its attention is chunk-masked and its depthwise convolution becomes causal. The weights keep
@@ -24,9 +25,12 @@ fine-tune of one compressed encoder sits beside it): ``config.json``, ``history.
 (``joint.save_student_asr`` format: the encoder's ``CompressedEncoderSpec`` + all weights),
 ``test_transcripts.jsonl`` and, last, ``result.json``: finetune's keys (steps, wall / CPU seconds,
 load average, threads, device, ``params`` of the whole RNN-T model, ``encoder_params``, dev / test
-WER and CER, ``eval_seconds``) plus ``route`` "sequential", ``method``, ``mode``,
-``target_sparsity``, ``achieved_sparsity`` (vs ``teacher_encoder_params``, the dense SSL encoder)
-and ``compress_run_dir``. A folder with ``result.json`` is reused as is.
+WER and CER, ``eval_seconds``) plus ``route`` "sequential", ``method``, ``mode``, ``seed``,
+``target_sparsity``, ``achieved_sparsity`` (vs ``teacher_encoder_params``, the dense SSL encoder),
+``compress_run_dir``, the start (``ssl_encoder_digest``: the SSL encoder the compression started
+from; ``fresh_heads_digest``: the predictor and joiner before training) and the cost
+(``asr_cost``: steps, frames, CPU / wall seconds of the CTC and RNN-T phases; ``compress_cost``:
+the compression run's). A folder with ``result.json`` is reused as is.
 """
 
 from __future__ import annotations
@@ -43,15 +47,16 @@ from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import load_compress
-from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 from kdlab.train.recipes.compress_teacher import ssl_teacher
-from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
+from kdlab.train.recipes.asr_training import evaluate_rnnt
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import load_student_asr, save_student_asr
 from kdlab.train.recipes.pretrain import corpus_folder
 from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
-from kdlab.train.rng import seed_everything
+from kdlab.train.recipes.student_schedule import student_finetune_config, train_asr_schedule
+from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 from kdlab.train.trainer import TrainerConfig
 
 ROUTE = "sequential"
@@ -94,12 +99,13 @@ class SequentialConfig:
     @classmethod
     def for_profile(cls, profile: str, compress_run_dir: str | Path, seed: int = 0, streaming: bool = False,
                     steps: int | None = None, tokenizer: str | None = None, corpus_dir: str | None = None,
-                    **overrides) -> SequentialConfig:
-        """The profile's fine-tuning settings (``FinetuneConfig.for_profile``); `steps` replaces its
-        step budget, `tokenizer` the profile's (None) or another (its vocabulary read on `corpus_dir`,
-        the compression teacher's corpus; None: the profile's), `overrides` any other field."""
-        ft = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init="random", steps=steps,
-                                        corpus_dir=corpus_dir, tokenizer=tokenizer)
+                    ctc_steps: int | None = None, **overrides) -> SequentialConfig:
+        """The profile's student ASR schedule (``student_schedule.student_finetune_config``); `steps` /
+        `ctc_steps` replace its RNN-T / CTC step budgets, `tokenizer` the profile's (None) or another
+        (its vocabulary read on `corpus_dir`, the compression teacher's corpus; None: the profile's),
+        `overrides` any other field."""
+        ft = student_finetune_config(profile, seed, streaming, ctc_steps=ctc_steps, rnnt_steps=steps,
+                                     corpus_dir=corpus_dir, tokenizer=tokenizer, init="random")
         base = {f.name: getattr(ft, f.name) for f in fields(cls) if f.name != "compress_run_dir"}
         return cls(**{**base, "compress_run_dir": str(compress_run_dir), **overrides})
 
@@ -182,25 +188,24 @@ def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, 
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
     source_streaming = compressed.encoder.config.streaming
     encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
-    seed_everything(config.seed)
-    ctc_head, warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
-                                      seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device,
-                                      progress=progress)
-    model = RNNTModel(encoder, config.rnnt)
-    _, run_metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch,
-                                seed=config.seed, specaugment=config.specaugment,
-                                dev_eval_utterances=config.dev_eval_utterances, run_dir=run_dir,
-                                configs={"sequential": config.to_dict()}, device=device, progress=progress,
-                                ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
+    model = fresh_rnnt(encoder, config.rnnt, config.seed)
+    start = {"ssl_encoder_digest": compressed.metrics["ssl_encoder_digest"],  # what the compression started from
+             "fresh_heads_digest": weights_digest(model.predictor, model.joiner)}
+    run_metrics = train_asr_schedule(model, data, ctc_warmup=config.ctc_warmup, trainer=config.trainer,
+                                     frames_per_batch=config.frames_per_batch, seed=config.seed,
+                                     specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
+                                     run_dir=run_dir, configs={"sequential": config.to_dict()}, device=device,
+                                     progress=progress)
     model = model.eval()
     encoder_params = model.encoder.num_parameters()
     teacher_params = compressed.metrics["teacher_params"]
-    metrics = {"route": ROUTE, "method": compressed.config.method, "mode": config.mode,
+    metrics = {"route": ROUTE, "method": compressed.config.method, "mode": config.mode, "seed": config.seed,
                "target_sparsity": compressed.config.target_sparsity,
                "achieved_sparsity": 1.0 - encoder_params / teacher_params, "encoder_params": encoder_params,
                "teacher_encoder_params": teacher_params, "params": sum(p.numel() for p in model.parameters()),
-               "compress_run_dir": str(config.compress_run_dir),
-               "conv_made_causal": config.streaming and not source_streaming, "ctc_warmup": warmup, **run_metrics}
+               "compress_run_dir": str(config.compress_run_dir), **start,
+               "compress_cost": compressed.metrics["compress_cost"],
+               "conv_made_causal": config.streaming and not source_streaming, **run_metrics}
     metrics.update(evaluate_rnnt(model, data, run_dir))
     save_student_asr(model.cpu(), data.tokenizer, run_dir / "asr.pt")
     write_result(run_dir, metrics)
