@@ -39,8 +39,10 @@ study: setup synth-deps
 check-report: setup browser-deps
 	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
 
-## Unit tests and headless notebook runs at tiny settings.
+## Lint and format check (ruff, config in pyproject.toml), unit tests and headless notebook runs at tiny settings.
 test: setup browser-deps synth-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 ## The README's images (docs/img/, the only target that writes them): the panels of notebooks 00,

@@ -33,8 +33,11 @@ from kdlab.train.recipes.teacher import ensure_teacher
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER_MINUTES = 20.0
 WER_RANGE = (0.03, 0.20)
-RUNS = {"offline_ssl": dict(streaming=False, init="ssl"), "offline_random": dict(streaming=False, init="random"),
-        "streaming_ssl": dict(streaming=True, init="ssl")}
+RUNS = {
+    "offline_ssl": dict(streaming=False, init="ssl"),
+    "offline_random": dict(streaming=False, init="random"),
+    "streaming_ssl": dict(streaming=True, init="ssl"),
+}
 
 
 def _load() -> float | None:
@@ -59,37 +62,59 @@ def main() -> None:
         load[f"after_{name}"] = _load()
         m = teacher.metrics
         runs[name] = {
-            "run_dir": str(teacher.finetune.run_dir), "trained_now": not cached,
-            "streaming": config.streaming, "chunk_ms": config.chunk_size * 40 if config.streaming else None,
-            "init": config.init, "steps": m["steps"], "params": m["params"], "encoder_params": m["encoder_params"],
+            "run_dir": str(teacher.finetune.run_dir),
+            "trained_now": not cached,
+            "streaming": config.streaming,
+            "chunk_ms": config.chunk_size * 40 if config.streaming else None,
+            "init": config.init,
+            "steps": m["steps"],
+            "params": m["params"],
+            "encoder_params": m["encoder_params"],
             "ctc_warmup_seconds": round(m.get("ctc_warmup", {}).get("wall_seconds", 0.0), 1),
-            "finetune_seconds": round(m["wall_seconds"], 1), "finetune_cpu_seconds": round(m["cpu_seconds"], 1),
+            "finetune_seconds": round(m["wall_seconds"], 1),
+            "finetune_cpu_seconds": round(m["cpu_seconds"], 1),
             "eval_seconds": round(m["eval_seconds"], 1),
-            "threads": m["torch_threads"], "device": m["device"],
-            "test": m["test"], "dev": m["dev"],
-        }  # fmt: skip
+            "threads": m["torch_threads"],
+            "device": m["device"],
+            "test": m["test"],
+            "dev": m["dev"],
+        }
         if teacher.pretrain is not None:
             pm = teacher.pretrain.metrics
-            pretrain = {"run_dir": str(teacher.pretrain.run_dir), "steps": pm["steps"],
-                        "encoder_params": pm["encoder_params"], "seconds": round(pm["wall_seconds"], 1),
-                        "cpu_seconds": round(pm["cpu_seconds"], 1),
-                        "dev_masked_accuracy": pm["dev_masked_accuracy"], "chance_accuracy": pm["chance_accuracy"],
-                        "threads": pm["torch_threads"], "device": pm["device"]}
+            pretrain = {
+                "run_dir": str(teacher.pretrain.run_dir),
+                "steps": pm["steps"],
+                "encoder_params": pm["encoder_params"],
+                "seconds": round(pm["wall_seconds"], 1),
+                "cpu_seconds": round(pm["cpu_seconds"], 1),
+                "dev_masked_accuracy": pm["dev_masked_accuracy"],
+                "chance_accuracy": pm["chance_accuracy"],
+                "threads": pm["torch_threads"],
+                "device": pm["device"],
+            }
     offline = runs["offline_ssl"]
     teacher_seconds = pretrain["seconds"] + offline["ctc_warmup_seconds"] + offline["finetune_seconds"]
     offline_wer = runs["offline_ssl"]["test"]["wer"]
     result = {
-        "profile": args.profile, "seed": args.seed, "torch_threads": args.threads, "cpu_count": os.cpu_count(),
-        "device": args.device, "load_average_1min": load, "benchmark_seconds": round(time.perf_counter() - start, 1),
-        "pretrain": pretrain, "finetune": runs,
+        "profile": args.profile,
+        "seed": args.seed,
+        "torch_threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "device": args.device,
+        "load_average_1min": load,
+        "benchmark_seconds": round(time.perf_counter() - start, 1),
+        "pretrain": pretrain,
+        "finetune": runs,
         "teacher_train_minutes": round(teacher_seconds / 60, 2),
         "acceptance": {
             "teacher_within_20_min": teacher_seconds <= TEACHER_MINUTES * 60,
             "offline_test_wer_in_3_to_20_percent": WER_RANGE[0] <= offline_wer <= WER_RANGE[1],
             "ssl_beats_random": offline_wer < runs["offline_random"]["test"]["wer"],
         },
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-    }  # fmt: skip
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("asr_quality.json" if args.profile == "default" else f"asr_quality-{args.profile}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -50,8 +50,12 @@ class TorchaudioBlocks(nn.Module):
     def __init__(self, cfg) -> None:
         super().__init__()
         self.conformer = torchaudio.models.Conformer(
-            input_dim=cfg.d_model, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers,
-            depthwise_conv_kernel_size=cfg.conv_kernel, dropout=cfg.dropout,
+            input_dim=cfg.d_model,
+            num_heads=cfg.num_heads,
+            ffn_dim=cfg.ffn_dim,
+            num_layers=cfg.num_layers,
+            depthwise_conv_kernel_size=cfg.conv_kernel,
+            dropout=cfg.dropout,
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -113,15 +117,22 @@ def main() -> None:
         "target_ratio_max": 1.15,
         "step_times_s": times,
         "config": {
-            "batch": args.batch, "input_frames": args.frames, "subsampled_frames": t_sub,
-            "lengths": lengths.tolist(), "warmup": args.warmup, "repeats": args.repeats, "seed": args.seed,
+            "batch": args.batch,
+            "input_frames": args.frames,
+            "subsampled_frames": t_sub,
+            "lengths": lengths.tolist(),
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "seed": args.seed,
             "encoder": cfg.to_dict(),
         },
         "block_parameters": {
             "kdlab": block_parameters(models["kdlab"].encoder.blocks),
             "torchaudio": block_parameters(models["torchaudio"]),
         },
-        "torch": torch.__version__, "torchaudio": torchaudio.__version__, "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "load_average_1m_at_end": os.getloadavg()[0],
     }

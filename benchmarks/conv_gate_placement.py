@@ -69,8 +69,10 @@ def branch_output(branch: ConvolutionModule, placement: str, mask: torch.Tensor,
         branch.gate = None
         return output
     row_scale = torch.cat([mask, torch.ones_like(mask)])  # value rows 0..C-1 scaled, gate rows C..2C-1 kept
-    weights = {"pointwise1.weight": branch.pointwise1.weight * row_scale[:, None],
-               "pointwise1.bias": branch.pointwise1.bias * row_scale}
+    weights = {
+        "pointwise1.weight": branch.pointwise1.weight * row_scale[:, None],
+        "pointwise1.bias": branch.pointwise1.bias * row_scale,
+    }
     return functional_call(branch, weights, (x, pad))[0]
 
 
@@ -107,8 +109,10 @@ def measure(profile: str, seed: int) -> dict:
             mask = ones.clone().requires_grad_(True)
             loss = (branch_output(branch, placement, mask, x, pad) * valid * readout).sum()
             (gradient,) = torch.autograd.grad(loss, mask)
-            out[placement][mode] = {"output_change": float((masked - reference).norm() / reference.norm()),
-                                    "gradient_norm": float(gradient.norm())}
+            out[placement][mode] = {
+                "output_change": float((masked - reference).norm() / reference.norm()),
+                "gradient_norm": float(gradient.norm()),
+            }
         norms = {mode: out[placement][mode]["gradient_norm"] for mode in ("train", "eval")}
         out[placement]["gradient_ratio"] = norms["train"] / norms["eval"]
     return out
@@ -131,11 +135,20 @@ def main() -> None:
     torch.set_num_threads(1)
     config = encoder_config(args.profile)
     per_seed = [measure(args.profile, seed) for seed in range(args.seeds)]
-    result = {"profile": args.profile, "d_model": config.d_model, "conv_channels": config.conv_channels,
-              "batch": BATCH, "frames": FRAMES, "warmup_batches": WARMUP_BATCHES, "seeds": args.seeds,
-              "median": median_over_seeds(per_seed), "per_seed": per_seed,
-              "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
-              "python": platform.python_version()}
+    result = {
+        "profile": args.profile,
+        "d_model": config.d_model,
+        "conv_channels": config.conv_channels,
+        "batch": BATCH,
+        "frames": FRAMES,
+        "warmup_batches": WARMUP_BATCHES,
+        "seeds": args.seeds,
+        "median": median_over_seeds(per_seed),
+        "per_seed": per_seed,
+        "load_average_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["median"], indent=2))

@@ -55,8 +55,13 @@ ACCEPTANCE = ("kd+l0", 0.5)
 
 def prunable_params(encoder: ConformerEncoder) -> int:
     """Parameters of the residual branches L0 gates (FFNs, attention, convolution of every block)."""
-    return sum(p.numel() for block in encoder.blocks for name in BRANCHES if getattr(block, name) is not None
-               for p in getattr(block, name).parameters())
+    return sum(
+        p.numel()
+        for block in encoder.blocks
+        for name in BRANCHES
+        if getattr(block, name) is not None
+        for p in getattr(block, name).parameters()
+    )
 
 
 def sparsity_row(config: CompressConfig, result: CompressResult, teacher: ConformerEncoder, trained_now: bool) -> dict:
@@ -67,19 +72,27 @@ def sparsity_row(config: CompressConfig, result: CompressResult, teacher: Confor
     materialised = 1.0 - params / dense
     m = result.metrics
     return {
-        "method": config.method, "target_sparsity": config.target_sparsity, "run_dir": str(result.run_dir),
-        "trained_now": trained_now, "steps": m["steps"], "warmup_steps": config.warmup_steps,
-        "wall_seconds": round(m["wall_seconds"], 1), "device": m["device"],
+        "method": config.method,
+        "target_sparsity": config.target_sparsity,
+        "run_dir": str(result.run_dir),
+        "trained_now": trained_now,
+        "steps": m["steps"],
+        "warmup_steps": config.warmup_steps,
+        "wall_seconds": round(m["wall_seconds"], 1),
+        "device": m["device"],
         "expected_sparsity_end": expected,
         "abs_error_expected": None if expected is None else round(abs(expected - config.target_sparsity), 4),
         "expected_within_tolerance": expected is not None and abs(expected - config.target_sparsity) <= TOLERANCE,
         "materialised_sparsity": round(materialised, 4),
         "abs_error_materialised": round(abs(materialised - config.target_sparsity), 4),
         "materialised_within_tolerance": abs(materialised - config.target_sparsity) <= TOLERANCE,
-        "dense_encoder_params": dense, "materialised_encoder_params": params, "prunable_params": prunable,
-        "max_sparsity": round(prunable / dense, 4), "prunable_sparsity": round((dense - params) / prunable, 4),
+        "dense_encoder_params": dense,
+        "materialised_encoder_params": params,
+        "prunable_params": prunable,
+        "max_sparsity": round(prunable / dense, 4),
+        "prunable_sparsity": round((dense - params) / prunable, 4),
         "final_loss_distill": m["final_loss_distill"],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -88,12 +101,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="compression seed (the teacher's is 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default, the acceptance setting), auto or cuda")
-    parser.add_argument("--methods", nargs="+", default=["kd+l0", "l0"], choices=[m for m in METHODS if uses_gates(m)],
-                        help="methods with L0 gates (default: kd+l0 l0)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["kd+l0", "l0"],
+        choices=[m for m in METHODS if uses_gates(m)],
+        help="methods with L0 gates (default: kd+l0 l0)",
+    )
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5], help="target sparsities (default: 0.5)")
     parser.add_argument("--steps", type=int, default=None, help="compression steps (default: the profile's budget)")
-    parser.add_argument("--out", type=Path, default=None, help="result file (default: results/l0_sparsity.json, "
-                        "l0_sparsity-<profile>.json for other profiles)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result file (default: results/l0_sparsity.json, l0_sparsity-<profile>.json for other profiles)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -110,24 +132,40 @@ def main() -> None:
             rows.append(sparsity_row(config, result, teacher.encoder, trained_now=not cached))
             load[f"after_{method}_{target:g}"] = load_average()
             r = rows[-1]
-            print(f"{method:>9s} target {target:.2f}: expected {r['expected_sparsity_end']}, materialised "
-                  f"{r['materialised_sparsity']:.4f} (max {r['max_sparsity']:.3f}), {r['steps']} steps, "
-                  f"{r['wall_seconds']:.0f} s", flush=True)
+            print(
+                f"{method:>9s} target {target:.2f}: expected {r['expected_sparsity_end']}, materialised "
+                f"{r['materialised_sparsity']:.4f} (max {r['max_sparsity']:.3f}), {r['steps']} steps, "
+                f"{r['wall_seconds']:.0f} s",
+                flush=True,
+            )
     checked = next((r for r in rows if (r["method"], r["target_sparsity"]) == ACCEPTANCE), None)
     result = {
-        "what": __doc__.splitlines()[0], "profile": args.profile, "seed": args.seed, "teacher_seed": 0,
-        "teacher_trained_now": not teacher_cached, "tolerance": TOLERANCE,
+        "what": __doc__.splitlines()[0],
+        "profile": args.profile,
+        "seed": args.seed,
+        "teacher_seed": 0,
+        "teacher_trained_now": not teacher_cached,
+        "tolerance": TOLERANCE,
         "sparsity_definition": "1 - encoder params / teacher encoder params (whole encoder: front-end included)",
         "rows": rows,
-        "acceptance": None if checked is None else {
-            "method": ACCEPTANCE[0], "target_sparsity": ACCEPTANCE[1],
+        "acceptance": None
+        if checked is None
+        else {
+            "method": ACCEPTANCE[0],
+            "target_sparsity": ACCEPTANCE[1],
             "expected_within_tolerance": checked["expected_within_tolerance"],
             "materialised_within_tolerance": checked["materialised_within_tolerance"],
-            "pass": checked["expected_within_tolerance"] and checked["materialised_within_tolerance"]},
-        "benchmark_seconds": round(time.perf_counter() - start, 1), "torch_threads": args.threads,
-        "device": args.device, "cpu_count": os.cpu_count(), "load_average_1min": load,
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-    }  # fmt: skip
+            "pass": checked["expected_within_tolerance"] and checked["materialised_within_tolerance"],
+        },
+        "benchmark_seconds": round(time.perf_counter() - start, 1),
+        "torch_threads": args.threads,
+        "device": args.device,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": load,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
     name = "l0_sparsity.json" if args.profile == "default" else f"l0_sparsity-{args.profile}.json"
     out = args.out or RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)

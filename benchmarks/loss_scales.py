@@ -72,35 +72,78 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start, load_before = time.perf_counter(), load_average()
 
-    compress = CompressConfig.for_profile(args.profile, args.method, args.target, steps=args.compress_steps,
-                                          frames_per_batch=args.frames_per_batch, latency_seconds=1.0)
+    compress = CompressConfig.for_profile(
+        args.profile,
+        args.method,
+        args.target,
+        steps=args.compress_steps,
+        frames_per_batch=args.frames_per_batch,
+        latency_seconds=1.0,
+    )
     ssl: PretrainResult = load_pretrain(args.ssl_run) if args.ssl_run else ssl_teacher(compress, device="cpu")
     pretrain = ssl.config
-    joint = JointConfig.for_profile(args.profile, args.method, args.target, ctc_steps=args.ctc_steps,
-                                    steps=args.rnnt_steps, recovery_steps=0, latency=False,
-                                    frames_per_batch=args.frames_per_batch, dev_eval_utterances=20, eval_every=0,
-                                    checkpoint_every=0)
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, ssl.cmvn, joint.tokenizer)
+    joint = JointConfig.for_profile(
+        args.profile,
+        args.method,
+        args.target,
+        ctc_steps=args.ctc_steps,
+        steps=args.rnnt_steps,
+        recovery_steps=0,
+        latency=False,
+        frames_per_batch=args.frames_per_batch,
+        dev_eval_utterances=20,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        ssl.cmvn,
+        joint.tokenizer,
+    )
     with tempfile.TemporaryDirectory() as folder:
         joint_run = run_joint(joint, ssl.encoder, data, Path(folder) / "joint", device="cpu", progress=False)
-        compress_run = run_compress(compress, ssl.model, data.train_loader(compress.frames_per_batch, compress.seed),
-                                    Path(folder) / "compress", device="cpu", progress=False)
+        compress_run = run_compress(
+            compress,
+            ssl.model,
+            data.train_loader(compress.frames_per_batch, compress.seed),
+            Path(folder) / "compress",
+            device="cpu",
+            progress=False,
+        )
         result = {
-            "profile": args.profile, "method": args.method, "target_sparsity": args.target,
-            "ssl_run": str(ssl.run_dir), "frames_per_batch": args.frames_per_batch,
-            "joint": {"ctc_steps": args.ctc_steps, "rnnt_steps": args.rnnt_steps,
-                      "kd_weight": joint.distill.layer_weight, "ctc_weight": joint.ctc_warmup.aux_weight,
-                      "parts": part_scales(joint_run.history)},
-            "sequential_compression": {"steps": args.compress_steps, "ssl_weight": compress.ssl_weight,
-                                       "kd_weight": compress.distill.layer_weight,
-                                       "parts": part_scales(compress_run.history)},
+            "profile": args.profile,
+            "method": args.method,
+            "target_sparsity": args.target,
+            "ssl_run": str(ssl.run_dir),
+            "frames_per_batch": args.frames_per_batch,
+            "joint": {
+                "ctc_steps": args.ctc_steps,
+                "rnnt_steps": args.rnnt_steps,
+                "kd_weight": joint.distill.layer_weight,
+                "ctc_weight": joint.ctc_warmup.aux_weight,
+                "parts": part_scales(joint_run.history),
+            },
+            "sequential_compression": {
+                "steps": args.compress_steps,
+                "ssl_weight": compress.ssl_weight,
+                "kd_weight": compress.distill.layer_weight,
+                "parts": part_scales(compress_run.history),
+            },
         }
-    result.update(wall_seconds=time.perf_counter() - start, load_average_1min=[load_before, load_average()],
-                  threads=args.threads, torch=torch.__version__, python=platform.python_version(),
-                  machine=platform.machine())
-    out = Path(args.out) if args.out else RESULTS / ("loss_scales.json" if args.profile == "default"
-                                                     else f"loss_scales-{args.profile}.json")
+    result.update(
+        wall_seconds=time.perf_counter() - start,
+        load_average_1min=[load_before, load_average()],
+        threads=args.threads,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        machine=platform.machine(),
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS / ("loss_scales.json" if args.profile == "default" else f"loss_scales-{args.profile}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     for route in ("joint", "sequential_compression"):

@@ -71,8 +71,11 @@ CONTEXT_SECONDS = 2.0
 STREAM_CALLS = 10  # chunk calls per timing (one chunk takes milliseconds)
 MAX_LOAD = 1.5
 #: (method, sparsity) rows the issue's ratios apply to, and the required fractions of the MAC reduction.
-CHECKED = tuple(sorted({("l0", 0.5), ("l0", 0.7), ("lrf", 0.5), *((m, t) for t in PROFILE_TARGETS["default"]
-                                                                   for m in ("l0", "lrf"))}))
+CHECKED = tuple(
+    sorted(
+        {("l0", 0.5), ("l0", 0.7), ("lrf", 0.5), *((m, t) for t in PROFILE_TARGETS["default"] for m in ("l0", "lrf"))}
+    )
+)
 OFFLINE_RATIO, STREAM_RATIO = 0.9, 0.7
 RUNTIMES = ("eager", "onnxruntime")
 #: Score of a residual branch gate: above every unit score, so whole branches are removed last.
@@ -164,8 +167,10 @@ def onnx_session(path: Path, threads: int):
 def onnx_workloads(encoder: ConformerEncoder, inputs: dict, folder: Path, threads: int):
     """(offline call, one-chunk streaming call, worst check difference) of ``encoder`` in ONNX Runtime."""
     streaming = streaming_copy(encoder)
-    diffs = [export_encoder(encoder, folder / "offline.onnx"),
-             export_encoder(streaming, folder / "chunk.onnx", streaming=True)]
+    diffs = [
+        export_encoder(encoder, folder / "offline.onnx"),
+        export_encoder(streaming, folder / "chunk.onnx", streaming=True),
+    ]
     offline, chunk = onnx_session(folder / "offline.onnx", threads), onnx_session(folder / "chunk.onnx", threads)
     names = [i.name for i in chunk.get_inputs()][2:]
     caches = [c.numpy() for c in initial_caches(streaming, 1)]
@@ -175,11 +180,16 @@ def onnx_workloads(encoder: ConformerEncoder, inputs: dict, folder: Path, thread
     step = chunk_input_frames(frames, stride) - overlap
     for first in range(0, context.shape[1] - overlap - step + 1, step):  # the context, chunk by chunk
         window = context[:, first : first + step + overlap]
-        caches = chunk.run(None, {"features": window, "position": np.array(first // stride, dtype=np.int64),
-                                  **dict(zip(names, caches))})[2:]
+        caches = chunk.run(
+            None,
+            {"features": window, "position": np.array(first // stride, dtype=np.int64), **dict(zip(names, caches))},
+        )[2:]
     position = np.array((context.shape[1] - overlap) // stride // frames * frames, dtype=np.int64)
-    chunk_feed = {"features": inputs["chunk"][:, : chunk_input_frames(frames, stride)].numpy(), "position": position,
-                  **dict(zip(names, caches))}
+    chunk_feed = {
+        "features": inputs["chunk"][:, : chunk_input_frames(frames, stride)].numpy(),
+        "position": position,
+        **dict(zip(names, caches)),
+    }
     offline_feed = {"features": inputs["features"].numpy(), "lengths": inputs["lengths"].numpy()}
 
     def one_chunk():
@@ -195,10 +205,12 @@ def workload_inputs(input_dim: int, batch: int, seconds: float, stride: int) -> 
     chunk = CHUNK_MS // 10  # input frames of a chunk, without the window's overlap
     frames = round(100 * seconds) + stride - 1
     context_frames = round(100 * CONTEXT_SECONDS) // chunk * chunk + stride - 1
-    return {"features": torch.randn(batch, frames, input_dim, generator=generator),
-            "lengths": torch.full((batch,), frames),
-            "context": torch.randn(1, context_frames, input_dim, generator=generator),
-            "chunk": torch.randn(1, chunk + stride - 1, input_dim, generator=generator)}
+    return {
+        "features": torch.randn(batch, frames, input_dim, generator=generator),
+        "lengths": torch.full((batch,), frames),
+        "context": torch.randn(1, context_frames, input_dim, generator=generator),
+        "chunk": torch.randn(1, chunk + stride - 1, input_dim, generator=generator),
+    }
 
 
 def interleaved_medians(fns: list, rounds: int, calls: int) -> tuple[list[float], list[float]]:
@@ -233,13 +245,24 @@ def checks(rows: list[dict], runtime: str) -> dict:
         column = row[runtime]
         ratios[f"{method}-{sparsity}"] = {
             "offline_ratio": column["offline_speedup"] / row["mac_reduction"],
-            "stream_ratio": column["stream_speedup"] / row["streaming_mac_reduction"]}
-    slower = [f"{r['name']} {c}" for r in rows[1:] for c in ("offline", "stream")
-              if r["mac_reduction"] > 1 and r[runtime][f"{c}_speedup"] < 1.0]
-    passed = (all(v["offline_ratio"] >= OFFLINE_RATIO and v["stream_ratio"] >= STREAM_RATIO for v in ratios.values())
-              and not slower)
-    return {"ratios": ratios, "required": {"offline": OFFLINE_RATIO, "stream": STREAM_RATIO},
-            "slower_than_dense": slower, "pass": passed}
+            "stream_ratio": column["stream_speedup"] / row["streaming_mac_reduction"],
+        }
+    slower = [
+        f"{r['name']} {c}"
+        for r in rows[1:]
+        for c in ("offline", "stream")
+        if r["mac_reduction"] > 1 and r[runtime][f"{c}_speedup"] < 1.0
+    ]
+    passed = (
+        all(v["offline_ratio"] >= OFFLINE_RATIO and v["stream_ratio"] >= STREAM_RATIO for v in ratios.values())
+        and not slower
+    )
+    return {
+        "ratios": ratios,
+        "required": {"offline": OFFLINE_RATIO, "stream": STREAM_RATIO},
+        "slower_than_dense": slower,
+        "pass": passed,
+    }
 
 
 README_START, README_END = "<!-- kdlab-pruned-speed:start -->", "<!-- kdlab-pruned-speed:end -->"
@@ -247,19 +270,26 @@ README_START, README_END = "<!-- kdlab-pruned-speed:start -->", "<!-- kdlab-prun
 
 def readme_table(result: dict, command: str) -> str:
     """The README block: per model, MAC reduction and speed-up vs dense in each runtime and column."""
-    lines = [README_START, "",
-             f"Written by `{command}` (load average {result['load_average_before'][0]:.2f} before, "
-             f"{result['threads']} threads, {result['cpu_count']} CPUs, batch {result['offline_batch']} × "
-             f"{result['offline_seconds']:g} s offline, one 640 ms chunk after 2 s streaming; speed-up = dense time / "
-             "model time in the same runtime, median over interleaved rounds).", "",
-             "| model | params | MACs ÷ | eager offline | eager stream | ONNX Runtime offline | ONNX Runtime stream "
-             "| ONNX Runtime stream (ms / chunk) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        README_START,
+        "",
+        f"Written by `{command}` (load average {result['load_average_before'][0]:.2f} before, "
+        f"{result['threads']} threads, {result['cpu_count']} CPUs, batch {result['offline_batch']} × "
+        f"{result['offline_seconds']:g} s offline, one 640 ms chunk after 2 s streaming; speed-up = dense time / "
+        "model time in the same runtime, median over interleaved rounds).",
+        "",
+        "| model | params | MACs ÷ | eager offline | eager stream | ONNX Runtime offline | ONNX Runtime stream "
+        "| ONNX Runtime stream (ms / chunk) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["models"]:
         eager, ort = row["eager"], row["onnxruntime"]
-        lines.append(f"| {row['name']} | {row['params'] / 1e6:.2f} M | {row['mac_reduction']:.2f} | "
-                     f"{eager['offline_speedup']:.2f}× | {eager['stream_speedup']:.2f}× | "
-                     f"{ort['offline_speedup']:.2f}× | "
-                     f"{ort['stream_speedup']:.2f}× | {ort['stream_b1_median_s'] * 1e3:.1f} |")
+        lines.append(
+            f"| {row['name']} | {row['params'] / 1e6:.2f} M | {row['mac_reduction']:.2f} | "
+            f"{eager['offline_speedup']:.2f}× | {eager['stream_speedup']:.2f}× | "
+            f"{ort['offline_speedup']:.2f}× | "
+            f"{ort['stream_speedup']:.2f}× | {ort['stream_b1_median_s'] * 1e3:.1f} |"
+        )
     return "\n".join(lines + ["", README_END])
 
 
@@ -271,7 +301,7 @@ def update_readme(readme: Path, result: dict, command: str) -> None:
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < 0:
         raise SystemExit(f"{readme} has no {README_START} ... {README_END} block to fill")
-    readme.write_text(text[:start] + readme_table(result, command) + text[end + len(README_END):], encoding="utf-8")
+    readme.write_text(text[:start] + readme_table(result, command) + text[end + len(README_END) :], encoding="utf-8")
 
 
 def main() -> None:
@@ -282,16 +312,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default: 2)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
-    parser.add_argument("--allow-load", action="store_true",
-                        help=f"measure even if the load average is above {MAX_LOAD} (the result says so)")
+    parser.add_argument(
+        "--allow-load",
+        action="store_true",
+        help=f"measure even if the load average is above {MAX_LOAD} (the result says so)",
+    )
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--readme", type=Path, default=None, help="also write the table into this README's block")
     args = parser.parse_args()
     load_before = os.getloadavg()
     if load_before[0] > MAX_LOAD and not args.allow_load:
-        print(f"refusing to measure: the 1-minute load average is {load_before[0]:.2f} > {MAX_LOAD} (other jobs share "
-              "the CPU, so speed-up ratios would be noise). Rerun on an idle machine, or pass --allow-load to "
-              "measure anyway (such numbers are not to be committed).", file=sys.stderr)
+        print(
+            f"refusing to measure: the 1-minute load average is {load_before[0]:.2f} > {MAX_LOAD} (other jobs share "
+            "the CPU, so speed-up ratios would be noise). Rerun on an idle machine, or pass --allow-load to "
+            "measure anyway (such numbers are not to be committed).",
+            file=sys.stderr,
+        )
         sys.exit(2)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -316,40 +352,68 @@ def main() -> None:
             offline, stream, diff = onnx_workloads(encoder, inputs, Path(tmp) / name, args.threads)
             fns["onnxruntime"][0].append(offline)
             fns["onnxruntime"][1].append(stream)
-            rows.append({"name": name, "method": method, "target_sparsity": target, "params": encoder.num_parameters(),
-                         "sparsity": 1 - encoder.num_parameters() / params0, "macs_per_second": macs,
-                         "mac_reduction": macs0 / macs, "streaming_mac_reduction": stream_macs0 / stream_macs,
-                         "onnx_max_abs_diff": diff})
+            rows.append(
+                {
+                    "name": name,
+                    "method": method,
+                    "target_sparsity": target,
+                    "params": encoder.num_parameters(),
+                    "sparsity": 1 - encoder.num_parameters() / params0,
+                    "macs_per_second": macs,
+                    "mac_reduction": macs0 / macs,
+                    "streaming_mac_reduction": stream_macs0 / stream_macs,
+                    "onnx_max_abs_diff": diff,
+                }
+            )
             assert diff <= TOLERANCE, f"{name}: ONNX Runtime differs from PyTorch by {diff}"
         for runtime, (offline_fns, stream_fns) in fns.items():
             offline_s, offline_speedup = interleaved_medians(offline_fns, args.rounds, 1)
             stream_s, stream_speedup = interleaved_medians(stream_fns, args.rounds, STREAM_CALLS)
             for i, row in enumerate(rows):
-                row[runtime] = {"offline_b16_median_s": offline_s[i], "offline_speedup": offline_speedup[i],
-                                "offline_real_time_factor": offline_s[i] / (args.batch * args.seconds),
-                                "stream_b1_median_s": stream_s[i], "stream_speedup": stream_speedup[i],
-                                "stream_real_time_factor": stream_s[i] / (CHUNK_MS / 1000)}
-                print(f"{runtime:11s} {row['name']:8s} params {row['params'] / 1e6:5.2f} M  "
-                      f"MACs /{row['mac_reduction']:4.2f}  "
-                      f"offline b{args.batch} {offline_s[i] * 1e3:7.1f} ms (x{offline_speedup[i]:4.2f})  "
-                      f"stream b1 {stream_s[i] * 1e3:6.2f} ms (x{stream_speedup[i]:4.2f}, MACs /"
-                      f"{row['streaming_mac_reduction']:4.2f})", flush=True)
+                row[runtime] = {
+                    "offline_b16_median_s": offline_s[i],
+                    "offline_speedup": offline_speedup[i],
+                    "offline_real_time_factor": offline_s[i] / (args.batch * args.seconds),
+                    "stream_b1_median_s": stream_s[i],
+                    "stream_speedup": stream_speedup[i],
+                    "stream_real_time_factor": stream_s[i] / (CHUNK_MS / 1000),
+                }
+                print(
+                    f"{runtime:11s} {row['name']:8s} params {row['params'] / 1e6:5.2f} M  "
+                    f"MACs /{row['mac_reduction']:4.2f}  "
+                    f"offline b{args.batch} {offline_s[i] * 1e3:7.1f} ms (x{offline_speedup[i]:4.2f})  "
+                    f"stream b1 {stream_s[i] * 1e3:6.2f} ms (x{stream_speedup[i]:4.2f}, MACs /"
+                    f"{row['streaming_mac_reduction']:4.2f})",
+                    flush=True,
+                )
     total = {rt: sum(r[rt]["offline_b16_median_s"] + r[rt]["stream_b1_median_s"] for r in rows) for rt in RUNTIMES}
     fastest = min(total, key=total.get)
     load_after = os.getloadavg()
     under_load = load_before[0] > MAX_LOAD
     result = {
         "what": __doc__.split("\n\n")[0],
-        "encoder_config": dense.config.to_dict(), "dense_params": params0, "offline_batch": args.batch,
-        "offline_seconds": args.seconds, "stream_chunk_frames": chunk_frames(dense), "stream_context_seconds": CONTEXT_SECONDS,
-        "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__, "machine": platform.machine(),
-        "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": load_after,
-        "measured_under_load": under_load, "wall_seconds": time.perf_counter() - start,
-        "fastest_runtime": fastest, "models": rows,
-        "checks": {rt: checks(rows, rt) for rt in RUNTIMES} if not under_load else
-        f"not computed: load average {load_before[0]:.2f} > {MAX_LOAD} before the start (--allow-load)",
+        "encoder_config": dense.config.to_dict(),
+        "dense_params": params0,
+        "offline_batch": args.batch,
+        "offline_seconds": args.seconds,
+        "stream_chunk_frames": chunk_frames(dense),
+        "stream_context_seconds": CONTEXT_SECONDS,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "measured_under_load": under_load,
+        "wall_seconds": time.perf_counter() - start,
+        "fastest_runtime": fastest,
+        "models": rows,
+        "checks": {rt: checks(rows, rt) for rt in RUNTIMES}
+        if not under_load
+        else f"not computed: load average {load_before[0]:.2f} > {MAX_LOAD} before the start (--allow-load)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -60,23 +60,37 @@ class SetUp:
     steps: dict = field(default_factory=dict)  # phase -> steps in the recipe
 
     @classmethod
-    def of_profile(cls, profile: RecipeProfile) -> "SetUp":
-        return cls(profile.encoder_size, profile.encoder_overrides, profile.rnnt, profile.bestrq, profile.tokenizer,
-                   {phase: profile.frames_per_batch for phase in PHASES},
-                   {"pretrain": profile.pretrain_steps, "ctc": profile.ctc_warmup_steps, "rnnt": profile.finetune_steps})
+    def of_profile(cls, profile: RecipeProfile) -> SetUp:
+        return cls(
+            profile.encoder_size,
+            profile.encoder_overrides,
+            profile.rnnt,
+            profile.bestrq,
+            profile.tokenizer,
+            {phase: profile.frames_per_batch for phase in PHASES},
+            {"pretrain": profile.pretrain_steps, "ctc": profile.ctc_warmup_steps, "rnnt": profile.finetune_steps},
+        )
 
 
 # The default profile as it was before the throughput work (commit 54df628), frozen here.
 BEFORE = SetUp(
     encoder_size="small",
-    encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96,
-                           subsampling_channels=32, dropout=0.0),
+    encoder_overrides=dict(
+        d_model=96,
+        num_layers=8,
+        num_heads=4,
+        head_dim=24,
+        ffn_dim=384,
+        conv_channels=96,
+        subsampling_channels=32,
+        dropout=0.0,
+    ),
     rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
     bestrq=dict(codebook_size=1024, codebook_dim=16),
     tokenizer="char",
     frames_per_batch={phase: 8000 for phase in PHASES},
     steps={"pretrain": 500, "ctc": 800, "rnnt": 750},
-)  # fmt: skip
+)
 
 
 class PhaseRunner:
@@ -97,8 +111,14 @@ class PhaseRunner:
             self.model = RNNTWithCTC(rnnt, torch.nn.Linear(encoder.config.d_model, vocab), weight=0.3)
             self.loss = lambda batch: self.model(batch)[0]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        self.loader = make_loader(data.splits["train"], tokenizer, data.cmvn, max_frames=setup.frames_per_batch[phase],
-                                  seed=seed, feature_cache_dir=feature_cache_dir(data.corpus_dir))
+        self.loader = make_loader(
+            data.splits["train"],
+            tokenizer,
+            data.cmvn,
+            max_frames=setup.frames_per_batch[phase],
+            seed=seed,
+            feature_cache_dir=feature_cache_dir(data.corpus_dir),
+        )
         self.epoch, self.batches = 0, iter(self.loader)
 
     def _next_batch(self):
@@ -120,15 +140,21 @@ class PhaseRunner:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         frames = int(batch.feature_lengths.sum())
-        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "audio_seconds": frames / 100.0,
-                "frames": frames, "padded_frames": int(batch.features.shape[0] * batch.features.shape[1])}
+        return {
+            "wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu,
+            "audio_seconds": frames / 100.0,
+            "frames": frames,
+            "padded_frames": int(batch.features.shape[0] * batch.features.shape[1]),
+        }
 
 
 def fill_feature_cache(data: SpeechData) -> float:
     """Compute (or read) the cached log-mel features of every train utterance; returns the seconds taken."""
     start = time.perf_counter()
-    dataset = make_loader(data.splits["train"], CharTokenizer(), data.cmvn,
-                          feature_cache_dir=feature_cache_dir(data.corpus_dir)).dataset
+    dataset = make_loader(
+        data.splits["train"], CharTokenizer(), data.cmvn, feature_cache_dir=feature_cache_dir(data.corpus_dir)
+    ).dataset
     for index in range(len(dataset)):
         dataset[index]
     return time.perf_counter() - start
@@ -145,10 +171,15 @@ def summarise(steps: list[dict]) -> dict:
     wall = statistics.median(s["wall"] for s in steps)
     cpu = statistics.median(s["cpu"] for s in steps)
     audio = statistics.fmean(s["audio_seconds"] for s in steps)
-    return {"steps_timed": len(steps), "median_step_wall_s": round(wall, 4), "median_step_cpu_s": round(cpu, 4),
-            "audio_seconds_per_step": round(audio, 2), "audio_per_wall_second": round(audio / wall, 2),
-            "audio_per_cpu_second": round(audio / cpu, 2),
-            "padding_fraction": round(1 - sum(s["frames"] for s in steps) / sum(s["padded_frames"] for s in steps), 4)}
+    return {
+        "steps_timed": len(steps),
+        "median_step_wall_s": round(wall, 4),
+        "median_step_cpu_s": round(cpu, 4),
+        "audio_seconds_per_step": round(audio, 2),
+        "audio_per_wall_second": round(audio / wall, 2),
+        "audio_per_cpu_second": round(audio / cpu, 2),
+        "padding_fraction": round(1 - sum(s["frames"] for s in steps) / sum(s["padded_frames"] for s in steps), 4),
+    }
 
 
 def recipe(setup: SetUp, phases: dict) -> dict:
@@ -156,9 +187,14 @@ def recipe(setup: SetUp, phases: dict) -> dict:
     wall = sum(setup.steps[p] * phases[p]["median_step_wall_s"] for p in PHASES)
     cpu = sum(setup.steps[p] * phases[p]["median_step_cpu_s"] for p in PHASES)
     audio = sum(setup.steps[p] * phases[p]["audio_seconds_per_step"] for p in PHASES)
-    return {"steps": setup.steps, "estimated_wall_s": round(wall, 1), "estimated_cpu_s": round(cpu, 1),
-            "audio_seconds": round(audio, 1), "audio_per_wall_second": round(audio / wall, 2),
-            "audio_per_cpu_second": round(audio / cpu, 2)}
+    return {
+        "steps": setup.steps,
+        "estimated_wall_s": round(wall, 1),
+        "estimated_cpu_s": round(cpu, 1),
+        "audio_seconds": round(audio, 1),
+        "audio_per_wall_second": round(audio / wall, 2),
+        "audio_per_cpu_second": round(audio / cpu, 2),
+    }
 
 
 def main() -> None:
@@ -192,18 +228,40 @@ def main() -> None:
     results = {name: {"phases": {p: summarise(timings[name][p]) for p in PHASES}} for name in setups}
     for name, setup in setups.items():
         results[name]["recipe"] = recipe(setup, results[name]["phases"])
-        results[name]["setup"] = {"encoder_overrides": setup.encoder_overrides, "tokenizer": setup.tokenizer,
-                                  "frames_per_batch": setup.frames_per_batch, "rnnt": setup.rnnt}
-    speedup = {p: round(results["current"]["phases"][p]["audio_per_cpu_second"]
-                        / results["before"]["phases"][p]["audio_per_cpu_second"], 3) for p in PHASES}
-    speedup["recipe"] = round(results["current"]["recipe"]["audio_per_cpu_second"]
-                              / results["before"]["recipe"]["audio_per_cpu_second"], 3)
+        results[name]["setup"] = {
+            "encoder_overrides": setup.encoder_overrides,
+            "tokenizer": setup.tokenizer,
+            "frames_per_batch": setup.frames_per_batch,
+            "rnnt": setup.rnnt,
+        }
+    speedup = {
+        p: round(
+            results["current"]["phases"][p]["audio_per_cpu_second"]
+            / results["before"]["phases"][p]["audio_per_cpu_second"],
+            3,
+        )
+        for p in PHASES
+    }
+    speedup["recipe"] = round(
+        results["current"]["recipe"]["audio_per_cpu_second"] / results["before"]["recipe"]["audio_per_cpu_second"], 3
+    )
     out = {
-        "profile": args.profile, "threads": args.threads, "steps_per_round": args.steps, "rounds": args.rounds,
-        "warmup_steps": args.warmup, "feature_cache_fill_seconds": round(fill_seconds, 1), "cpu_count": os.cpu_count(), "load_average_1min_before": load_before,
-        "load_average_1min_after": load_average(), "setups": results, "speedup_audio_per_cpu_second": speedup,
-        "target_speedup": TARGET_SPEEDUP, "meets_target": speedup["recipe"] >= TARGET_SPEEDUP,
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "profile": args.profile,
+        "threads": args.threads,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "warmup_steps": args.warmup,
+        "feature_cache_fill_seconds": round(fill_seconds, 1),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": load_average(),
+        "setups": results,
+        "speedup_audio_per_cpu_second": speedup,
+        "target_speedup": TARGET_SPEEDUP,
+        "meets_target": speedup["recipe"] >= TARGET_SPEEDUP,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
     }
     path = Path(args.out) if args.out else RESULTS / "train_throughput.json"
     path.parent.mkdir(parents=True, exist_ok=True)

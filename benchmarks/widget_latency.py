@@ -77,7 +77,10 @@ def main() -> None:
 
     panel, construction["RankPanel"] = timed(lambda: RankPanel(encoder, "blocks.0.ffn1.linear1"))
     times = [move(panel.rank, r) for r in (8, 32, 64, 100, 140)]
-    times += [move(panel.matrix, name) for name in ("blocks.3.attn.q_proj", "blocks.5.conv.pointwise1", "blocks.9.ffn2.linear2")]
+    times += [
+        move(panel.matrix, name)
+        for name in ("blocks.3.attn.q_proj", "blocks.5.conv.pointwise1", "blocks.9.ffn2.linear2")
+    ]
     updates["RankPanel"] = times
     errors["RankPanel"] = "Error" in panel.status.value
 
@@ -98,8 +101,10 @@ def main() -> None:
         "last_sparsity_panel_values": sparsity_values,
         "encoder": teacher_config(args.size).to_dict(),
         "encoder_parameters": encoder.num_parameters(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "load_average_1m_at_end": os.getloadavg()[0],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound="JsonConfig")
 

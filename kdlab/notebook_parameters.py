@@ -13,7 +13,8 @@ parameter needs one.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PROFILES = ("tiny", "default", "full")
 #: Compression methods of the recipes (``compress_config.METHODS``; a test checks they agree).
@@ -28,6 +29,7 @@ def _integer(minimum: int, optional: bool = False) -> Callable[[Any], str | None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             return f"an integer >= {minimum}" + (" or None" if optional else "")
         return None
+
     return rule
 
 
@@ -41,6 +43,7 @@ def _number(low: float, high: float, closed_high: bool, optional: bool = False, 
             interval = f"{'(' if open_low else '['}{low:g}, {high:g}{']' if closed_high else ')'}"
             return f"a number in {interval}" + (" or None" if optional else "")
         return None
+
     return rule
 
 
@@ -90,15 +93,19 @@ def check_parameters(**parameters: Any) -> None:
     a rule, or a name papermill injected that is not among `parameters` (the notebook's declared ones)."""
     undeclared = sorted(injected_names() - set(parameters))
     if undeclared:
-        raise ValueError(f"papermill parameter(s) {', '.join(undeclared)} are not parameters of this notebook "
-                         f"(it has {', '.join(parameters)}); check the spelling")
+        raise ValueError(
+            f"papermill parameter(s) {', '.join(undeclared)} are not parameters of this notebook "
+            f"(it has {', '.join(parameters)}); check the spelling"
+        )
     for name, value in parameters.items():
         if name not in RULES:
             raise ValueError(f"notebook parameter {name!r} has no rule in kdlab.notebook_parameters.RULES; add one")
         expected = RULES[name](value)
         if expected is not None:
-            raise ValueError(f"notebook parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
-                             f"set it in the parameters cell or with papermill -p {name} VALUE")
+            raise ValueError(
+                f"notebook parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
+                f"set it in the parameters cell or with papermill -p {name} VALUE"
+            )
 
 
 def injected_names() -> set[str]:
@@ -115,8 +122,13 @@ def injected_names() -> set[str]:
     injected = next((source for source in reversed(history) if source.startswith("# Parameters")), None)
     if injected is None:
         return set()
-    return {target.id for node in ast.parse(injected).body if isinstance(node, ast.Assign)
-            for target in node.targets if isinstance(target, ast.Name)}
+    return {
+        target.id
+        for node in ast.parse(injected).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
 
 def declared_parameters(notebook) -> dict[str, Any]:
@@ -126,6 +138,11 @@ def declared_parameters(notebook) -> dict[str, Any]:
     for cell in notebook.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             tree = ast.parse(cell.source)
-            return {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-                    for target in node.targets if isinstance(target, ast.Name)}
+            return {
+                target.id: ast.literal_eval(node.value)
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
     return {}

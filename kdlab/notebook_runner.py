@@ -23,9 +23,9 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from kdlab.paths import notebooks_dir
 from kdlab.widget_snapshot import WIDGET_VIEW_MIMETYPE
@@ -174,8 +174,13 @@ def execute_notebook(
     local = {"kernel_manager_class": local_socket_kernel_manager()} if os.name == "posix" else {}
     try:
         papermill.execute_notebook(
-            str(source), str(target), parameters=dict(parameters), kernel_name=kernel_name,
-            cwd=str(source.parent), progress_bar=progress, **local,
+            str(source),
+            str(target),
+            parameters=dict(parameters),
+            kernel_name=kernel_name,
+            cwd=str(source.parent),
+            progress_bar=progress,
+            **local,
         )
     except PapermillExecutionError as error:
         raise NotebookFailed(
@@ -266,10 +271,9 @@ def notebook_links_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> 
         links = [f'<a href="{html.escape(_relative(run.html, out_dir))}">report</a>'] if run.html else []
         links.append(f'<a href="{html.escape(_relative(run.executed, out_dir))}">notebook</a>')
         items.append(
-            f"<li>{html.escape(run.title)} — "
-            f"{' · '.join(links)} <span class=\"time\">({run.seconds:.0f} s)</span></li>"
+            f'<li>{html.escape(run.title)} — {" · ".join(links)} <span class="time">({run.seconds:.0f} s)</span></li>'
         )
-    return IndexSection("Notebooks", "<ul class=\"notebooks\">\n" + "\n".join(items) + "\n</ul>")
+    return IndexSection("Notebooks", '<ul class="notebooks">\n' + "\n".join(items) + "\n</ul>")
 
 
 def notebook_figures(notebook) -> list[tuple[dict, dict]]:
@@ -287,7 +291,9 @@ def notebook_figures(notebook) -> list[tuple[dict, dict]]:
             if PLOTLY_MIMETYPE in data:
                 figures.append((cell, data[PLOTLY_MIMETYPE]))
             elif WIDGET_VIEW_MIMETYPE in data:
-                figures.extend((cell, figure) for figure in view_figures(models, data[WIDGET_VIEW_MIMETYPE]["model_id"]))
+                figures.extend(
+                    (cell, figure) for figure in view_figures(models, data[WIDGET_VIEW_MIMETYPE]["model_id"])
+                )
     return figures
 
 

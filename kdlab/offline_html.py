@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from plotly.io.base_renderers import NotebookRenderer
 
@@ -35,15 +35,19 @@ MATHJAX_SETTINGS = """{
   "fast-preview": {disabled: true}, AssistiveMML: {disabled: true}, MMLorHTML: {prefer: "HTML"},
   menuSettings: {renderer: "HTML-CSS", CHTMLpreview: false, assistiveMML: false}
 }"""
-_OFFLINE_TEMPLATE_SOURCE = """{%- extends 'index.html.j2' -%}
+_OFFLINE_TEMPLATE_SOURCE = (
+    """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}
-<script>window.MathJax = """ + MATHJAX_SETTINGS + """;</script>
+<script>window.MathJax = """
+    + MATHJAX_SETTINGS
+    + """;</script>
 {{ super() }}
 {%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
+)
 # An element attribute that loads something from another host: src/href/data of a tag that
 # fetches (a plain <a href> is a link, not a load), or a CSS @import / url(...).
 _EXTERNAL = re.compile(
@@ -75,12 +79,18 @@ def figure_html(figure: Mapping, on_load: bool = False) -> str:
     import plotly.io as pio
 
     page = pio.to_html(
-        dict(figure), include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
-        default_width="100%", default_height=525,
-    )  # fmt: skip
+        dict(figure),
+        include_plotlyjs=False,
+        include_mathjax=False,
+        full_html=False,
+        validate=False,
+        default_width="100%",
+        default_height=525,
+    )
     if on_load:
-        page = _SCRIPT.sub(lambda m: f'{m.group(1)}window.addEventListener("load", function () {{{m.group(2)}}});'
-                                     f"{m.group(3)}", page)
+        page = _SCRIPT.sub(
+            lambda m: f'{m.group(1)}window.addEventListener("load", function () {{{m.group(2)}}});{m.group(3)}', page
+        )
     return page
 
 
@@ -114,8 +124,10 @@ def install_mathjax(folder: str | Path) -> Path:
     try:
         from jupyter_server_mathjax.app import STATIC_ASSETS_PATH
     except ImportError as error:
-        raise ImportError("HTML reports typeset formulas with MathJax from the package jupyter-server-mathjax; "
-                          "install it: pip install -r requirements.txt") from error
+        raise ImportError(
+            "HTML reports typeset formulas with MathJax from the package jupyter-server-mathjax; "
+            "install it: pip install -r requirements.txt"
+        ) from error
     target = Path(folder) / MATHJAX_FOLDER
     if not (target / "MathJax.js").is_file():
         shutil.copytree(STATIC_ASSETS_PATH, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))

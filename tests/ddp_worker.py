@@ -52,15 +52,20 @@ def _save(original):
         if isinstance(f, (str, bytes, os.PathLike)):
             _note(f)
         return original(obj, f, *args, **kwargs)
+
     return save
 
 
 def _fit(original):
     def fit(self: Trainer):
         history = original(self)
-        finished["state"] = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                             "modules": {n: m.state_dict() for n, m in self.modules.items()}, "step": self.step}
+        finished["state"] = {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "modules": {n: m.state_dict() for n, m in self.modules.items()},
+            "step": self.step,
+        }
         return history
+
     return fit
 
 
@@ -69,6 +74,7 @@ def _train_step(original):
         original(self, batch)
         if self.step + 1 == STOP_AT:
             os.kill(os.getpid(), signal.SIGTERM)
+
     return train_step
 
 
@@ -110,11 +116,19 @@ def l0_toy(run_dir: str) -> None:
         expected = 1.0 - m["gate"].prob_nonzero().mean()
         return task + controller.penalty(expected, trainer.step), {"expected_sparsity": expected}
 
-    groups = [{"params": [model["gate"].log_alpha], "lr": 0.1, "name": "gates", "scheduled": False},
-              {**lagrangian_param_group(controller, 0.1), "name": "lagrangian", "scheduled": False}]
-    trainer = Trainer(model, TrainerConfig(max_steps=6, lr=0.05, warmup_steps=0, log_every=2, device="cpu",
-                                           progress=False), step_fn, ToyBatches(), param_groups=groups,
-                      modules={"lagrangian": controller}, run_dir=run_dir)
+    groups = [
+        {"params": [model["gate"].log_alpha], "lr": 0.1, "name": "gates", "scheduled": False},
+        {**lagrangian_param_group(controller, 0.1), "name": "lagrangian", "scheduled": False},
+    ]
+    trainer = Trainer(
+        model,
+        TrainerConfig(max_steps=6, lr=0.05, warmup_steps=0, log_every=2, device="cpu", progress=False),
+        step_fn,
+        ToyBatches(),
+        param_groups=groups,
+        modules={"lagrangian": controller},
+        run_dir=run_dir,
+    )
     trainer.fit()
 
 

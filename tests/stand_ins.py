@@ -67,8 +67,13 @@ def execute_lessons(names: list[str], out: Path, parameters: dict[str, dict] | N
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")  # the kernels inherit it (and KDLAB_HOME)
         for name in names:
-            nr.execute_notebook(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb",
-                                {"profile": "tiny", **(parameters or {}).get(name, {})}, kernel, progress=False)
+            nr.execute_notebook(
+                PROJECT_ROOT / "notebooks" / f"{name}.ipynb",
+                out / f"{name}.ipynb",
+                {"profile": "tiny", **(parameters or {}).get(name, {})},
+                kernel,
+                progress=False,
+            )
     return {name: nbformat.read(out / f"{name}.ipynb", as_version=4) for name in names}
 
 
@@ -87,8 +92,13 @@ def assert_ran_headless_at_tiny(notebook, name: str) -> None:
 def assert_nothing_on_stderr(notebook, name: str) -> None:
     """No cell of the executed notebook wrote to stderr: a warning or log line shows in red to a
     student and must be fixed at its cause (no notebook needs to explain one today)."""
-    written = [f"cell {i}: {o.text.strip()[:300]}" for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-               for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+    written = [
+        f"cell {i}: {o.text.strip()[:300]}"
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        for o in cell.outputs
+        if o.output_type == "stream" and o.name == "stderr"
+    ]
     assert not written, f"{name} wrote to stderr:\n" + "\n".join(written)
 
 

@@ -31,8 +31,16 @@ def test_recorded_snr_is_the_snr_of_the_mixed_signal(kind):
     clean = speech_like()
     sources = [np.random.default_rng(i).standard_normal(5000) * np.hanning(5000) for i in range(4)]
     weights = tuple(1.0 if k == kind else 0.0 for k in NOISE_TYPES)
-    config = AugmentConfig(noise_prob=1.0, snr_db=(0.0, 20.0), noise_weights=weights, reverb_prob=0.0,
-                           pad_s=(0.0, 0.0), speed_prob=0.0, channel_prob=0.0, level_change_prob=0.0)
+    config = AugmentConfig(
+        noise_prob=1.0,
+        snr_db=(0.0, 20.0),
+        noise_weights=weights,
+        reverb_prob=0.0,
+        pad_s=(0.0, 0.0),
+        speed_prob=0.0,
+        channel_prob=0.0,
+        level_change_prob=0.0,
+    )
     for seed in range(4):
         result = augment(clean, np.random.default_rng(seed), config, sources)
         noise = result.audio.astype(np.float64) / result.gain - clean
@@ -40,18 +48,27 @@ def test_recorded_snr_is_the_snr_of_the_mixed_signal(kind):
         assert 10 * np.log10(power(clean) / power(noise)) == pytest.approx(result.snr_db, abs=0.05)
 
 
-EVERYTHING = AugmentConfig(speed_prob=1.0, level_change_prob=1.0, reverb_prob=1.0, channel_prob=1.0, noise_prob=1.0,
-                           noise_weights=(0, 0, 0, 1, 1))
+EVERYTHING = AugmentConfig(
+    speed_prob=1.0,
+    level_change_prob=1.0,
+    reverb_prob=1.0,
+    channel_prob=1.0,
+    noise_prob=1.0,
+    noise_weights=(0, 0, 0, 1, 1),
+)
 
 
-@pytest.mark.parametrize("name, make", [
-    ("speed", lambda rng: speed_perturb(speech_like(), rng.uniform(0.9, 1.1))),
-    ("level", lambda rng: level_envelope(SR, (-8.0, 4.0), rng)),
-    ("room", lambda rng: room_response(ROOMS["medium"], rng)),
-    ("hum", lambda rng: hum_noise(SR, rng)),
-    ("clicks", lambda rng: click_noise(SR, rng)),
-    ("augment", lambda rng: augment(speech_like(), rng, EVERYTHING).audio),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("speed", lambda rng: speed_perturb(speech_like(), rng.uniform(0.9, 1.1))),
+        ("level", lambda rng: level_envelope(SR, (-8.0, 4.0), rng)),
+        ("room", lambda rng: room_response(ROOMS["medium"], rng)),
+        ("hum", lambda rng: hum_noise(SR, rng)),
+        ("clicks", lambda rng: click_noise(SR, rng)),
+        ("augment", lambda rng: augment(speech_like(), rng, EVERYTHING).audio),
+    ],
+)
 def test_each_augmentation_is_fixed_by_its_seed(name, make):
     a, b, c = make(np.random.default_rng(5)), make(np.random.default_rng(5)), make(np.random.default_rng(6))
     assert np.array_equal(a, b)
@@ -63,8 +80,15 @@ def test_augment_applies_and_records_every_step():
     assert result.speed is not None and 0.9 <= result.speed <= 1.1
     assert result.room in ROOMS and result.noise in ("hum", "clicks") and result.channel in ("telephone", "lowpass")
     assert result.level_change and np.abs(result.audio).max() <= 0.98 + 1e-6
-    nothing = AugmentConfig(speed_prob=0, level_change_prob=0, reverb_prob=0, channel_prob=0, noise_prob=0,
-                            pad_s=(0.0, 0.0), gain_db=(0.0, 0.0))
+    nothing = AugmentConfig(
+        speed_prob=0,
+        level_change_prob=0,
+        reverb_prob=0,
+        channel_prob=0,
+        noise_prob=0,
+        pad_s=(0.0, 0.0),
+        gain_db=(0.0, 0.0),
+    )
     plain = augment(speech_like(), np.random.default_rng(3), nothing)
     assert (plain.speed, plain.room, plain.noise, plain.channel, plain.level_change) == (None, None, None, None, False)
     assert np.allclose(plain.audio, speech_like(), atol=1e-6)

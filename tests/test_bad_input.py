@@ -54,19 +54,28 @@ def fake_corpus(folder, text="hello world"):
 def test_a_run_is_named_by_its_corpus_content_not_its_folder(tmp_path):
     first, moved = fake_corpus(tmp_path / "a"), fake_corpus(tmp_path / "b")
     other = fake_corpus(tmp_path / "c", text="another corpus")
-    name = {c: default_finetune_dir(FinetuneConfig.for_profile("tiny", corpus_dir=str(c))).name
-            for c in (first, moved, other)}
+    name = {
+        c: default_finetune_dir(FinetuneConfig.for_profile("tiny", corpus_dir=str(c))).name
+        for c in (first, moved, other)
+    }
     assert corpus_content_digest(first) == corpus_content_digest(moved) != corpus_content_digest(other)
     assert name[first] == name[moved] != name[other]
-    teacher_root = {c: default_finetune_dir(FinetuneConfig.for_profile("tiny", corpus_dir=str(c))).parent.name
-                    for c in (first, other)}
+    teacher_root = {
+        c: default_finetune_dir(FinetuneConfig.for_profile("tiny", corpus_dir=str(c))).parent.name
+        for c in (first, other)
+    }
     assert teacher_root[first] != teacher_root[other]  # the pre-training differs too
 
 
 def test_every_training_command_takes_corpus_and_refuses_a_folder_without_manifests(tmp_path):
     (tmp_path / "empty").mkdir()
-    for command in (["pretrain"], ["finetune"], ["compress", "--method", "l0", "--target-sparsity", "0.3"],
-                    ["joint", "--method", "l0", "--target-sparsity", "0.3"], ["study"]):
+    for command in (
+        ["pretrain"],
+        ["finetune"],
+        ["compress", "--method", "l0", "--target-sparsity", "0.3"],
+        ["joint", "--method", "l0", "--target-sparsity", "0.3"],
+        ["study"],
+    ):
         code, _, err = run_cli([*command, "--profile", "tiny", "--corpus", str(tmp_path / "empty")])
         assert code == 2
         assert_one_line_error(err, str(tmp_path / "empty"), "train.jsonl")
@@ -90,8 +99,9 @@ def _stored_compress_run(run_dir, config):
 def test_a_run_folder_holding_other_settings_is_refused_listing_the_fields(tmp_path):
     run_dir = tmp_path / "D"
     _stored_compress_run(run_dir, CompressConfig.for_profile("tiny", "kd+l0", 0.25, calibrate_budget=True))
-    code, out, err = run_cli(["compress", "--profile", "tiny", "--method", "lrf", "--target-sparsity", "0.3",
-                              "--run-dir", str(run_dir)])
+    code, out, err = run_cli(
+        ["compress", "--profile", "tiny", "--method", "lrf", "--target-sparsity", "0.3", "--run-dir", str(run_dir)]
+    )
     assert code == 2 and out == ""
     assert_one_line_error(err, str(run_dir), "method: 'kd+l0' -> 'lrf'", "target_sparsity: 0.25 -> 0.3", "--force")
 
@@ -111,8 +121,15 @@ def test_force_clears_a_run_folder_and_the_same_settings_are_accepted(tmp_path):
     assert (tmp_path / "notes" / "mine.txt").exists()
 
 
-@pytest.mark.parametrize("command", [["compress", "--method", "l0", "--target-sparsity", "0.3", "--run-dir"],
-                                     ["pretrain", "--run-dir"], ["study", "--out"], ["data", "--out"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compress", "--method", "l0", "--target-sparsity", "0.3", "--run-dir"],
+        ["pretrain", "--run-dir"],
+        ["study", "--out"],
+        ["data", "--out"],
+    ],
+)
 def test_an_existing_file_as_output_folder_is_a_one_line_error(tmp_path, command):
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli([*command, str(tmp_path / "file")])
@@ -163,23 +180,40 @@ def test_the_import_summary_states_the_transcript_policy(tmp_path):
     write_audio(tmp_path / "a.wav")
     for split in ("train", "dev", "test"):
         (tmp_path / f"{split}.csv").write_text("path,text\na.wav,café 42\n")
-    code, out, _ = run_cli(["data", "--train-list", str(tmp_path / "train.csv"), "--dev-list",
-                            str(tmp_path / "dev.csv"), "--test-list", str(tmp_path / "test.csv"),
-                            "--out", str(tmp_path / "out")])
+    code, out, _ = run_cli(
+        [
+            "data",
+            "--train-list",
+            str(tmp_path / "train.csv"),
+            "--dev-list",
+            str(tmp_path / "dev.csv"),
+            "--test-list",
+            str(tmp_path / "test.csv"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     assert "transcripts: normalise" in out and "spell out" in out and "reject" in out
     assert "numbers spelled out in 1" in out
 
 
-@pytest.mark.parametrize("name, content", [
-    ("list.csv", "path,text\na.wav,fine\na.wav,caf\xe9 latin1\n".encode("latin-1")),
-    ("list.jsonl", b'{"path": "a.wav", "text": "fine"}\n{"path": "a.wav", "text": "caf\xe9"}\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("list.csv", "path,text\na.wav,fine\na.wav,caf\xe9 latin1\n".encode("latin-1")),
+        ("list.jsonl", b'{"path": "a.wav", "text": "fine"}\n{"path": "a.wav", "text": "caf\xe9"}\n'),
+    ],
+)
 def test_a_non_utf8_list_names_the_file_and_line(tmp_path, name, content):
     write_audio(tmp_path / "a.wav")
     (tmp_path / name).write_bytes(content)
-    with pytest.raises(ValueError, match=rf"{name}:3: byte 0xe9 at column \d+ is not UTF-8" if name.endswith("csv")
-                       else rf"{name}:2: byte 0xe9 at column \d+ is not UTF-8"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}:3: byte 0xe9 at column \d+ is not UTF-8"
+        if name.endswith("csv")
+        else rf"{name}:2: byte 0xe9 at column \d+ is not UTF-8",
+    ):
         read_plain_manifest(tmp_path / name)
 
 
@@ -187,16 +221,20 @@ def test_a_non_utf8_librispeech_transcript_names_the_file_and_line(tmp_path):
     chapter = tmp_path / "LS" / "train-x" / "1" / "2"
     write_audio(chapter / "1-2-0000.flac")
     (chapter / "1-2.trans.txt").write_bytes(b"1-2-0000 FINE\n1-2-0001 CAF\xc9\n")
-    code, _, err = run_cli(["data", "--librispeech", str(tmp_path / "LS"), "--train-subsets", "train-x",
-                            "--out", str(tmp_path / "out")])
+    code, _, err = run_cli(
+        ["data", "--librispeech", str(tmp_path / "LS"), "--train-subsets", "train-x", "--out", str(tmp_path / "out")]
+    )
     assert code == 2
     assert_one_line_error(err, "1-2.trans.txt:2: byte 0xc9")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("list.csv", "\ufeffpath,text\na.wav,hello\n"),
-    ("list.jsonl", '\ufeff{"path": "a.wav", "text": "hello"}\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("list.csv", "\ufeffpath,text\na.wav,hello\n"),
+        ("list.jsonl", '\ufeff{"path": "a.wav", "text": "hello"}\n'),
+    ],
+)
 def test_a_byte_order_mark_is_accepted(tmp_path, name, content):
     write_audio(tmp_path / "a.wav")
     (tmp_path / name).write_text(content, encoding="utf-8")
@@ -215,20 +253,23 @@ def test_a_csv_row_reports_its_real_field_count(tmp_path):
 
 
 # ---------------------------------------------------------------- options
-@pytest.mark.parametrize("args, fragments", [
-    (["study", "--workers", "0"], ("--workers", "integer >= 1, got 0")),
-    (["study", "--seeds", "x"], ("--seeds", "'x'")),
-    (["data", "--workers", "-1"], ("--workers",)),
-    (["compress", "--method", "l0", "--target-sparsity", "1.5"], ("--target-sparsity", "[0, 1)")),
-    (["compress", "--method", "l0", "--target-sparsity", "abc"], ("--target-sparsity", "'abc'")),
-    (["pretrain", "--steps", "0"], ("--steps",)),
-    (["notebooks", "--profile", "nope"], ("--profile", "'nope'")),
-    (["notebooks", "-p", "sede", "3"], ("unknown notebook parameter", "sede", "00_corpus", "seed")),
-    (["notebooks", "-p", "temperature", "3"], ("unknown notebook parameter", "temperature", "00_corpus", "--only")),
-    (["notebooks", "--only", "00", "-p", "seed", "abc"], ("parameter seed must be an integer", "'abc'")),
-    (["notebooks", "--only", "03", "-p", "target_sparsity", "abc"], ("parameter target_sparsity", "'abc'")),
-    (["data", "--profile", "large"], ("--profile", "'large'")),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["study", "--workers", "0"], ("--workers", "integer >= 1, got 0")),
+        (["study", "--seeds", "x"], ("--seeds", "'x'")),
+        (["data", "--workers", "-1"], ("--workers",)),
+        (["compress", "--method", "l0", "--target-sparsity", "1.5"], ("--target-sparsity", "[0, 1)")),
+        (["compress", "--method", "l0", "--target-sparsity", "abc"], ("--target-sparsity", "'abc'")),
+        (["pretrain", "--steps", "0"], ("--steps",)),
+        (["notebooks", "--profile", "nope"], ("--profile", "'nope'")),
+        (["notebooks", "-p", "sede", "3"], ("unknown notebook parameter", "sede", "00_corpus", "seed")),
+        (["notebooks", "-p", "temperature", "3"], ("unknown notebook parameter", "temperature", "00_corpus", "--only")),
+        (["notebooks", "--only", "00", "-p", "seed", "abc"], ("parameter seed must be an integer", "'abc'")),
+        (["notebooks", "--only", "03", "-p", "target_sparsity", "abc"], ("parameter target_sparsity", "'abc'")),
+        (["data", "--profile", "large"], ("--profile", "'large'")),
+    ],
+)
 def test_bad_options_are_refused_before_anything_runs_naming_the_option(args, fragments):
     code, out, err = run_cli(args)
     assert code == 2 and out == ""
@@ -265,8 +306,9 @@ def test_run_study_refuses_zero_workers_before_anything_runs(tmp_path):
 
 @pytest.fixture
 def tiny_home(tmp_path):
-    from kdlab.data.corpus import ensure_corpus
     from stand_ins import isolated_kdlab_home
+
+    from kdlab.data.corpus import ensure_corpus
 
     patch = isolated_kdlab_home(tmp_path / "home", ensure_corpus("tiny", progress=False))
     yield tmp_path / "home"
@@ -277,8 +319,20 @@ def test_a_compression_that_misses_its_budget_says_so_and_calibration_meets_it(t
     import torch
 
     torch.set_num_threads(1)
-    base = ["compress", "--profile", "tiny", "--method", "l0", "--target-sparsity", "0.3", "--steps", "4",
-            "--device", "cpu", "--no-progress"]
+    base = [
+        "compress",
+        "--profile",
+        "tiny",
+        "--method",
+        "l0",
+        "--target-sparsity",
+        "0.3",
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     code, out, err = run_cli([*base, "--no-calibrate-budget", "--run-dir", str(tiny_home / "raw")])
     achieved = float(re.search(r"achieved (\d\.\d+)", out).group(1))
     assert code == 0 and abs(achieved - 0.3) / 0.7 > 0.03  # 4 steps of gates cannot reach the budget

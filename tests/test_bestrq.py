@@ -9,8 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.models.bestrq import (BestRQConfig, BestRQModel, RandomProjectionQuantizer, mask_spans,
-                                 masked_prediction_loss, stack_frames, subsampled_mask)
+from kdlab.models.bestrq import (
+    BestRQConfig,
+    BestRQModel,
+    RandomProjectionQuantizer,
+    mask_spans,
+    masked_prediction_loss,
+    stack_frames,
+    subsampled_mask,
+)
 
 torch.set_num_threads(1)
 

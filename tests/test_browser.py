@@ -5,9 +5,10 @@ The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider 
 through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
 follow their sliders, with figure, controls and status agreeing after every move and after a
 page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
-slider (03, 05) must show each recorded step with its label clear of the play buttons. `outputs/index.html` and the notebook reports must load
-offline without console errors and draw their plotly figures, and a lesson report's formulas must
-be typeset by its local MathJax copy with every request to another host refused.
+slider (03, 05) must show each recorded step with its label clear of the play buttons.
+`outputs/index.html` and the notebook reports must load offline without console errors and draw
+their plotly figures, and a lesson report's formulas must be typeset by its local MathJax copy with
+every request to another host refused.
 
 Screenshots go to a temporary folder, or to ``KDLAB_SCREENSHOTS`` when set: `make screenshots`
 sets it to `docs/img/` (the README's images), so running the tests never changes tracked files.
@@ -46,9 +47,15 @@ pytestmark = pytest.mark.browser
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_corpus.ipynb"
 LESSONS = ("03_l0_pruning", "04_low_rank_factorization")  # notebooks with panels, served beside 00
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SERVER_START_S = 60
 PAGE_MS = 60_000
 RUN_ALL_MS = 60_000
@@ -105,7 +112,10 @@ def _chromium() -> str:
 def _watch(page) -> list[str]:
     """Collects, as they happen, the page's console errors, uncaught exceptions and failed requests."""
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"console error: {message.text[:500]}") if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: problems.append(f"console error: {message.text[:500]}") if message.type == "error" else None,
+    )
     page.on("pageerror", lambda error: problems.append(f"uncaught exception: {str(error)[:500]}"))
     page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url} ({request.failure})"))
     return problems
@@ -119,9 +129,12 @@ def browser(tmp_path_factory):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, args=CHROMIUM_FLAGS,
-            headless=True, viewport={"width": 1280, "height": 1400},
-        )  # fmt: skip
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=executable,
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1400},
+        )
         try:
             yield context
         finally:
@@ -161,7 +174,11 @@ def lab(tmp_path):
     for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS]:
         notebook = parameterize_notebook(load_notebook_node(str(source)), {"profile": "tiny"})
         if nr.PREFERRED_KERNEL not in find_kernel_specs():
-            notebook.metadata.kernelspec = {"name": nr.FALLBACK_KERNEL, "display_name": "Python 3", "language": "python"}
+            notebook.metadata.kernelspec = {
+                "name": nr.FALLBACK_KERNEL,
+                "display_name": "Python 3",
+                "language": "python",
+            }
         nbformat.write(notebook, root / source.name)
     settings = root / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
@@ -173,17 +190,30 @@ def lab(tmp_path):
         port = probe.getsockname()[1]
     token = secrets.token_hex(16)
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
-        f"--LabServerApp.user_settings_dir={root / 'settings'}", f"--LabServerApp.workspaces_dir={root / 'workspaces'}",
-        f"--NotebookNotary.data_dir={root / 'notary'}", "--LabApp.expose_app_in_browser=True",
-        "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False",
+        f"--LabServerApp.user_settings_dir={root / 'settings'}",
+        f"--LabServerApp.workspaces_dir={root / 'workspaces'}",
+        f"--NotebookNotary.data_dir={root / 'notary'}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     log_path = root / "jupyterlab.log"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(root / "runtime"))
     with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
+        )
         try:
             lab = Lab(f"http://127.0.0.1:{port}", token, log_path)
             _wait_until_serving(server, lab)
@@ -222,7 +252,9 @@ def _wait_for(page, expression: str, timeout_ms: int, failure: str, problems: li
             return
         except PlaywrightTimeout:
             if time.monotonic() > deadline:
-                pytest.fail(f"{failure} (waited {timeout_ms / 1000:.0f} s); JupyterLab's log ends with:\n{lab.log_tail()}")
+                pytest.fail(
+                    f"{failure} (waited {timeout_ms / 1000:.0f} s); JupyterLab's log ends with:\n{lab.log_tail()}"
+                )
     pytest.fail(f"{failure}; the browser reported:\n" + "\n".join(problems))
 
 
@@ -252,12 +284,24 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
         page.keyboard.press("Control+A")
         page.keyboard.type("0")
         page.keyboard.press("Enter")
-        changed = f"([before]) => ({TRACE_SUMMARY})(document.querySelector('.widget-vbox .js-plotly-plot')).total !== before"
-        _wait_for(page, changed, ROUND_TRIP_MS, "moving the SNR slider to 0 dB in the page did not change the figure", problems, lab, [before["total"]])
+        changed = (
+            f"([before]) => ({TRACE_SUMMARY})(document.querySelector('.widget-vbox .js-plotly-plot')).total !== before"
+        )
+        _wait_for(
+            page,
+            changed,
+            ROUND_TRIP_MS,
+            "moving the SNR slider to 0 dB in the page did not change the figure",
+            problems,
+            lab,
+            [before["total"]],
+        )
         after = figure.evaluate(TRACE_SUMMARY)
         assert readout.inner_text().strip() in ("0", "0.0", "0.00"), f"the slider shows {readout.inner_text()!r}"
         assert after["length"] == before["length"], "the time axis must stay; only the samples change with the SNR"
-        assert after["total"] > before["total"], f"more noise (0 dB SNR) must raise the mean amplitude: {before} -> {after}"
+        assert after["total"] > before["total"], (
+            f"more noise (0 dB SNR) must raise the mean amplitude: {before} -> {after}"
+        )
 
         cell = page.locator(".jp-Cell", has=page.locator(".widget-vbox .js-plotly-plot"))
         cell.scroll_into_view_if_needed()
@@ -278,7 +322,8 @@ PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
     const gd = el.querySelector('.js-plotly-plot');
     const sliders = {};
     el.querySelectorAll('.widget-slider').forEach(s => {
-      sliders[s.querySelector('.widget-label').textContent.trim()] = s.querySelector('.widget-readout').textContent.trim();
+      const label = s.querySelector('.widget-label').textContent.trim();
+      sliders[label] = s.querySelector('.widget-readout').textContent.trim();
     });
     const status = el.querySelector('.widget-html-content');
     return {sliders: sliders, status: status ? status.textContent : '', title: (gd.layout.title || {}).text || '',
@@ -286,7 +331,8 @@ PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
   })"""
 RERUN_PANEL_CELLS = """async () => {
   const notebook = window.jupyterapp.shell.currentWidget.content;
-  const cells = notebook.widgets.map((cell, i) => [cell, i]).filter(([cell]) => cell.node.querySelector('.widget-vbox .js-plotly-plot'));
+  const cells = notebook.widgets.map((cell, i) => [cell, i])
+    .filter(([cell]) => cell.node.querySelector('.widget-vbox .js-plotly-plot'));
   for (const [cell, i] of cells) {
     notebook.activeCellIndex = i;
     await window.jupyterapp.commands.execute('notebook:run-cell');
@@ -348,7 +394,9 @@ def _panels(page, expected: list[str]) -> list[dict]:
     return panels
 
 
-def _wait_until_agreeing(page, expected: list[str], problems: list[str], failure: str, moved: dict | None = None) -> list[dict]:
+def _wait_until_agreeing(
+    page, expected: list[str], problems: list[str], failure: str, moved: dict | None = None
+) -> list[dict]:
     """Poll the panels until each agrees with itself (and shows `moved`'s slider values); fail with what differs."""
     deadline = time.monotonic() + ROUND_TRIP_MS / 1000
     while True:
@@ -384,10 +432,19 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         # live widget, and too many FigureWidgets time out in anywidget (a console error).
         for _ in range(2):
             page.evaluate(RERUN_PANEL_CELLS)
-            _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: re-running the panel cells did not finish", problems, lab)
+            _wait_for(
+                page,
+                KERNEL_IDLE,
+                LESSON_RUN_ALL_MS,
+                f"{name}: re-running the panel cells did not finish",
+                problems,
+                lab,
+            )
         before = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees with itself after the run")
         live = page.evaluate(LIVE_FIGURE_WIDGETS)
-        assert live == str(len(expected)), f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
+        assert live == str(len(expected)), (
+            f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
+        )
 
         moved = {label: MOVES[label] for label in expected}
         for index, label in enumerate(expected):
@@ -396,9 +453,13 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
             page.keyboard.press("Control+A")
             page.keyboard.type(moved[label])
             page.keyboard.press("Enter")
-        after = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees after moving its slider", moved)
+        after = _wait_until_agreeing(
+            page, expected, problems, f"{name}: a panel disagrees after moving its slider", moved
+        )
         for old, new, label in zip(before, after, expected):
-            assert (old["title"], old["traces"]) != (new["title"], new["traces"]), f"moving {label} left its figure as it was"
+            assert (old["title"], old["traces"]) != (new["title"], new["traces"]), (
+                f"moving {label} left its figure as it was"
+            )
 
         page.mouse.move(0, 0)  # no hover toolbar over the figures
         for index, label in enumerate(expected):
@@ -412,7 +473,9 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         page.reload(timeout=PAGE_MS)
         problems[:] = [p for p in problems if "net::ERR_ABORTED" not in p]  # the old page's requests, cut by the reload
         _wait_for(page, KERNEL_IDLE, PAGE_MS, f"{name}: no idle kernel after the reload", problems, lab)
-        reloaded = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees after a page reload", moved)
+        reloaded = _wait_until_agreeing(
+            page, expected, problems, f"{name}: a panel disagrees after a page reload", moved
+        )
         for shown, label in zip(reloaded, expected):
             assert shown["sliders"][label] == after[expected.index(label)]["sliders"][label]
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
@@ -433,7 +496,9 @@ def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
     command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--only", "00", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
-    assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return out
 
 
@@ -450,8 +515,10 @@ def _wait_for_drawn(page, count: int) -> None:
     caller's assertion says which are missing."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    script = ("n => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-              ".filter(el => el.querySelector('.main-svg')).length >= n")
+    script = (
+        "n => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+        ".filter(el => el.querySelector('.main-svg')).length >= n"
+    )
     try:
         page.wait_for_function(script, arg=count, timeout=PAGE_MS)
     except PlaywrightTimeout:
@@ -464,7 +531,9 @@ def _drawn(page, selector: str) -> list[bool]:
 
 
 def test_index_loads_offline_without_errors_and_shows_each_notebooks_figures(browser, study, screenshots):
-    with_figures = [p.stem for p in sorted(study.glob("*.ipynb")) if nr.notebook_figures(nbformat.read(p, as_version=4))]
+    with_figures = [
+        p.stem for p in sorted(study.glob("*.ipynb")) if nr.notebook_figures(nbformat.read(p, as_version=4))
+    ]
     assert with_figures, "notebook 00 shows figures; the index must have some to check"
     page, problems = _open(browser, study / "index.html")
     try:
@@ -488,8 +557,12 @@ def test_reports_load_offline_without_errors_and_draw_every_figure(browser, stud
         try:
             if expected:  # large figures draw one after another: wait for all of them (or time out)
                 _wait_for_drawn(page, expected)
-            drawn = page.locator(".js-plotly-plot").evaluate_all("els => els.map(el => !!el.querySelector('.main-svg'))")
-            assert len(drawn) == expected and all(drawn), f"{executed.stem}: {expected} figures expected, drawn: {drawn}"
+            drawn = page.locator(".js-plotly-plot").evaluate_all(
+                "els => els.map(el => !!el.querySelector('.main-svg'))"
+            )
+            assert len(drawn) == expected and all(drawn), (
+                f"{executed.stem}: {expected} figures expected, drawn: {drawn}"
+            )
             assert not problems, f"{executed.stem}.html: the browser reported problems:\n" + "\n".join(problems)
         finally:
             page.close()
@@ -531,8 +604,14 @@ def test_a_lesson_reports_formulas_render_with_no_network(browser, tmp_path):
     report = nr.export_html(source, tmp_path / "html" / "03_l0_pruning.html")
     page = browser.new_page()
     refused: list[str] = []
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-               else (refused.append(route.request.url), route.abort()))
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith("file:")
+            else (refused.append(route.request.url), route.abort())
+        ),
+    )
     problems = _watch(page)
     try:
         page.goto(report.as_uri(), wait_until="load", timeout=PAGE_MS)
@@ -540,7 +619,7 @@ def test_a_lesson_reports_formulas_render_with_no_network(browser, tmp_path):
         typeset = page.locator("script[type^='math/tex']").count()
         visible = page.locator(".jp-MarkdownCell").evaluate_all("cells => cells.map(c => c.innerText).join(' ')")
         assert typeset == formulas, f"{typeset} of the {formulas} formulas were typeset"
-        assert "$" not in visible, f"raw TeX delimiters left: ...{visible[visible.find('$') - 80:][:160]}..."
+        assert "$" not in visible, f"raw TeX delimiters left: ...{visible[visible.find('$') - 80 :][:160]}..."
         assert not refused and not problems, f"requests to other hosts: {refused}; problems: {problems}"
     finally:
         page.close()
@@ -565,8 +644,10 @@ def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_b
     from kdlab.viz.gate_figures import gate_heatmap_figure
 
     generator = np.random.default_rng(0)
-    history = [{"step": step, "gates": {f"blocks.{layer}.attn": generator.random(4).round(3).tolist() for layer in range(3)}}
-               for step in (0, 10, 20, 30)]
+    history = [
+        {"step": step, "gates": {f"blocks.{layer}.attn": generator.random(4).round(3).tolist() for layer in range(3)}}
+        for step in (0, 10, 20, 30)
+    ]
     figure = gate_heatmap_figure(history, "attn")
     path = tmp_path / "heatmap.html"
     path.write_text(f"<html><body>{plotlyjs_script()}{figure_html(figure.to_plotly_json())}</body></html>")
@@ -578,17 +659,26 @@ def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_b
         assert np.allclose(state["z"], figure.frames[-1].data[0].z)
         left, top, right, bottom = state["buttons"]
         l2, t2, r2, b2 = state["current"]
-        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, (
+            f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+        )
         for index in (1, 0):  # click the slider's tick label of a recorded step
-            tick = page.locator(".slider-label-group").filter(has_text=re.compile(f"^{figure.frames[index].name}$")).bounding_box()
+            tick = (
+                page.locator(".slider-label-group")
+                .filter(has_text=re.compile(f"^{figure.frames[index].name}$"))
+                .bounding_box()
+            )
             rail = page.locator(".slider-rail-rect").first.bounding_box()
             page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
             expected = f"step {figure.frames[index].name}"
-            shows = (f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
-                     "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }")
+            shows = (
+                f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
+                "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }"
+            )
             try:  # the label moves at once, the heatmap once the frame is drawn
-                page.wait_for_function(shows, arg=[expected, np.asarray(figure.frames[index].data[0].z).tolist()],
-                                       timeout=ROUND_TRIP_MS)
+                page.wait_for_function(
+                    shows, arg=[expected, np.asarray(figure.frames[index].data[0].z).tolist()], timeout=ROUND_TRIP_MS
+                )
             except PlaywrightTimeout:
                 pytest.fail(f"clicking {expected} on the slider: the page shows {page.evaluate(HEATMAP_STATE)}")
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)

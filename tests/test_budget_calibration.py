@@ -19,8 +19,19 @@ def gated_encoder(seed: int, low: float, high: float, factorised: bool = False) 
     """The default-size architecture with 20-dim features (so the front-end is a small part of
     it), gates with log α uniform in [low, high)."""
     torch.manual_seed(seed)
-    encoder = ConformerEncoder(teacher_config("small", input_dim=20, d_model=96, num_layers=4, ffn_dim=384,
-                                              conv_channels=96, num_heads=4, head_dim=24, dropout=0.0)).eval()
+    encoder = ConformerEncoder(
+        teacher_config(
+            "small",
+            input_dim=20,
+            d_model=96,
+            num_layers=4,
+            ffn_dim=384,
+            conv_channels=96,
+            num_heads=4,
+            head_dim=24,
+            dropout=0.0,
+        )
+    ).eval()
     if factorised:
         factorise_encoder(encoder, energy=0.95)
     gates = attach_gates(encoder, L0Config(seed=seed))

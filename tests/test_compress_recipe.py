@@ -51,14 +51,23 @@ def batches() -> list[Batch]:
     out = []
     for i in range(2):
         features = torch.randn(4, 100, FEATURES, generator=generator)
-        out.append(Batch(features, torch.tensor([100, 90, 80, 100]), torch.ones(4, 1, dtype=torch.long),
-                         torch.ones(4, dtype=torch.long), [""] * 4, [f"{i}-{j}" for j in range(4)]))
+        out.append(
+            Batch(
+                features,
+                torch.tensor([100, 90, 80, 100]),
+                torch.ones(4, 1, dtype=torch.long),
+                torch.ones(4, dtype=torch.long),
+                [""] * 4,
+                [f"{i}-{j}" for j in range(4)],
+            )
+        )
     return out
 
 
 def _config(method: str, target: float, steps: int, **overrides) -> CompressConfig:
-    return CompressConfig(method=method, target_sparsity=target, profile="tiny", steps=steps, lr=2e-3,
-                          latency_seconds=0.5, **overrides)
+    return CompressConfig(
+        method=method, target_sparsity=target, profile="tiny", steps=steps, lr=2e-3, latency_seconds=0.5, **overrides
+    )
 
 
 def _outputs(encoder: ConformerEncoder, batch: Batch) -> torch.Tensor:

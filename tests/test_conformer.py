@@ -157,10 +157,14 @@ def test_sliced_smaller_model_equals_gated_model():
     gated.blocks[0].attn.gate = FixedMask([0.0, 1.0])
     channels = torch.arange(32) % 3 != 0
     gated.blocks[0].conv.gate = FixedMask(channels.float())
-    small = ConformerEncoder(ConformerConfig.from_dict({
-        **gated.config.to_dict(),
-        "layer_dims": [{"num_heads": 1, "conv_channels": int(channels.sum()), "ffn2_dim": 0}, {}],
-    })).eval()
+    small = ConformerEncoder(
+        ConformerConfig.from_dict(
+            {
+                **gated.config.to_dict(),
+                "layer_dims": [{"num_heads": 1, "conv_channels": int(channels.sum()), "ffn2_dim": 0}, {}],
+            }
+        )
+    ).eval()
     gated.blocks[0].ffn2_gate = FixedMask(0.0)
     state = {k: v for k, v in gated.state_dict().items() if not k.startswith("blocks.0.")}
     hd, c = 16, 32
@@ -212,8 +216,10 @@ def stream_all(encoder, x, piece_sizes):
     return torch.cat(outputs + [out], dim=1)
 
 
-@pytest.mark.parametrize("chunk_size,left_chunks,factor", [(4, -1, 4), (3, 1, 4), (5, 0, 4), (2, 2, 4), (1, 3, 4),
-                                                           (4, -1, 8), (3, 1, 8), (2, 0, 8)])
+@pytest.mark.parametrize(
+    "chunk_size,left_chunks,factor",
+    [(4, -1, 4), (3, 1, 4), (5, 0, 4), (2, 2, 4), (1, 3, 4), (4, -1, 8), (3, 1, 8), (2, 0, 8)],
+)
 def test_chunked_inference_equals_masked_forward(chunk_size, left_chunks, factor):
     encoder = make_encoder(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, subsampling_factor=factor)
     x = features(2, 97)  # 23 encoder frames at 4x, 11 at 8x: not a multiple of any chunk size above
@@ -246,7 +252,9 @@ def test_offline_model_looks_ahead():
     x = features(1, 97)
     perturbed = x.clone()
     perturbed[:, 60:] += 3.0
-    assert (encoder(perturbed, torch.tensor([97]))[0][:, :3] - encoder(x, torch.tensor([97]))[0][:, :3]).abs().max() > 1e-3
+    assert (
+        encoder(perturbed, torch.tensor([97]))[0][:, :3] - encoder(x, torch.tensor([97]))[0][:, :3]
+    ).abs().max() > 1e-3
 
 
 def test_stream_misuse_is_refused():

@@ -16,9 +16,9 @@ import soundfile
 
 from kdlab.data.corpus import SPLITS, CorpusConfig, build_corpus, corpus_summary, is_complete, profile_config
 from kdlab.data.espeak import SAMPLE_RATE, synthesize
-from kdlab.data.signal import resample
 from kdlab.data.grammar import default_grammar, number_words, split_sentences, vocabulary
 from kdlab.data.manifest import read_manifest
+from kdlab.data.signal import resample
 from kdlab.data.voices import ACCENTS, Voice, VoiceSpace, make_speakers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +26,21 @@ ALLOWED = set("abcdefghijklmnopqrstuvwxyz' ")
 
 
 def run_data_cli(out: Path, seed: int, workers: int = 2) -> None:
-    command = [sys.executable, "-m", "kdlab", "data", "--profile", "tiny", "--seed", str(seed),
-               "--out", str(out), "--workers", str(workers), "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "kdlab",
+        "data",
+        "--profile",
+        "tiny",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--no-progress",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "vocabulary" in done.stdout and "train" in done.stdout
@@ -59,7 +72,9 @@ def test_same_seed_is_identical_in_any_folder_and_worker_count_other_seed_differ
         same = tmp_path / "B" / Path(utt.audio).relative_to(tiny_corpus)
         assert np.array_equal(soundfile.read(utt.audio, dtype="int16")[0], soundfile.read(same, dtype="int16")[0])
     first = "audio/train/train-000000.wav"
-    a, b, c = (soundfile.read(folder / first, dtype="int16")[0] for folder in (tiny_corpus, tmp_path / "B", tmp_path / "C"))
+    a, b, c = (
+        soundfile.read(folder / first, dtype="int16")[0] for folder in (tiny_corpus, tmp_path / "B", tmp_path / "C")
+    )
     assert np.array_equal(a, b) and not (len(a) == len(c) and np.array_equal(a, c))
 
 

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 
 from kdlab.data.corpus import (
-    ESPEAK_UNSEEN_VOICES, HELD_OUT_SPLITS, SPLITS, ensure_corpus, profile_config, with_available_engines,
-)  # fmt: skip
+    ESPEAK_UNSEEN_VOICES,
+    HELD_OUT_SPLITS,
+    SPLITS,
+    ensure_corpus,
+    profile_config,
+    with_available_engines,
+)
 from kdlab.data.flite import flite_available
 from kdlab.data.manifest import read_manifest
 from kdlab.data.synthesis import synthesize
@@ -74,7 +79,17 @@ def test_the_engine_list_and_held_out_voices_change_the_digest():
 
 def test_without_flite_the_builder_says_so_and_builds_an_espeak_only_corpus(tmp_path):
     env = os.environ | {"KDLAB_FLITE": str(tmp_path / "no-flite"), "KDLAB_HOME": str(tmp_path)}
-    command = [sys.executable, "-m", "kdlab", "data", "--profile", "tiny", "--out", str(tmp_path / "c"), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "kdlab",
+        "data",
+        "--profile",
+        "tiny",
+        "--out",
+        str(tmp_path / "c"),
+        "--no-progress",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr
     assert "flite is not installed" in done.stderr and "espeak-ng voices only" in done.stderr

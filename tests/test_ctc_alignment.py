@@ -30,7 +30,7 @@ def utterance(text: str, seconds: float) -> Utterance:
 def test_characters_at_a_low_frame_rate_are_refused_with_the_remedy():
     tokenizer = CharTokenizer()
     fast = [utterance("the cat sat on the mat", 1.0) for _ in range(5)]  # 22 characters in 1 s
-    frames_at = lambda ms: (lambda seconds: int(seconds * 1000 / ms))  # noqa: E731
+    frames_at = lambda ms: lambda seconds: int(seconds * 1000 / ms)  # noqa: E731
     assert unalignable_fraction(fast, tokenizer, frames_at(40)) == 0.0  # 25 frames
     assert unalignable_fraction(fast, tokenizer, frames_at(80)) == 1.0  # 12 frames
     check_ctc_alignable(fast, tokenizer, frames_at(40), frame_ms=40)

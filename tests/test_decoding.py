@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from stand_ins import FakeBatch, StackEncoder
+from torch import nn
 
 from kdlab.models.decoding import beam_search, decode, decode_hypotheses, greedy_search
 from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
@@ -146,11 +145,16 @@ class LetterTokenizer:
 
 def test_overfit_model_decodes_its_training_utterances():
     torch.manual_seed(0)
-    model = RNNTModel(StackEncoder(d_model=32), RNNTConfig(vocab_size=6, pred_embed_dim=16, pred_hidden=32,
-                                                          joint_dim=32, dropout=0.0))
+    model = RNNTModel(
+        StackEncoder(d_model=32), RNNTConfig(vocab_size=6, pred_embed_dim=16, pred_hidden=32, joint_dim=32, dropout=0.0)
+    )
     g = torch.Generator().manual_seed(3)
-    batch = FakeBatch(torch.randn(2, 40, 80, generator=g), torch.tensor([40, 32]),
-                      torch.tensor([[1, 2, 3, 4, 5], [5, 5, 1, 0, 0]]), torch.tensor([5, 3]))
+    batch = FakeBatch(
+        torch.randn(2, 40, 80, generator=g),
+        torch.tensor([40, 32]),
+        torch.tensor([[1, 2, 3, 4, 5], [5, 5, 1, 0, 0]]),
+        torch.tensor([5, 3]),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(80):
         optimizer.zero_grad()

@@ -55,9 +55,12 @@ def test_bf16_runs_the_step_under_autocast_and_fp32_does_not(monkeypatch):
         return out.float().pow(2).mean(), {}
 
     for precision in ("fp32", "bf16"):
-        trainer = Trainer(torch.nn.Linear(4, 2), TrainerConfig(max_steps=2, warmup_steps=0, device="cpu",
-                                                               progress=False, precision=precision),
-                          step_fn, [torch.randn(3, 4)])
+        trainer = Trainer(
+            torch.nn.Linear(4, 2),
+            TrainerConfig(max_steps=2, warmup_steps=0, device="cpu", progress=False, precision=precision),
+            step_fn,
+            [torch.randn(3, 4)],
+        )
         trainer.fit()
     assert seen["fp32"] == [False, False] and seen["bf16"] == [True, True]
     assert seen["dtype"] == [torch.float32] * 2 + [torch.bfloat16] * 2

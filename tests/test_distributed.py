@@ -19,7 +19,18 @@ from kdlab.paths import PROJECT_ROOT
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 STEPS = 6
-FINETUNE = ["finetune", "--profile", "tiny", "--init", "random", "--device", "cpu", "--steps", str(STEPS), "--no-progress"]
+FINETUNE = [
+    "finetune",
+    "--profile",
+    "tiny",
+    "--init",
+    "random",
+    "--device",
+    "cpu",
+    "--steps",
+    str(STEPS),
+    "--no-progress",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +38,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """A KDLAB_HOME holding the tiny corpus (shared with the other tests)."""
-    from kdlab.data.corpus import ensure_corpus
     from stand_ins import isolated_kdlab_home
+
+    from kdlab.data.corpus import ensure_corpus
 
     root = tmp_path_factory.mktemp("home")
     isolated_kdlab_home(root, ensure_corpus("tiny", progress=False)).undo()  # the folder, not the env, is needed
@@ -36,10 +48,25 @@ def home(tmp_path_factory) -> Path:
 
 
 def torchrun(home: Path, watch: Path, out: Path, arguments: list[str], stop_at: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KDLAB_HOME": str(home), "DDP_TEST_WATCH": str(watch), "DDP_TEST_OUT": str(out),
-           "DDP_TEST_STOP_AT": str(stop_at), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
-               *arguments]
+    env = {
+        **os.environ,
+        "KDLAB_HOME": str(home),
+        "DDP_TEST_WATCH": str(watch),
+        "DDP_TEST_OUT": str(out),
+        "DDP_TEST_STOP_AT": str(stop_at),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        *arguments,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, cwd=out.parent, timeout=600)
 
 
@@ -88,11 +115,18 @@ def test_each_rank_trains_on_its_own_half_of_the_batches(uninterrupted, home, tm
     run_dir, _ = uninterrupted
     env = {**os.environ, "KDLAB_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     single = tmp_path / "single"
-    result = subprocess.run([sys.executable, "-m", "kdlab", *FINETUNE, "--run-dir", str(single)], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "kdlab", *FINETUNE, "--run-dir", str(single)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    first_loss = [[r["loss"] for r in json.loads((d / "history.json").read_text()) if r["kind"] == "train"][0]
-                  for d in (run_dir, single)]
+    first_loss = [
+        [r["loss"] for r in json.loads((d / "history.json").read_text()) if r["kind"] == "train"][0]
+        for d in (run_dir, single)
+    ]
     assert first_loss[0] != first_loss[1]
 
 

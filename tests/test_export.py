@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-
 from tiny_asr import tiny_compressed_asr, write_run_folder
 
 from kdlab.cli import main
@@ -91,8 +90,11 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
     window = config.chunk_size
     while first < reference.shape[1]:
         chunk = min(window, reference.shape[1] - first)
-        inputs = {"features": utterance[:, s * first : s * first + s * chunk + s - 1].numpy(),
-                  "position": torch.tensor(first).numpy(), **dict(zip(names, caches))}
+        inputs = {
+            "features": utterance[:, s * first : s * first + s * chunk + s - 1].numpy(),
+            "position": torch.tensor(first).numpy(),
+            **dict(zip(names, caches)),
+        }
         out = runtime.encoder.run(None, inputs)
         assert (torch.from_numpy(out[1]) - reference[:, first : first + chunk]).abs().max() <= TOLERANCE, first
         caches = out[2:]

@@ -28,6 +28,7 @@ def utterance(uid, audio, text, duration):
 
 # ---------------------------------------------------------------- features
 
+
 def test_fbank_shape_is_one_frame_per_hop():
     num_samples = 16000 + 37
     feats = compute_fbank(torch.randn(num_samples) * 0.1)
@@ -70,7 +71,9 @@ def test_cmvn_makes_training_features_zero_mean_unit_variance(tmp_path):
 
 
 def test_fit_cmvn_from_utterances_skips_unreadable_audio(tmp_path):
-    utts = [utterance(f"u{i}", write_tone(tmp_path / f"{i}.wav", 0.3, 200.0 * (i + 1), seed=i), "a", 0.3) for i in range(4)]
+    utts = [
+        utterance(f"u{i}", write_tone(tmp_path / f"{i}.wav", 0.3, 200.0 * (i + 1), seed=i), "a", 0.3) for i in range(4)
+    ]
     utts.insert(2, utterance("gone", tmp_path / "gone.wav", "a", 0.3))
     cmvn = fit_cmvn(utts, max_utterances=None)
     waves = [torch.from_numpy(sf.read(u.audio, dtype="float32")[0]) for u in utts if u.id != "gone"]
@@ -83,6 +86,7 @@ def test_fit_cmvn_from_utterances_skips_unreadable_audio(tmp_path):
 
 
 # ---------------------------------------------------------------- SpecAugment
+
 
 def test_specaugment_is_identity_in_eval_and_seeded_in_training():
     feats = torch.randn(200, 80) + 5.0  # no exact zeros before masking
@@ -101,6 +105,7 @@ def test_specaugment_is_identity_in_eval_and_seeded_in_training():
 
 
 # ---------------------------------------------------------------- bucket sampler
+
 
 def sampler_durations(n=300, seed=0):
     return np.random.default_rng(seed).uniform(0.5, 8.0, n).tolist()
@@ -156,11 +161,19 @@ def test_bucket_sampler_drop_last_and_replicas():
 
 # ---------------------------------------------------------------- dataset and loader
 
+
 @pytest.fixture
 def corpus(tmp_path):
     """Six good utterances and one of each bad kind."""
-    good = [utterance(f"good{i}", write_tone(tmp_path / f"good{i}.wav", 0.2 + 0.1 * i, 300 + 50 * i, seed=i),
-                      f"Utterance number {'abcdef'[i]}!", 0.2 + 0.1 * i) for i in range(6)]
+    good = [
+        utterance(
+            f"good{i}",
+            write_tone(tmp_path / f"good{i}.wav", 0.2 + 0.1 * i, 300 + 50 * i, seed=i),
+            f"Utterance number {'abcdef'[i]}!",
+            0.2 + 0.1 * i,
+        )
+        for i in range(6)
+    ]
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "text.wav").write_text("not audio at all\n")
     write_tone(tmp_path / "digits.wav", 0.3)
@@ -175,7 +188,13 @@ def corpus(tmp_path):
     return good[:3] + bad + good[3:]
 
 
-EXPECTED_SKIPS = {"missing_audio": 1, "empty_audio": 1, "not_audio": 1, "unsupported_characters": 1, "empty_transcript": 1}
+EXPECTED_SKIPS = {
+    "missing_audio": 1,
+    "empty_audio": 1,
+    "not_audio": 1,
+    "unsupported_characters": 1,
+    "empty_transcript": 1,
+}
 
 
 def test_dataset_returns_none_for_bad_items_and_counts_each_once(corpus):
@@ -214,8 +233,11 @@ def test_loader_keeps_going_past_bad_items(corpus, num_workers):
 
 
 def test_collate_pads_and_drops_none_and_batch_moves_devices():
-    items = [None, {"id": "a", "text": "ab", "features": torch.ones(3, 80), "tokens": torch.tensor([3, 4])},
-             {"id": "b", "text": "c", "features": torch.ones(5, 80), "tokens": torch.tensor([5])}]
+    items = [
+        None,
+        {"id": "a", "text": "ab", "features": torch.ones(3, 80), "tokens": torch.tensor([3, 4])},
+        {"id": "b", "text": "c", "features": torch.ones(5, 80), "tokens": torch.tensor([5])},
+    ]
     batch = collate(items)
     assert batch.features.shape == (2, 5, 80) and batch.features[0, 3:].abs().sum() == 0
     assert batch.tokens.tolist() == [[3, 4], [5, 0]] and batch.token_lengths.tolist() == [2, 1]

@@ -58,8 +58,19 @@ def test_list_import_reads_jsonl_and_csv(tmp_path):
     (tmp_path / "dev.csv").write_text("path,text\nb.wav,good morning\n")
     (tmp_path / "test.csv").write_text("path,text\na.wav,good night\n")
     with pytest.raises(SystemExit):
-        main(["data", "--train-list", str(tmp_path / "train.jsonl"), "--dev-list", str(tmp_path / "dev.csv"),
-              "--test-list", str(tmp_path / "test.csv"), "--out", str(tmp_path / "c")])
+        main(
+            [
+                "data",
+                "--train-list",
+                str(tmp_path / "train.jsonl"),
+                "--dev-list",
+                str(tmp_path / "dev.csv"),
+                "--test-list",
+                str(tmp_path / "test.csv"),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
     train = read_manifest(tmp_path / "c" / "train.jsonl")
     assert [u.text for u in train] == ["hello world"]
     assert read_manifest(tmp_path / "c" / "dev.jsonl")[0].duration == pytest.approx(0.8)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from kdlab.cli import main
-from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.commands import _compression_args as compression_args
+from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import GateSet
 from kdlab.data.batching import Batch
 from kdlab.data.corpus import ensure_corpus
@@ -48,8 +48,14 @@ def _batch(seed: int, texts: list[str], frames: int) -> Batch:
     for row, sequence in enumerate(ids):
         tokens[row, : len(sequence)] = torch.tensor(sequence)
     lengths = torch.tensor([frames - 10 * (i % 2) for i in range(len(texts))])
-    return Batch(torch.randn(len(texts), frames, FEATURES, generator=generator), lengths, tokens,
-                 torch.tensor([len(s) for s in ids]), texts, [f"{seed}-{i}" for i in range(len(texts))])
+    return Batch(
+        torch.randn(len(texts), frames, FEATURES, generator=generator),
+        lengths,
+        tokens,
+        torch.tensor([len(s) for s in ids]),
+        texts,
+        [f"{seed}-{i}" for i in range(len(texts))],
+    )
 
 
 class FakeData:
@@ -65,8 +71,12 @@ class FakeData:
         self.dev = [_batch(2, ["hi", "jk lm", "no", "p q"], 80)]
         self.fail_after = fail_after
         batch = self.train[0]  # the manifest behind the train batch (the CTC alignment check reads it)
-        self.splits = {"train": [Utterance(f"train-{i}", "unused.wav", text, "s", int(frames) / 100)
-                                 for i, (text, frames) in enumerate(zip(batch.texts, batch.feature_lengths))]}
+        self.splits = {
+            "train": [
+                Utterance(f"train-{i}", "unused.wav", text, "s", int(frames) / 100)
+                for i, (text, frames) in enumerate(zip(batch.texts, batch.feature_lengths))
+            ]
+        }
 
     def train_loader(self, max_frames: int, seed: int, specaugment=None):
         if self.fail_after is None:
@@ -100,10 +110,22 @@ def teacher() -> RNNTModel:
 
 
 def _config(method: str, target: float = 0.3, steps: int = 6, recovery_steps: int = 2, **overrides) -> JointConfig:
-    return JointConfig(**{"method": method, "target_sparsity": target, "profile": "tiny", "steps": steps,
-                          "recovery_steps": recovery_steps, "lr": 2e-3, "dev_eval_utterances": 4, "latency": False,
-                          "chunk_size": 4, "rnnt": RNNT, "ctc_warmup": CTCWarmupConfig(steps=2, aux_weight=0.3),
-                          **overrides})
+    return JointConfig(
+        **{
+            "method": method,
+            "target_sparsity": target,
+            "profile": "tiny",
+            "steps": steps,
+            "recovery_steps": recovery_steps,
+            "lr": 2e-3,
+            "dev_eval_utterances": 4,
+            "latency": False,
+            "chunk_size": 4,
+            "rnnt": RNNT,
+            "ctc_warmup": CTCWarmupConfig(steps=2, aux_weight=0.3),
+            **overrides,
+        }
+    )
 
 
 def _logits(model: RNNTModel, batch: Batch) -> torch.Tensor:
@@ -183,8 +205,9 @@ def test_output_and_layer_kd_vanish_when_the_student_is_the_teacher(teacher):
     assert parts["loss_output_kl"] > 1e-3
     _, parts = JointLoss(config, teacher, params, kd=False)(student, batch)
     assert set(parts) == {"loss_rnnt"}
-    _, parts = JointLoss(replace(config, kd_source="ssl", distill=DistillationConfig(1.0, 0.0)), teacher.encoder,
-                         params)(student, batch)
+    _, parts = JointLoss(
+        replace(config, kd_source="ssl", distill=DistillationConfig(1.0, 0.0)), teacher.encoder, params
+    )(student, batch)
     assert set(parts) == {"loss_rnnt", "loss_distill"}  # the SSL encoder has no outputs to distil
 
 
@@ -266,8 +289,24 @@ def home(tmp_path, monkeypatch):
 
 def test_cli_runs_the_tiny_profile_beside_its_teacher(home, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["joint", "--method", "kd+l0", "--target-sparsity", "0.2", "--profile", "tiny", "--steps", "3",
-              "--recovery-steps", "1", "--device", "cpu", "--no-progress"])
+        main(
+            [
+                "joint",
+                "--method",
+                "kd+l0",
+                "--target-sparsity",
+                "0.2",
+                "--profile",
+                "tiny",
+                "--steps",
+                "3",
+                "--recovery-steps",
+                "1",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
     out = capsys.readouterr()
     assert exit_info.value.code == 0, out.err
     (run_dir,) = (home / "runs").glob("teacher-tiny-*/joint-offline-kd+l0-0.2-*")

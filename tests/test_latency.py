@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_asr import tiny_compressed_asr
 
 import kdlab.eval.latency as latency
@@ -29,6 +28,7 @@ class FakeClock:
         def call():
             self.calls.append(name)
             self.now += cost
+
         return call
 
 
@@ -69,13 +69,15 @@ def test_latency_vs_macs_rows_pair_each_encoder_with_the_first_and_the_figure_dr
 
     big, small = tiny_compressed_asr(seed=0).encoder, tiny_compressed_asr(seed=1).encoder
     small.blocks = small.blocks[:1]  # one block fewer: fewer MACs
-    small.config = type(small.config).from_dict({**small.config.to_dict(), "num_layers": 1,
-                                                 "layer_dims": small.config.layer_dims[:1]})
-    rows = measure_latency_vs_macs({"big": big, "small": small}, seconds=0.5, runtime="eager", rounds=2,
-                                   min_time=0.01)
+    small.config = type(small.config).from_dict(
+        {**small.config.to_dict(), "num_layers": 1, "layer_dims": small.config.layer_dims[:1]}
+    )
+    rows = measure_latency_vs_macs({"big": big, "small": small}, seconds=0.5, runtime="eager", rounds=2, min_time=0.01)
     assert [r["name"] for r in rows] == ["big", "small"] and rows[0]["mac_reduction"] == 1.0
-    assert rows[1]["mac_reduction"] == pytest.approx(float(expected_macs_per_second(big, deterministic=True))
-                                                     / float(expected_macs_per_second(small, deterministic=True)))
+    assert rows[1]["mac_reduction"] == pytest.approx(
+        float(expected_macs_per_second(big, deterministic=True))
+        / float(expected_macs_per_second(small, deterministic=True))
+    )
     assert rows[1]["mac_reduction"] > 1
     figure = latency_vs_macs_figure(rows)
     line, points = figure.data

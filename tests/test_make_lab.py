@@ -30,9 +30,18 @@ def test_make_lab_serves_on_localhost_and_prints_its_url_with_the_token(tmp_path
     port = free_port()
     log = tmp_path / "lab.log"
     # -o: the venv is already set up (the stamp is not remade here); the server logs to `log`.
-    command = ["make", "-s", "-C", str(PROJECT_ROOT), "-o", str(VENV / ".kdlab-installed"), "lab", f"VENV={VENV}",
-               f"LAB_ARGS=--port={port} --ServerApp.port_retries=0 --ip=127.0.0.1",
-               "KDLAB_HOME=" + str(tmp_path)]
+    command = [
+        "make",
+        "-s",
+        "-C",
+        str(PROJECT_ROOT),
+        "-o",
+        str(VENV / ".kdlab-installed"),
+        "lab",
+        f"VENV={VENV}",
+        f"LAB_ARGS=--port={port} --ServerApp.port_retries=0 --ip=127.0.0.1",
+        "KDLAB_HOME=" + str(tmp_path),
+    ]
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "BROWSER": "false"}
     with open(log, "w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

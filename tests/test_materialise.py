@@ -178,7 +178,8 @@ def test_everything_closed_leaves_subsampling_and_final_norms(streaming):
     small = materialise(gated)
     assert all(value == 0 for dims in small.config.layer_dims for value in dims.values())
     fixed = sum(p.numel() for p in gated.subsampling.parameters()) + sum(
-        p.numel() for block in gated.blocks for p in block.final_norm.parameters())
+        p.numel() for block in gated.blocks for p in block.final_norm.parameters()
+    )
     assert small.num_parameters() == fixed
     check_equal(gated, small, streaming)
     units_closed = make_encoder()  # branch gates open, every unit closed: constants folded instead

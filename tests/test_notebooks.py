@@ -12,7 +12,6 @@ import papermill
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
-
 from stand_ins import assert_nothing_on_stderr
 
 from kdlab import notebook_runner as nr
@@ -65,17 +64,23 @@ def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
     command = [sys.executable, "-m", "kdlab", "notebooks", "--profile", "tiny", "--out", str(out), "--only", "00", "01"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
-    assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"`{' '.join(command[1:])}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     (out / "command-stderr.txt").write_text(result.stderr)
     return out
 
 
 def test_notebook_01_runs_headless_and_scores_the_teachers_on_the_held_out_test_sets(study):
     notebook = nbformat.read(study / "01_ssl_teacher.ipynb", as_version=4)
-    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    errors = [
+        o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"
+    ]
     assert not errors, errors
     assert_nothing_on_stderr(notebook, "01_ssl_teacher")
-    held_out = next(cell for cell in notebook.cells if cell.cell_type == "code" and "held_out = pd.DataFrame" in cell.source)
+    held_out = next(
+        cell for cell in notebook.cells if cell.cell_type == "code" and "held_out = pd.DataFrame" in cell.source
+    )
     table = held_out.outputs[-1]["data"]["text/plain"]
     assert all(split in table for split in ("test", "test_unseen_engine", "test_unseen_text")), table
 
@@ -89,7 +94,9 @@ def test_the_command_prints_no_warning_of_the_kernel_or_the_notebook(study):
 
 def test_notebook_00_runs_headless_at_tiny_settings(study):
     notebook = nbformat.read(study / "00_corpus.ipynb", as_version=4)
-    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    errors = [
+        o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"
+    ]
     assert not errors, errors
     injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
     assert len(injected) == 1 and 'profile = "tiny"' in injected[0].source
@@ -163,7 +170,9 @@ def test_resolve_kernel_falls_back_to_python3_with_a_warning(monkeypatch):
 
 def test_export_refuses_plotly_figures_without_an_embedded_plotlyjs(tmp_path):
     figure = new_code_cell("fig", execution_count=1)
-    figure.outputs = [new_output("display_data", data={nr.PLOTLY_MIMETYPE: {"data": [], "layout": {}}, "text/plain": "fig"})]
+    figure.outputs = [
+        new_output("display_data", data={nr.PLOTLY_MIMETYPE: {"data": [], "layout": {}}, "text/plain": "fig"})
+    ]
     path = _write(tmp_path / "00_fig.ipynb", new_code_cell("profile = 'x'"), figure)
     with pytest.raises(nr.NotebookFailed, match=r"embeds plotly.js 0 times \(expected 1\).*use_embedded_plotly"):
         nr.export_html(path, tmp_path / "00_fig.html")
@@ -173,8 +182,17 @@ def test_export_refuses_plotly_figures_without_an_embedded_plotlyjs(tmp_path):
 def test_run_notebooks_injects_parameters_and_stops_at_the_first_failure(tmp_path):
     source = tmp_path / "nb"
     source.mkdir()
-    _write(source / "00_ok.ipynb", new_code_cell("profile = 'default'"), new_markdown_cell("# Fine"), new_code_cell("print(profile * 2)"))
-    _write(source / "01_bad.ipynb", new_code_cell("profile = 'default'"), new_code_cell("raise ValueError('boom ' + profile)"))
+    _write(
+        source / "00_ok.ipynb",
+        new_code_cell("profile = 'default'"),
+        new_markdown_cell("# Fine"),
+        new_code_cell("print(profile * 2)"),
+    )
+    _write(
+        source / "01_bad.ipynb",
+        new_code_cell("profile = 'default'"),
+        new_code_cell("raise ValueError('boom ' + profile)"),
+    )
     _write(source / "02_never.ipynb", new_code_cell("profile = 'default'"))
     out = tmp_path / "out"
     logged = []
@@ -182,9 +200,14 @@ def test_run_notebooks_injects_parameters_and_stops_at_the_first_failure(tmp_pat
         warnings.simplefilter("ignore")
         with pytest.raises(nr.NotebookFailed, match=r"01_bad.ipynb failed in cell \d+: ValueError: boom tiny"):
             nr.run_notebooks(
-                nr.discover_notebooks(source), out, {"profile": "tiny"}, html_reports=False,
-                kernel_name=_kernel(), progress=False, log=logged.append,
-            )  # fmt: skip
+                nr.discover_notebooks(source),
+                out,
+                {"profile": "tiny"},
+                html_reports=False,
+                kernel_name=_kernel(),
+                progress=False,
+                log=logged.append,
+            )
     done = nbformat.read(out / "00_ok.ipynb", as_version=4)
     assert done.cells[-1].outputs[0].text == "tinytiny\n"
     assert (out / "01_bad.ipynb").is_file() and not (out / "02_never.ipynb").exists()
@@ -192,12 +215,19 @@ def test_run_notebooks_injects_parameters_and_stops_at_the_first_failure(tmp_pat
 
 
 def _figure_output(title):
-    return new_output("display_data", data={nr.PLOTLY_MIMETYPE: {"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": {"text": title}}}})
+    return new_output(
+        "display_data",
+        data={nr.PLOTLY_MIMETYPE: {"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": {"text": title}}}},
+    )
 
 
 def test_key_figures_are_the_tagged_ones_else_the_first(tmp_path):
     cells = [new_code_cell("profile = 'x'"), new_code_cell("a"), new_code_cell("b"), new_code_cell("c")]
-    cells[1].outputs, cells[2].outputs, cells[3].outputs = [_figure_output("A")], [_figure_output("B")], [_figure_output("C")]
+    cells[1].outputs, cells[2].outputs, cells[3].outputs = (
+        [_figure_output("A")],
+        [_figure_output("B")],
+        [_figure_output("C")],
+    )
     notebook = new_notebook(cells=cells)
     titles = lambda figures: [figure["layout"]["title"]["text"] for _, figure in figures]  # noqa: E731
     assert titles(nr.notebook_figures(notebook)) == ["A", "B", "C"]
@@ -224,16 +254,23 @@ def test_key_figures_section_embeds_plotlyjs_once_and_only_when_needed(tmp_path)
 
 def test_export_refuses_html_that_loads_from_other_hosts(tmp_path):
     output = new_code_cell("html", execution_count=1)
-    output.outputs = [new_output("display_data", data={"text/html": '<script src="https://cdn.example.org/lib.js"></script>'})]
+    output.outputs = [
+        new_output("display_data", data={"text/html": '<script src="https://cdn.example.org/lib.js"></script>'})
+    ]
     path = _write(tmp_path / "00_cdn.ipynb", new_code_cell("profile = 'x'"), output)
-    with pytest.raises(nr.NotebookFailed, match=r"would load 1 file\(s\) from other hosts.*https://cdn.example.org/lib.js"):
+    with pytest.raises(
+        nr.NotebookFailed, match=r"would load 1 file\(s\) from other hosts.*https://cdn.example.org/lib.js"
+    ):
         nr.export_html(path, tmp_path / "00_cdn.html")
     assert not (tmp_path / "00_cdn.html").exists()
 
 
 def test_index_is_assembled_from_sections_in_order(tmp_path):
     runs = [nr.NotebookRun("00_a", "A <lesson>", tmp_path / "00_a.ipynb", None, 1.0)]
-    sections = [nr.IndexSection("Results table", "<table><tr><td>1</td></tr></table>"), nr.notebook_links_section(runs, tmp_path)]
+    sections = [
+        nr.IndexSection("Results table", "<table><tr><td>1</td></tr></table>"),
+        nr.notebook_links_section(runs, tmp_path),
+    ]
     page = nr.write_index(tmp_path, sections).read_text()
     assert page.index('id="results-table"') < page.index('id="notebooks"')
     assert '<a href="#results-table">Results table</a>' in page

@@ -8,7 +8,6 @@ self-checks (asserts in the cells) passed, and its figures and widget panels sho
 from __future__ import annotations
 
 import pytest
-
 from stand_ins import assert_lesson_explains_and_checks_itself, assert_ran_headless_at_tiny, execute_lessons
 
 from kdlab import notebook_runner as nr
@@ -31,11 +30,18 @@ def test_lesson_runs_headless_at_tiny_settings(executed, name):
     assert_ran_headless_at_tiny(executed[name], name)
 
 
-@pytest.mark.parametrize("name, figures, panels", [
-    ("02_knowledge_distillation", 4, 0),  # layer-KD curves, softmax bars, output-KD curve, agreement bars
-    ("03_l0_pruning", 4, 2),  # sparsity, losses, ≥ 1 gate heatmap, remaining ratios; hard-concrete + sparsity panels
-    ("04_low_rank_factorization", 5, 1),  # 3 spectra, LRF curves, rank evolution; the rank panel
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, figures, panels",
+    [
+        ("02_knowledge_distillation", 4, 0),  # layer-KD curves, softmax bars, output-KD curve, agreement bars
+        (
+            "03_l0_pruning",
+            4,
+            2,
+        ),  # sparsity, losses, ≥ 1 gate heatmap, remaining ratios; hard-concrete + sparsity panels
+        ("04_low_rank_factorization", 5, 1),  # 3 spectra, LRF curves, rank evolution; the rank panel
+    ],
+)
 def test_lesson_shows_its_figures_and_panels(executed, name, figures, panels):
     outputs = [o for cell in executed[name].cells if cell.cell_type == "code" for o in cell.outputs]
     shown = sum(nr.PLOTLY_MIMETYPE in o.get("data", {}) for o in outputs)

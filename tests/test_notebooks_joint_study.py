@@ -16,9 +16,12 @@ import re
 import nbformat
 import pytest
 import torch
-
-from stand_ins import (assert_lesson_explains_and_checks_itself, assert_ran_headless_at_tiny, execute_lessons,
-                       isolated_kdlab_home)
+from stand_ins import (
+    assert_lesson_explains_and_checks_itself,
+    assert_ran_headless_at_tiny,
+    execute_lessons,
+    isolated_kdlab_home,
+)
 
 from kdlab import notebook_runner as nr
 from kdlab.compress.hardconcrete import HardConcreteGate
@@ -48,8 +51,11 @@ def _outputs(notebook, tag: str | None = None) -> list[dict]:
 
 
 def _figure_titles(notebook) -> list[str]:
-    return [o["data"][nr.PLOTLY_MIMETYPE]["layout"].get("title", {}).get("text", "") for o in _outputs(notebook)
-            if nr.PLOTLY_MIMETYPE in o.get("data", {})]
+    return [
+        o["data"][nr.PLOTLY_MIMETYPE]["layout"].get("title", {}).get("text", "")
+        for o in _outputs(notebook)
+        if nr.PLOTLY_MIMETYPE in o.get("data", {})
+    ]
 
 
 def _text(notebook, cell_id: str) -> str:
@@ -102,9 +108,16 @@ def test_lesson_runs_headless_at_tiny_settings(executed, name):
 
 def test_the_joint_lesson_shows_evolution_comparison_and_streaming_figures(executed):
     titles = _figure_titles(executed[JOINT])
-    for part in ("RNN-T", "KD terms", "target t vs expected sparsity", "P(z ≠ 0) of the attention heads",
-                 "expected rank per matrix", "expected sparsity ŝ in each route", "test WER vs encoder parameters",
-                 "per-call latency"):
+    for part in (
+        "RNN-T",
+        "KD terms",
+        "target t vs expected sparsity",
+        "P(z ≠ 0) of the attention heads",
+        "expected rank per matrix",
+        "expected sparsity ŝ in each route",
+        "test WER vs encoder parameters",
+        "per-call latency",
+    ):
         assert any(part in title for title in titles), f"no figure titled with {part!r} among {titles}"
     assert not any(nr.WIDGET_VIEW_MIMETYPE in o.get("data", {}) for o in _outputs(executed[JOINT]))
 
@@ -239,8 +252,15 @@ def test_grid_config_budgets():
 
 
 def _study(seeds, targets, held, outside, kd_worse) -> StudyResults:
-    claims = [{"id": f"claim{i}", "seeds": seeds, "details": {"reason": "rows missing"} if h is None else {},
-               "held_in_seeds": {True: seeds, False: 0, None: 0}[h]} for i, h in enumerate(held)]
+    claims = [
+        {
+            "id": f"claim{i}",
+            "seeds": seeds,
+            "details": {"reason": "rows missing"} if h is None else {},
+            "held_in_seeds": {True: seeds, False: 0, None: 0}[h],
+        }
+        for i, h in enumerate(held)
+    ]
     checks = {"budget": {"failures": [{"key": k} for k in outside]}, "kd_baseline_separated": {"held": kd_worse}}
     return StudyResults(None, StudyConfig("tiny", seeds=seeds, target_sparsities=targets), [], [], claims, checks)
 
@@ -261,10 +281,10 @@ def test_next_steps_ask_for_longer_fine_tunes_when_the_kd_baseline_is_on_the_bla
     def study(kd_wer):
         result = _study(3, [0.3, 0.5], [True], [], True)
         result.config = StudyConfig("default", seeds=3, target_sparsities=[0.3, 0.5])
-        result.summary = [{"mode": "offline", "route": "sequential", "method": "kd", "target_sparsity": 0.5,
-                           "test_wer": kd_wer},
-                          {"mode": "offline", "route": "joint", "method": "lrf", "target_sparsity": 0.5,
-                           "test_wer": 0.95}]  # a joint row on the plateau is not the baseline's fine-tune
+        result.summary = [
+            {"mode": "offline", "route": "sequential", "method": "kd", "target_sparsity": 0.5, "test_wer": kd_wer},
+            {"mode": "offline", "route": "joint", "method": "lrf", "target_sparsity": 0.5, "test_wer": 0.95},
+        ]  # a joint row on the plateau is not the baseline's fine-tune
         return result
 
     assert sl.next_steps(study(sl.PLATEAU_WER - 0.01)) == []

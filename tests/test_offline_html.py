@@ -50,7 +50,9 @@ def test_use_embedded_plotly_selects_the_offline_renderer():
 
 def test_exporter_leaves_out_the_cdn_scripts_of_the_lab_template():
     notebook = new_notebook(cells=[new_markdown_cell("# Title\n\nsome $x^2$ math")])
-    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}}
+    notebook.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}
+    }
     stock, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
     assert oh.external_resources(stock)  # require.js and MathJax from cdnjs
     page, _ = oh.offline_html_exporter().from_notebook_node(notebook)

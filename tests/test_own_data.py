@@ -77,7 +77,8 @@ def test_jsonl_manifest_resolves_relative_paths_and_skips_bad_entries(tmp_path):
     (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     utts, report = read_plain_manifest(tmp_path / "list.jsonl")
     assert [(u.id, u.text, u.speaker) for u in utts] == [
-        ("clips-a", "hello world", "ann"), ("clips-b", "second one", "unknown")
+        ("clips-a", "hello world", "ann"),
+        ("clips-b", "second one", "unknown"),
     ]
     assert utts[0].audio == str((tmp_path / "clips" / "a.wav").resolve())
     assert [u.duration for u in utts] == pytest.approx([0.5, 0.25])

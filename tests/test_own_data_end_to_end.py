@@ -11,13 +11,13 @@ import json
 
 import pytest
 import soundfile as sf
+from stand_ins import isolated_kdlab_home
 
 from kdlab.cli import main
 from kdlab.data.corpus import ensure_corpus
 from kdlab.data.manifest import read_manifest
 from kdlab.train.recipes.corpus_choice import corpus_content_digest
 from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, load_finetune
-from stand_ins import isolated_kdlab_home
 
 SUBSETS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 FIRST_SPEAKER = {"train": 100, "dev": 200, "test": 300}
@@ -67,14 +67,41 @@ def imported(tmp_path_factory):
 def test_an_imported_librispeech_folder_trains_the_tiny_study_with_bpe(imported):
     home, corpus = imported
     out = home / "outputs" / "study"
-    stdout = run_cli(["study", "--profile", "tiny", "--corpus", str(corpus), "--tokenizer", "bpe:64",
-                      "--out", str(out), "--device", "cpu", "--steps", "2", "--latency-seconds", "1",
-                      "--latency-min-time", "0.02", "--latency-runs", "1", "--methods", "kd+l0", "--modes", "offline"])
+    stdout = run_cli(
+        [
+            "study",
+            "--profile",
+            "tiny",
+            "--corpus",
+            str(corpus),
+            "--tokenizer",
+            "bpe:64",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--latency-seconds",
+            "1",
+            "--latency-min-time",
+            "0.02",
+            "--latency-runs",
+            "1",
+            "--methods",
+            "kd+l0",
+            "--modes",
+            "offline",
+        ]
+    )
     assert "results:" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["corpus_dir"] == str(corpus) and results["config"]["tokenizer"] == "bpe:64"
-    teacher = load_finetune(default_finetune_dir(FinetuneConfig.for_profile(
-        "tiny", streaming=False, steps=2, corpus_dir=str(corpus), tokenizer="bpe:64")))
+    teacher = load_finetune(
+        default_finetune_dir(
+            FinetuneConfig.for_profile("tiny", streaming=False, steps=2, corpus_dir=str(corpus), tokenizer="bpe:64")
+        )
+    )
     # the teacher trained on the imported corpus, with the BPE model it carries (not the characters)
     assert teacher.config.corpus_digest == corpus_content_digest(corpus)
     assert teacher.tokenizer.kind == "bpe" and 30 <= teacher.tokenizer.vocab_size <= 64

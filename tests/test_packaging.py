@@ -64,13 +64,18 @@ def test_environment_python_satisfies_requires_python():
     requires = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     minimum = tuple(int(p) for p in requires.removeprefix(">=").split("."))
     assert python, "environment.yml does not pin python=X.Y"
-    assert tuple(int(p) for p in python.split(".")[:2]) >= minimum, f"environment.yml python={python} but pyproject needs {requires}"
+    assert tuple(int(p) for p in python.split(".")[:2]) >= minimum, (
+        f"environment.yml python={python} but pyproject needs {requires}"
+    )
 
 
 def _pyproject_requirements() -> dict[str, list[str]]:
     """{group: [requirement, ...]}: "dependencies", each extra, and "build-system"."""
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
-    groups = {"dependencies": pyproject["project"]["dependencies"], "build-system": pyproject["build-system"]["requires"]}
+    groups = {
+        "dependencies": pyproject["project"]["dependencies"],
+        "build-system": pyproject["build-system"]["requires"],
+    }
     groups.update(pyproject["project"]["optional-dependencies"])
     return groups
 
@@ -84,7 +89,8 @@ def test_pyproject_dependencies_extras_and_build_system_are_exactly_the_pinned_p
             name = _normalise(requirement.name)
             assert name in pins, f"pyproject {group}: {name} is not pinned in requirements.txt"
             assert requirement.specifier.contains(pins[name]), (
-                f"pyproject {group} wants {text} but requirements.txt pins {name}=={pins[name]}")
+                f"pyproject {group} wants {text} but requirements.txt pins {name}=={pins[name]}"
+            )
             listed[name] = group
     unlisted = sorted(set(pins) - set(listed))
     assert not unlisted, f"requirements.txt pins {unlisted}, which pyproject lists neither as dependency nor extra"
@@ -95,16 +101,21 @@ def test_build_backend_is_pinned_so_builds_need_no_download():
     (backend,) = _pyproject_requirements()["build-system"]
     requirement = Requirement(backend)
     assert str(requirement.specifier) == f"=={_requirements_pins()[_normalise(requirement.name)]}", (
-        f"build-system requires {backend}; pin it to the setuptools of requirements.txt")
+        f"build-system requires {backend}; pin it to the setuptools of requirements.txt"
+    )
 
 
 def test_cli_help_lists_every_command_with_its_help_line():
-    result = subprocess.run([sys.executable, "-m", "kdlab", "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kdlab", "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     names = [m.name for m in pkgutil.iter_modules(kdlab.commands.__path__) if not m.name.startswith("_")]
     assert "notebooks" in names
     help_text = " ".join(result.stdout.split())
     for name in names:
         module = importlib.import_module(f"kdlab.commands.{name}")
-        assert re.search(rf"^\s+{name}\s", result.stdout, re.MULTILINE), f"`python -m kdlab --help` does not list {name!r}"
+        assert re.search(rf"^\s+{name}\s", result.stdout, re.MULTILINE), (
+            f"`python -m kdlab --help` does not list {name!r}"
+        )
         assert " ".join(module.HELP.split()) in help_text, f"help line of {name!r} missing from --help"

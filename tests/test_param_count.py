@@ -71,10 +71,16 @@ def counted_macs(encoder: ConformerEncoder, frames: int, stream: bool) -> float:
     return counter.get_total_flops() / 2
 
 
-@pytest.mark.parametrize("overrides", [{}, {"streaming": True, "chunk_size": 4, "left_chunks": 1},
-                                       {"streaming": True, "chunk_size": 5, "left_chunks": -1},
-                                       {"subsampling_factor": 8},
-                                       {"subsampling_factor": 8, "streaming": True, "chunk_size": 3, "left_chunks": 1}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"streaming": True, "chunk_size": 4, "left_chunks": 1},
+        {"streaming": True, "chunk_size": 5, "left_chunks": -1},
+        {"subsampling_factor": 8},
+        {"subsampling_factor": 8, "streaming": True, "chunk_size": 3, "left_chunks": 1},
+    ],
+)
 def test_macs_match_the_flop_counter(overrides):
     frames, seconds = 23, 0.92  # 25 frames per second
     dense = make_encoder(**overrides)

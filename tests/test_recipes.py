@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from stand_ins import isolated_kdlab_home
 
 from kdlab.cli import main
@@ -128,8 +127,13 @@ def test_ssl_init_refuses_an_encoder_of_another_architecture(corpus, tmp_path):
     config = pt.PretrainConfig.for_profile("tiny", steps=1)
     config.corpus_dir = str(corpus)
     pt.run_pretrain(config, tmp_path / "pre", device="cpu", progress=False)
-    wider = ft.FinetuneConfig.for_profile("tiny", steps=1, ssl_run_dir=str(tmp_path / "pre"), corpus_dir=str(corpus),
-                                          encoder=teacher_config("tiny", d_model=48))
+    wider = ft.FinetuneConfig.for_profile(
+        "tiny",
+        steps=1,
+        ssl_run_dir=str(tmp_path / "pre"),
+        corpus_dir=str(corpus),
+        encoder=teacher_config("tiny", d_model=48),
+    )
     with pytest.raises(ValueError, match=r"differs from FinetuneConfig.encoder in \['d_model'\]"):
         ft.run_finetune(wider, tmp_path / "ft", device="cpu", progress=False)
 
@@ -147,8 +151,12 @@ def test_rnnt_memorises_a_fixed_utterance(corpus):
     batch = collate([dataset[shortest]])
     torch.manual_seed(0)
     encoder = ConformerEncoder(teacher_config("tiny", dropout=0.0))
-    model = RNNTModel(encoder, RNNTConfig(vocab_size=data.tokenizer.vocab_size, pred_embed_dim=16, pred_hidden=128,
-                                          joint_dim=128, dropout=0.0))
+    model = RNNTModel(
+        encoder,
+        RNNTConfig(
+            vocab_size=data.tokenizer.vocab_size, pred_embed_dim=16, pred_hidden=128, joint_dim=128, dropout=0.0
+        ),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(STEPS):

@@ -10,13 +10,13 @@ import time
 
 import pytest
 import torch
+from stand_ins import isolated_kdlab_home
 
 from kdlab.commands._compression_args import budget_warning
 from kdlab.data.corpus import ensure_corpus
 from kdlab.paths import PROJECT_ROOT
 from kdlab.train.recipes.compress import load_compress
 from kdlab.train.recipes.pretrain import PretrainConfig, run_pretrain
-from stand_ins import isolated_kdlab_home
 
 STEPS = 60  # tiny profile: a checkpoint every 10 steps
 
@@ -32,9 +32,25 @@ def home(tmp_path_factory):
 
 
 def compress_command(run_dir) -> list[str]:
-    return [sys.executable, "-m", "kdlab", "compress", "--profile", "tiny", "--method", "kd+l0",
-            "--target-sparsity", "0.25", "--steps", str(STEPS), "--device", "cpu", "--no-progress",
-            "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "kdlab",
+        "compress",
+        "--profile",
+        "tiny",
+        "--method",
+        "kd+l0",
+        "--target-sparsity",
+        "0.25",
+        "--steps",
+        str(STEPS),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def environment(home) -> dict:
@@ -55,8 +71,9 @@ def test_a_compression_killed_half_way_resumes_to_the_uninterrupted_result(home)
     subprocess.run(compress_command(reference), env=env, check=True, capture_output=True)
 
     interrupted = home / "interrupted"
-    process = subprocess.Popen(compress_command(interrupted), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        compress_command(interrupted), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while logged_step(interrupted) < STEPS // 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

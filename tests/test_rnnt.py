@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from torch import nn
-
 from stand_ins import FakeBatch, StackEncoder
+from torch import nn
 
 from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
 
@@ -53,8 +51,13 @@ def test_loss_equals_the_forward_algorithm():
     model, batch = make_model(), make_batch()
     loss, logits, enc_lengths = model(batch, return_logits=True)
     assert logits.shape == (2, 6, 5, CONFIG.vocab_size) and enc_lengths.tolist() == [6, 3]
-    expected = [reference_nll(logits[b, : enc_lengths[b], : batch.token_lengths[b] + 1],
-                              batch.tokens[b, : batch.token_lengths[b]].tolist()) for b in range(2)]
+    expected = [
+        reference_nll(
+            logits[b, : enc_lengths[b], : batch.token_lengths[b] + 1],
+            batch.tokens[b, : batch.token_lengths[b]].tolist(),
+        )
+        for b in range(2)
+    ]
     assert float(loss) == pytest.approx(float(sum(expected) / 2), rel=1e-5)
 
 
@@ -62,9 +65,15 @@ def test_loss_equals_the_forward_algorithm():
 def test_padding_does_not_change_an_utterance_loss():
     model, batch = make_model(), make_batch()
     together = model(batch)
-    alone = [model(batch.features[b : b + 1, : batch.feature_lengths[b]], batch.feature_lengths[b : b + 1],
-                   batch.tokens[b : b + 1, : batch.token_lengths[b]], batch.token_lengths[b : b + 1])
-             for b in range(2)]
+    alone = [
+        model(
+            batch.features[b : b + 1, : batch.feature_lengths[b]],
+            batch.feature_lengths[b : b + 1],
+            batch.tokens[b : b + 1, : batch.token_lengths[b]],
+            batch.token_lengths[b : b + 1],
+        )
+        for b in range(2)
+    ]
     assert float(together) == pytest.approx(float(sum(alone) / 2), rel=1e-5)
 
 

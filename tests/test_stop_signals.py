@@ -26,8 +26,9 @@ def make_trainer(run_dir, interrupt_at=None, **overrides):
         x, y = batch
         return ((m(x) - y) ** 2).mean(), {}
 
-    config = TrainerConfig(**{"max_steps": 8, "warmup_steps": 0, "log_every": 1, "progress": False,
-                              "device": "cpu", **overrides})
+    config = TrainerConfig(
+        **{"max_steps": 8, "warmup_steps": 0, "log_every": 1, "progress": False, "device": "cpu", **overrides}
+    )
     return Trainer(model, config, step_fn, DATA, run_dir=run_dir)
 
 

@@ -16,7 +16,6 @@ import os
 
 import pytest
 import torch
-
 from stand_ins import isolated_kdlab_home
 
 from kdlab.cli import main
@@ -43,8 +42,23 @@ from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 
 torch.set_num_threads(1)
 TARGET = 0.25
-ARGS = ["study", "--profile", "tiny", "--steps", "2", "--latency-seconds", "1", "--latency-min-time", "0.02",
-        "--latency-runs", "1", "--device", "cpu", "--workers", "2"]
+ARGS = [
+    "study",
+    "--profile",
+    "tiny",
+    "--steps",
+    "2",
+    "--latency-seconds",
+    "1",
+    "--latency-min-time",
+    "0.02",
+    "--latency-runs",
+    "1",
+    "--device",
+    "cpu",
+    "--workers",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +150,12 @@ def test_params_and_macs_of_each_row_equal_the_reloaded_model(study):
 def test_sequential_rows_of_both_modes_share_one_compression_run(study):
     _, _, data = study
     for method in ("kd", *METHODS):
-        offline, streaming = (read_result(r["run_dir"]) for mode in MODES for r in data["rows"]
-                              if (r["mode"], r["route"], r["method"]) == (mode, "sequential", method))
+        offline, streaming = (
+            read_result(r["run_dir"])
+            for mode in MODES
+            for r in data["rows"]
+            if (r["mode"], r["route"], r["method"]) == (mode, "sequential", method)
+        )
         assert offline["compress_run_dir"] == streaming["compress_run_dir"]
         compressed = read_result(offline["compress_run_dir"])
         assert offline["encoder_params"] == streaming["encoder_params"] == compressed["params"]
@@ -167,8 +185,11 @@ def test_every_student_row_had_the_same_start_and_the_same_asr_schedule(study):
         assert row["kd_source"] == ("ssl" if row["route"] == "joint" and "kd" in row["method"].split("+") else None)
     assert weights_digest(fresh.predictor, fresh.joiner) != weights_digest(teacher.predictor, teacher.joiner)
     schedules = {(r["ctc_steps"], r["ctc_frames"], r["rnnt_steps"], r["rnnt_frames"]) for r in students}
-    scratch = {(r["ctc_steps"], r["ctc_frames"], r["rnnt_steps"], r["rnnt_frames"]) for r in data["rows"]
-               if r["method"] == "scratch"}
+    scratch = {
+        (r["ctc_steps"], r["ctc_frames"], r["rnnt_steps"], r["rnnt_frames"])
+        for r in data["rows"]
+        if r["method"] == "scratch"
+    }
     assert schedules == scratch and len(schedules) == 1  # the from-scratch reference too
     ((ctc_steps, ctc_frames, rnnt_steps, rnnt_frames),) = schedules
     assert (ctc_steps, rnnt_steps) == (config.ctc_warmup_steps, config.finetune_steps) == (2, 2)
@@ -215,8 +236,12 @@ def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study)
 
     def with_wer(rows, mode, route, method, factor):
         base = next(r for r in rows if (r["mode"], r["route"], r["method"]) == (mode, route, "kd"))
-        changed = [{**r, "test_wer": base["test_wer"] * factor}
-                   if (r["mode"], r["route"], r["method"]) == (mode, route, method) else r for r in rows]
+        changed = [
+            {**r, "test_wer": base["test_wer"] * factor}
+            if (r["mode"], r["route"], r["method"]) == (mode, route, method)
+            else r
+            for r in rows
+        ]
         return add_rwer(changed)
 
     better = with_wer(rows, "offline", "sequential", "kd+l0", 0.5)
@@ -277,8 +302,9 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
     assert after["teacher/streaming"] == after["teacher/offline"] == ("pretrain",)  # side by side
     sequential = [t for t in graph if t.row is not None and t.row.route == "sequential"]
     assert config.methods == ["lrf", "l0", "kd+lrf", "kd+l0"]  # the default grid: the methods of the claims
-    assert {t.after for t in sequential} == {(f"compress/{m}/0.5/s{s}",) for m in ["kd", *config.methods]
-                                             for s in (0, 1)}
+    assert {t.after for t in sequential} == {
+        (f"compress/{m}/0.5/s{s}",) for m in ["kd", *config.methods] for s in (0, 1)
+    }
     joint = [t for t in graph if t.row is not None and t.row.route == "joint"]
     assert joint and all(t.after == ("pretrain",) for t in joint)  # they start from the SSL encoder
     from_teacher = {t.name: t.after for t in tasks(plan_rows(config), joint_kd_source="finetuned")}
@@ -295,16 +321,21 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
 def test_study_config_defaults_validation_and_plan_size():
     assert StudyConfig("tiny").target_sparsities == [0.25]
     assert StudyConfig("default").target_sparsities == [0.5]
-    config = StudyConfig("tiny", seeds=2, target_sparsities=[0.2, 0.3], methods=["kd+l0", "lrf"],
-                         modes=["streaming"], routes=["joint"])
+    config = StudyConfig(
+        "tiny", seeds=2, target_sparsities=[0.2, 0.3], methods=["kd+l0", "lrf"], modes=["streaming"], routes=["joint"]
+    )
     assert StudyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     # teacher + per seed and target: scratch, the sequential KD baseline, the joint KD baseline and methods
     assert len(plan_rows(config)) == 1 + 2 * 2 * (1 + 1 + 1 + 2)
-    for kwargs, message in [({"methods": ["kd"]}, "methods must be"), ({"modes": ["offline", "offline"]}, "twice"),
-                            ({"target_sparsities": [1.5]}, "target_sparsity must be in"),
-                            ({"seeds": 0}, "seeds must be"), ({"finetune_steps": 0}, "finetune_steps"),
-                            ({"joint_kd_source": "teacher"}, "joint_kd_source"),
-                            ({"latency_min_runs": 0}, "latency_min_runs")]:
+    for kwargs, message in [
+        ({"methods": ["kd"]}, "methods must be"),
+        ({"modes": ["offline", "offline"]}, "twice"),
+        ({"target_sparsities": [1.5]}, "target_sparsity must be in"),
+        ({"seeds": 0}, "seeds must be"),
+        ({"finetune_steps": 0}, "finetune_steps"),
+        ({"joint_kd_source": "teacher"}, "joint_kd_source"),
+        ({"latency_min_runs": 0}, "latency_min_runs"),
+    ]:
         with pytest.raises(ValueError, match=message):
             StudyConfig("tiny", **kwargs)
 
@@ -362,13 +393,30 @@ def test_the_cli_budget_options_override_steps_and_appear_in_the_readme_command(
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    args = parser.parse_args(["--seeds", "3", "--steps", "5", "--finetune-steps", "240", "--ctc-warmup-steps", "400",
-                              "--target-sparsity", "0.5", "0.7", "--modes", "offline"])
+    args = parser.parse_args(
+        [
+            "--seeds",
+            "3",
+            "--steps",
+            "5",
+            "--finetune-steps",
+            "240",
+            "--ctc-warmup-steps",
+            "400",
+            "--target-sparsity",
+            "0.5",
+            "0.7",
+            "--modes",
+            "offline",
+        ]
+    )
     config = command.study_config(args)
     assert (config.finetune_steps, config.ctc_warmup_steps) == (240, 400)
     assert (config.compress_steps, config.recovery_steps) == (5, 2)  # --steps for the rest
-    assert command.command_line(args) == ("python -m kdlab study --profile default --seeds 3 --target-sparsity 0.5 "
-                                          "0.7 --modes offline --steps 5 --ctc-warmup-steps 400 --finetune-steps 240")
+    assert command.command_line(args) == (
+        "python -m kdlab study --profile default --seeds 3 --target-sparsity 0.5 "
+        "0.7 --modes offline --steps 5 --ctc-warmup-steps 400 --finetune-steps 240"
+    )
     defaults = parser.parse_args([])
     assert command.study_config(defaults) == StudyConfig("default")  # the grid's budgets untouched
     assert command.command_line(defaults) == "python -m kdlab study --profile default --seeds 1"

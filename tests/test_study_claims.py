@@ -10,8 +10,13 @@ import pytest
 
 from kdlab.eval.wer import relative_wer
 from kdlab.study.checks import run_checks
-from kdlab.study.claims import (evaluate_claims, joint_beats_sequential, kd_pruning_beats_kd, l0_kd_best_offline,
-                                lrf_kd_best_streaming)
+from kdlab.study.claims import (
+    evaluate_claims,
+    joint_beats_sequential,
+    kd_pruning_beats_kd,
+    l0_kd_best_offline,
+    lrf_kd_best_streaming,
+)
 from kdlab.study.config import METHODS, MODES, ROUTES
 from kdlab.study.report import checks_table, claims_table
 from kdlab.study.table import add_rwer, summarise
@@ -22,10 +27,18 @@ TEACHER_WER, KD_WER, SCRATCH_WER = 0.10, 0.20, 0.30
 
 def _row(mode, route, method, seed, wer, target=TARGET, sparsity=None) -> dict:
     sparsity = target if sparsity is None else sparsity
-    return {"key": f"{mode}-{route}-{method}-s{seed}", "mode": mode, "route": route, "method": method,
-            "target_sparsity": target, "seed": seed, "test_wer": wer, "achieved_sparsity": sparsity,
-            "within_budget": None if target is None else abs(sparsity - target) <= 0.03,
-            **{k: 1.0 for k in ("encoder_params", "params", "macs_per_second", "latency_ms", "dev_wer")}}
+    return {
+        "key": f"{mode}-{route}-{method}-s{seed}",
+        "mode": mode,
+        "route": route,
+        "method": method,
+        "target_sparsity": target,
+        "seed": seed,
+        "test_wer": wer,
+        "achieved_sparsity": sparsity,
+        "within_budget": None if target is None else abs(sparsity - target) <= 0.03,
+        **{k: 1.0 for k in ("encoder_params", "params", "macs_per_second", "latency_ms", "dev_wer")},
+    }
 
 
 def _rows(wers: dict | None = None, seeds=(0,), modes=MODES, teacher_wer=TEACHER_WER, sparsity: dict | None = None):
@@ -50,8 +63,14 @@ def _claims(rows) -> dict:
 
 # ------------------------------------------------------------------ RWER against the row's own route
 def test_rwer_is_against_the_kd_baseline_of_the_rows_own_route_and_mode():
-    rows = _rows({("offline", "joint", "kd"): 0.25, ("offline", "joint", "l0"): 0.20,
-                  ("offline", "sequential", "l0"): 0.15, ("streaming", "joint", "l0"): 0.10})
+    rows = _rows(
+        {
+            ("offline", "joint", "kd"): 0.25,
+            ("offline", "joint", "l0"): 0.20,
+            ("offline", "sequential", "l0"): 0.15,
+            ("streaming", "joint", "l0"): 0.10,
+        }
+    )
     rwer = {(r["mode"], r["route"], r["method"]): r["rwer"] for r in rows}
     assert rwer[("offline", "joint", "l0")] == pytest.approx(relative_wer(0.25, 0.20))  # 20 %, not 0 %
     assert rwer[("offline", "sequential", "l0")] == pytest.approx(relative_wer(0.20, 0.15))
@@ -72,8 +91,14 @@ def test_summary_means_and_stds_over_seeds_and_rwer_without_a_usable_baseline():
 
 # ------------------------------------------------------------------ the claims' numbers
 def test_claim_functions_compute_their_numbers_and_flip_with_the_wers():
-    rows = _rows({("offline", "joint", "kd+l0"): 0.15, ("offline", "sequential", "kd+lrf"): 0.175,
-                  ("streaming", "sequential", "kd+lrf"): 0.1, ("streaming", "joint", "l0"): 0.15})
+    rows = _rows(
+        {
+            ("offline", "joint", "kd+l0"): 0.15,
+            ("offline", "sequential", "kd+lrf"): 0.175,
+            ("streaming", "sequential", "kd+lrf"): 0.1,
+            ("streaming", "joint", "l0"): 0.15,
+        }
+    )
     claim = l0_kd_best_offline(rows, TARGET)
     assert claim["holds"] is True and claim["value"] == pytest.approx(25.0)
     assert claim["details"]["route"] == "joint" and claim["effect"] == pytest.approx(25.0 - 12.5)
@@ -89,8 +114,12 @@ def test_claim_functions_compute_their_numbers_and_flip_with_the_wers():
 
 
 def test_joint_beats_sequential_pairs_the_same_method_across_routes_without_the_kd_baselines():
-    wers = {("offline", "joint", "kd+l0"): 0.1, ("streaming", "joint", "lrf"): 0.15, ("offline", "joint", "l0"): 0.25,
-            ("offline", "joint", "kd"): 0.05}  # the KD baselines prune nothing: not a pair
+    wers = {
+        ("offline", "joint", "kd+l0"): 0.1,
+        ("streaming", "joint", "lrf"): 0.15,
+        ("offline", "joint", "l0"): 0.25,
+        ("offline", "joint", "kd"): 0.05,
+    }  # the KD baselines prune nothing: not a pair
     claim = joint_beats_sequential(_rows(wers), TARGET)
     assert claim["details"]["pairs"] == len(METHODS) * len(MODES) and claim["details"]["joint_wins"] == 2
     assert claim["value"] == claim["effect"] == pytest.approx((0.1 + 0.05 - 0.05) / (len(METHODS) * len(MODES)))
@@ -115,8 +144,10 @@ def test_a_kd_baseline_or_scratch_model_on_the_plateau_makes_the_claims_of_its_m
     plateau = _claims(_rows({**better, ("streaming", "sequential", "kd"): 0.92}))
     for claim_id in ("kd_pruning_beats_kd", "lrf_kd_best_streaming", "joint_beats_sequential"):
         assert plateau[claim_id]["verdict"] == "undetermined", claim_id
-        assert "streaming sequential KD baseline (seed 0) is on the blank plateau: test WER 92.0% > 50%" in \
-            plateau[claim_id]["reason"]
+        assert (
+            "streaming sequential KD baseline (seed 0) is on the blank plateau: test WER 92.0% > 50%"
+            in plateau[claim_id]["reason"]
+        )
     assert plateau["l0_kd_best_offline"]["verdict"] == "held"  # an offline claim: the streaming rows do not matter
     scratch = _claims(_rows({**better, ("offline", "reference", "scratch"): 0.6}))
     assert scratch["l0_kd_best_offline"]["verdict"] == "undetermined"
@@ -178,10 +209,12 @@ def test_checks_hold_on_a_valid_grid_and_name_each_failure():
     checks = run_checks(_rows(seeds=(0, 1, 2)))
     assert all(check["held"] is True for check in checks.values()), checks
     assert checks["teacher_in_range"]["teacher_wers"] == {"offline": 0.1, "streaming": 0.1}
-    assert {(c["route"], c["mode"]) for c in checks["kd_baseline_separated"]["comparisons"]} == \
-        {(r, m) for r in ROUTES for m in MODES}
-    checks = run_checks(_rows({("offline", "joint", "l0"): 0.55}, teacher_wer=0.02,
-                              sparsity={("streaming", "sequential", "lrf"): 0.79}))
+    assert {(c["route"], c["mode"]) for c in checks["kd_baseline_separated"]["comparisons"]} == {
+        (r, m) for r in ROUTES for m in MODES
+    }
+    checks = run_checks(
+        _rows({("offline", "joint", "l0"): 0.55}, teacher_wer=0.02, sparsity={("streaming", "sequential", "lrf"): 0.79})
+    )
     assert checks["teacher_in_range"]["held"] is False and len(checks["teacher_in_range"]["failures"]) == 2
     plateau = checks["students_off_plateau"]
     assert plateau["held"] is False and [f["key"] for f in plateau["failures"]] == ["offline-joint-l0-s0"]
@@ -210,15 +243,27 @@ def test_the_kd_baseline_must_be_within_2_5_times_the_teacher_and_clearly_worse_
 # ------------------------------------------------------------------ tables
 def test_the_claims_table_shows_verdict_signed_values_unsigned_spread_and_reason():
     def claim(unit, value, effect_std):
-        return {"statement": "s", "target_sparsity": 0.5, "verdict": "undetermined", "value": value, "paper": None,
-                "effect": value, "effect_std": effect_std, "held_in_seeds": 1, "seeds": 3, "unit": unit,
-                "reason": "the effect is small | really"}
+        return {
+            "statement": "s",
+            "target_sparsity": 0.5,
+            "verdict": "undetermined",
+            "value": value,
+            "paper": None,
+            "effect": value,
+            "effect_std": effect_std,
+            "held_in_seeds": 1,
+            "seeds": 3,
+            "unit": unit,
+            "reason": "the effect is small | really",
+        }
 
     rwer_row, wer_row = claims_table([claim("RWER %", -2.34, 0.71), claim("WER", 0.125, 0.0213)])[2:]
-    assert rwer_row == ("| s | 0.5 | undetermined | -2.3 % | — | -2.3 % ± 0.7 % | 1 / 3 | "
-                        "the effect is small / really |")
-    assert wer_row.endswith("| +12.50 WER points | — | +12.50 WER points ± 2.13 WER points | 1 / 3 | "
-                            "the effect is small / really |")
+    assert rwer_row == (
+        "| s | 0.5 | undetermined | -2.3 % | — | -2.3 % ± 0.7 % | 1 / 3 | the effect is small / really |"
+    )
+    assert wer_row.endswith(
+        "| +12.50 WER points | — | +12.50 WER points ± 2.13 WER points | 1 / 3 | the effect is small / really |"
+    )
     assert claims_table([{**claim("WER", None, None), "effect": None}])[2].count("n/a") == 2
 
 

@@ -33,14 +33,21 @@ def _trainer(run_dir, max_steps=6) -> Trainer:
         task = (m(batch) - batch.sum(1, keepdim=True)).pow(2).mean()
         return task + multipliers.lambda1 * 0.1, {"loss_task": task}
 
-    return Trainer(model, TrainerConfig(max_steps=max_steps, lr=0.05, warmup_steps=0, log_every=2, eval_every=3,
-                                        progress=False), step_fn, [X[:6], X[6:]],
-                   param_groups=[{"params": [multipliers.lambda1], "lr": -0.1, "name": "lagrangian"}],
-                   modules={"lagrangian": multipliers},
-                   eval_fn=lambda m: {"dev_wer": float(m(X).abs().mean())},
-                   record_fn=lambda m: {"expected_sparsity": float(m.weight.abs().mean()),
-                                        "lambda1": float(multipliers.lambda1), "gates": {"a": [0.5, 0.7]}},
-                   run_dir=run_dir)
+    return Trainer(
+        model,
+        TrainerConfig(max_steps=max_steps, lr=0.05, warmup_steps=0, log_every=2, eval_every=3, progress=False),
+        step_fn,
+        [X[:6], X[6:]],
+        param_groups=[{"params": [multipliers.lambda1], "lr": -0.1, "name": "lagrangian"}],
+        modules={"lagrangian": multipliers},
+        eval_fn=lambda m: {"dev_wer": float(m(X).abs().mean())},
+        record_fn=lambda m: {
+            "expected_sparsity": float(m.weight.abs().mean()),
+            "lambda1": float(multipliers.lambda1),
+            "gates": {"a": [0.5, 0.7]},
+        },
+        run_dir=run_dir,
+    )
 
 
 def _events(folder) -> dict[str, list[tuple[int, float]]]:
@@ -56,8 +63,15 @@ def test_trainer_writes_losses_lr_sparsity_lambda_and_dev_wer_as_in_its_history(
     trainer = _trainer(tmp_path / "run")
     history = trainer.fit()
     events = _events(tmp_path / "tb" / "run")
-    for kind, key in [("train", "loss"), ("train", "loss_task"), ("train", "lr"), ("train", "lr/lagrangian"),
-                      ("record", "expected_sparsity"), ("record", "lambda1"), ("eval", "dev_wer")]:
+    for kind, key in [
+        ("train", "loss"),
+        ("train", "loss_task"),
+        ("train", "lr"),
+        ("train", "lr/lagrangian"),
+        ("record", "expected_sparsity"),
+        ("record", "lambda1"),
+        ("eval", "dev_wer"),
+    ]:
         steps, values = history.series(kind, key)
         assert steps, f"history has no {kind} {key}"
         logged = events[f"{kind}/{key}"]
@@ -93,8 +107,10 @@ def test_progress_bar_shows_the_last_dev_wer(tmp_path, monkeypatch):
     assert set(postfix) == {"loss", "lr", "dev_wer"}
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "compress --method l0 --target-sparsity 0.3",
-                                     "joint --method l0 --target-sparsity 0.3"])
+@pytest.mark.parametrize(
+    "command",
+    ["pretrain", "finetune", "compress --method l0 --target-sparsity 0.3", "joint --method l0 --target-sparsity 0.3"],
+)
 def test_every_training_command_takes_tensorboard_and_passes_it_to_its_runs(command, tmp_path, monkeypatch):
     monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
     args = build_parser().parse_args([*command.split(), "--tensorboard", str(tmp_path / "tb")])
@@ -109,5 +125,8 @@ def test_scalars_flatten_nested_numbers_and_skip_lists_and_non_finite():
 
 def test_run_folders_under_runs_keep_their_relative_path(tmp_path, monkeypatch):
     monkeypatch.setenv("KDLAB_HOME", str(tmp_path))
-    assert run_log_folder(tmp_path / "tb", tmp_path / "runs" / "teacher" / "finetune") == tmp_path / "tb" / "teacher" / "finetune"
+    assert (
+        run_log_folder(tmp_path / "tb", tmp_path / "runs" / "teacher" / "finetune")
+        == tmp_path / "tb" / "teacher" / "finetune"
+    )
     assert run_log_folder(tmp_path / "tb", tmp_path / "elsewhere" / "r1") == tmp_path / "tb" / "r1"

@@ -50,7 +50,7 @@ def make_trainer(run_dir=None, model_seed=0, crash_at=None, nan_at=(), **overrid
         x, y = batch
         # Global torch (dropout), NumPy and Python RNGs all take part in the step.
         noise = 1.0 + 0.01 * np.random.rand() + 0.01 * random.random()
-        loss = ((model(x) - y) ** 2).mean() * noise + controller.lam ** 2
+        loss = ((model(x) - y) ** 2).mean() * noise + controller.lam**2
         if len(calls) in nan_at:
             loss = loss * float("nan")
         return loss, {"mae": (model(x) - y).abs().mean()}
@@ -58,13 +58,31 @@ def make_trainer(run_dir=None, model_seed=0, crash_at=None, nan_at=(), **overrid
     def eval_fn(model):
         return {"val": float(model(X).mean() + torch.rand(()))}  # uses RNG: must not disturb training
 
-    config = dict(max_steps=12, lr=0.02, warmup_steps=3, schedule="cosine", log_every=2, eval_every=4,
-                  checkpoint_every=5, progress=False, device="cpu", seed=0)
+    config = dict(
+        max_steps=12,
+        lr=0.02,
+        warmup_steps=3,
+        schedule="cosine",
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=5,
+        progress=False,
+        device="cpu",
+        seed=0,
+    )
     loader = DataLoader(TensorDataset(X, Y), batch_size=4, shuffle=True)  # 3 batches per epoch
     groups = [{"params": controller.parameters(), "lr": 0.1, "scheduled": False, "name": "ctrl"}]
-    trainer = Trainer(model, TrainerConfig(**{**config, **overrides}), step_fn, loader, param_groups=groups,
-                      modules={"ctrl": controller}, eval_fn=eval_fn,
-                      record_fn=lambda m: {"w0": m[0].weight[0, :2]}, run_dir=run_dir)
+    trainer = Trainer(
+        model,
+        TrainerConfig(**{**config, **overrides}),
+        step_fn,
+        loader,
+        param_groups=groups,
+        modules={"ctrl": controller},
+        eval_fn=eval_fn,
+        record_fn=lambda m: {"w0": m[0].weight[0, :2]},
+        run_dir=run_dir,
+    )
     return trainer, controller
 
 
@@ -166,8 +184,13 @@ def test_parameter_outside_model_and_modules_is_rejected():
     model = nn.Linear(2, 1)
     stray = nn.Parameter(torch.zeros(()))
     with pytest.raises(ValueError, match="neither in the model nor in `modules`"):
-        Trainer(model, TrainerConfig(device="cpu"), lambda m, b: (m(b).sum(), {}), [torch.zeros(1, 2)],
-                param_groups=[{"params": [stray]}])
+        Trainer(
+            model,
+            TrainerConfig(device="cpu"),
+            lambda m, b: (m(b).sum(), {}),
+            [torch.zeros(1, 2)],
+            param_groups=[{"params": [stray]}],
+        )
 
 
 def test_gradient_clipping_bounds_the_norm_at_the_update():
@@ -175,7 +198,8 @@ def test_gradient_clipping_bounds_the_norm_at_the_update():
     norms = []
     params = trainer._clip_params
     trainer.optimizer.register_step_pre_hook(
-        lambda *_: norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))))
+        lambda *_: norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+    )
     trainer.fit()
     assert len(norms) == 4 and max(norms) <= 0.01 * (1 + 1e-4)
     assert trainer.history.last("train")["grad_norm"] > 0.01  # the logged norm is the one before clipping

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import re
 
-import soundfile
-
 import pytest
+import soundfile
 import torch
-
 from tiny_asr import tiny_compressed_asr, write_run_folder
 
 from kdlab.cli import main
@@ -90,8 +88,9 @@ def test_streaming_transcripts_agree_across_runtimes_and_with_the_offline_forwar
         assert code == 0 and not errors and texts == {audio: offline_text}, runtime
 
 
-def test_bad_files_get_one_error_line_each_and_the_good_ones_are_still_transcribed(offline_run, corpus, capsys,
-                                                                                   tmp_path):
+def test_bad_files_get_one_error_line_each_and_the_good_ones_are_still_transcribed(
+    offline_run, corpus, capsys, tmp_path
+):
     model, run_dir = offline_run
     audio, expected = _reference(model, corpus)
     missing, empty, text = tmp_path / "missing.wav", tmp_path / "empty.wav", tmp_path / "notes.flac"
@@ -123,8 +122,7 @@ def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(corpus, tmp_pat
 
     patch = isolated_kdlab_home(tmp_path, corpus.corpus_dir)
     try:
-        result = run_finetune(FinetuneConfig.for_profile("tiny", init="random", steps=2), device="cpu",
-                              progress=False)
+        result = run_finetune(FinetuneConfig.for_profile("tiny", init="random", steps=2), device="cpu", progress=False)
     finally:
         patch.undo()
     data = SpeechData.from_corpus(corpus.corpus_dir, cmvn=result.cmvn)

@@ -14,6 +14,7 @@ from kdlab.compress.hardconcrete import hard_concrete_prob_nonzero, hard_concret
 from kdlab.compress.lowrank import LowRankLinear, break_even_rank, rank_by_energy, reconstruction_error
 from kdlab.compress.materialise import materialise
 from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.compress.sparsity_selection import SparsitySelector
 from kdlab.compress.structures import GateSet, attach_gates
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.train.history import History
@@ -23,7 +24,6 @@ from kdlab.viz import hardconcrete_figure as hf
 from kdlab.viz import rank_figures as rf
 from kdlab.viz.compression_history import as_records
 from kdlab.viz.compression_panels import HardConcretePanel, RankPanel, SparsityPanel
-from kdlab.compress.sparsity_selection import SparsitySelector
 
 BRANCHES = ("ffn1", "attn", "conv", "ffn2")
 #: A short input for the panels' latency measurement (keeps the tests fast).
@@ -58,11 +58,27 @@ def history(encoder):
         ranks = {"blocks.0.attn.q_proj": 32.0 - step / 10, "blocks.1.ffn1.linear1": 30.0 - step / 5}
         if step == 30:
             del ranks["blocks.1.ffn1.linear1"]
-        records.append({"kind": "train", "step": step, "loss": 3.0 / step, "loss_kd": 1.0 / step,
-                        "target_sparsity": step / 100, "expected_sparsity": None if step == 20 else step / 110,
-                        "lambda1": step / 7, "lambda2": step / 70, "lr": 1e-3})
-        records.append({"kind": "record", "step": step, "ranks": ranks,
-                        "gates": {k: v.tolist() for k, v in gates.probabilities().items()}})
+        records.append(
+            {
+                "kind": "train",
+                "step": step,
+                "loss": 3.0 / step,
+                "loss_kd": 1.0 / step,
+                "target_sparsity": step / 100,
+                "expected_sparsity": None if step == 20 else step / 110,
+                "lambda1": step / 7,
+                "lambda2": step / 70,
+                "lr": 1e-3,
+            }
+        )
+        records.append(
+            {
+                "kind": "record",
+                "step": step,
+                "ranks": ranks,
+                "gates": {k: v.tolist() for k, v in gates.probabilities().items()},
+            }
+        )
     records.append({"kind": "eval", "step": 40, "loss": 0.5, "wer": 0.3})
     records.append({"kind": "train", "loss": 1.0})  # no step: ignored
     return records
@@ -105,8 +121,17 @@ def test_branch_heatmap_has_one_column_per_residual_branch(history):
 
 
 def test_heatmap_pads_short_rows_and_accepts_bare_numbers_and_names_outside_blocks():
-    records = [{"step": 1, "gates": {"blocks.0.ffn1": [0.1, 0.2, 0.3], "blocks.2.ffn1": [0.5], "blocks.2.attn_gate": 0.7,
-                                      "subsampling.linear": [0.9, 0.8]}}]  # fmt: skip
+    records = [
+        {
+            "step": 1,
+            "gates": {
+                "blocks.0.ffn1": [0.1, 0.2, 0.3],
+                "blocks.2.ffn1": [0.5],
+                "blocks.2.attn_gate": 0.7,
+                "subsampling.linear": [0.9, 0.8],
+            },
+        }
+    ]
     z = np.asarray(gf.gate_heatmap_figure(records, "ffn1").data[0].z, dtype=float)
     assert np.array_equal(z[0], [0.1, 0.2, 0.3])
     assert z[1, 0] == 0.5 and np.isnan(z[1, 1:]).all()
@@ -161,7 +186,9 @@ def test_rank_lines_equal_the_recorded_ranks_with_gaps_where_missing(history):
         assert list(trace.x) == [r["step"] for r in mine]
         assert list(trace.y) == [r["ranks"][trace.name] for r in mine]
     assert 30 not in figure.data[1].x
-    assert [t.name for t in rf.rank_history_figure(history, names=["blocks.1.ffn1.linear1"]).data] == ["blocks.1.ffn1.linear1"]
+    assert [t.name for t in rf.rank_history_figure(history, names=["blocks.1.ffn1.linear1"]).data] == [
+        "blocks.1.ffn1.linear1"
+    ]
     with pytest.raises(ValueError, match="no rank recorded for"):
         rf.rank_history_figure(history, names=["nope"])
 
@@ -324,8 +351,10 @@ def test_sparsity_panel_keeps_the_trained_masks_of_kept_units(sparsity_panel, en
     for name, gate in GateSet.from_encoder(reference).gates.items():
         kept = panel.selector.gates.gates[name].deterministic_mask() > 0
         trained_open = original.gates[name].deterministic_mask() > 0
-        assert torch.equal(panel.selector.gates.gates[name].log_alpha[kept & trained_open],
-                           original.gates[name].log_alpha[kept & trained_open])
+        assert torch.equal(
+            panel.selector.gates.gates[name].log_alpha[kept & trained_open],
+            original.gates[name].log_alpha[kept & trained_open],
+        )
         gate.log_alpha.data = panel.selector.gates.gates[name].log_alpha.detach().clone()
     features = torch.randn(2, 60, 80, generator=torch.Generator().manual_seed(4))
     lengths = torch.tensor([60, 45])
@@ -338,8 +367,9 @@ def test_sparsity_panel_reports_failures_in_its_status_line(encoder):
     def broken_wer(model):
         raise RuntimeError("no dev set loaded")
 
-    panel = SparsityPanel(encoder, dev_batch=SHORT_BATCH, quick_wer_fn=broken_wer, sparsity=0.9,
-                          latency_min_time_s=0.01)
+    panel = SparsityPanel(
+        encoder, dev_batch=SHORT_BATCH, quick_wer_fn=broken_wer, sparsity=0.9, latency_min_time_s=0.01
+    )
     assert not panel.values["reached"] and "cannot be reached" in panel.status.value
     assert panel.values["wer"] is None and "no dev set loaded" in panel.status.value
     assert f"params {panel.model.num_parameters():,}" in panel.status.value
@@ -353,12 +383,17 @@ def test_scores_rank_the_units_of_an_ungated_encoder():
     torch.manual_seed(0)
     dense = ConformerEncoder(teacher_config("tiny")).eval()
     generator = torch.Generator().manual_seed(5)
-    scores = {name: torch.rand(gate.n, generator=generator)
-              for name, gate in attach_gates(copy.deepcopy(dense)).gates.items()}
+    scores = {
+        name: torch.rand(gate.n, generator=generator) for name, gate in attach_gates(copy.deepcopy(dense)).gates.items()
+    }
     selector = SparsitySelector(dense, scores)
     model, selection = selector.materialise(0.25)
     assert model.num_parameters() == selection.params and selection.sparsity >= 0.25
-    removed = {(n, i) for n, g in selector.gates.gates.items() for i in torch.nonzero(g.deterministic_mask() == 0).reshape(-1).tolist()}
+    removed = {
+        (n, i)
+        for n, g in selector.gates.gates.items()
+        for i in torch.nonzero(g.deterministic_mask() == 0).reshape(-1).tolist()
+    }
     flat = sorted((float(v), n, i) for n, s in scores.items() for i, v in enumerate(s))
     assert removed == {(n, i) for _, n, i in flat[: selection.removed_units]}
     assert len(GateSet.from_encoder(dense)) == 0  # the caller's encoder got no gates

@@ -10,10 +10,10 @@ import soundfile
 import torch
 
 from kdlab.data.espeak import synthesize
-from kdlab.data.flite import flite_available
-from kdlab.data.voices import FLITE_VOICES
 from kdlab.data.features import compute_fbank
+from kdlab.data.flite import flite_available
 from kdlab.data.manifest import Utterance, read_manifest, write_manifest
+from kdlab.data.voices import FLITE_VOICES
 from kdlab.viz import corpus_figures as cf
 from kdlab.viz.corpus_panel import SynthesisPanel, SynthesisSettings
 
@@ -36,10 +36,13 @@ def manifests(tmp_path_factory):
     for split, speakers, count in (("train", 5, 40), ("dev", 2, 9), ("test", 3, 7)):
         utterances = [
             Utterance(
-                id=f"{split}-{i}", audio=str(folder / f"{split}-{i}.wav"), text="some words here",
-                speaker=f"{split}_spk{i % speakers}", duration=round(float(rng.uniform(0.8, 6.0)), 4),
+                id=f"{split}-{i}",
+                audio=str(folder / f"{split}-{i}.wav"),
+                text="some words here",
+                speaker=f"{split}_spk{i % speakers}",
+                duration=round(float(rng.uniform(0.8, 6.0)), 4),
                 snr=None if i % 4 == 0 else round(float(rng.uniform(0, 30)), 2),
-            )  # fmt: skip
+            )
             for i in range(count)
         ]
         write_manifest(folder / f"{split}.jsonl", utterances)
@@ -193,8 +196,17 @@ def test_unusable_sentence_is_reported_and_keeps_the_last_figure(panel):
 
 
 def test_synthesis_settings_round_trip_and_validation():
-    settings = SynthesisSettings(text="hello there", accent="en-gb-x-rp", variant="f2", rate=150, pitch=60, noise="pink",
-                                 snr_db=3.0, room="small", channel="telephone")
+    settings = SynthesisSettings(
+        text="hello there",
+        accent="en-gb-x-rp",
+        variant="f2",
+        rate=150,
+        pitch=60,
+        noise="pink",
+        snr_db=3.0,
+        room="small",
+        channel="telephone",
+    )
     assert SynthesisSettings.from_dict(settings.to_dict()) == settings
     with pytest.raises(ValueError, match="noise must be one of"):
         SynthesisSettings(noise="traffic")

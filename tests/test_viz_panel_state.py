@@ -57,13 +57,16 @@ def test_rank_panel_state_follows_the_slider_and_the_matrix():
     panel.matrix.value = "blocks.1.attn.out_proj"
     traces, layout = _saved(panel.figure)
     assert np.allclose(traces[rf.SPECTRUM]["y"], np.asarray(panel.figure.data[rf.SPECTRUM].y))
-    assert list(traces[rf.CHOSEN]["x"]) == [panel.rank.value] * 2 and layout["title"]["text"] == "blocks.1.attn.out_proj"
+    assert (
+        list(traces[rf.CHOSEN]["x"]) == [panel.rank.value] * 2 and layout["title"]["text"] == "blocks.1.attn.out_proj"
+    )
 
 
 def test_sparsity_and_hard_concrete_panel_states_follow_their_sliders():
     encoder = ConformerEncoder(teacher_config("tiny")).eval()
-    sparsity = SparsityPanel(encoder, scores=_scores(encoder), dev_batch=SHORT_BATCH, sparsity=0.1,
-                             latency_min_time_s=0.01)
+    sparsity = SparsityPanel(
+        encoder, scores=_scores(encoder), dev_batch=SHORT_BATCH, sparsity=0.1, latency_min_time_s=0.01
+    )
     sparsity.slider.value = 0.5
     traces, layout = _saved(sparsity.figure)
     for saved, shown in zip(traces, sparsity.figure.data):

@@ -23,10 +23,20 @@ from kdlab.viz.compression_panels import latency_text
 
 
 def _history(steps: range, layers: int = 3) -> list[dict]:
-    return [{"step": s, "kind": "record", "loss": 1.0 / (s + 1), "target_sparsity": s / 10, "expected_sparsity": s / 12,
-             "gates": {f"blocks.{l}.attn": [0.9, 0.2] for l in range(layers)},
-             "ranks": {f"blocks.{l}.{m}": 10.0 - s / 2 for l in range(layers) for m in ("attn.q_proj", "ffn1.linear1")}}
-            for s in steps]
+    return [
+        {
+            "step": s,
+            "kind": "record",
+            "loss": 1.0 / (s + 1),
+            "target_sparsity": s / 10,
+            "expected_sparsity": s / 12,
+            "gates": {f"blocks.{layer}.attn": [0.9, 0.2] for layer in range(layers)},
+            "ranks": {
+                f"blocks.{layer}.{m}": 10.0 - s / 2 for layer in range(layers) for m in ("attn.q_proj", "ffn1.linear1")
+            },
+        }
+        for s in steps
+    ]
 
 
 def test_integer_axis_puts_a_tick_on_every_whole_number_over_a_short_span_only():
@@ -37,8 +47,12 @@ def test_integer_axis_puts_a_tick_on_every_whole_number_over_a_short_span_only()
 
 def test_step_axes_of_short_runs_have_whole_number_ticks():
     history = _history(range(5))
-    figures = [cf.sparsity_figure(history), cf.loss_figure(history), rf.rank_history_figure(history),
-               tf.curves_figure({"run": history}, "loss", kind="record")]
+    figures = [
+        cf.sparsity_figure(history),
+        cf.loss_figure(history),
+        rf.rank_history_figure(history),
+        tf.curves_figure({"run": history}, "loss", kind="record"),
+    ]
     for figure in figures:
         assert (figure.layout.xaxis.dtick, figure.layout.xaxis.tickformat) == (1, "d"), figure.layout.title.text
 
@@ -47,8 +61,12 @@ def test_gate_heatmap_has_unit_ticks_and_its_step_label_clear_of_the_play_button
     figure = gf.gate_heatmap_figure(_history(range(5)), "attn")
     assert figure.layout.xaxis.dtick == 1 and figure.layout.xaxis.tick0 == 0, "two heads: ticks 0 and 1, not 0.5"
     slider, buttons = figure.layout.sliders[0], figure.layout.updatemenus[0]
-    assert buttons.xanchor == "right" and buttons.x <= slider.x and slider.xanchor == "left", "buttons end where the slider starts"
-    assert slider.currentvalue.xanchor == "right", "the step label sits at the slider's right end, away from the buttons"
+    assert buttons.xanchor == "right" and buttons.x <= slider.x and slider.xanchor == "left", (
+        "buttons end where the slider starts"
+    )
+    assert slider.currentvalue.xanchor == "right", (
+        "the step label sits at the slider's right end, away from the buttons"
+    )
     assert math.isclose(slider.x + slider.len, 1.0)
 
 

@@ -26,7 +26,9 @@ OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devn
 
 def _run(command: list, cwd: Path, env: dict | None = None, timeout: int = 300) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout
 
 
@@ -41,8 +43,11 @@ def wheel(tmp_path_factory) -> Path:
         else:
             shutil.copy(path, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
-         cwd=source, env={**os.environ, **OFFLINE})
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
+        cwd=source,
+        env={**os.environ, **OFFLINE},
+    )
     (built,) = out.glob("kdlab-*.whl")
     return built
 
@@ -57,11 +62,19 @@ def installed(wheel, tmp_path_factory) -> dict:
     # A plain path line: the project's packages are importable, its .pth files (an editable kdlab) are not run.
     (venv_site / "project-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
-         cwd=venv, env={**env, **OFFLINE})
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
+        cwd=venv,
+        env={**env, **OFFLINE},
+    )
     home = tmp_path_factory.mktemp("kdlab-home")
-    return {"kdlab": str(venv / "bin" / "kdlab"), "python": str(python), "site": venv_site, "home": home,
-            "env": {**env, "KDLAB_HOME": str(home)}}
+    return {
+        "kdlab": str(venv / "bin" / "kdlab"),
+        "python": str(python),
+        "site": venv_site,
+        "home": home,
+        "env": {**env, "KDLAB_HOME": str(home)},
+    }
 
 
 def test_wheel_carries_license_grammar_and_notebooks(wheel):
@@ -75,8 +88,11 @@ def test_wheel_carries_license_grammar_and_notebooks(wheel):
 
 
 def test_installed_kdlab_is_the_wheel_not_the_checkout(installed, tmp_path):
-    where = _run([installed["python"], "-c", "import kdlab, kdlab.paths as p; print(kdlab.__file__); print(p.home())"],
-                 cwd=tmp_path, env=installed["env"]).split()
+    where = _run(
+        [installed["python"], "-c", "import kdlab, kdlab.paths as p; print(kdlab.__file__); print(p.home())"],
+        cwd=tmp_path,
+        env=installed["env"],
+    ).split()
     assert Path(where[0]).is_relative_to(installed["site"]), f"kdlab imported from {where[0]}, not the wheel"
     assert Path(where[1]) == installed["home"]
 

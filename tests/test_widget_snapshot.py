@@ -23,7 +23,12 @@ def panel_notebook():
     figure = go.FigureWidget(go.Figure(go.Scatter(y=WAVEFORM, name="waveform")))
     panel = widgets.VBox(
         [
-            widgets.HBox([widgets.Dropdown(options=["pink", "white"], value="white", description="noise"), widgets.FloatSlider(value=3.0, description="SNR <dB>")]),
+            widgets.HBox(
+                [
+                    widgets.Dropdown(options=["pink", "white"], value="white", description="noise"),
+                    widgets.FloatSlider(value=3.0, description="SNR <dB>"),
+                ]
+            ),
             widgets.HTML("<i>status line</i>"),
             widgets.Audio(value=AUDIO, format="wav"),
             figure,
@@ -31,7 +36,13 @@ def panel_notebook():
     )
     saved = embed_data(views=[panel], state=dependency_state([panel]))  # only this panel, not every live widget
     cell = new_code_cell("panel", execution_count=1)
-    cell.outputs = [new_output("execute_result", data={ws.WIDGET_VIEW_MIMETYPE: saved["view_specs"][0], "text/plain": "VBox(...)"}, execution_count=1)]
+    cell.outputs = [
+        new_output(
+            "execute_result",
+            data={ws.WIDGET_VIEW_MIMETYPE: saved["view_specs"][0], "text/plain": "VBox(...)"},
+            execution_count=1,
+        )
+    ]
     notebook = new_notebook(cells=[cell])
     notebook.metadata["widgets"] = {ws.WIDGET_STATE_MIMETYPE: saved["manager_state"]}
     for item in (panel, figure):

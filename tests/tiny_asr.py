@@ -20,19 +20,28 @@ from kdlab.train.recipes.runs import write_result
 LAYER_DIMS = [{"num_heads": 1, "ffn1_dim": 48}, {"num_heads": 0, "ffn1_dim": 0}]
 
 
-def tiny_compressed_asr(streaming: bool = False, left_chunks: int = -1, seed: int = 0,
-                        subsampling_factor: int = 4) -> RNNTModel:
+def tiny_compressed_asr(
+    streaming: bool = False, left_chunks: int = -1, seed: int = 0, subsampling_factor: int = 4
+) -> RNNTModel:
     """Random weights (seeded), eval mode; the blank is discouraged so greedy search emits symbols."""
     torch.manual_seed(seed)
-    config = teacher_config("tiny", dropout=0.0, streaming=streaming, chunk_size=4, left_chunks=left_chunks,
-                            layer_dims=LAYER_DIMS, subsampling_factor=subsampling_factor)
+    config = teacher_config(
+        "tiny",
+        dropout=0.0,
+        streaming=streaming,
+        chunk_size=4,
+        left_chunks=left_chunks,
+        layer_dims=LAYER_DIMS,
+        subsampling_factor=subsampling_factor,
+    )
     encoder = ConformerEncoder(config)
     for block in encoder.blocks:  # batch-norm statistics as after training, not the identity
         block.conv.batch_norm.running_mean.uniform_(-0.5, 0.5)
         block.conv.batch_norm.running_var.uniform_(0.5, 2.0)
     factorise_encoder(encoder, method="energy", energy=0.7)
-    rnnt = RNNTConfig(vocab_size=CharTokenizer().vocab_size, pred_embed_dim=16, pred_hidden=24, joint_dim=20,
-                      dropout=0.0)
+    rnnt = RNNTConfig(
+        vocab_size=CharTokenizer().vocab_size, pred_embed_dim=16, pred_hidden=24, joint_dim=20, dropout=0.0
+    )
     model = RNNTModel(materialise(encoder.eval()), rnnt).eval()
     with torch.no_grad():
         model.joiner.out.bias[BLANK] -= 2.0

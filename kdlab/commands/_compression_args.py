@@ -14,8 +14,12 @@ METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 def add_method_and_target(parser: argparse.ArgumentParser, method_help: str, profile_help: str) -> None:
     """--method, --target-sparsity and --profile."""
     parser.add_argument("--method", choices=METHODS, required=True, help=method_help)
-    parser.add_argument("--target-sparsity", type=sparsity, required=True,
-                        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)")
+    parser.add_argument(
+        "--target-sparsity",
+        type=sparsity,
+        required=True,
+        help="fraction of the teacher encoder's parameters to remove, in [0, 1) (0.5 keeps half)",
+    )
     parser.add_argument("--profile", choices=PROFILES, default="default", help=profile_help)
 
 
@@ -26,10 +30,14 @@ def add_run_options(parser: argparse.ArgumentParser, run_dir_help: str) -> None:
     add_force(parser)
     add_training_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--calibrate-budget", action=argparse.BooleanOptionalAction, default=True,
-                        help="shift a gated student's gates onto the budget before materialising it, so the "
-                             "materialised model has the target's parameter count, as the study does "
-                             "(default: on; --no-calibrate-budget keeps where the Lagrangian ended)")
+    parser.add_argument(
+        "--calibrate-budget",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shift a gated student's gates onto the budget before materialising it, so the "
+        "materialised model has the target's parameter count, as the study does "
+        "(default: on; --no-calibrate-budget keeps where the Lagrangian ended)",
+    )
 
 
 def budget_warning(achieved: float, target: float) -> str | None:
@@ -40,6 +48,8 @@ def budget_warning(achieved: float, target: float) -> str | None:
     miss = abs(achieved - target) / (1.0 - target)
     if miss <= BUDGET_TOLERANCE:
         return None
-    return (f"warning: achieved sparsity {achieved:.3f} misses the target {target:.3f} (the parameter count is "
-            f"{miss:.1%} off the budget; tolerance {BUDGET_TOLERANCE:.0%}): train longer (--steps), keep "
-            "--calibrate-budget on, or read the sparsity curve in the run's history.json")
+    return (
+        f"warning: achieved sparsity {achieved:.3f} misses the target {target:.3f} (the parameter count is "
+        f"{miss:.1%} off the budget; tolerance {BUDGET_TOLERANCE:.0%}): train longer (--steps), keep "
+        "--calibrate-budget on, or read the sparsity curve in the run's history.json"
+    )

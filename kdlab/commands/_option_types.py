@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 
 #: Tokenizer choices as the options show them (``kdlab.train.recipes.corpus_choice`` parses them).
-TOKENIZER_HELP = ("char (letters, apostrophe, space) or bpe[:N] (sentencepiece BPE with N pieces, default 256, "
-                  "trained on the corpus's train transcripts and saved with the run) (default: the profile's)")
+TOKENIZER_HELP = (
+    "char (letters, apostrophe, space) or bpe[:N] (sentencepiece BPE with N pieces, default 256, "
+    "trained on the corpus's train transcripts and saved with the run) (default: the profile's)"
+)
 
 
 def positive_int(text: str) -> int:
@@ -54,7 +56,7 @@ def output_folder(text: str) -> str:
 
 
 def tokenizer_spec(text: str) -> str:
-    """"char", "bpe" or "bpe:N"."""
+    """ "char", "bpe" or "bpe:N"."""
     from kdlab.train.recipes.corpus_choice import parse_tokenizer_spec
 
     try:
@@ -66,19 +68,26 @@ def tokenizer_spec(text: str) -> str:
 
 def add_corpus_options(parser: argparse.ArgumentParser, tokenizer: bool = True) -> None:
     """--corpus DIR and (where a run predicts text) --tokenizer."""
-    parser.add_argument("--corpus", metavar="DIR", default=None,
-                        help="train on this corpus folder, written by `python -m kdlab data` (synthesised, or your "
-                             "own data imported with --librispeech / --train-list ...) (default: the profile's "
-                             "synthetic corpus)")
+    parser.add_argument(
+        "--corpus",
+        metavar="DIR",
+        default=None,
+        help="train on this corpus folder, written by `python -m kdlab data` (synthesised, or your "
+        "own data imported with --librispeech / --train-list ...) (default: the profile's "
+        "synthetic corpus)",
+    )
     if tokenizer:
         parser.add_argument("--tokenizer", type=tokenizer_spec, default=None, help=TOKENIZER_HELP)
 
 
 def add_force(parser: argparse.ArgumentParser) -> None:
     """--force: replace a run folder that holds a run with other settings (or the same) instead of refusing."""
-    parser.add_argument("--force", action="store_true",
-                        help="start afresh in --run-dir even if it holds a run (by default a finished run with the "
-                             "same settings is reused and one with other settings is refused)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start afresh in --run-dir even if it holds a run (by default a finished run with the "
+        "same settings is reused and one with other settings is refused)",
+    )
 
 
 def check_accelerator(profile: str, device: str) -> None:
@@ -87,20 +96,31 @@ def check_accelerator(profile: str, device: str) -> None:
     import torch
 
     if profile == "full" and device == "auto" and not torch.cuda.is_available():
-        raise ValueError("profile 'full' is sized for a GPU (a 20000-step teacher on >= 30 h of audio) and no CUDA "
-                         "device is available here: use --profile default on a CPU (about an hour for the study), "
-                         "or --device cpu to train it on this CPU anyway")
+        raise ValueError(
+            "profile 'full' is sized for a GPU (a 20000-step teacher on >= 30 h of audio) and no CUDA "
+            "device is available here: use --profile default on a CPU (about an hour for the study), "
+            "or --device cpu to train it on this CPU anyway"
+        )
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """--tensorboard DIR and --precision, for every command that trains (applied by `apply_training_options`)."""
-    parser.add_argument("--tensorboard", metavar="DIR", type=output_folder, default=None,
-                        help="also write TensorBoard event files of every training run under DIR, one folder per run "
-                             "(losses, learning rates, expected sparsity, lambda, dev WER); watch with "
-                             "`tensorboard --logdir DIR`")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                        help="fp32 (default), or bf16: autocast of the training steps' forward pass (for GPUs; the "
-                             "RNN-T loss stays float32); a bf16 run is another run (its own folder)")
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        type=output_folder,
+        default=None,
+        help="also write TensorBoard event files of every training run under DIR, one folder per run "
+        "(losses, learning rates, expected sparsity, lambda, dev WER); watch with "
+        "`tensorboard --logdir DIR`",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="fp32 (default), or bf16: autocast of the training steps' forward pass (for GPUs; the "
+        "RNN-T loss stays float32); a bf16 run is another run (its own folder)",
+    )
 
 
 def apply_training_options(args: argparse.Namespace) -> None:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("export a run's ASR model to ONNX (offline, or one streaming chunk step with explicit caches), "
-        "checked in ONNX Runtime")
+HELP = (
+    "export a run's ASR model to ONNX (offline, or one streaming chunk step with explicit caches), "
+    "checked in ONNX Runtime"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished fine-tune, sequential or joint run folder")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
-    parser.add_argument("--streaming", action="store_true",
-                        help="export one chunk step of a streaming model, its caches as inputs and outputs")
-    parser.add_argument("--out", required=True, metavar="FILE",
-                        help="encoder file (e.g. model.onnx); FILE.predictor.onnx, FILE.joiner.onnx and FILE.json "
-                             "are written beside it")
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="export one chunk step of a streaming model, its caches as inputs and outputs",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="encoder file (e.g. model.onnx); FILE.predictor.onnx, FILE.joiner.onnx and FILE.json "
+        "are written beside it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

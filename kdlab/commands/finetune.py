@@ -4,26 +4,50 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_force, add_training_options, check_accelerator,
-                                          non_negative_int, output_folder, positive_int)
+from kdlab.commands._option_types import (
+    add_corpus_options,
+    add_force,
+    add_training_options,
+    check_accelerator,
+    non_negative_int,
+    output_folder,
+    positive_int,
+)
 
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
 PROFILES = ("tiny", "default", "full")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="tiny (tests, seconds), default (the teacher, minutes on 2 CPU cores with its pre-training), full (GPU)")
-    parser.add_argument("--streaming", action="store_true",
-                        help="chunked attention + causal convolution (chunk size and frame length from the profile)")
-    parser.add_argument("--init", choices=("ssl", "random"), default="ssl",
-                        help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="tiny (tests, seconds), default (the teacher, minutes on 2 CPU cores with its pre-training), full (GPU)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="chunked attention + causal convolution (chunk size and frame length from the profile)",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("ssl", "random"),
+        default="ssl",
+        help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the profile's budget)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="fine-tuning steps (default: the profile's budget)"
+    )
     parser.add_argument("--beam", type=positive_int, default=None, help="also report beam search with this beam width")
-    parser.add_argument("--run-dir", type=output_folder, default=None,
-                        help="run folder (default: runs/teacher-<profile>-<hash>/finetune-<mode>-<init>-<hash>)")
+    parser.add_argument(
+        "--run-dir",
+        type=output_folder,
+        default=None,
+        help="run folder (default: runs/teacher-<profile>-<hash>/finetune-<mode>-<init>-<hash>)",
+    )
     add_force(parser)
     add_training_options(parser)
     add_corpus_options(parser)
@@ -35,17 +59,28 @@ def run(args: argparse.Namespace) -> int:
     from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
 
     overrides = {} if args.beam is None else {"decode_method": "beam", "beam": args.beam}
-    config = FinetuneConfig.for_profile(args.profile, args.seed, streaming=args.streaming, init=args.init,
-                                        steps=args.steps, corpus_dir=args.corpus, tokenizer=args.tokenizer, **overrides)
+    config = FinetuneConfig.for_profile(
+        args.profile,
+        args.seed,
+        streaming=args.streaming,
+        init=args.init,
+        steps=args.steps,
+        corpus_dir=args.corpus,
+        tokenizer=args.tokenizer,
+        **overrides,
+    )
     result = run_finetune(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
     frame_ms = 10 * config.encoder.subsampling_factor
     mode = f"streaming (chunk {config.chunk_size * frame_ms} ms)" if config.streaming else "offline"
     print(f"run dir:      {result.run_dir}")
-    print(f"model:        {m['params'] / 1e6:.2f} M params (encoder {m['encoder_params'] / 1e6:.2f} M), "
-          f"{mode}, {config.init} init")
-    print(f"steps:        {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, "
-          f"{m['torch_threads']} threads)")
+    print(
+        f"model:        {m['params'] / 1e6:.2f} M params (encoder {m['encoder_params'] / 1e6:.2f} M), "
+        f"{mode}, {config.init} init"
+    )
+    print(
+        f"steps:        {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, {m['torch_threads']} threads)"
+    )
     for split in ("dev", "test"):
         line = f"{split} greedy:  WER {m[split]['wer']:.2%}  CER {m[split]['cer']:.2%}"
         if f"{split}_beam" in m:

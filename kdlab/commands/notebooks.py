@@ -13,17 +13,36 @@ HELP = "run notebooks/NN_*.ipynb headless (papermill) into OUT, with HTML report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="corpus/study profile injected into every notebook (default: default)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="inject another parameter (as papermill -p: 5 is a number, None/True/False as in "
-                             "Python, anything else text); every selected notebook must declare it (see --only)")
-    parser.add_argument("--out", default=None, help="output folder (default: outputs/ of the checkout, or $KDLAB_HOME/outputs)")
-    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number (00) or name (00_corpus)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="corpus/study profile injected into every notebook (default: default)",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="inject another parameter (as papermill -p: 5 is a number, None/True/False as in "
+        "Python, anything else text); every selected notebook must declare it (see --only)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: outputs/ of the checkout, or $KDLAB_HOME/outputs)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NN", help="run only these notebooks, by number (00) or name (00_corpus)"
+    )
     parser.add_argument("--no-html", action="store_true", help="skip the HTML reports (executed .ipynb and index only)")
-    parser.add_argument("--copy", metavar="DIR", default=None,
-                        help="only copy the lesson notebooks (unexecuted, also from an installed package) into DIR, "
-                             "e.g. to open them in JupyterLab; existing files are left alone")
+    parser.add_argument(
+        "--copy",
+        metavar="DIR",
+        default=None,
+        help="only copy the lesson notebooks (unexecuted, also from an installed package) into DIR, "
+        "e.g. to open them in JupyterLab; existing files are left alone",
+    )
 
 
 def parse_value(text: str):
@@ -48,8 +67,10 @@ def checked_parameters(pairs: list[list[str]], sources) -> dict:
         declared = declared_parameters(nbformat.read(source, as_version=4))
         unknown = sorted(set(parameters) - set(declared))
         if unknown:
-            raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)} for {source.stem}, which declares "
-                             f"{', '.join(declared)}; choose the notebooks with --only")
+            raise ValueError(
+                f"unknown notebook parameter(s) {', '.join(unknown)} for {source.stem}, which declares "
+                f"{', '.join(declared)}; choose the notebooks with --only"
+            )
     check_parameters(**parameters)
     return parameters
 
@@ -74,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.copy is not None:
         copied, skipped = copy_notebooks(args.copy, nr.discover_notebooks(nr.default_notebooks_dir(), args.only))
-        print(f"{len(copied)} notebook(s) copied to {args.copy}"
-              + (f"; kept {len(skipped)} already there: {', '.join(p.name for p in skipped)}" if skipped else ""))
+        print(
+            f"{len(copied)} notebook(s) copied to {args.copy}"
+            + (f"; kept {len(skipped)} already there: {', '.join(p.name for p in skipped)}" if skipped else "")
+        )
         return 0
     from kdlab.paths import outputs_dir
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from kdlab.commands._option_types import (add_corpus_options, add_training_options, check_accelerator,
-                                          non_negative_int, output_folder, positive_int)
+from kdlab.commands._option_types import (
+    add_corpus_options,
+    add_training_options,
+    check_accelerator,
+    non_negative_int,
+    output_folder,
+    positive_int,
+)
 
-HELP = ("study grid: every compression method by the sequential and the joint route, offline and streaming, "
-        "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures")
+HELP = (
+    "study grid: every compression method by the sequential and the joint route, offline and streaming, "
+    "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures"
+)
 PROFILES = ("tiny", "default", "full")
 METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
@@ -21,8 +29,19 @@ BUDGET_OPTIONS = {
     "recovery_steps": "the joint route's RNN-T steps on the materialised model (part of --finetune-steps)",
 }
 #: The options that change what the grid trains or measures, as the README's reproduction command shows them.
-RESULT_OPTIONS = ("profile", "corpus", "tokenizer", "seeds", "target_sparsity", "methods", "modes", "routes", "steps",
-                  *BUDGET_OPTIONS, "joint_kd_source")
+RESULT_OPTIONS = (
+    "profile",
+    "corpus",
+    "tokenizer",
+    "seeds",
+    "target_sparsity",
+    "methods",
+    "modes",
+    "routes",
+    "steps",
+    *BUDGET_OPTIONS,
+    "joint_kd_source",
+)
 #: Values of result options that the reproduction command leaves out (they are the defaults).
 UNSHOWN_DEFAULTS = {"modes": list(MODES), "routes": list(ROUTES), "tokenizer": None, "joint_kd_source": "ssl"}
 
@@ -32,42 +51,102 @@ def _flag(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default="default",
-                        help="recipe profile: teacher, corpus and step budgets (default: default)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="recipe profile: teacher, corpus and step budgets (default: default)",
+    )
     add_corpus_options(parser)
-    parser.add_argument("--seeds", type=positive_int, default=1,
-                        help="seeds 0..N-1 of every run downstream of the (shared) teacher (default: 1)")
-    parser.add_argument("--target-sparsity", type=float, nargs="+", default=None, metavar="S",
-                        help="parameter budgets: fractions of the teacher encoder to remove (default: 0.5; tiny: 0.25)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
-                        help="compression methods (the KD baseline always runs; default: all, or at the default "
-                             "profile the four of the paper's claims, without kd+lrf+l0)")
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="seeds 0..N-1 of every run downstream of the (shared) teacher (default: 1)",
+    )
+    parser.add_argument(
+        "--target-sparsity",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="parameter budgets: fractions of the teacher encoder to remove (default: 0.5; tiny: 0.25)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=None,
+        help="compression methods (the KD baseline always runs; default: all, or at the default "
+        "profile the four of the paper's claims, without kd+lrf+l0)",
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="offline and/or streaming")
-    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES),
-                        help="sequential (compress the SSL encoder, then fine-tune) and/or joint")
-    parser.add_argument("--steps", type=positive_int, default=None,
-                        help="replace every recipe's step budget by N (smoke runs; CTC warm-starts too; recovery: N // 2)")
+    parser.add_argument(
+        "--routes",
+        nargs="+",
+        choices=ROUTES,
+        default=list(ROUTES),
+        help="sequential (compress the SSL encoder, then fine-tune) and/or joint",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="replace every recipe's step budget by N (smoke runs; CTC warm-starts too; recovery: N // 2)",
+    )
     for name, what in BUDGET_OPTIONS.items():
-        parser.add_argument(_flag(name), type=non_negative_int, default=None, metavar="N",
-                            help=f"steps of {what} (default: the profile's grid budget; overrides --steps)")
-    parser.add_argument("--joint-kd-source", choices=("ssl", "finetuned"), default="ssl",
-                        help="the joint route's KD source: the SSL encoder every student starts from (default) or "
-                             "the fine-tuned teacher of the mode (its rows are labelled kd_source=finetuned)")
-    parser.add_argument("--latency-seconds", type=float, default=10.0,
-                        help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)")
-    parser.add_argument("--latency-min-time", type=float, default=0.3,
-                        help="seconds of repeated runs behind each latency median (default: 0.3)")
-    parser.add_argument("--latency-runs", type=positive_int, default=5,
-                        help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)")
+        parser.add_argument(
+            _flag(name),
+            type=non_negative_int,
+            default=None,
+            metavar="N",
+            help=f"steps of {what} (default: the profile's grid budget; overrides --steps)",
+        )
+    parser.add_argument(
+        "--joint-kd-source",
+        choices=("ssl", "finetuned"),
+        default="ssl",
+        help="the joint route's KD source: the SSL encoder every student starts from (default) or "
+        "the fine-tuned teacher of the mode (its rows are labelled kd_source=finetuned)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=10.0,
+        help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)",
+    )
+    parser.add_argument(
+        "--latency-min-time",
+        type=float,
+        default=0.3,
+        help="seconds of repeated runs behind each latency median (default: 0.3)",
+    )
+    parser.add_argument(
+        "--latency-runs",
+        type=positive_int,
+        default=5,
+        help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)",
+    )
     parser.add_argument("--out", type=output_folder, default=None, help="output folder (default: outputs/study)")
-    parser.add_argument("--readme", default=None, metavar="PATH",
-                        help="also write the results table into PATH (a README with the kdlab-study-results markers)")
-    parser.add_argument("--workers", type=positive_int, default=1,
-                        help="train the runs in N processes side by side, one torch thread each (2 on a 2-core "
-                             "CPU trains ~1.4x faster than one process); rows are measured afterwards (default: 1)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when available), cpu, cuda or cuda:N; with several GPUs and --workers, "
-                             "auto/cuda put worker i on cuda:(i mod GPUs)")
+    parser.add_argument(
+        "--readme",
+        default=None,
+        metavar="PATH",
+        help="also write the results table into PATH (a README with the kdlab-study-results markers)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="train the runs in N processes side by side, one torch thread each (2 on a 2-core "
+        "CPU trains ~1.4x faster than one process); rows are measured afterwards (default: 1)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda or cuda:N; with several GPUs and --workers, "
+        "auto/cuda put worker i on cuda:(i mod GPUs)",
+    )
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
     add_training_options(parser)
 
@@ -80,10 +159,21 @@ def study_config(args: argparse.Namespace):
 
     steps = {} if args.steps is None else uniform_budgets(args.steps)
     steps.update({name: getattr(args, name) for name in BUDGET_OPTIONS if getattr(args, name) is not None})
-    return StudyConfig(args.profile, args.seeds, args.target_sparsity, args.methods, args.modes, args.routes,
-                       latency_seconds=args.latency_seconds, latency_min_time=args.latency_min_time,
-                       latency_min_runs=args.latency_runs, corpus_dir=args.corpus, tokenizer=args.tokenizer,
-                       joint_kd_source=args.joint_kd_source, **steps)
+    return StudyConfig(
+        args.profile,
+        args.seeds,
+        args.target_sparsity,
+        args.methods,
+        args.modes,
+        args.routes,
+        latency_seconds=args.latency_seconds,
+        latency_min_time=args.latency_min_time,
+        latency_min_runs=args.latency_runs,
+        corpus_dir=args.corpus,
+        tokenizer=args.tokenizer,
+        joint_kd_source=args.joint_kd_source,
+        **steps,
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -94,8 +184,11 @@ def command_line(args: argparse.Namespace) -> str:
         if value is None or value == UNSHOWN_DEFAULTS.get(name):
             continue
         flag = _flag(name)
-        words.append(f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
-                     if isinstance(value, list) else f"{flag} {value}")
+        words.append(
+            f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
+            if isinstance(value, list)
+            else f"{flag} {value}"
+        )
     return " ".join(words)
 
 

@@ -10,11 +10,19 @@ HELP = "transcribe audio files with a run's ASR model (PyTorch or ONNX Runtime, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished fine-tune, sequential or joint run folder")
-    parser.add_argument("audio", nargs="+", metavar="AUDIO",
-                        help="audio files (any format soundfile reads; resampled to 16 kHz, downmixed)")
+    parser.add_argument(
+        "audio",
+        nargs="+",
+        metavar="AUDIO",
+        help="audio files (any format soundfile reads; resampled to 16 kHz, downmixed)",
+    )
     parser.add_argument("--streaming", action="store_true", help="encode chunk by chunk (a streaming run's model)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                        help="torch (eager) or onnx (ONNX Runtime; exported into RUN_DIR/onnx/ on first use)")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (eager) or onnx (ONNX Runtime; exported into RUN_DIR/onnx/ on first use)",
+    )
     parser.add_argument("--beam", type=int, default=None, metavar="N", help="beam search of width N (default: greedy)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the runtime (default: its own)")
 
@@ -23,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from kdlab.deploy.run_model import load_run_model
     from kdlab.deploy.transcribe import Transcriber
 
-    transcriber = Transcriber(load_run_model(args.run_dir), runtime=args.runtime, streaming=args.streaming,
-                              beam=args.beam, threads=args.threads)
+    transcriber = Transcriber(
+        load_run_model(args.run_dir),
+        runtime=args.runtime,
+        streaming=args.streaming,
+        beam=args.beam,
+        threads=args.threads,
+    )
     failed = 0
     for path in args.audio:
         try:
@@ -33,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        print(f"{result.path}: {result.text}  [{result.audio_seconds:.2f} s audio, RTF {result.real_time_factor:.3f}]",
-              flush=True)
+        print(
+            f"{result.path}: {result.text}  [{result.audio_seconds:.2f} s audio, RTF {result.real_time_factor:.3f}]",
+            flush=True,
+        )
     search = "greedy" if args.beam is None else f"beam {args.beam}"
     mode = "streaming" if args.streaming else "offline"
-    print(f"transcribed {len(args.audio) - failed} of {len(args.audio)} file(s) "
-          f"({args.runtime}, {mode}, {search})", flush=True)
+    print(
+        f"transcribed {len(args.audio) - failed} of {len(args.audio)} file(s) ({args.runtime}, {mode}, {search})",
+        flush=True,
+    )
     return 1 if failed else 0

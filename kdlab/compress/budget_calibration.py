@@ -37,8 +37,9 @@ def shift_gates(gates: GateSet, shift: float) -> None:
     _set_shift(gates, [p.detach().clone() for p in gates.parameters()], shift)
 
 
-def calibrate_if_gated(enabled: bool, encoder: ConformerEncoder, gates: GateSet, target_sparsity: float,
-                       teacher_params: int) -> dict | None:
+def calibrate_if_gated(
+    enabled: bool, encoder: ConformerEncoder, gates: GateSet, target_sparsity: float, teacher_params: int
+) -> dict | None:
     """``calibrate_to_budget`` onto (1 − ``target_sparsity``) · ``teacher_params`` when ``enabled``
     and the encoder has gates, else None (the recipes' ``calibrate_budget`` step)."""
     if not enabled or not len(gates):
@@ -47,8 +48,9 @@ def calibrate_if_gated(enabled: bool, encoder: ConformerEncoder, gates: GateSet,
 
 
 @torch.no_grad()
-def calibrate_to_budget(encoder: ConformerEncoder, gates: GateSet, budget_params: float, max_shift: float = 30.0,
-                        iterations: int = 60) -> dict:
+def calibrate_to_budget(
+    encoder: ConformerEncoder, gates: GateSet, budget_params: float, max_shift: float = 30.0, iterations: int = 60
+) -> dict:
     """Shift every log α of ``gates`` (living in ``encoder``) in place so the materialised
     parameter count is the closest reachable to ``budget_params``; returns ``{"shift", "params_before",
     "params_after"}`` (counts as floats). ValueError when there are no gates or the budget is not positive."""

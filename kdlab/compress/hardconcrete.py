@@ -53,16 +53,12 @@ def hard_concrete_sample(
     return torch.clamp(s * (zeta - gamma) + gamma, 0.0, 1.0)
 
 
-def hard_concrete_prob_nonzero(
-    log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float
-) -> torch.Tensor:
+def hard_concrete_prob_nonzero(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
     """P(z ≠ 0) = σ(log α − β · log(−γ / ζ)), elementwise; differentiable in log α."""
     return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))
 
 
-def hard_concrete_prob_one(
-    log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float
-) -> torch.Tensor:
+def hard_concrete_prob_one(log_alpha: torch.Tensor, beta: float, gamma: float, zeta: float) -> torch.Tensor:
     """P(z = 1) = σ(log α − β · log((1 − γ) / (ζ − 1))), elementwise."""
     return torch.sigmoid(log_alpha - beta * math.log((1.0 - gamma) / (zeta - 1.0)))
 
@@ -150,9 +146,7 @@ class HardConcreteGate(nn.Module):
         else:
             self._generator = None
 
-    def sample(
-        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample(self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw hard-concrete samples of shape `sample_shape + (n,)`, differentiable in log α.
 
         `generator` overrides the gate's own (seeded) generator for this call; it must live on

@@ -31,8 +31,8 @@ it the loss would vanish like 1/T².
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +70,7 @@ def uniform_layer_map(num_student_layers: int, num_teacher_layers: int) -> list[
     E.g. 4 student blocks, 12 teacher blocks → [(1, 3), (2, 6), (3, 9), (4, 12)].
     """
     if num_student_layers < 1 or num_teacher_layers < 1:
-        raise ValueError(
-            f"layer counts must be >= 1, got student {num_student_layers}, teacher {num_teacher_layers}"
-        )
+        raise ValueError(f"layer counts must be >= 1, got student {num_student_layers}, teacher {num_teacher_layers}")
     return [
         (i, (2 * i * num_teacher_layers + num_student_layers) // (2 * num_student_layers))
         for i in range(1, num_student_layers + 1)
@@ -210,5 +208,5 @@ class DistillationConfig(JsonConfig):
         return {**super().to_dict(), "layer_map": [list(pair) for pair in self.layer_map]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DistillationConfig":
+    def from_dict(cls, data: dict) -> DistillationConfig:
         return super().from_dict({**data, "layer_map": [tuple(pair) for pair in data.get("layer_map", [])]})

@@ -101,7 +101,7 @@ class SparsityController(nn.Module):
         self.lambda_2 = nn.Parameter(torch.zeros(()))
 
     @classmethod
-    def from_config(cls, config: LagrangianConfig) -> "SparsityController":
+    def from_config(cls, config: LagrangianConfig) -> SparsityController:
         return cls(config.target_sparsity, config.warmup_steps)
 
     def target(self, step: int) -> float:

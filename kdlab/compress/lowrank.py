@@ -186,8 +186,11 @@ def ranks_by_global_budget(
     params = 0
     for name, (m, n) in shapes.items():
         if fast_rank(m, n) == 0:
-            dense[name] = (f"break-even rank of {m} x {n} is 0: no rank saves parameters" if break_even_rank(m, n) == 0
-                           else f"fast rank of {m} x {n} is 0: no rank saves a third of its MACs")
+            dense[name] = (
+                f"break-even rank of {m} x {n} is 0: no rank saves parameters"
+                if break_even_rank(m, n) == 0
+                else f"fast rank of {m} x {n} is 0: no rank saves a third of its MACs"
+            )
             params += m * n
         else:
             ranks[name] = 1
@@ -264,7 +267,7 @@ class LowRankLinear(nn.Module):
         self.gate: nn.Module | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, allow_no_saving: bool = False) -> "LowRankLinear":
+    def from_linear(cls, linear: nn.Linear, rank: int, allow_no_saving: bool = False) -> LowRankLinear:
         """Factorise `linear` by its rank-r truncated SVD (same device and dtype; bias copied)."""
         weight = linear.weight
         layer = cls(

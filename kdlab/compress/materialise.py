@@ -141,8 +141,10 @@ class _LinearEdit:
         if isinstance(module, ConstantLinear):
             bias = None if module.bias is None else module.bias.detach().to(f64)
             device = None if bias is None else bias.device
-            zeros = (torch.zeros(module.out_features, 0, dtype=f64, device=device),
-                     torch.zeros(0, module.in_features, dtype=f64, device=device))
+            zeros = (
+                torch.zeros(module.out_features, 0, dtype=f64, device=device),
+                torch.zeros(0, module.in_features, dtype=f64, device=device),
+            )
             return cls(*zeros, bias)
         raise TypeError(
             f"cannot materialise a {type(module).__name__}: expected nn.Linear, LowRankLinear or ConstantLinear"
@@ -198,8 +200,7 @@ def _last_linear(name: str) -> str:
     return {"attn": "out_proj", "conv": "pointwise2"}.get(name, "linear2")
 
 
-def _slice_branch(name: str, module: nn.Module, mask: torch.Tensor, prefix: str,
-                  state: dict, linears: dict) -> int:
+def _slice_branch(name: str, module: nn.Module, mask: torch.Tensor, prefix: str, state: dict, linears: dict) -> int:
     """Slice one branch with (units,) mask into ``state``/``linears``; returns the kept units."""
     kept = torch.nonzero(mask).reshape(-1)
     if name == "attn":
@@ -228,8 +229,9 @@ def _slice_branch(name: str, module: nn.Module, mask: torch.Tensor, prefix: str,
     return int(kept.numel())
 
 
-def _fold_constant(constant: torch.Tensor, last: tuple[str, float] | None, block: int,
-                   state: dict, linears: dict) -> None:
+def _fold_constant(
+    constant: torch.Tensor, last: tuple[str, float] | None, block: int, state: dict, linears: dict
+) -> None:
     """Add a (D,) constant to block ``block``'s residual stream at the current point."""
     if last is not None:  # into the bias of the previous surviving branch (its residual scale undone)
         linears[last[0]].add_to_bias(constant / last[1], last[0])

@@ -63,8 +63,10 @@ class SparsitySelector:
         trained = len(gates) > 0
         if not trained:
             if scores is None:
-                raise ValueError("the encoder has no gates: attach_gates(encoder) (and train them), or pass "
-                                 "scores={gate name: (n,) tensor} to rank its units")
+                raise ValueError(
+                    "the encoder has no gates: attach_gates(encoder) (and train them), or pass "
+                    "scores={gate name: (n,) tensor} to rank its units"
+                )
             gates = attach_gates(self.encoder)
         scores = gates.probabilities() if scores is None else scores
         self._check(scores, gates)
@@ -80,8 +82,10 @@ class SparsitySelector:
     @staticmethod
     def _check(scores: dict, gates: GateSet) -> None:
         if set(scores) != set(gates.gates):
-            raise ValueError(f"scores must name every gate exactly; missing {sorted(set(gates.gates) - set(scores))[:5]}, "
-                             f"unknown {sorted(set(scores) - set(gates.gates))[:5]}")
+            raise ValueError(
+                f"scores must name every gate exactly; missing {sorted(set(gates.gates) - set(scores))[:5]}, "
+                f"unknown {sorted(set(scores) - set(gates.gates))[:5]}"
+            )
         for name, gate in gates.gates.items():
             size = torch.as_tensor(scores[name]).numel()
             if size != gate.n:

@@ -27,15 +27,15 @@ Names used by ``GateSet``: the gate's module path without a trailing ``.gate``:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from kdlab.config import JsonConfig
 from kdlab.compress.hardconcrete import HardConcreteGate
 from kdlab.compress.lowrank import LowRankLinear
+from kdlab.config import JsonConfig
 from kdlab.models.attention import MultiHeadSelfAttention
 from kdlab.models.conformer import ConformerBlock
 from kdlab.models.convolution import ConvolutionModule

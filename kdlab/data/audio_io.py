@@ -23,7 +23,18 @@ REASONS = ("missing_audio", "empty_audio", "truncated_audio", "corrupt_audio", "
 # Leading bytes of the containers libsndfile reads; a file that starts like one of these but
 # fails to open is a damaged audio file, anything else that fails is not audio at all.
 _AUDIO_MAGIC = (
-    b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"caff", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2",
+    b"RIFF",
+    b"RIFX",
+    b"RF64",
+    b"fLaC",
+    b"OggS",
+    b"FORM",
+    b".snd",
+    b"caff",
+    b"ID3",
+    b"\xff\xfb",
+    b"\xff\xf3",
+    b"\xff\xf2",
 )
 
 
@@ -57,14 +68,17 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
         raise AudioError(path, "empty_audio", "audio file holds 0 samples; re-export it or drop it from the manifest")
     if data.shape[0] < declared_frames:
         raise AudioError(
-            path, "truncated_audio",
+            path,
+            "truncated_audio",
             f"truncated: header declares {declared_frames} samples, only {data.shape[0]} could be read",
         )
     if container == "WAV":
         missing = _wav_missing_bytes(path)
         if missing:
             raise AudioError(
-                path, "truncated_audio", f"truncated WAV: the data chunk is {missing} bytes shorter than its header says"
+                path,
+                "truncated_audio",
+                f"truncated WAV: the data chunk is {missing} bytes shorter than its header says",
             )
     wave = torch.from_numpy(data).mean(dim=1) if data.shape[1] > 1 else torch.from_numpy(data[:, 0].copy())
     if not torch.isfinite(wave).all():

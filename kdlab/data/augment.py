@@ -20,8 +20,15 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from kdlab.data.acoustics import (
-    CHANNELS, ROOMS, TELEPHONE_BAND_HZ, band_limit, level_envelope, reverberate, room_response, speed_perturb,
-)  # fmt: skip
+    CHANNELS,
+    ROOMS,
+    TELEPHONE_BAND_HZ,
+    band_limit,
+    level_envelope,
+    reverberate,
+    room_response,
+    speed_perturb,
+)
 from kdlab.data.noises import NOISE_TYPES, make_noise
 from kdlab.data.signal import power
 
@@ -60,14 +67,16 @@ class AugmentConfig:
         for name, kinds in (("noise_weights", NOISE_TYPES), ("room_weights", tuple(ROOMS))):
             weights = getattr(self, name)
             if len(weights) != len(kinds) or min(weights) < 0 or sum(weights) <= 0:
-                raise ValueError(f"{name} must be {len(kinds)} non-negative weights ({', '.join(kinds)}), got {weights}")
+                raise ValueError(
+                    f"{name} must be {len(kinds)} non-negative weights ({', '.join(kinds)}), got {weights}"
+                )
         if self.babble_talkers[0] < 1 or self.pad_s[0] < 0 or self.speed_range[0] <= 0:
             raise ValueError("babble_talkers must be >= 1, pad_s >= 0 and speed_range > 0")
         if not (0 < self.lowpass_hz[0] and self.lowpass_hz[1] <= 8000):
             raise ValueError(f"lowpass_hz must lie in (0, 8000], got {self.lowpass_hz}")
 
     @classmethod
-    def for_difficulty(cls, difficulty: float) -> "AugmentConfig":
+    def for_difficulty(cls, difficulty: float) -> AugmentConfig:
         """0: half the utterances clean, rest at 15..35 dB, no reverb, few channel effects; 0.5: all
         noisy at 5..25 dB, 30 % reverberant; 1: -5..15 dB, 60 % reverberant (more halls), more babble,
         band-limiting and level changes. Speed perturbation (0.9..1.1, half the utterances) at any."""
@@ -88,7 +97,7 @@ class AugmentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "AugmentConfig":
+    def from_dict(cls, data: Mapping) -> AugmentConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -19,9 +19,9 @@ import os
 import pickle
 import warnings
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -50,18 +50,31 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Copy of the batch with every tensor on `device`."""
+
         def move(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.to(device, non_blocking=non_blocking)
 
-        return Batch(move(self.features), move(self.feature_lengths), move(self.tokens), move(self.token_lengths),
-                     list(self.texts), list(self.ids))
+        return Batch(
+            move(self.features),
+            move(self.feature_lengths),
+            move(self.tokens),
+            move(self.token_lengths),
+            list(self.texts),
+            list(self.ids),
+        )
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) for faster host-to-GPU copies."""
-        return Batch(self.features.pin_memory(), self.feature_lengths.pin_memory(), self.tokens.pin_memory(),
-                     self.token_lengths.pin_memory(), self.texts, self.ids)
+        return Batch(
+            self.features.pin_memory(),
+            self.feature_lengths.pin_memory(),
+            self.tokens.pin_memory(),
+            self.token_lengths.pin_memory(),
+            self.texts,
+            self.ids,
+        )
 
 
 class SpeechDataset(Dataset):
@@ -122,8 +135,12 @@ class SpeechDataset(Dataset):
             features = self.cmvn(features)
         if self.specaugment is not None:
             features = self.specaugment(features, seed=self._item_seed(index))
-        return {"id": utt.id, "text": normalize_text(utt.text), "features": features,
-                "tokens": torch.tensor(tokens, dtype=torch.int64)}
+        return {
+            "id": utt.id,
+            "text": normalize_text(utt.text),
+            "features": features,
+            "tokens": torch.tensor(tokens, dtype=torch.int64),
+        }
 
     def skip_summary(self) -> str:
         """One line for logs: how many utterances were skipped, why, and a first example each."""
@@ -242,7 +259,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.excluded:
             warnings.warn(
                 f"{len(self.excluded)} utterance(s) are longer than max_frames_per_batch={max_frames_per_batch} "
-                f"(longest {self.frames.max()} frames) and are left out; raise max_frames_per_batch to keep them"
+                f"(longest {self.frames.max()} frames) and are left out; raise max_frames_per_batch to keep them",
+                stacklevel=2,
             )
         self._included = np.flatnonzero(self.frames <= max_frames_per_batch)
         self.shuffle, self.seed, self.drop_last, self.jitter = shuffle, seed, drop_last, jitter
@@ -346,10 +364,19 @@ def make_loader(
     """
     dataset = SpeechDataset(utterances, tokenizer, cmvn, specaugment, feature_cache_dir, fbank_config, seed)
     sampler = BucketBatchSampler(
-        [u.duration for u in dataset.utterances], max_frames, shuffle=shuffle, seed=seed, drop_last=drop_last,
-        frames_per_second=fbank_config.frames_per_second, num_replicas=num_replicas, rank=rank,
+        [u.duration for u in dataset.utterances],
+        max_frames,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+        frames_per_second=fbank_config.frames_per_second,
+        num_replicas=num_replicas,
+        rank=rank,
     )
     return SpeechLoader(
-        dataset, batch_sampler=sampler, collate_fn=_CollateWithSkips(dataset), num_workers=num_workers,
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=_CollateWithSkips(dataset),
+        num_workers=num_workers,
         worker_init_fn=_single_thread_worker if num_workers > 0 else None,
     )

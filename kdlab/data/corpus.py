@@ -148,11 +148,13 @@ class CorpusConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "CorpusConfig":
+    def from_dict(cls, data: Mapping) -> CorpusConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown CorpusConfig field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown CorpusConfig field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
         values = dict(data)
         for name in ("snr_db", "engines", "unseen_voices"):
             if values.get(name) is not None:
@@ -175,16 +177,32 @@ PROFILES: dict[str, CorpusConfig] = {
     # 2 M-parameter teacher trained for 20 CPU minutes spells more of them right
     # (docs/teacher_calibration.md).
     "default": CorpusConfig(
-        profile="default", train_utterances=4400, dev_utterances=420, test_utterances=420,
-        train_speakers=80, dev_speakers=10, test_speakers=10, difficulty=0.2, lexicon_fraction=0.2,
-        test_unseen_engine_utterances=200, test_unseen_engine_speakers=6, test_unseen_text_utterances=200,
-    ),  # fmt: skip
+        profile="default",
+        train_utterances=4400,
+        dev_utterances=420,
+        test_utterances=420,
+        train_speakers=80,
+        dev_speakers=10,
+        test_speakers=10,
+        difficulty=0.2,
+        lexicon_fraction=0.2,
+        test_unseen_engine_utterances=200,
+        test_unseen_engine_speakers=6,
+        test_unseen_text_utterances=200,
+    ),
     # closer to a real small corpus: >= 30 h train
     "full": CorpusConfig(
-        profile="full", train_utterances=44000, dev_utterances=1500, test_utterances=1500,
-        train_speakers=200, dev_speakers=20, test_speakers=20,
-        test_unseen_engine_utterances=1000, test_unseen_engine_speakers=12, test_unseen_text_utterances=1000,
-    ),  # fmt: skip
+        profile="full",
+        train_utterances=44000,
+        dev_utterances=1500,
+        test_utterances=1500,
+        train_speakers=200,
+        dev_speakers=20,
+        test_speakers=20,
+        test_unseen_engine_utterances=1000,
+        test_unseen_engine_speakers=12,
+        test_unseen_text_utterances=1000,
+    ),
 }
 
 
@@ -265,13 +283,15 @@ def _plan(config: CorpusConfig) -> tuple[dict[str, list[str]], dict[str, list[Vo
     kept, held_out = default_grammar().split_lexicon(config.held_out_word_fraction)
     grammar = kept.with_lexicon(config.lexicon_fraction)
     order = [s for s in ("test", "dev", "test_unseen_engine", "train") if s in config.splits()]
-    sentences = split_sentences({s: config.utterances(s) for s in order}, config.seed, config.min_words,
-                                config.max_words, grammar)
+    sentences = split_sentences(
+        {s: config.utterances(s) for s in order}, config.seed, config.min_words, config.max_words, grammar
+    )
     space = config.voice_space()
     speakers = make_speakers({s: config.speakers(s) for s in ("test", "dev", "train")}, config.seed, space)
     if "test_unseen_engine" in sentences:
         speakers["test_unseen_engine"] = unseen_voice_speakers(
-            config.unseen_voices, config.test_unseen_engine_speakers, config.seed, space)
+            config.unseen_voices, config.test_unseen_engine_speakers, config.seed, space
+        )
     if "test_unseen_text" in config.splits():
         sentences["test_unseen_text"] = _unseen_text_sentences(config, held_out, kept.vocabulary())
         speakers["test_unseen_text"] = speakers["test"]
@@ -397,8 +417,11 @@ def _engine_summary(engine_seconds: Mapping[str, Mapping[str, list]]) -> dict:
     """split -> engine -> utterances, hours, speakers, from (speaker, seconds) pairs."""
     return {
         split: {
-            engine: {"utterances": len(pairs), "hours": round(sum(d for _, d in pairs) / 3600, 4),
-                     "speakers": len({name for name, _ in pairs})}
+            engine: {
+                "utterances": len(pairs),
+                "hours": round(sum(d for _, d in pairs) / 3600, 4),
+                "speakers": len({name for name, _ in pairs}),
+            }
             for engine, pairs in sorted(engines.items())
         }
         for split, engines in engine_seconds.items()

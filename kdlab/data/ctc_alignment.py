@@ -12,7 +12,7 @@ nothing). Characters at 80 ms frames fail for most utterances; BPE pieces or 40 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from kdlab.data.manifest import Utterance
 from kdlab.data.tokenizer import Tokenizer
@@ -27,8 +27,9 @@ def ctc_frames_needed(ids: Sequence[int]) -> int:
     return len(ids) + repeats
 
 
-def unalignable_fraction(utterances: Sequence[Utterance], tokenizer: Tokenizer,
-                         encoder_frames: Callable[[float], int]) -> float:
+def unalignable_fraction(
+    utterances: Sequence[Utterance], tokenizer: Tokenizer, encoder_frames: Callable[[float], int]
+) -> float:
     """Share of `utterances` whose transcript needs more CTC frames than `encoder_frames(duration)` gives."""
     if not utterances:
         return 0.0
@@ -36,8 +37,9 @@ def unalignable_fraction(utterances: Sequence[Utterance], tokenizer: Tokenizer,
     return short / len(utterances)
 
 
-def check_ctc_alignable(utterances: Sequence[Utterance], tokenizer: Tokenizer, encoder_frames: Callable[[float], int],
-                        frame_ms: int) -> None:
+def check_ctc_alignable(
+    utterances: Sequence[Utterance], tokenizer: Tokenizer, encoder_frames: Callable[[float], int], frame_ms: int
+) -> None:
     """Raise ValueError when more than ``MAX_UNALIGNABLE_FRACTION`` of `utterances` cannot be CTC-aligned."""
     fraction = unalignable_fraction(utterances, tokenizer, encoder_frames)
     if fraction > MAX_UNALIGNABLE_FRACTION:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 import torchaudio
@@ -60,7 +60,7 @@ class FbankConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FbankConfig":
+    def from_dict(cls, data: dict) -> FbankConfig:
         return cls(**data)
 
 
@@ -68,9 +68,16 @@ class FbankConfig:
 def _mel_transform(config: FbankConfig, device: torch.device) -> torchaudio.transforms.MelSpectrogram:
     """One transform (window + mel matrix) per config and device, built once."""
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=config.sample_rate, n_fft=config.win_length, win_length=config.win_length,
-        hop_length=config.hop_length, f_min=config.f_min, f_max=config.f_max, n_mels=config.n_mels,
-        power=2.0, center=True, pad_mode="constant",
+        sample_rate=config.sample_rate,
+        n_fft=config.win_length,
+        win_length=config.win_length,
+        hop_length=config.hop_length,
+        f_min=config.f_min,
+        f_max=config.f_max,
+        n_mels=config.n_mels,
+        power=2.0,
+        center=True,
+        pad_mode="constant",
     ).to(device)
 
 
@@ -103,7 +110,7 @@ class GlobalCMVN:
         self.num_frames = num_frames
 
     @classmethod
-    def fit(cls, features: Iterable[torch.Tensor], min_std: float = 1e-5) -> "GlobalCMVN":
+    def fit(cls, features: Iterable[torch.Tensor], min_std: float = 1e-5) -> GlobalCMVN:
         """Fit on an iterable of `(T, n_mels)` tensors."""
         total = total_sq = None
         count = 0
@@ -131,14 +138,14 @@ class GlobalCMVN:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "num_frames": self.num_frames}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GlobalCMVN":
+    def from_dict(cls, data: dict) -> GlobalCMVN:
         return cls(torch.tensor(data["mean"]), torch.tensor(data["std"]), int(data.get("num_frames", 0)))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: str | Path) -> "GlobalCMVN":
+    def load(cls, path: str | Path) -> GlobalCMVN:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

@@ -48,8 +48,14 @@ def flite_arguments(voice: Voice) -> list[str]:
     if voice.engine != "flite":
         raise ValueError(f"not a flite voice: {voice.name}")
     f0 = FLITE_VOICES[voice.variant][1] * 2 ** ((voice.pitch - 50) / 100)
-    return ["-voice", voice.variant, "--setf", f"duration_stretch={NATURAL_RATE_WPM / voice.rate:.4f}",
-            "--setf", f"int_f0_target_mean={f0:.1f}"]
+    return [
+        "-voice",
+        voice.variant,
+        "--setf",
+        f"duration_stretch={NATURAL_RATE_WPM / voice.rate:.4f}",
+        "--setf",
+        f"int_f0_target_mean={f0:.1f}",
+    ]
 
 
 def synthesize_flite(text: str, voice: Voice) -> np.ndarray:
@@ -61,8 +67,9 @@ def synthesize_flite(text: str, voice: Voice) -> np.ndarray:
         raise RuntimeError(MISSING)
     with tempfile.TemporaryDirectory(prefix="kdlab-flite-") as folder:
         path = Path(folder) / "out.wav"
-        done = subprocess.run([binary, *flite_arguments(voice), "-t", text, "-o", str(path)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [binary, *flite_arguments(voice), "-t", text, "-o", str(path)], capture_output=True, text=True, check=False
+        )
         if done.returncode != 0 or not path.is_file():
             raise RuntimeError(f"flite failed for {text!r} with voice {voice.name}: {done.stderr.strip()[-300:]}")
         samples, rate = soundfile.read(path, dtype="float32")

@@ -27,7 +27,10 @@ GRAMMAR_DIR = Path(__file__).resolve().parent / "grammar"
 MIN_WORDS = 3
 MAX_WORDS = 15
 
-_ONES = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_ONES = (
+    "one two three four five six seven eight nine ten "
+    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 _WORD_RE = re.compile(r"^[a-z']+( [a-z']+)*$")
 _TOKEN_RE = re.compile(r"\[|\]|\(|\)|\||\{\w+\}[a-z']*|[a-z']+|\S")
@@ -71,7 +74,10 @@ def number_words(n: int) -> str:
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
-        raise FileNotFoundError(f"grammar file missing: {path} (the word lists ship inside the package as kdlab/data/grammar/*.txt; reinstall kdlab)")
+        raise FileNotFoundError(
+            f"grammar file missing: {path} (the word lists ship inside the package as "
+            "kdlab/data/grammar/*.txt; reinstall kdlab)"
+        )
     lines = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = " ".join(line.split())
@@ -114,7 +120,9 @@ def _parse(tokens: list[str], position: int, closing: str | None, where: str) ->
         elif token.startswith("{"):
             name, suffix = token[1:].split("}")
             if name not in _SLOT_FILES and name != "number":
-                raise ValueError(f"{where}: unknown slot {{{name}}}; known: {', '.join(sorted([*_SLOT_FILES, 'number']))}")
+                raise ValueError(
+                    f"{where}: unknown slot {{{name}}}; known: {', '.join(sorted([*_SLOT_FILES, 'number']))}"
+                )
             items.append(("slot", name, suffix))
         elif _WORD_RE.match(token):
             items.append(("lit", token))
@@ -136,7 +144,7 @@ class Grammar:
         self.templates = templates
 
     @classmethod
-    def load(cls, folder: str | Path = GRAMMAR_DIR) -> "Grammar":
+    def load(cls, folder: str | Path = GRAMMAR_DIR) -> Grammar:
         """Read word lists and templates from `folder` (see module docstring for the format)."""
         folder = Path(folder)
         slots = {name: _read_word_list(folder / f"{stem}.txt", column) for name, (stem, column) in _SLOT_FILES.items()}
@@ -147,7 +155,7 @@ class Grammar:
         )
         return cls(slots, templates)
 
-    def with_lexicon(self, fraction: float) -> "Grammar":
+    def with_lexicon(self, fraction: float) -> Grammar:
         """This grammar with every slot cut to the first ceil(fraction · n) of its n entries (at least
         one): fewer distinct words, each more frequent. 1.0 returns the grammar itself."""
         if not 0.0 < fraction <= 1.0:
@@ -157,7 +165,7 @@ class Grammar:
         kept = {name: values[: max(1, math.ceil(fraction * len(values)))] for name, values in self.slots.items()}
         return Grammar(kept, self.templates)
 
-    def split_lexicon(self, held_out_fraction: float, shared: tuple[str, ...] = ("number",)) -> tuple["Grammar", "Grammar"]:
+    def split_lexicon(self, held_out_fraction: float, shared: tuple[str, ...] = ("number",)) -> tuple[Grammar, Grammar]:
         """(kept, held_out): every slot of n >= 2 entries loses its last ceil(fraction · n) entries to
         the held-out grammar, which draws only from those (slots in `shared` and one-entry slots
         stay whole in both). Sentences of `held_out` carry words `kept` never produces."""

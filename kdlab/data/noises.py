@@ -36,7 +36,9 @@ def babble_noise(length: int, sources: Sequence[np.ndarray], talkers: int, rng: 
     """(length,) sum of `talkers` random speech sources, each looped from a random offset and
     normalised to unit power, so the talkers are equally loud."""
     if not sources:
-        raise ValueError("babble noise needs babble_sources (other synthesized voices); pass some or set the babble weight to 0")
+        raise ValueError(
+            "babble noise needs babble_sources (other synthesized voices); pass some or set the babble weight to 0"
+        )
     mix = np.zeros(length)
     for index in rng.integers(0, len(sources), size=talkers):
         source = np.asarray(sources[index], dtype=np.float64)
@@ -59,8 +61,9 @@ def hum_noise(length: int, rng: np.random.Generator, sample_rate: int = 16000) -
     return _unit(hum)
 
 
-def click_noise(length: int, rng: np.random.Generator, sample_rate: int = 16000,
-                per_second: tuple[float, float] = (2.0, 8.0)) -> np.ndarray:
+def click_noise(
+    length: int, rng: np.random.Generator, sample_rate: int = 16000, per_second: tuple[float, float] = (2.0, 8.0)
+) -> np.ndarray:
     """(length,) clicks at random times (`per_second` on average), each an impulse followed by a
     1..5 ms decaying noise burst of random sign and loudness."""
     clicks = np.zeros(length)
@@ -74,8 +77,14 @@ def click_noise(length: int, rng: np.random.Generator, sample_rate: int = 16000,
     return _unit(clicks)
 
 
-def make_noise(kind: str, length: int, rng: np.random.Generator, babble_sources: Sequence[np.ndarray] = (),
-               talkers: int = 4, sample_rate: int = 16000) -> np.ndarray:
+def make_noise(
+    kind: str,
+    length: int,
+    rng: np.random.Generator,
+    babble_sources: Sequence[np.ndarray] = (),
+    talkers: int = 4,
+    sample_rate: int = 16000,
+) -> np.ndarray:
     """(length,) noise of `kind` (one of `NOISE_TYPES`)."""
     if kind == "white":
         return white_noise(length, rng)

@@ -20,9 +20,9 @@ import csv
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import soundfile as sf
 
@@ -61,8 +61,13 @@ class ReadReport:
         return text
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples,
-                "spelled_out": self.spelled_out}
+        return {
+            "source": self.source,
+            "kept": self.kept,
+            "skipped": dict(self.skipped),
+            "examples": self.examples,
+            "spelled_out": self.spelled_out,
+        }
 
 
 def read_librispeech(root: str | Path, subsets: Sequence[str] | None = None) -> tuple[list[Utterance], ReadReport]:
@@ -90,8 +95,14 @@ def read_librispeech(root: str | Path, subsets: Sequence[str] | None = None) -> 
                         f"{transcript}:{line_number}: utterance id {utt_id!r} should start with {prefix!r}; "
                         "expected lines '<speaker>-<chapter>-<utt> TEXT'"
                     )
-                audio = next((transcript.parent / (utt_id + s) for s in _AUDIO_SUFFIXES
-                              if (transcript.parent / (utt_id + s)).is_file()), transcript.parent / (utt_id + ".flac"))
+                audio = next(
+                    (
+                        transcript.parent / (utt_id + s)
+                        for s in _AUDIO_SUFFIXES
+                        if (transcript.parent / (utt_id + s)).is_file()
+                    ),
+                    transcript.parent / (utt_id + ".flac"),
+                )
                 utt = _make_utterance(utt_id, audio, text, speaker, f"{transcript}:{line_number}", report)
                 if utt is not None:
                     utterances.append(utt)
@@ -171,8 +182,9 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
         if not fields:
             continue
         if len(fields) != len(header):
-            raise ValueError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), "
-                             f"got {len(fields)}")
+            raise ValueError(
+                f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(fields)}"
+            )
         yield reader.line_num, dict(zip(header, fields))
 
 
@@ -183,10 +195,12 @@ def read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
+        line = data[: error.start].count(b"\n") + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise ValueError(f"{path}:{line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; "
-                         "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise ValueError(
+            f"{path}:{line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _default_id(audio: Path, folder: Path) -> str:
@@ -197,7 +211,9 @@ def _default_id(audio: Path, folder: Path) -> str:
     return relative.replace("/", "-")
 
 
-def _make_utterance(utt_id: str, audio: Path, text: str, speaker: str, where: str, report: ReadReport) -> Utterance | None:
+def _make_utterance(
+    utt_id: str, audio: Path, text: str, speaker: str, where: str, report: ReadReport
+) -> Utterance | None:
     """An Utterance, or None after counting why it was skipped (empty or unsupported text, missing,
     truncated or unreadable audio)."""
     try:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import string
 import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 BLANK_ID = 0
 ALPHABET = " '" + string.ascii_lowercase
@@ -92,9 +92,11 @@ class CharTokenizer:
         return {"kind": self.kind, "alphabet": ALPHABET}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharTokenizer":
+    def from_dict(cls, data: dict) -> CharTokenizer:
         if data.get("alphabet", ALPHABET) != ALPHABET:
-            raise ValueError(f"character tokenizer alphabet {data['alphabet']!r} differs from this kdlab's {ALPHABET!r}")
+            raise ValueError(
+                f"character tokenizer alphabet {data['alphabet']!r} differs from this kdlab's {ALPHABET!r}"
+            )
         return cls()
 
 
@@ -114,7 +116,7 @@ class BPETokenizer:
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, texts: Iterable[str], out_dir: str | Path, vocab_size: int = 256) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str], out_dir: str | Path, vocab_size: int = 256) -> BPETokenizer:
         """Train on `texts` (normalised first), write `<out_dir>/bpe.model`, return the tokenizer.
 
         `vocab_size` is an upper bound (a small corpus may give fewer pieces); it must leave
@@ -136,15 +138,28 @@ class BPETokenizer:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences), model_prefix=str(out_dir / "bpe"), vocab_size=vocab_size,
-            model_type="bpe", character_coverage=1.0, required_chars=ALPHABET[1:], normalization_rule_name="identity",
-            pad_id=BLANK_ID, pad_piece="<blank>", unk_id=1, bos_id=-1, eos_id=-1, hard_vocab_limit=False,
-            shuffle_input_sentence=False, input_sentence_size=0, num_threads=1, minloglevel=2,
+            sentence_iterator=iter(sentences),
+            model_prefix=str(out_dir / "bpe"),
+            vocab_size=vocab_size,
+            model_type="bpe",
+            character_coverage=1.0,
+            required_chars=ALPHABET[1:],
+            normalization_rule_name="identity",
+            pad_id=BLANK_ID,
+            pad_piece="<blank>",
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
+            hard_vocab_limit=False,
+            shuffle_input_sentence=False,
+            input_sentence_size=0,
+            num_threads=1,
+            minloglevel=2,
         )
         return cls((out_dir / "bpe.model").read_bytes())
 
     @classmethod
-    def load(cls, model_path: str | Path) -> "BPETokenizer":
+    def load(cls, model_path: str | Path) -> BPETokenizer:
         """Load a model written by `train`."""
         return cls(Path(model_path).read_bytes())
 
@@ -168,7 +183,7 @@ class BPETokenizer:
         return {"kind": self.kind, "model_proto": base64.b64encode(self._proto).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BPETokenizer":
+    def from_dict(cls, data: dict) -> BPETokenizer:
         return cls(base64.b64decode(data["model_proto"]))
 
 
@@ -183,7 +198,9 @@ def build_tokenizer(
         return CharTokenizer()
     if kind == "bpe":
         if texts is None or out_dir is None:
-            raise ValueError("a BPE tokenizer needs `texts` (training transcripts) and `out_dir` (where bpe.model goes)")
+            raise ValueError(
+                "a BPE tokenizer needs `texts` (training transcripts) and `out_dir` (where bpe.model goes)"
+            )
         return BPETokenizer.train(texts, out_dir, vocab_size)
     raise ValueError(f"tokenizer kind must be 'char' or 'bpe', got {kind!r}")
 

@@ -17,11 +17,16 @@ from kdlab.data.tokenizer import CharTokenizer, normalize_text
 POLICY = (
     ("normalise", "case, accents (café -> cafe), typographic apostrophes, punctuation (dashes -> spaces)"),
     ("spell out", "whole numbers standing alone, up to 12 digits (42 -> forty two)"),
-    ("reject", "anything else outside a-z, apostrophe, space (1st, 3.5, 1,000, 50%, $5, ß, CJK): the utterance "
-               "is skipped and counted as unsupported_characters"),
+    (
+        "reject",
+        "anything else outside a-z, apostrophe, space (1st, 3.5, 1,000, 50%, $5, ß, CJK): the utterance "
+        "is skipped and counted as unsupported_characters",
+    ),
 )
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 #: A whole number standing alone: not part of a word (1st), a decimal or grouped number (3.5, 1,000),

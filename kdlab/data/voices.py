@@ -25,15 +25,69 @@ ACCENTS = EASY_ACCENTS + MEDIUM_ACCENTS + HARD_ACCENTS
 
 # Voice variants from espeak-ng-data/voices/!v that sound like plain talkers.
 MALE_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "klatt", "klatt2", "klatt3", "klatt4",
-    "adam", "benjamin", "david", "edward", "edward2", "grandpa", "gustave", "iven", "iven3",
-    "Jacky", "marcelo", "max", "boris", "Michael", "robert", "rob", "quincy", "paul", "travis",
-    "victor", "mike2", "ed", "Denis", "Gene", "Lee", "Andy", "Alex", "Mike", "Mario", "antonio", "pedro",
-)  # fmt: skip
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "adam",
+    "benjamin",
+    "david",
+    "edward",
+    "edward2",
+    "grandpa",
+    "gustave",
+    "iven",
+    "iven3",
+    "Jacky",
+    "marcelo",
+    "max",
+    "boris",
+    "Michael",
+    "robert",
+    "rob",
+    "quincy",
+    "paul",
+    "travis",
+    "victor",
+    "mike2",
+    "ed",
+    "Denis",
+    "Gene",
+    "Lee",
+    "Andy",
+    "Alex",
+    "Mike",
+    "Mario",
+    "antonio",
+    "pedro",
+)
 FEMALE_VARIANTS = (
-    "f1", "f2", "f3", "f4", "f5", "linda", "belinda", "aunty", "grandma", "steph", "steph2",
-    "steph3", "anika", "shelby", "Annie", "Andrea", "Alicia",
-)  # fmt: skip
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "linda",
+    "belinda",
+    "aunty",
+    "grandma",
+    "steph",
+    "steph2",
+    "steph3",
+    "anika",
+    "shelby",
+    "Annie",
+    "Andrea",
+    "Alicia",
+)
 # Harder to understand: whispered, creaky, very high pitched.
 HARD_VARIANTS = ("whisper", "whisperf", "croak", "zac", "caleb", "iven2")
 VARIANTS = MALE_VARIANTS + FEMALE_VARIANTS
@@ -41,8 +95,13 @@ VARIANTS = MALE_VARIANTS + FEMALE_VARIANTS
 ENGINES = ("espeak", "flite")
 # flite 2.2's built-in English voices (without awb_time, a talking clock): the accent each speaks
 # and its own mean f0 in Hz, which `pitch` scales (rms keeps its own f0 whatever it is asked).
-FLITE_VOICES = {"kal": ("en-us", 95.0), "kal16": ("en-us", 95.0), "awb": ("en-gb-scotland", 130.0),
-                "rms": ("en-us", 100.0), "slt": ("en-us", 170.0)}
+FLITE_VOICES = {
+    "kal": ("en-us", 95.0),
+    "kal16": ("en-us", 95.0),
+    "awb": ("en-gb-scotland", 130.0),
+    "rms": ("en-us", 100.0),
+    "slt": ("en-us", 170.0),
+}
 
 
 @dataclass(frozen=True)
@@ -62,7 +121,7 @@ class Voice:
     engine: str = "espeak"
 
     @classmethod
-    def flite(cls, variant: str, rate: int = 170, pitch: int = 50) -> "Voice":
+    def flite(cls, variant: str, rate: int = 170, pitch: int = 50) -> Voice:
         """A flite speaker (the accent comes with the voice)."""
         if variant not in FLITE_VOICES:
             raise ValueError(f"flite has no voice {variant!r}; choose one of {', '.join(FLITE_VOICES)}")
@@ -93,7 +152,7 @@ class Voice:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Voice":
+    def from_dict(cls, data: Mapping) -> Voice:
         return cls(**data)
 
 
@@ -117,7 +176,7 @@ class VoiceSpace:
             raise ValueError(f"flite_share must be in [0, 1], got {self.flite_share}")
 
     @classmethod
-    def for_difficulty(cls, difficulty: float) -> "VoiceSpace":
+    def for_difficulty(cls, difficulty: float) -> VoiceSpace:
         """0 = three standard accents at ~155 wpm; 0.5 = six accents, 130..190 wpm;
         >= 0.75 adds Caribbean / West Midlands accents and whispered or creaky voices."""
         if not 0.0 <= difficulty <= 1.0:
@@ -200,7 +259,7 @@ def unseen_voice_speakers(voices: tuple[str, ...], count: int, seed: int, space:
 
 
 def parse_voice(spec: str) -> tuple[str, str]:
-    """"engine:variant" -> (engine, variant), checked against the engine's voices."""
+    """ "engine:variant" -> (engine, variant), checked against the engine's voices."""
     engine, _, variant = spec.partition(":")
     if engine not in ENGINES or not variant:
         raise ValueError(f"a voice is written 'engine:variant' with engine in {ENGINES}, got {spec!r}")

@@ -7,8 +7,8 @@ PyTorch) into ``folder`` and returns a call of the ONNX Runtime session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -18,8 +18,14 @@ from kdlab.models.conformer import ConformerEncoder
 RUNTIMES = ("eager", "onnxruntime")
 
 
-def encoder_call(encoder: ConformerEncoder, features: torch.Tensor, lengths: torch.Tensor, runtime: str,
-                 folder: str | Path | None = None, threads: int | None = None) -> Callable[[], object]:
+def encoder_call(
+    encoder: ConformerEncoder,
+    features: torch.Tensor,
+    lengths: torch.Tensor,
+    runtime: str,
+    folder: str | Path | None = None,
+    threads: int | None = None,
+) -> Callable[[], object]:
     """A no-argument call running ``encoder`` on features (B, T, F), lengths (B,) in ``runtime``.
 
     ``folder``: where the ONNX export goes (needed for "onnxruntime"); ``threads``: ONNX Runtime's

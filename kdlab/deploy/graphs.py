@@ -77,8 +77,9 @@ def cache_slots(encoder: ConformerEncoder) -> list[CacheSlot]:
 def initial_caches(encoder: ConformerEncoder, batch: int) -> list[torch.Tensor]:
     """The caches at the start of a stream: no past keys/values (P = 0), zero convolution tails."""
     dtype = next(encoder.parameters()).dtype
-    return [torch.zeros(batch, *(0 if d is None else d for d in slot.shape), dtype=dtype)
-            for slot in cache_slots(encoder)]
+    return [
+        torch.zeros(batch, *(0 if d is None else d for d in slot.shape), dtype=dtype) for slot in cache_slots(encoder)
+    ]
 
 
 class StreamingChunkGraph(nn.Module):

@@ -61,8 +61,13 @@ class _Joiner:
     def joint(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         enc, pred = torch.broadcast_tensors(enc, pred)
         shape = enc.shape
-        (logits,) = self.session.run(None, {"encoder_projected": enc.reshape(-1, shape[-1]).contiguous().numpy(),
-                                            "predictor_projected": pred.reshape(-1, shape[-1]).contiguous().numpy()})
+        (logits,) = self.session.run(
+            None,
+            {
+                "encoder_projected": enc.reshape(-1, shape[-1]).contiguous().numpy(),
+                "predictor_projected": pred.reshape(-1, shape[-1]).contiguous().numpy(),
+            },
+        )
         return torch.from_numpy(logits).reshape(*shape[:-1], -1)
 
 
@@ -76,8 +81,10 @@ class OnnxRNNT:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         files = companion_paths(path)
         if not files["manifest"].is_file():
-            raise FileNotFoundError(f"{files['manifest']} is missing: export the model with "
-                                    "`python -m kdlab export RUN_DIR --format onnx --out FILE` first")
+            raise FileNotFoundError(
+                f"{files['manifest']} is missing: export the model with "
+                "`python -m kdlab export RUN_DIR --format onnx --out FILE` first"
+            )
         self.manifest = json.loads(files["manifest"].read_text())
         if self.manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"{files['manifest']} is not a kdlab ONNX export manifest (format {MANIFEST_FORMAT!r})")
@@ -93,8 +100,9 @@ class OnnxRNNT:
         A streaming export runs chunk by chunk; it takes one utterance at a time (B = 1, no padding).
         """
         if not self.streaming:
-            _, enc_lengths, projected = self.encoder.run(None, {"features": features.float().numpy(),
-                                                                "lengths": lengths.long().numpy()})
+            _, enc_lengths, projected = self.encoder.run(
+                None, {"features": features.float().numpy(), "lengths": lengths.long().numpy()}
+            )
             return torch.from_numpy(projected), torch.from_numpy(enc_lengths)
         if features.shape[0] != 1:
             raise ValueError(f"a streaming export encodes one utterance at a time, got a batch of {features.shape[0]}")
@@ -108,8 +116,9 @@ class OnnxRNNT:
         stride = self.manifest["subsampling_factor"]
         for chunk, first in stream_chunks(features.shape[1], self.manifest["chunk_size"], stride):
             window = features[:, stride * first : stride * first + chunk_input_frames(chunk, stride)].float().numpy()
-            out = self.encoder.run(None, {"features": window, "position": np.array(first, dtype=np.int64),
-                                          **dict(zip(names, caches))})
+            out = self.encoder.run(
+                None, {"features": window, "position": np.array(first, dtype=np.int64), **dict(zip(names, caches))}
+            )
             outputs.append(out[1])
             caches = out[2:]
         projected = torch.from_numpy(np.concatenate(outputs, axis=1))
@@ -117,5 +126,7 @@ class OnnxRNNT:
 
     def initial_caches(self, batch: int) -> list[np.ndarray]:
         """Caches at the start of a stream (no past keys/values, zero convolution tails)."""
-        return [np.zeros((batch, *(0 if d is None else d for d in c["shape"])), dtype=np.float32)
-                for c in self.manifest["caches"]]
+        return [
+            np.zeros((batch, *(0 if d is None else d for d in c["shape"])), dtype=np.float32)
+            for c in self.manifest["caches"]
+        ]

@@ -39,12 +39,15 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder: give a run folder under runs/ (one with asr.pt)")
     if read_result(run_dir) is None:
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no result.json): let the run finish, "
-                                "or re-run its command to resume it")
+        raise FileNotFoundError(
+            f"{run_dir} holds no finished run (no result.json): let the run finish, or re-run its command to resume it"
+        )
     path = run_dir / "asr.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no ASR model (asr.pt): give a fine-tune, sequential or joint run; "
-                                "a task-agnostic compression run is fine-tuned by the sequential route first")
+        raise FileNotFoundError(
+            f"{run_dir} has no ASR model (asr.pt): give a fine-tune, sequential or joint run; "
+            "a task-agnostic compression run is fine-tuned by the sequential route first"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     is_student = isinstance(state, dict) and state.get("format") == ASR_FORMAT
     model, tokenizer = load_student_asr(path) if is_student else load_asr_model(path)

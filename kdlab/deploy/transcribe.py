@@ -58,13 +58,21 @@ class Transcriber:
         threads: CPU threads of the runtime (None: its default).
     """
 
-    def __init__(self, run: RunModel, runtime: str = "torch", streaming: bool = False, beam: int | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        run: RunModel,
+        runtime: str = "torch",
+        streaming: bool = False,
+        beam: int | None = None,
+        threads: int | None = None,
+    ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if streaming and not run.streaming:
-            raise ValueError(f"{run.run_dir} holds an offline model (trained without chunked attention): transcribe "
-                             "without --streaming, or use a streaming run")
+            raise ValueError(
+                f"{run.run_dir} holds an offline model (trained without chunked attention): transcribe "
+                "without --streaming, or use a streaming run"
+            )
         if beam is not None and beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         self.run, self.runtime, self.streaming, self.beam = run, runtime, streaming, beam
@@ -85,8 +93,10 @@ class Transcriber:
         features = self.run.cmvn(compute_fbank(wave))[None]  # (1, T, F)
         needed = self.run.model.encoder.config.receptive_field
         if features.shape[1] < needed:
-            raise ValueError(f"{path}: {seconds * 1000:.0f} ms of audio is too short to transcribe "
-                             f"(the encoder needs {needed} frames of 10 ms)")
+            raise ValueError(
+                f"{path}: {seconds * 1000:.0f} ms of audio is too short to transcribe "
+                f"(the encoder needs {needed} frames of 10 ms)"
+            )
         with torch.inference_mode():
             enc, enc_lengths = self._encode(features)
             if self.beam is None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 
@@ -94,7 +94,11 @@ class PairedLatency:
 
 
 def measure_paired_latency(
-    fn: Callable[[], object], reference_fn: Callable[[], object], *, rounds: int = 5, min_time_s: float = 0.3,
+    fn: Callable[[], object],
+    reference_fn: Callable[[], object],
+    *,
+    rounds: int = 5,
+    min_time_s: float = 0.3,
     warmup: int = 2,
 ) -> PairedLatency:
     """Time ``fn`` and ``reference_fn`` interleaved: ``rounds`` rounds (order swapped every round),
@@ -114,10 +118,14 @@ def measure_paired_latency(
         calls = max(1, round(min_time_s / rounds / max(single)))
         times = ([], [])
         for r in range(rounds):
-            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
                 start = time.perf_counter()
                 for _ in range(calls):
                     pair[i]()
                 times[i].append((time.perf_counter() - start) / calls)
-    return PairedLatency(statistics.median(times[0]), statistics.median(times[1]),
-                         statistics.median(b / a for a, b in zip(*times)), rounds)
+    return PairedLatency(
+        statistics.median(times[0]),
+        statistics.median(times[1]),
+        statistics.median(b / a for a, b in zip(*times)),
+        rounds,
+    )

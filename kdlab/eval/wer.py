@@ -9,8 +9,8 @@ insertions. A corpus whose references are all empty has no defined rate (ValueEr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import jiwer
 
@@ -50,8 +50,7 @@ def error_counts(refs: Sequence[str], hyps: Sequence[str], unit: str = "word") -
     if not refs:
         return ErrorCounts(0, 0, 0, 0)
     out = jiwer.process_words(refs, hyps) if unit == "word" else jiwer.process_characters(refs, hyps)
-    return ErrorCounts(out.substitutions, out.deletions, out.insertions,
-                       out.hits + out.substitutions + out.deletions)
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits + out.substitutions + out.deletions)
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from kdlab.config import JsonConfig
 
 STACK = 4
@@ -66,8 +67,14 @@ class RandomProjectionQuantizer(nn.Module):
     a private generator seeded with ``seed``.
     """
 
-    def __init__(self, input_dim: int = STACK * 80, codebook_dim: int = 16, codebook_size: int = 1024,
-                 num_codebooks: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        input_dim: int = STACK * 80,
+        codebook_dim: int = 16,
+        codebook_size: int = 1024,
+        num_codebooks: int = 1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         projection = torch.randn(num_codebooks, input_dim, codebook_dim, generator=generator)
@@ -84,8 +91,12 @@ class RandomProjectionQuantizer(nn.Module):
 
 
 def mask_spans(
-    features: torch.Tensor, lengths: torch.Tensor, mask_prob: float, span: int,
-    generator: torch.Generator | None = None, noise_std: float = 0.1,
+    features: torch.Tensor,
+    lengths: torch.Tensor,
+    mask_prob: float,
+    span: int,
+    generator: torch.Generator | None = None,
+    noise_std: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace non-overlapping spans of frames by noise N(0, noise_std²).
 
@@ -151,8 +162,9 @@ class BestRQModel(nn.Module):
         encoder_dim: encoder width; default ``encoder.config.d_model``.
     """
 
-    def __init__(self, encoder: nn.Module, config: BestRQConfig, input_dim: int = 80,
-                 encoder_dim: int | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, config: BestRQConfig, input_dim: int = 80, encoder_dim: int | None = None
+    ) -> None:
         super().__init__()
         if encoder_dim is None:
             if not hasattr(getattr(encoder, "config", None), "d_model"):
@@ -161,12 +173,14 @@ class BestRQModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.stack = getattr(getattr(encoder, "config", None), "subsampling_factor", STACK)
-        self.quantizer = RandomProjectionQuantizer(self.stack * input_dim, config.codebook_dim, config.codebook_size,
-                                                   config.num_codebooks, config.seed)
+        self.quantizer = RandomProjectionQuantizer(
+            self.stack * input_dim, config.codebook_dim, config.codebook_size, config.num_codebooks, config.seed
+        )
         self.head = nn.Linear(encoder_dim, config.num_codebooks * config.codebook_size)
 
-    def forward(self, batch_or_features, lengths: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, batch_or_features, lengths: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``model(batch)`` or ``model(features (B,T,F), lengths (B,))`` -> (loss, masked accuracy).
 
         Masks are drawn from ``generator`` (default: the global RNG, which the trainer seeds).

@@ -86,8 +86,10 @@ class ConformerConfig(JsonConfig):
         if self.subsampling_factor not in FACTORS:
             raise ValueError(f"subsampling_factor must be one of {FACTORS}, got {self.subsampling_factor!r}")
         if not isinstance(self.input_dim, int) or self.input_dim < self.receptive_field:
-            raise ValueError(f"input_dim must be an integer >= {self.receptive_field} ({self.subsampling_factor}x "
-                             f"subsampling), got {self.input_dim!r}")
+            raise ValueError(
+                f"input_dim must be an integer >= {self.receptive_field} ({self.subsampling_factor}x "
+                f"subsampling), got {self.input_dim!r}"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even (rotary embeddings rotate pairs), got {self.head_dim}")
         if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
@@ -99,16 +101,15 @@ class ConformerConfig(JsonConfig):
         if self.subsampling_channels is not None and (
             not isinstance(self.subsampling_channels, int) or self.subsampling_channels < 1
         ):
-            raise ValueError(f"subsampling_channels must be None (d_model) or a positive integer, "
-                             f"got {self.subsampling_channels!r}")
+            raise ValueError(
+                f"subsampling_channels must be None (d_model) or a positive integer, got {self.subsampling_channels!r}"
+            )
         if self.layer_dims is not None:
             self._check_layer_dims()
 
     def _check_layer_dims(self) -> None:
         if len(self.layer_dims) != self.num_layers:
-            raise ValueError(
-                f"layer_dims must have one dict per block ({self.num_layers}), got {len(self.layer_dims)}"
-            )
+            raise ValueError(f"layer_dims must have one dict per block ({self.num_layers}), got {len(self.layer_dims)}")
         for i, dims in enumerate(self.layer_dims):
             unknown = set(dims) - set(BRANCH_SIZES)
             if unknown:
@@ -124,8 +125,9 @@ class ConformerConfig(JsonConfig):
 
     def block_dims(self, index: int) -> BlockDims:
         """Branch sizes of block ``index`` (global sizes overridden by ``layer_dims``)."""
-        dims = dict(num_heads=self.num_heads, ffn1_dim=self.ffn_dim, ffn2_dim=self.ffn_dim,
-                    conv_channels=self.conv_channels)
+        dims = dict(
+            num_heads=self.num_heads, ffn1_dim=self.ffn_dim, ffn2_dim=self.ffn_dim, conv_channels=self.conv_channels
+        )
         if self.layer_dims is not None:
             dims.update(self.layer_dims[index])
         return BlockDims(**dims)
@@ -137,12 +139,13 @@ def teacher_config(size: str = "default", **overrides) -> ConformerConfig:
     Keyword ``overrides`` replace preset fields, e.g. ``teacher_config(streaming=True)``.
     """
     presets = {
-        "tiny": dict(d_model=32, num_layers=2, num_heads=2, head_dim=16, ffn_dim=64, conv_channels=32,
-                     conv_kernel=5),
-        "small": dict(d_model=144, num_layers=4, num_heads=4, head_dim=36, ffn_dim=576, conv_channels=144,
-                      conv_kernel=15),
-        "default": dict(d_model=144, num_layers=10, num_heads=4, head_dim=36, ffn_dim=576, conv_channels=144,
-                        conv_kernel=15),
+        "tiny": dict(d_model=32, num_layers=2, num_heads=2, head_dim=16, ffn_dim=64, conv_channels=32, conv_kernel=5),
+        "small": dict(
+            d_model=144, num_layers=4, num_heads=4, head_dim=36, ffn_dim=576, conv_channels=144, conv_kernel=15
+        ),
+        "default": dict(
+            d_model=144, num_layers=10, num_heads=4, head_dim=36, ffn_dim=576, conv_channels=144, conv_kernel=15
+        ),
     }
     if size not in presets:
         raise ValueError(f"unknown teacher size {size!r}; choose one of {sorted(presets)}")
@@ -164,8 +167,11 @@ class ConformerBlock(nn.Module):
         d, p = config.d_model, config.dropout
         self.ffn1 = FeedForward(d, dims.ffn1_dim, p) if dims.ffn1_dim else None
         self.attn = MultiHeadSelfAttention(d, dims.num_heads, config.head_dim, p) if dims.num_heads else None
-        self.conv = (ConvolutionModule(d, dims.conv_channels, config.conv_kernel, p, causal=config.streaming)
-                     if dims.conv_channels else None)
+        self.conv = (
+            ConvolutionModule(d, dims.conv_channels, config.conv_kernel, p, causal=config.streaming)
+            if dims.conv_channels
+            else None
+        )
         self.ffn2 = FeedForward(d, dims.ffn2_dim, p) if dims.ffn2_dim else None
         self.final_norm = nn.LayerNorm(d)
         self.ffn1_gate: nn.Module | None = None
@@ -219,8 +225,9 @@ class ConformerEncoder(nn.Module):
     def __init__(self, config: ConformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.subsampling = Subsampling(config.input_dim, config.d_model, config.subsampling_channels or config.d_model,
-                                       config.subsampling_factor)
+        self.subsampling = Subsampling(
+            config.input_dim, config.d_model, config.subsampling_channels or config.d_model, config.subsampling_factor
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(config, config.block_dims(i)) for i in range(config.num_layers))
 
@@ -229,9 +236,9 @@ class ConformerEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """features (B, T, F), lengths (B,) int64 -> out (B, T', D), out_lengths (B,), hidden_states.
 
-        T' = (T - s + 1) // s for subsampling factor s. ``hidden_states[0]`` is the input of the first block, ``hidden_states[i]``
-        the output of block i (all (B, T', D)). Frames at or past ``out_lengths`` hold unspecified
-        values: mask them with the lengths.
+        T' = (T - s + 1) // s for subsampling factor s. ``hidden_states[0]`` is the input of the first
+        block, ``hidden_states[i]`` the output of block i (all (B, T', D)). Frames at or past
+        ``out_lengths`` hold unspecified values: mask them with the lengths.
         """
         if features.dim() != 3 or features.shape[2] != self.config.input_dim:
             raise ValueError(f"features must be (B, T, {self.config.input_dim}), got {tuple(features.shape)}")
@@ -279,7 +286,9 @@ class ConformerEncoder(nn.Module):
     def num_parameters(self) -> int:
         """Parameters of the encoder itself, excluding attached gate modules."""
         gate_params = {
-            id(p) for name, module in self.named_modules() if name.split(".")[-1].endswith("gate")
+            id(p)
+            for name, module in self.named_modules()
+            if name.split(".")[-1].endswith("gate")
             for p in module.parameters()
         }
         return sum(p.numel() for p in self.parameters() if id(p) not in gate_params)

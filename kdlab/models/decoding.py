@@ -122,8 +122,11 @@ def _beam_search_one(model: RNNTModel, enc_p: torch.Tensor, beam: int, max_symbo
                 _merge(ended, replace(hyp, score=hyp.score + blank_logp))
             top_logp, top_ids = logp[:, 1:].topk(min(beam, logp.shape[1] - 1), dim=-1)
             pool = [(h.score, -1, key) for key, h in ended.items()]
-            pool += [(hyp.score + lp, n, v + 1) for n, hyp in enumerate(active)
-                     for lp, v in zip(top_logp[n].tolist(), top_ids[n].tolist())]
+            pool += [
+                (hyp.score + lp, n, v + 1)
+                for n, hyp in enumerate(active)
+                for lp, v in zip(top_logp[n].tolist(), top_ids[n].tolist())
+            ]
             kept = sorted(pool, key=lambda c: -c[0])[:beam]  # stable: on ties ended hyps (blank) win
             ended = {key: ended[key] for _, n, key in kept if n < 0}
             active = _extend(model, active, [c for c in kept if c[1] >= 0])
@@ -140,8 +143,10 @@ def beam_search(
     if not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
     enc_p = model.joiner.project_encoder(enc)
-    return [_beam_search_one(model, enc_p[b, : int(enc_lengths[b])], beam, max_symbols_per_frame)
-            for b in range(enc.shape[0])]
+    return [
+        _beam_search_one(model, enc_p[b, : int(enc_lengths[b])], beam, max_symbols_per_frame)
+        for b in range(enc.shape[0])
+    ]
 
 
 def decode_hypotheses(
@@ -169,4 +174,3 @@ def decode(
     """Transcripts of a `Batch` (features, feature_lengths) with greedy or beam search."""
     hyps = decode_hypotheses(model, batch, method, beam, max_symbols_per_frame)
     return [tokenizer.decode(list(h.tokens)) for h in hyps]
-

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torchaudio.functional import rnnt_loss
+
 from kdlab.config import JsonConfig
 
 BLANK = 0
@@ -62,8 +63,13 @@ class Predictor(nn.Module):
     def __init__(self, config: RNNTConfig) -> None:
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.pred_embed_dim)
-        self.lstm = nn.LSTM(config.pred_embed_dim, config.pred_hidden, config.pred_layers, batch_first=True,
-                            dropout=config.dropout if config.pred_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            config.pred_embed_dim,
+            config.pred_hidden,
+            config.pred_layers,
+            batch_first=True,
+            dropout=config.dropout if config.pred_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, tokens: torch.Tensor, state: PredictorState | None = None) -> tuple[torch.Tensor, PredictorState]:
@@ -139,8 +145,11 @@ class RNNTModel(nn.Module):
         return out, target_lengths, state
 
     def join(
-        self, source_encodings: torch.Tensor, source_lengths: torch.Tensor,
-        target_encodings: torch.Tensor, target_lengths: torch.Tensor,
+        self,
+        source_encodings: torch.Tensor,
+        source_lengths: torch.Tensor,
+        target_encodings: torch.Tensor,
+        target_lengths: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """enc (B, T', E), pred (B, U, P) -> (logits (B, T', U, V), source_lengths, target_lengths)."""
         return self.joiner(source_encodings, target_encodings), source_lengths, target_lengths
@@ -161,8 +170,12 @@ class RNNTModel(nn.Module):
         """
         if lengths is None:
             batch = batch_or_features
-            features, lengths, tokens, token_lengths = (batch.features, batch.feature_lengths, batch.tokens,
-                                                        batch.token_lengths)
+            features, lengths, tokens, token_lengths = (
+                batch.features,
+                batch.feature_lengths,
+                batch.tokens,
+                batch.token_lengths,
+            )
         else:
             features = batch_or_features
         if tokens is None or token_lengths is None:
@@ -191,5 +204,12 @@ class RNNTModel(nn.Module):
             raise ValueError(f"every utterance needs >= 1 encoder frame, got enc_lengths {enc_lengths.tolist()}")
         tokens = tokens[:, : logits.shape[2] - 1]
         with torch.autocast(logits.device.type, enabled=False):  # float32 even in a bf16 step
-            return rnnt_loss(logits.float(), tokens.int(), enc_lengths.int(), token_lengths.int(),
-                             blank=BLANK, reduction="mean", fused_log_softmax=True)
+            return rnnt_loss(
+                logits.float(),
+                tokens.int(),
+                enc_lengths.int(),
+                token_lengths.int(),
+                blank=BLANK,
+                reduction="mean",
+                fused_log_softmax=True,
+            )

@@ -50,8 +50,12 @@ class Subsampling(nn.Module):
             if stride == 4:
                 stages.append(nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, stride=2)))
             else:
-                stages.append(nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, stride=2, groups=channels),
-                                            nn.Conv2d(channels, channels, kernel_size=1)))
+                stages.append(
+                    nn.Sequential(
+                        nn.Conv2d(channels, channels, kernel_size=3, stride=2, groups=channels),
+                        nn.Conv2d(channels, channels, kernel_size=1),
+                    )
+                )
         self.convs = nn.ModuleList(stages)
         self.linear = nn.Linear(channels * self.frequency_bins(input_dim), d_model)
         self.reset_parameters()

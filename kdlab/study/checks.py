@@ -41,7 +41,7 @@ def is_kd_baseline(row: dict) -> bool:
 
 
 def row_name(row: dict) -> str:
-    """"offline sequential KD baseline", "streaming scratch", "offline joint kd+l0" (no seed)."""
+    """ "offline sequential KD baseline", "streaming scratch", "offline joint kd+l0" (no seed)."""
     if is_kd_baseline(row):
         return f"{row['mode']} {row['route']} KD baseline"
     if row["route"] in ROUTES:
@@ -56,24 +56,46 @@ def _check(statement: str, failures: list[dict], checked: int) -> dict:
 def teacher_in_range(rows: list[dict]) -> dict:
     low, high = TEACHER_WER_RANGE
     teachers = [r for r in rows if r["method"] == TEACHER]
-    failures = [{"mode": r["mode"], "target_sparsity": None, "test_wer": r["test_wer"],
-                 "text": f"the {r['mode']} teacher's test WER {r['test_wer']:.1%} is outside {low:.0%}–{high:.0%}"}
-                for r in teachers if not low <= r["test_wer"] <= high]
-    return {**_check(f"each teacher's test WER is within {low:.0%}–{high:.0%}", failures, len(teachers)),
-            "teacher_wers": {r["mode"]: r["test_wer"] for r in teachers}}
+    failures = [
+        {
+            "mode": r["mode"],
+            "target_sparsity": None,
+            "test_wer": r["test_wer"],
+            "text": f"the {r['mode']} teacher's test WER {r['test_wer']:.1%} is outside {low:.0%}–{high:.0%}",
+        }
+        for r in teachers
+        if not low <= r["test_wer"] <= high
+    ]
+    return {
+        **_check(f"each teacher's test WER is within {low:.0%}–{high:.0%}", failures, len(teachers)),
+        "teacher_wers": {r["mode"]: r["test_wer"] for r in teachers},
+    }
 
 
 def students_off_plateau(rows: list[dict]) -> dict:
     budgeted = [r for r in rows if r["target_sparsity"] is not None]
-    failures = [{"mode": r["mode"], "target_sparsity": r["target_sparsity"], "key": r["key"],
-                 "test_wer": r["test_wer"], "baseline_or_scratch": r["route"] not in ROUTES or is_kd_baseline(r),
-                 "text": f"{row_name(r)} (seed {r['seed']}) is on the blank plateau: test WER {r['test_wer']:.1%} "
-                         f"> {PLATEAU_WER:.0%}"}
-                for r in budgeted if r["test_wer"] > PLATEAU_WER]
+    failures = [
+        {
+            "mode": r["mode"],
+            "target_sparsity": r["target_sparsity"],
+            "key": r["key"],
+            "test_wer": r["test_wer"],
+            "baseline_or_scratch": r["route"] not in ROUTES or is_kd_baseline(r),
+            "text": f"{row_name(r)} (seed {r['seed']}) is on the blank plateau: test WER {r['test_wer']:.1%} "
+            f"> {PLATEAU_WER:.0%}",
+        }
+        for r in budgeted
+        if r["test_wer"] > PLATEAU_WER
+    ]
     worst = max(budgeted, key=lambda r: r["test_wer"], default=None)
-    return {**_check(f"every model with a budget has a test WER ≤ {PLATEAU_WER:.0%} (off the blank plateau)",
-                     failures, len(budgeted)),
-            "worst": None if worst is None else {"key": worst["key"], "test_wer": worst["test_wer"]}}
+    return {
+        **_check(
+            f"every model with a budget has a test WER ≤ {PLATEAU_WER:.0%} (off the blank plateau)",
+            failures,
+            len(budgeted),
+        ),
+        "worst": None if worst is None else {"key": worst["key"], "test_wer": worst["test_wer"]},
+    }
 
 
 def _baseline_comparison(members: list[dict], teacher_wer: float) -> dict:
@@ -85,10 +107,18 @@ def _baseline_comparison(members: list[dict], teacher_wer: float) -> dict:
     ratio = mean / teacher_wer if teacher_wer > 0 else None  # a perfect teacher leaves no ratio
     separated = margin > (SEPARATION_SDS * std if std is not None else 0.0)
     first = members[0]
-    return {"mode": first["mode"], "route": first["route"], "target_sparsity": first["target_sparsity"],
-            "seeds": len(wers), "kd_wer": mean, "kd_wer_std": std, "teacher_wer": teacher_wer, "ratio": ratio,
-            "spread_known": std is not None,
-            "held": ratio is not None and ratio <= KD_MAX_TEACHER_RATIO and separated}
+    return {
+        "mode": first["mode"],
+        "route": first["route"],
+        "target_sparsity": first["target_sparsity"],
+        "seeds": len(wers),
+        "kd_wer": mean,
+        "kd_wer_std": std,
+        "teacher_wer": teacher_wer,
+        "ratio": ratio,
+        "spread_known": std is not None,
+        "held": ratio is not None and ratio <= KD_MAX_TEACHER_RATIO and separated,
+    }
 
 
 def _separation_text(c: dict) -> str:
@@ -96,11 +126,15 @@ def _separation_text(c: dict) -> str:
     if c["ratio"] is None:
         return f"{name} cannot be compared with a teacher whose test WER is 0"
     if c["ratio"] > KD_MAX_TEACHER_RATIO:
-        return (f"{name} has {c['ratio']:.2f} × the teacher's test WER ({c['kd_wer']:.1%} vs {c['teacher_wer']:.1%}; "
-                f"at most {KD_MAX_TEACHER_RATIO:g} ×)")
+        return (
+            f"{name} has {c['ratio']:.2f} × the teacher's test WER ({c['kd_wer']:.1%} vs {c['teacher_wer']:.1%}; "
+            f"at most {KD_MAX_TEACHER_RATIO:g} ×)"
+        )
     if c["spread_known"]:
-        return (f"{name} is not worse than the teacher by more than {SEPARATION_SDS:g} seed SDs "
-                f"({c['kd_wer']:.1%} ± {c['kd_wer_std']:.1%} vs {c['teacher_wer']:.1%})")
+        return (
+            f"{name} is not worse than the teacher by more than {SEPARATION_SDS:g} seed SDs "
+            f"({c['kd_wer']:.1%} ± {c['kd_wer_std']:.1%} vs {c['teacher_wer']:.1%})"
+        )
     return f"{name} is not worse than the teacher ({c['kd_wer']:.1%} vs {c['teacher_wer']:.1%})"
 
 
@@ -112,29 +146,51 @@ def kd_baseline_separated(rows: list[dict]) -> dict:
         if is_kd_baseline(row) and row["mode"] in teachers:
             groups.setdefault((row["mode"], row["route"], row["target_sparsity"]), []).append(row)
     comparisons = [_baseline_comparison(members, teachers[mode]) for (mode, _, _), members in groups.items()]
-    failures = [{"mode": c["mode"], "target_sparsity": c["target_sparsity"], "text": _separation_text(c)}
-                for c in comparisons if not c["held"]]
-    check = _check(f"each KD baseline has ≤ {KD_MAX_TEACHER_RATIO:g} × the teacher's test WER and is worse than the "
-                   f"teacher by more than {SEPARATION_SDS:g} seed SDs (with ≥ {MIN_SEEDS_FOR_SPREAD} seeds)",
-                   failures, len(comparisons))
+    failures = [
+        {"mode": c["mode"], "target_sparsity": c["target_sparsity"], "text": _separation_text(c)}
+        for c in comparisons
+        if not c["held"]
+    ]
+    check = _check(
+        f"each KD baseline has ≤ {KD_MAX_TEACHER_RATIO:g} × the teacher's test WER and is worse than the "
+        f"teacher by more than {SEPARATION_SDS:g} seed SDs (with ≥ {MIN_SEEDS_FOR_SPREAD} seeds)",
+        failures,
+        len(comparisons),
+    )
     return {**check, "comparisons": comparisons}
 
 
 def budget_check(rows: list[dict]) -> dict:
     budgeted = [r for r in rows if r["within_budget"] is not None]
-    failures = [{"mode": r["mode"], "target_sparsity": r["target_sparsity"], "key": r["key"],
-                 "achieved_sparsity": r["achieved_sparsity"],
-                 "text": f"{row_name(r)} (seed {r['seed']}) has sparsity {r['achieved_sparsity']:.3f}, target "
-                         f"{r['target_sparsity']:g} ± {BUDGET_TOLERANCE:g}"}
-                for r in budgeted if r["within_budget"] is False]
+    failures = [
+        {
+            "mode": r["mode"],
+            "target_sparsity": r["target_sparsity"],
+            "key": r["key"],
+            "achieved_sparsity": r["achieved_sparsity"],
+            "text": f"{row_name(r)} (seed {r['seed']}) has sparsity {r['achieved_sparsity']:.3f}, target "
+            f"{r['target_sparsity']:g} ± {BUDGET_TOLERANCE:g}",
+        }
+        for r in budgeted
+        if r["within_budget"] is False
+    ]
     errors = [abs(r["achieved_sparsity"] - r["target_sparsity"]) for r in budgeted]
-    return {**_check(f"every model's achieved sparsity is within ±{BUDGET_TOLERANCE:g} of its target", failures,
-                     len(budgeted)), "tolerance": BUDGET_TOLERANCE, "largest_error": max(errors, default=None)}
+    return {
+        **_check(
+            f"every model's achieved sparsity is within ±{BUDGET_TOLERANCE:g} of its target", failures, len(budgeted)
+        ),
+        "tolerance": BUDGET_TOLERANCE,
+        "largest_error": max(errors, default=None),
+    }
 
 
 #: The checks in the order they are shown.
-CHECKS = {"teacher_in_range": teacher_in_range, "students_off_plateau": students_off_plateau,
-          "kd_baseline_separated": kd_baseline_separated, "budget": budget_check}
+CHECKS = {
+    "teacher_in_range": teacher_in_range,
+    "students_off_plateau": students_off_plateau,
+    "kd_baseline_separated": kd_baseline_separated,
+    "budget": budget_check,
+}
 
 
 def run_checks(rows: list[dict]) -> dict:

@@ -44,8 +44,11 @@ def _missing(reason: str) -> dict:
 
 
 def _compressed(rows: list[dict], target: float, mode: str) -> list[dict]:
-    return [r for r in rows if r["route"] in ROUTES and r["target_sparsity"] == target and r["mode"] == mode
-            and r["rwer"] is not None]
+    return [
+        r
+        for r in rows
+        if r["route"] in ROUTES and r["target_sparsity"] == target and r["mode"] == mode and r["rwer"] is not None
+    ]
 
 
 def _label(row: dict) -> str:
@@ -56,8 +59,9 @@ def kd_pruning_beats_kd(rows: list[dict], target: float) -> dict:
     """Claim 1 (see the module docstring)."""
     modes = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
-        combined = [r for r in _compressed(rows, target, mode) if r["method"] != BASELINE
-                    and "kd" in r["method"].split("+")]
+        combined = [
+            r for r in _compressed(rows, target, mode) if r["method"] != BASELINE and "kd" in r["method"].split("+")
+        ]
         if combined:
             best = max(combined, key=lambda r: r["rwer"])
             modes[mode] = {"best": _label(best), "rwer": best["rwer"]}
@@ -80,9 +84,16 @@ def _best_method(rows: list[dict], target: float, mode: str, method: str) -> dic
     value = best_per_method[method]["rwer"]
     others = [r["rwer"] for m, r in best_per_method.items() if m != method]
     margin = value - max(others) if others else None
-    return {"holds": margin is not None and margin > TIE, "value": value, "effect": margin,
-            "details": {"route": best_per_method[method]["route"], "margin_to_next": margin,
-                        "ranking": [{"method": r["method"], "route": r["route"], "rwer": r["rwer"]} for r in ranking]}}
+    return {
+        "holds": margin is not None and margin > TIE,
+        "value": value,
+        "effect": margin,
+        "details": {
+            "route": best_per_method[method]["route"],
+            "margin_to_next": margin,
+            "ranking": [{"method": r["method"], "route": r["route"], "rwer": r["rwer"]} for r in ranking],
+        },
+    }
 
 
 def l0_kd_best_offline(rows: list[dict], target: float) -> dict:
@@ -98,33 +109,71 @@ def lrf_kd_best_streaming(rows: list[dict], target: float) -> dict:
 def joint_beats_sequential(rows: list[dict], target: float) -> dict:
     """Claim 4 (see the module docstring); ``value`` is a WER difference (fraction). On one seed's
     rows the pairs are that seed's; on the seed means, the mean of the per-seed differences."""
-    found = {(r["route"], r["method"], r["mode"]): r for r in rows
-             if r["route"] in ROUTES and r["target_sparsity"] == target and r["method"] != BASELINE}
+    found = {
+        (r["route"], r["method"], r["mode"]): r
+        for r in rows
+        if r["route"] in ROUTES and r["target_sparsity"] == target and r["method"] != BASELINE
+    }
     pairs = []
     for (route, method, mode), joint in found.items():
         sequential = found.get(("sequential", method, mode))
         if route == "joint" and sequential is not None:
-            pairs.append({"method": method, "mode": mode, "sequential_wer": sequential["test_wer"],
-                          "joint_wer": joint["test_wer"], "delta": sequential["test_wer"] - joint["test_wer"]})
+            pairs.append(
+                {
+                    "method": method,
+                    "mode": mode,
+                    "sequential_wer": sequential["test_wer"],
+                    "joint_wer": joint["test_wer"],
+                    "delta": sequential["test_wer"] - joint["test_wer"],
+                }
+            )
     if not pairs:
         return _missing("no compression method was run by both routes")
     wins = sum(p["delta"] > TIE for p in pairs)
     mean_delta = statistics.fmean(p["delta"] for p in pairs)
-    return {"holds": mean_delta > TIE and wins > len(pairs) / 2, "value": mean_delta, "effect": mean_delta,
-            "details": {"joint_wins": wins, "pairs": len(pairs), "per_pair": pairs}}
+    return {
+        "holds": mean_delta > TIE and wins > len(pairs) / 2,
+        "value": mean_delta,
+        "effect": mean_delta,
+        "details": {"joint_wins": wins, "pairs": len(pairs), "per_pair": pairs},
+    }
 
 
 #: (id, statement, function, unit of ``value`` and ``effect`` ("RWER %" or "WER": a fraction),
 #: the paper's number or None, the modes whose rows and checks it rests on (None: every mode)).
 CLAIMS = (
-    ("kd_pruning_beats_kd", "Combining KD with structured pruning beats KD alone", kd_pruning_beats_kd,
-     "RWER %", None, None),
-    ("l0_kd_best_offline", "L0+KD is the best method for offline (non-streaming) ASR", l0_kd_best_offline,
-     "RWER %", 8.9, ("offline",)),
-    ("lrf_kd_best_streaming", "LRF+KD is the best method for streaming ASR", lrf_kd_best_streaming, "RWER %", 13.4,
-     ("streaming",)),
-    ("joint_beats_sequential", "Pruning jointly with RNN-T training beats pruning first, then fine-tuning",
-     joint_beats_sequential, "WER", None, None),
+    (
+        "kd_pruning_beats_kd",
+        "Combining KD with structured pruning beats KD alone",
+        kd_pruning_beats_kd,
+        "RWER %",
+        None,
+        None,
+    ),
+    (
+        "l0_kd_best_offline",
+        "L0+KD is the best method for offline (non-streaming) ASR",
+        l0_kd_best_offline,
+        "RWER %",
+        8.9,
+        ("offline",),
+    ),
+    (
+        "lrf_kd_best_streaming",
+        "LRF+KD is the best method for streaming ASR",
+        lrf_kd_best_streaming,
+        "RWER %",
+        13.4,
+        ("streaming",),
+    ),
+    (
+        "joint_beats_sequential",
+        "Pruning jointly with RNN-T training beats pruning first, then fine-tuning",
+        joint_beats_sequential,
+        "WER",
+        None,
+        None,
+    ),
 )
 
 
@@ -160,12 +209,32 @@ def evaluate_claims(rows: list[dict], checks: dict | None = None) -> list[dict]:
             per_seed = [fn([r for r in rows if r["seed"] == s], target) for s in seeds]
             effects = [p["effect"] for p in per_seed]
             modes = list(modes or present)
-            decision, reason = verdict(result["holds"], result["effect"], _std(effects), len(seeds),
-                                       failing_checks(checks, modes, target), result["details"].get("reason"),
-                                       lambda number, signed: format_claim_number(unit, number, signed))
-            out.append({"id": claim_id, "statement": statement, "target_sparsity": target, "modes": modes,
-                        "verdict": decision, "reason": reason, "value": result["value"], "effect": result["effect"],
-                        "details": result["details"], "unit": unit, "paper": paper, "seeds": len(seeds),
-                        "held_in_seeds": sum(p["holds"] is True for p in per_seed),
-                        "effect_per_seed": effects, "effect_std": _std(effects)})
+            decision, reason = verdict(
+                result["holds"],
+                result["effect"],
+                _std(effects),
+                len(seeds),
+                failing_checks(checks, modes, target),
+                result["details"].get("reason"),
+                lambda number, signed, unit=unit: format_claim_number(unit, number, signed),
+            )
+            out.append(
+                {
+                    "id": claim_id,
+                    "statement": statement,
+                    "target_sparsity": target,
+                    "modes": modes,
+                    "verdict": decision,
+                    "reason": reason,
+                    "value": result["value"],
+                    "effect": result["effect"],
+                    "details": result["details"],
+                    "unit": unit,
+                    "paper": paper,
+                    "seeds": len(seeds),
+                    "held_in_seeds": sum(p["holds"] is True for p in per_seed),
+                    "effect_per_seed": effects,
+                    "effect_std": _std(effects),
+                }
+            )
     return out

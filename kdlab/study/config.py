@@ -54,8 +54,13 @@ def uniform_budgets(steps: int) -> dict:
     """The StudyConfig fields of ``kdlab study --steps N``: every recipe trains ``steps`` steps (the
     teacher's RNN-T phase and the students' CTC warm-starts included), of which the joint route's
     recovery takes half."""
-    return dict(teacher_steps=steps, finetune_steps=steps, ctc_warmup_steps=steps, compress_steps=steps,
-                recovery_steps=steps // 2)
+    return dict(
+        teacher_steps=steps,
+        finetune_steps=steps,
+        ctc_warmup_steps=steps,
+        compress_steps=steps,
+        recovery_steps=steps // 2,
+    )
 
 
 def _choices(name: str, values, allowed: tuple[str, ...]) -> list[str]:
@@ -136,10 +141,13 @@ class StudyConfig:
             raise ValueError(f"target_sparsities must be distinct values, at least one; got {self.target_sparsities}")
         for t in self.target_sparsities:
             if not 0.0 < t < 1.0:
-                raise ValueError(f"target_sparsity must be in (0, 1), got {t} (the fraction of the teacher "
-                                 "encoder's parameters to remove: 0.5 keeps half)")
-        self.methods = _choices("methods", GRID_METHODS[self.profile] if self.methods is None else self.methods,
-                                METHODS)
+                raise ValueError(
+                    f"target_sparsity must be in (0, 1), got {t} (the fraction of the teacher "
+                    "encoder's parameters to remove: 0.5 keeps half)"
+                )
+        self.methods = _choices(
+            "methods", GRID_METHODS[self.profile] if self.methods is None else self.methods, METHODS
+        )
         self.modes = _choices("modes", self.modes, MODES)
         self.routes = _choices("routes", self.routes, ROUTES)
         if self.joint_kd_source not in JOINT_KD_SOURCES:
@@ -159,8 +167,10 @@ class StudyConfig:
         if not isinstance(self.latency_min_runs, int) or self.latency_min_runs < 1:
             raise ValueError(f"latency_min_runs must be a positive integer, got {self.latency_min_runs!r}")
         if not self.latency_seconds > 0 or not self.latency_min_time > 0:
-            raise ValueError(f"latency_seconds and latency_min_time must be > 0, got {self.latency_seconds} "
-                             f"and {self.latency_min_time}")
+            raise ValueError(
+                f"latency_seconds and latency_min_time must be > 0, got {self.latency_seconds} "
+                f"and {self.latency_min_time}"
+            )
 
     @property
     def seed_list(self) -> list[int]:

@@ -21,7 +21,7 @@ from kdlab.viz.curve_figures import pareto_figure
 
 
 def row_label(row: dict) -> str:
-    """"teacher", "scratch", "<route> KD baseline" or "<route> <method>"."""
+    """ "teacher", "scratch", "<route> KD baseline" or "<route> <method>"."""
     if row["route"] == REFERENCE:
         return row["method"]
     if is_kd_baseline(row):
@@ -33,10 +33,14 @@ def pareto_figures(summary: list[dict]) -> dict[str, go.Figure]:
     """{mode: Pareto figure of that mode's rows (x: encoder params, y: mean test WER)}."""
     figures = {}
     for mode in dict.fromkeys(r["mode"] for r in summary):
-        points = [{"label": row_label(r), "encoder_params": r["encoder_params"], "test_wer": r["test_wer"]}
-                  for r in summary if r["mode"] == mode]
-        figures[mode] = pareto_figure(points, x="encoder_params", y="test_wer", label="label",
-                                      title=f"{mode}: test WER vs encoder parameters")
+        points = [
+            {"label": row_label(r), "encoder_params": r["encoder_params"], "test_wer": r["test_wer"]}
+            for r in summary
+            if r["mode"] == mode
+        ]
+        figures[mode] = pareto_figure(
+            points, x="encoder_params", y="test_wer", label="label", title=f"{mode}: test WER vs encoder parameters"
+        )
     return figures
 
 
@@ -52,11 +56,22 @@ def rwer_figure(summary: list[dict]) -> go.Figure:
         mine = [r for r in rows if (r["mode"], r["route"]) == (mode, route)]
         x = [f"{r['method']} @ {r['target_sparsity']:g}" if several else r["method"] for r in mine]
         errors = [r["rwer_std"] or 0.0 for r in mine]
-        figure.add_trace(go.Bar(x=x, y=[r["rwer"] for r in mine], name=f"{mode} · {route}",
-                                error_y={"type": "data", "array": errors, "visible": any(errors)}))
-    figure.update_layout(title="Relative WER vs the KD baseline (positive = better than KD)", barmode="group",
-                         xaxis_title="method", yaxis_title="RWER vs the route's KD baseline (%)", height=420,
-                         margin={"t": 50, "b": 40})
+        figure.add_trace(
+            go.Bar(
+                x=x,
+                y=[r["rwer"] for r in mine],
+                name=f"{mode} · {route}",
+                error_y={"type": "data", "array": errors, "visible": any(errors)},
+            )
+        )
+    figure.update_layout(
+        title="Relative WER vs the KD baseline (positive = better than KD)",
+        barmode="group",
+        xaxis_title="method",
+        yaxis_title="RWER vs the route's KD baseline (%)",
+        height=420,
+        margin={"t": 50, "b": 40},
+    )
     return figure
 
 
@@ -64,5 +79,7 @@ def write_figures_page(figures: dict[str, go.Figure], path: str | Path, title: s
     """One HTML page with every figure (in dict order, each under its key as a heading), plotly.js
     embedded once in the head: it opens without a network."""
     body = "\n".join(f"<h2>{name}</h2>\n{figure_html(figure.to_dict())}" for name, figure in figures.items())
-    Path(path).write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n"
-                          f"{plotlyjs_script()}\n</head><body>\n<h1>{title}</h1>\n{body}\n</body></html>\n")
+    Path(path).write_text(
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
+        f"{plotlyjs_script()}\n</head><body>\n<h1>{title}</h1>\n{body}\n</body></html>\n"
+    )

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable
 
 from kdlab.study.config import StudyConfig
 from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
@@ -71,8 +71,12 @@ def tasks(plan: list[RowSpec], joint_kd_source: str = "ssl") -> list[Task]:
             out[f"row/{spec.key}"] = Task(f"row/{spec.key}", (), "row", row=spec)
         elif spec.route == "sequential":
             compress = _compress_name(spec)
-            out.setdefault(compress, Task(compress, (PRETRAIN,), "compress", method=spec.method,
-                                          target=spec.target_sparsity, seed=spec.seed))
+            out.setdefault(
+                compress,
+                Task(
+                    compress, (PRETRAIN,), "compress", method=spec.method, target=spec.target_sparsity, seed=spec.seed
+                ),
+            )
             out[f"row/{spec.key}"] = Task(f"row/{spec.key}", (compress,), "row", row=spec)
         else:
             distils = joint_kd_source == "finetuned" and "kd" in spec.method.split("+")
@@ -133,8 +137,14 @@ def _priority(task: Task) -> int:
     return {TEACHER: 0, PRETRAIN: 0, "compress": 1}.get(task.kind, 2)
 
 
-def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threads_per_worker: int = 1,
-               device: str = "auto", log: Callable[[str], None] = print) -> dict[str, float]:
+def train_runs(
+    config: StudyConfig,
+    plan: list[RowSpec],
+    workers: int = 2,
+    threads_per_worker: int = 1,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
     """Train every run of ``plan`` in ``workers`` processes (module docstring); {task name: wall
     seconds}. A task that raises starts nothing more: once the running ones have finished,
     RuntimeError names it, with the worker's error."""
@@ -149,7 +159,7 @@ def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threa
             ready = [t for t in pending if all(name in done for name in t.after)]
             if not ready and not running:
                 raise RuntimeError(f"study tasks wait on runs that never come: {[t.name for t in pending]}")
-            for task in ready[:workers - len(running)]:
+            for task in ready[: workers - len(running)]:
                 pending.remove(task)
                 running[pool.submit(run_task, data, task, threads_per_worker, device)] = task
                 log(f"  started {task.name}")
@@ -161,6 +171,8 @@ def train_runs(config: StudyConfig, plan: list[RowSpec], workers: int = 2, threa
                 except Exception as error:  # the runs already started finish (kept for the next attempt)
                     log(f"  {task.name} failed: {error!r}; waiting for {len(running)} running run(s) to finish")
                     raise RuntimeError(f"study task {task.name} failed in its worker: {error!r}") from error
-                log(f"  finished {task.name} in {done[task.name]:.0f} s ({len(done)} of "
-                    f"{len(done) + len(pending) + len(running)} runs)")
+                log(
+                    f"  finished {task.name} in {done[task.name]:.0f} s ({len(done)} of "
+                    f"{len(done) + len(pending) + len(running)} runs)"
+                )
     return done

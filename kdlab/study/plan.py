@@ -66,6 +66,9 @@ def plan_rows(config: StudyConfig) -> list[RowSpec]:
             for method in sequential:
                 rows += [RowSpec(mode, "sequential", method, target, seed) for mode in config.modes]
             if "joint" in config.routes:
-                rows += [RowSpec(mode, "joint", method, target, seed) for method in [BASELINE, *config.methods]
-                         for mode in config.modes]
+                rows += [
+                    RowSpec(mode, "joint", method, target, seed)
+                    for method in [BASELINE, *config.methods]
+                    for mode in config.modes
+                ]
     return rows

@@ -25,6 +25,7 @@ STUDY_FOLDER = "study"
 
 def markdown_table_html(lines: list[str]) -> str:
     """A Markdown pipe table (header, separator, rows; as ``report.results_table`` writes) -> HTML."""
+
     def cells(line: str) -> list[str]:
         return [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
 
@@ -43,20 +44,29 @@ def study_index_section(outputs: str | Path):
     if not (folder / "results.json").is_file():
         return None
     study = load_study(folder)
-    links = " · ".join(f'<a href="{STUDY_FOLDER}/{name}">{name}</a>'
-                       for name in ("results.md", "results.csv", "results.json", "figures.html")
-                       if (folder / name).is_file())
-    body = (f"<p>Profile <code>{html.escape(study.config.profile)}</code>, {study.config.seeds} seed(s). "
-            f"Files: {links}</p>\n{markdown_table_html(results_table(study.summary))}\n"
-            f"<h3>The paper's claims</h3>\n{markdown_table_html(claims_table(study.claims))}\n"
-            f"<h3>Validity checks</h3>\n{markdown_table_html(checks_table(study.checks))}")
+    links = " · ".join(
+        f'<a href="{STUDY_FOLDER}/{name}">{name}</a>'
+        for name in ("results.md", "results.csv", "results.json", "figures.html")
+        if (folder / name).is_file()
+    )
+    body = (
+        f"<p>Profile <code>{html.escape(study.config.profile)}</code>, {study.config.seeds} seed(s). "
+        f"Files: {links}</p>\n{markdown_table_html(results_table(study.summary))}\n"
+        f"<h3>The paper's claims</h3>\n{markdown_table_html(claims_table(study.claims))}\n"
+        f"<h3>Validity checks</h3>\n{markdown_table_html(checks_table(study.checks))}"
+    )
     return IndexSection("Study results", body)
 
 
 def readme_block(study: StudyResults, command: str) -> str:
     """The README block: the command that produced it, the summary table, the claims and the checks."""
-    lines = [README_START, "", f"Produced by `{command}` (profile `{study.config.profile}`, "
-             f"{study.config.seeds} seed(s)); the same table is in `outputs/study/results.md`.", ""]
+    lines = [
+        README_START,
+        "",
+        f"Produced by `{command}` (profile `{study.config.profile}`, "
+        f"{study.config.seeds} seed(s)); the same table is in `outputs/study/results.md`.",
+        "",
+    ]
     lines += results_table(study.summary) + ["", "The paper's claims, computed from these rows:", ""]
     lines += claims_table(study.claims) + ["", "Validity checks (a claim is undetermined where one fails):", ""]
     lines += checks_table(study.checks) + ["", README_END]

@@ -28,9 +28,9 @@ those get the teacher fine-tune's hash appended.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -63,32 +63,55 @@ class GridRuns:
         """The fine-tuned teacher of ``mode`` (trained first if missing)."""
         if mode not in self._teachers:
             c = self.config
-            self._teachers[mode] = ensure_teacher(c.profile, c.teacher_seed, streaming=mode == "streaming",
-                                                  device=self.device, progress=self.progress,
-                                                  finetune_steps=c.teacher_steps, corpus_dir=c.corpus_dir,
-                                                  tokenizer=c.tokenizer)
+            self._teachers[mode] = ensure_teacher(
+                c.profile,
+                c.teacher_seed,
+                streaming=mode == "streaming",
+                device=self.device,
+                progress=self.progress,
+                finetune_steps=c.teacher_steps,
+                corpus_dir=c.corpus_dir,
+                tokenizer=c.tokenizer,
+            )
         return self._teachers[mode]
 
     def teacher_dir(self, mode: str) -> Path:
         """The run folder ``teacher(mode)`` uses (nothing is trained)."""
         c = self.config
-        return default_finetune_dir(FinetuneConfig.for_profile(c.profile, c.teacher_seed, streaming=mode == "streaming",
-                                                               steps=c.teacher_steps, corpus_dir=c.corpus_dir,
-                                                               tokenizer=c.tokenizer))
+        return default_finetune_dir(
+            FinetuneConfig.for_profile(
+                c.profile,
+                c.teacher_seed,
+                streaming=mode == "streaming",
+                steps=c.teacher_steps,
+                corpus_dir=c.corpus_dir,
+                tokenizer=c.tokenizer,
+            )
+        )
 
     def ssl_teacher(self) -> PretrainResult:
         """The SSL pre-training every compression starts from (``compress_teacher.ssl_teacher``'s)."""
         if self._ssl is None:
-            config = PretrainConfig.for_profile(self.config.profile, self.config.teacher_seed,
-                                                corpus_dir=self.config.corpus_dir)
+            config = PretrainConfig.for_profile(
+                self.config.profile, self.config.teacher_seed, corpus_dir=self.config.corpus_dir
+            )
             self._ssl = run_pretrain(config, device=self.device, progress=self.progress)
         return self._ssl
 
     def compress_config(self, method: str, target: float, seed: int) -> CompressConfig:
         c = self.config
-        return CompressConfig.for_profile(c.profile, method, target, seed, c.compress_steps,
-                                          teacher_seed=c.teacher_seed, latency_seconds=c.latency_seconds,
-                                          calibrate_budget=True, teacher_corpus_dir=c.corpus_dir, **self._batch())
+        return CompressConfig.for_profile(
+            c.profile,
+            method,
+            target,
+            seed,
+            c.compress_steps,
+            teacher_seed=c.teacher_seed,
+            latency_seconds=c.latency_seconds,
+            calibrate_budget=True,
+            teacher_corpus_dir=c.corpus_dir,
+            **self._batch(),
+        )
 
     def _batch(self) -> dict:
         """The study's batch size override of every run but the teachers' ({} = the recipes')."""
@@ -99,28 +122,56 @@ class GridRuns:
         """Random-init training of the dense budget-size encoder (the compress ``kd`` student's shape)
         on the student ASR schedule."""
         c = self.config
-        base = student_finetune_config(c.profile, spec.seed, spec.mode == "streaming", init="random",
-                                       ctc_steps=c.ctc_warmup_steps, rnnt_steps=c.finetune_steps,
-                                       corpus_dir=c.corpus_dir, tokenizer=c.tokenizer)
+        base = student_finetune_config(
+            c.profile,
+            spec.seed,
+            spec.mode == "streaming",
+            init="random",
+            ctc_steps=c.ctc_warmup_steps,
+            rnnt_steps=c.finetune_steps,
+            corpus_dir=c.corpus_dir,
+            tokenizer=c.tokenizer,
+        )
         shape = self.compress_config("kd", spec.target_sparsity, spec.seed).student_shape  # the KD baseline's
         student = dense_student_config(base.encoder, spec.target_sparsity, shape)
         return replace(base, encoder=student.config, **self._batch())
 
     def sequential_config(self, spec: RowSpec) -> SequentialConfig:
         c = self.config
-        compress_dir = default_compress_dir(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
-                                            self.ssl_teacher())
-        return SequentialConfig.for_profile(c.profile, compress_dir, spec.seed, spec.mode == "streaming",
-                                            c.finetune_steps, tokenizer=c.tokenizer, corpus_dir=c.corpus_dir,
-                                            ctc_steps=c.ctc_warmup_steps, **self._batch())
+        compress_dir = default_compress_dir(
+            self.compress_config(spec.method, spec.target_sparsity, spec.seed), self.ssl_teacher()
+        )
+        return SequentialConfig.for_profile(
+            c.profile,
+            compress_dir,
+            spec.seed,
+            spec.mode == "streaming",
+            c.finetune_steps,
+            tokenizer=c.tokenizer,
+            corpus_dir=c.corpus_dir,
+            ctc_steps=c.ctc_warmup_steps,
+            **self._batch(),
+        )
 
     def joint_config(self, spec: RowSpec) -> JointConfig:
         c = self.config
-        return JointConfig.for_profile(c.profile, spec.method, spec.target_sparsity, spec.seed,
-                                       spec.mode == "streaming", c.finetune_steps, c.recovery_steps,
-                                       ctc_steps=c.ctc_warmup_steps, kd_source=c.joint_kd_source,
-                                       teacher_seed=c.teacher_seed, latency=False, calibrate_budget=True,
-                                       teacher_corpus_dir=c.corpus_dir, tokenizer=c.tokenizer, **self._batch())
+        return JointConfig.for_profile(
+            c.profile,
+            spec.method,
+            spec.target_sparsity,
+            spec.seed,
+            spec.mode == "streaming",
+            c.finetune_steps,
+            c.recovery_steps,
+            ctc_steps=c.ctc_warmup_steps,
+            kd_source=c.joint_kd_source,
+            teacher_seed=c.teacher_seed,
+            latency=False,
+            calibrate_budget=True,
+            teacher_corpus_dir=c.corpus_dir,
+            tokenizer=c.tokenizer,
+            **self._batch(),
+        )
 
     def _joint_teacher(self, spec: RowSpec) -> TeacherBundle | None:
         """The fine-tuned teacher a joint row distils (kd methods with ``joint_kd_source`` "finetuned"), else None."""
@@ -149,12 +200,20 @@ class GridRuns:
         if spec.method == SCRATCH:
             result = run_finetune(self.scratch_config(spec), device=self.device, progress=self.progress)
         elif spec.route == "sequential":
-            compress_profile(self.compress_config(spec.method, spec.target_sparsity, spec.seed),
-                             device=self.device, progress=self.progress)
+            compress_profile(
+                self.compress_config(spec.method, spec.target_sparsity, spec.seed),
+                device=self.device,
+                progress=self.progress,
+            )
             result = run_sequential(self.sequential_config(spec), device=self.device, progress=self.progress)
         else:
-            result = joint_profile(self.joint_config(spec), self.run_dir(spec), device=self.device,
-                                   progress=self.progress, teacher=self._joint_teacher(spec))
+            result = joint_profile(
+                self.joint_config(spec),
+                self.run_dir(spec),
+                device=self.device,
+                progress=self.progress,
+                teacher=self._joint_teacher(spec),
+            )
         return result.metrics, result.model
 
 
@@ -172,8 +231,14 @@ def latency_inputs(model: RNNTModel, latency_seconds: float) -> tuple[torch.Tens
     return features, torch.tensor([frames])
 
 
-def measure_model(model: RNNTModel, teacher_call: Callable[[], object], latency_seconds: float, min_time: float,
-                  min_runs: int, runtime: str) -> dict:
+def measure_model(
+    model: RNNTModel,
+    teacher_call: Callable[[], object],
+    latency_seconds: float,
+    min_time: float,
+    min_runs: int,
+    runtime: str,
+) -> dict:
     """``encoder_params``, ``params`` (whole model), ``macs_per_second`` (encoder, deterministic
     count) and the batch-1 CPU latency of the encoder (eval, no grad) in ``runtime`` on
     ``latency_inputs``: ``latency_ms`` and ``latency_teacher_ms`` (``teacher_call``, the teacher's
@@ -183,7 +248,13 @@ def measure_model(model: RNNTModel, teacher_call: Callable[[], object], latency_
     with tempfile.TemporaryDirectory() as folder:
         call = encoder_call(encoder, *latency_inputs(model, latency_seconds), runtime, folder)
         latency = measure_paired_latency(call, teacher_call, rounds=min_runs, min_time_s=min_time)
-    return {"encoder_params": encoder.num_parameters(), "params": sum(p.numel() for p in model.parameters()),
-            "macs_per_second": float(expected_macs_per_second(encoder, deterministic=True)),
-            "latency_ms": latency.median_s * 1e3, "latency_teacher_ms": latency.reference_median_s * 1e3,
-            "latency_speedup": latency.speedup, "latency_runtime": runtime, "latency_audio_seconds": latency_seconds}
+    return {
+        "encoder_params": encoder.num_parameters(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs_per_second": float(expected_macs_per_second(encoder, deterministic=True)),
+        "latency_ms": latency.median_s * 1e3,
+        "latency_teacher_ms": latency.reference_median_s * 1e3,
+        "latency_speedup": latency.speedup,
+        "latency_runtime": runtime,
+        "latency_audio_seconds": latency_seconds,
+    }

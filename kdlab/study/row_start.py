@@ -29,8 +29,15 @@ def start_and_cost(metrics: dict) -> dict:
     compress = metrics.get("compress_cost") or {}
     asr_cpu = _sum([ctc.get("cpu_seconds"), rnnt.get("cpu_seconds")])
     compress_cpu = _sum(phase.get("cpu_seconds") for phase in compress.values()) or 0.0
-    return {"ssl_encoder_digest": metrics.get("ssl_encoder_digest"),
-            "fresh_heads_digest": metrics.get("fresh_heads_digest"), "kd_source": metrics.get("kd_source"),
-            "ctc_steps": ctc.get("steps"), "ctc_frames": ctc.get("frames"), "rnnt_steps": rnnt.get("steps"),
-            "rnnt_frames": rnnt.get("frames"), "asr_cpu_seconds": asr_cpu, "compress_cpu_seconds": compress_cpu,
-            "train_cpu_seconds": None if asr_cpu is None else asr_cpu + compress_cpu}
+    return {
+        "ssl_encoder_digest": metrics.get("ssl_encoder_digest"),
+        "fresh_heads_digest": metrics.get("fresh_heads_digest"),
+        "kd_source": metrics.get("kd_source"),
+        "ctc_steps": ctc.get("steps"),
+        "ctc_frames": ctc.get("frames"),
+        "rnnt_steps": rnnt.get("steps"),
+        "rnnt_frames": rnnt.get("frames"),
+        "asr_cpu_seconds": asr_cpu,
+        "compress_cpu_seconds": compress_cpu,
+        "train_cpu_seconds": None if asr_cpu is None else asr_cpu + compress_cpu,
+    }

@@ -22,16 +22,16 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kdlab.deploy.encoder_runtime import encoder_call
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import StudyConfig
-from kdlab.study.parallel import train_runs
 from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
+from kdlab.study.parallel import train_runs
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns, latency_inputs, measure_model
 from kdlab.study.report import render_markdown
@@ -62,8 +62,12 @@ def default_out_dir() -> Path:
 
 
 def _measure_settings(config: StudyConfig) -> dict:
-    return {"latency_seconds": config.latency_seconds, "latency_min_time": config.latency_min_time,
-            "latency_min_runs": config.latency_min_runs, "latency_runtime": config.latency_runtime}
+    return {
+        "latency_seconds": config.latency_seconds,
+        "latency_min_time": config.latency_min_time,
+        "latency_min_runs": config.latency_min_runs,
+        "latency_runtime": config.latency_runtime,
+    }
 
 
 class TeacherCalls:
@@ -76,8 +80,9 @@ class TeacherCalls:
         if mode not in self._calls:
             c = self.runs.config
             teacher = self.runs.teacher(mode).model
-            self._calls[mode] = encoder_call(teacher.encoder, *latency_inputs(teacher, c.latency_seconds),
-                                             c.latency_runtime, self.folder / mode)
+            self._calls[mode] = encoder_call(
+                teacher.encoder, *latency_inputs(teacher, c.latency_seconds), c.latency_runtime, self.folder / mode
+            )
         return self._calls[mode]
 
 
@@ -93,23 +98,42 @@ def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path, teacher_calls: TeacherCa
     status = "reused" if read_result(run_dir) is not None else "trained"
     metrics, model = runs.run(spec)
     c = runs.config
-    measured = measure_model(model, teacher_calls(spec.mode), c.latency_seconds, c.latency_min_time,
-                             c.latency_min_runs, c.latency_runtime)
+    measured = measure_model(
+        model, teacher_calls(spec.mode), c.latency_seconds, c.latency_min_time, c.latency_min_runs, c.latency_runtime
+    )
     if measured["encoder_params"] != metrics["encoder_params"]:
-        raise RuntimeError(f"{spec.key}: the loaded encoder has {measured['encoder_params']} parameters, its run "
-                           f"{run_dir} reports {metrics['encoder_params']}; the run folder is inconsistent")
+        raise RuntimeError(
+            f"{spec.key}: the loaded encoder has {measured['encoder_params']} parameters, its run "
+            f"{run_dir} reports {metrics['encoder_params']}; the run folder is inconsistent"
+        )
     teacher_params = runs.teacher(spec.mode).encoder.num_parameters()
-    row = {"key": spec.key, **spec.to_dict(), **measured, "teacher_encoder_params": teacher_params,
-           **budget_fields(measured["encoder_params"], teacher_params, spec.target_sparsity),
-           "dev_wer": metrics["dev"]["wer"], "test_wer": metrics["test"]["wer"], "dev_cer": metrics["dev"]["cer"],
-           "test_cer": metrics["test"]["cer"], **held_out_fields(metrics), "train_seconds": metrics["wall_seconds"],
-           **start_and_cost(metrics), "run_dir": str(run_dir)}
+    row = {
+        "key": spec.key,
+        **spec.to_dict(),
+        **measured,
+        "teacher_encoder_params": teacher_params,
+        **budget_fields(measured["encoder_params"], teacher_params, spec.target_sparsity),
+        "dev_wer": metrics["dev"]["wer"],
+        "test_wer": metrics["test"]["wer"],
+        "dev_cer": metrics["dev"]["cer"],
+        "test_cer": metrics["test"]["cer"],
+        **held_out_fields(metrics),
+        "train_seconds": metrics["wall_seconds"],
+        **start_and_cost(metrics),
+        "run_dir": str(run_dir),
+    }
     record.write_text(json.dumps({"row": row, "measure": settings}, indent=1, allow_nan=False))
     return row, status
 
 
-def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: str = "auto", progress: bool = False,
-              log: Callable[[str], None] = print, workers: int = 1) -> StudyResults:
+def run_study(
+    config: StudyConfig,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+) -> StudyResults:
     """Run (or reuse) every row of ``config``'s grid and write the outputs (module docstring).
     ``progress``: the recipes' progress bars (in this process); ``log``: where the per-row lines
     go; ``workers``: processes that train the runs side by side first (1: train in this process)."""
@@ -132,11 +156,16 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: st
             row, status = _row(spec, runs, out / ROWS, teacher_calls)
             rows.append(row)
             budget = {None: "", True: ", within budget", False: ", OUTSIDE budget"}[row["within_budget"]]
-            log(f"[{i}/{len(plan)}] {spec.key}: {status} in {time.perf_counter() - start:.1f} s; test WER "
-                f"{row['test_wer']:.1%}, encoder {row['encoder_params']:,} params{budget}")
+            log(
+                f"[{i}/{len(plan)}] {spec.key}: {status} in {time.perf_counter() - start:.1f} s; test WER "
+                f"{row['test_wer']:.1%}, encoder {row['encoder_params']:,} params{budget}"
+            )
     results = StudyResults(out, config, add_rwer(rows), [], [], {})
-    results.summary, results.claims, results.checks = (summarise(results.rows), evaluate_claims(results.rows),
-                                                      run_checks(results.rows))
+    results.summary, results.claims, results.checks = (
+        summarise(results.rows),
+        evaluate_claims(results.rows),
+        run_checks(results.rows),
+    )
     write_outputs(results)
     return results
 
@@ -144,13 +173,19 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None, device: st
 def write_outputs(results: StudyResults) -> None:
     """``results.json``, ``results.csv``, ``results.md`` and ``figures.html`` in ``results.out_dir``."""
     out, config = results.out_dir, results.config.to_dict()
-    data = {"config": config, "rows": results.rows, "summary": results.summary, "claims": results.claims,
-            "checks": results.checks}
+    data = {
+        "config": config,
+        "rows": results.rows,
+        "summary": results.summary,
+        "claims": results.claims,
+        "checks": results.checks,
+    }
     (out / "results.json").write_text(json.dumps(data, indent=1, allow_nan=False))
     write_csv(results.rows, out / "results.csv")
     train_seconds = sum(r["train_seconds"] for r in results.rows)
-    (out / "results.md").write_text(render_markdown(config, results.summary, results.claims, results.checks,
-                                                    train_seconds))
+    (out / "results.md").write_text(
+        render_markdown(config, results.summary, results.claims, results.checks, train_seconds)
+    )
     figures = {f"Pareto: {mode}": figure for mode, figure in pareto_figures(results.summary).items()}
     if any(r["rwer"] is not None for r in results.summary):
         figures["RWER vs the KD baseline"] = rwer_figure(results.summary)
@@ -164,5 +199,6 @@ def load_study(out_dir: str | Path | None = None) -> StudyResults:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `python -m kdlab study` (or run_study()) first")
     data = json.loads(path.read_text())
-    return StudyResults(out, StudyConfig.from_dict(data["config"]), data["rows"], data["summary"], data["claims"],
-                        data["checks"])
+    return StudyResults(
+        out, StudyConfig.from_dict(data["config"]), data["rows"], data["summary"], data["claims"], data["checks"]
+    )

@@ -30,21 +30,53 @@ from kdlab.study.checks import is_kd_baseline
 from kdlab.study.config import BUDGET_TOLERANCE
 
 GROUP_KEYS = ("mode", "route", "method", "target_sparsity")
-COLUMNS = ("key", *GROUP_KEYS, "seed", "encoder_params", "params", "teacher_encoder_params", "budget_params",
-           "within_budget", "achieved_sparsity", "macs_per_second", "latency_ms", "latency_teacher_ms", "latency_speedup",
-           "latency_audio_seconds", "dev_wer", "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer",
-           "train_seconds", "run_dir")
+COLUMNS = (
+    "key",
+    *GROUP_KEYS,
+    "seed",
+    "encoder_params",
+    "params",
+    "teacher_encoder_params",
+    "budget_params",
+    "within_budget",
+    "achieved_sparsity",
+    "macs_per_second",
+    "latency_ms",
+    "latency_teacher_ms",
+    "latency_speedup",
+    "latency_audio_seconds",
+    "dev_wer",
+    "test_wer",
+    "unseen_engine_wer",
+    "unseen_text_wer",
+    "rwer",
+    "train_seconds",
+    "run_dir",
+)
 #: Columns averaged over seeds in the summary (each with a ``<name>_std``).
-SUMMARY_METRICS = ("encoder_params", "params", "achieved_sparsity", "macs_per_second", "latency_ms", "dev_wer",
-                   "test_wer", "unseen_engine_wer", "unseen_text_wer", "rwer")
+SUMMARY_METRICS = (
+    "encoder_params",
+    "params",
+    "achieved_sparsity",
+    "macs_per_second",
+    "latency_ms",
+    "dev_wer",
+    "test_wer",
+    "unseen_engine_wer",
+    "unseen_text_wer",
+    "rwer",
+)
 #: Row column -> the held-out split (`kdlab.data.corpus.HELD_OUT_SPLITS`) whose WER / CER it holds.
 HELD_OUT_COLUMNS = {"unseen_engine": "test_unseen_engine", "unseen_text": "test_unseen_text"}
 
 
 def held_out_fields(metrics: dict) -> dict:
     """``<name>_wer`` / ``<name>_cer`` of the held-out test sets in a run's metrics (None where absent)."""
-    return {f"{name}_{rate}": metrics.get(split, {}).get(rate) for name, split in HELD_OUT_COLUMNS.items()
-            for rate in ("wer", "cer")}
+    return {
+        f"{name}_{rate}": metrics.get(split, {}).get(rate)
+        for name, split in HELD_OUT_COLUMNS.items()
+        for rate in ("wer", "cer")
+    }
 
 
 def budget_fields(encoder_params: int, teacher_params: int, target: float | None) -> dict:
@@ -52,8 +84,11 @@ def budget_fields(encoder_params: int, teacher_params: int, target: float | None
     sparsity = 1.0 - encoder_params / teacher_params
     if target is None:
         return {"budget_params": None, "within_budget": None, "achieved_sparsity": sparsity}
-    return {"budget_params": (1.0 - target) * teacher_params,
-            "within_budget": abs(sparsity - target) <= BUDGET_TOLERANCE, "achieved_sparsity": sparsity}
+    return {
+        "budget_params": (1.0 - target) * teacher_params,
+        "within_budget": abs(sparsity - target) <= BUDGET_TOLERANCE,
+        "achieved_sparsity": sparsity,
+    }
 
 
 def baseline_of(row: dict, rows: list[dict]) -> dict | None:

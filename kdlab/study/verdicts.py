@@ -16,7 +16,7 @@ says that the spread is unknown, with enough seeds it gives effect and spread.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from kdlab.study.checks import MIN_SEEDS_FOR_SPREAD
 
@@ -41,8 +41,15 @@ def failing_checks(checks: dict, modes: list[str], target: float) -> list[str]:
     return sentences
 
 
-def verdict(holds: bool | None, effect: float | None, effect_std: float | None, seeds: int,
-            failures: list[str], missing: str | None, describe: Callable[[float, bool], str]) -> tuple[str, str]:
+def verdict(
+    holds: bool | None,
+    effect: float | None,
+    effect_std: float | None,
+    seeds: int,
+    failures: list[str],
+    missing: str | None,
+    describe: Callable[[float, bool], str],
+) -> tuple[str, str]:
     """(verdict, reason) of a claim whose outcome on the seed means is ``holds`` (None: ``missing``
     says which rows the grid lacks), ``effect`` ± ``effect_std`` over ``seeds`` seeds, in the
     claim's modes with these ``failing_checks``; ``describe(number, signed)`` formats a number in
@@ -53,8 +60,10 @@ def verdict(holds: bool | None, effect: float | None, effect_std: float | None, 
         return UNDETERMINED, "a validity check fails: " + "; ".join(failures)
     outcome = HELD if holds else NOT_HELD
     if seeds < MIN_SEEDS_FOR_SPREAD:
-        return outcome, (f"seed spread unknown ({seeds} seed{'s' * (seeds != 1)}; at least {MIN_SEEDS_FOR_SPREAD} "
-                         "needed to weigh the effect against it)")
+        return outcome, (
+            f"seed spread unknown ({seeds} seed{'s' * (seeds != 1)}; at least {MIN_SEEDS_FOR_SPREAD} "
+            "needed to weigh the effect against it)"
+        )
     if effect is None or effect_std is None:
         return outcome, "no effect to weigh against the seed spread (no other method to compare with)"
     spread = f"{SPREAD_FACTOR:g} × its seed SD ({SPREAD_FACTOR:g} × {describe(effect_std, False)})"

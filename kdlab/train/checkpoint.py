@@ -36,5 +36,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"checkpoint {path} is damaged or not a kdlab checkpoint ({error}); "
-                         "delete it or resume from another one") from error
+        raise ValueError(
+            f"checkpoint {path} is damaged or not a kdlab checkpoint ({error}); delete it or resume from another one"
+        ) from error

@@ -27,7 +27,8 @@ of the model; they do not overlap communication with the backward pass.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -89,8 +90,10 @@ def shard_data(data: Any) -> None:
     this rank's batches; ValueError for data that cannot be sharded."""
     sampler = getattr(data, "batch_sampler", data)
     if not hasattr(sampler, "shard"):
-        raise ValueError(f"cannot shard {type(data).__name__} over {world_size()} processes: train on a "
-                         "kdlab SpeechLoader (its BucketBatchSampler shards by rank), or run without torchrun")
+        raise ValueError(
+            f"cannot shard {type(data).__name__} over {world_size()} processes: train on a "
+            "kdlab SpeechLoader (its BucketBatchSampler shards by rank), or run without torchrun"
+        )
     sampler.shard(world_size(), rank())
 
 
@@ -121,7 +124,7 @@ def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
         flat /= world_size()
         offset = 0
         for p in params:
-            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
             offset += p.numel()
 
 

@@ -15,7 +15,7 @@ Discarding batches on resume loads them (cheap with cached features).
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -46,8 +46,10 @@ class EpochIterator:
             if self.position == 0:
                 break
             self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
-        raise ValueError(f"the training data yielded no batch in epoch {self.epoch}: check the dataset and sampler "
-                         "(e.g. every utterance longer than max_frames, or drop_last with too few utterances)")
+        raise ValueError(
+            f"the training data yielded no batch in epoch {self.epoch}: check the dataset and sampler "
+            "(e.g. every utterance longer than max_frames, or drop_last with too few utterances)"
+        )
 
     def _start_epoch(self) -> Iterator:
         if hasattr(self.data, "set_epoch"):
@@ -57,8 +59,10 @@ class EpochIterator:
             iterator = iter(self.data)
             for index in range(self.position):
                 if next(iterator, _END) is _END:
-                    raise ValueError(f"cannot resume at epoch {self.epoch}, batch {self.position}: the data has only "
-                                     f"{index} batches in this epoch now (did the dataset or batch size change?)")
+                    raise ValueError(
+                        f"cannot resume at epoch {self.epoch}, batch {self.position}: the data has only "
+                        f"{index} batches in this epoch now (did the dataset or batch size change?)"
+                    )
             first = next(iterator, _END)
         return iter(()) if first is _END else itertools.chain([first], iterator)
 

@@ -26,12 +26,13 @@ learning rates for this step -> AdamW step. ``step`` counts loop iterations (ski
   (``kdlab.train.tensorboard_log``). The progress bar shows the last loss, lr and dev WER.
 * Checkpoints (``run_dir/checkpoints/last.pt``, every ``checkpoint_every`` steps, after
   ``checkpoint_seconds`` of training since the last one, at the end, and at SIGTERM / Ctrl-C
-  before the signal acts; atomic): model, optimizer (with per-group lr), extra modules, step, RNG states, data position
-  (epoch, batches taken), history, skip count, pending log sums, the trainer config and the
-  caller's ``configs``, and the wall / CPU seconds trained so far: ``elapsed()`` adds up every
-  process that worked on the run (``resumed_seconds``: those before this one). The learning-rate schedule is a function of the step, so it needs no
-  state of its own. ``load_checkpoint`` then ``fit`` continue the exact run: on CPU the final
-  weights and history equal those of an uninterrupted run bit for bit (CUDA kernels may be
+  before the signal acts; atomic): model, optimizer (with per-group lr), extra modules, step, RNG
+  states, data position (epoch, batches taken), history, skip count, pending log sums, the trainer
+  config and the caller's ``configs``, and the wall / CPU seconds trained so far: ``elapsed()``
+  adds up every process that worked on the run (``resumed_seconds``: those before this one). The
+  learning-rate schedule is a function of the step, so it needs no state of its own.
+  ``load_checkpoint`` then ``fit`` continue the exact run: on CPU the final weights and history
+  equal those of an uninterrupted run bit for bit (CUDA kernels may be
   non-deterministic).
 * Data-parallel under torchrun (``kdlab.train.distributed``): batches sharded by rank, gradients
   of every optimised parameter averaged, buffers broadcast from rank 0, run files written by rank 0
@@ -47,9 +48,10 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,8 +70,17 @@ from kdlab.train.stop_signals import StopSignals
 StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
 CHECKPOINT_VERSION = 1
 #: Config fields that may differ when resuming (they do not change the numbers of past steps).
-RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_seconds", "device",
-                     "nonfinite", "max_skips", "progress"}
+RESUMABLE_CHANGES = {
+    "max_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "device",
+    "nonfinite",
+    "max_skips",
+    "progress",
+}
 _RESERVED = {"step", "epoch", "lr", "grad_norm", "skipped", "kind", "loss"}
 
 
@@ -121,8 +132,10 @@ class TrainerConfig(JsonConfig):
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got lr={self.lr}, "
-                             f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got lr={self.lr}, "
+                f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -132,7 +145,7 @@ class TrainerConfig(JsonConfig):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available else CPU; "cpu" / "cuda" / "cuda:N" as given (checked)."""
+    """ "auto" -> CUDA when available else CPU; "cpu" / "cuda" / "cuda:N" as given (checked)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -220,8 +233,10 @@ class Trainer:
         """{"wall", "cpu"}: seconds of training on this run, in every process so far."""
         running = {"wall": 0.0, "cpu": 0.0}
         if self._fit_started is not None:
-            running = {"wall": time.perf_counter() - self._fit_started["wall"],
-                       "cpu": time.process_time() - self._fit_started["cpu"]}
+            running = {
+                "wall": time.perf_counter() - self._fit_started["wall"],
+                "cpu": time.process_time() - self._fit_started["cpu"],
+            }
         return {k: self.resumed_seconds[k] + self._seconds[k] + running[k] for k in running}
 
     # ----------------------------------------------------------------- setup
@@ -231,13 +246,22 @@ class Trainer:
         for i, group in enumerate(param_groups):
             if "params" not in group:
                 raise ValueError(f"param_groups[{i}] needs a 'params' entry, got keys {sorted(group)}")
-            group = {"lr": c.lr, "weight_decay": c.weight_decay, "scheduled": True, "name": f"group{i + 1}",
-                     **group, "params": list(group["params"])}
+            group = {
+                "lr": c.lr,
+                "weight_decay": c.weight_decay,
+                "scheduled": True,
+                "name": f"group{i + 1}",
+                **group,
+                "params": list(group["params"]),
+            }
             claimed |= {id(p) for p in group["params"]}
             extra.append(group)
         default = [p for p in self.model.parameters() if p.requires_grad and id(p) not in claimed]
-        groups = ([{"params": default, "lr": c.lr, "weight_decay": c.weight_decay, "scheduled": True,
-                    "name": "model"}] if default else []) + extra
+        groups = (
+            [{"params": default, "lr": c.lr, "weight_decay": c.weight_decay, "scheduled": True, "name": "model"}]
+            if default
+            else []
+        ) + extra
         if not groups:
             raise ValueError("nothing to train: the model has no trainable parameters and no param_groups were given")
         self._check_extra_params(extra)
@@ -252,12 +276,16 @@ class Trainer:
         for group in extra:
             for p in group["params"]:
                 if id(p) not in saved:
-                    raise ValueError(f"a parameter of group {group['name']!r} (shape {tuple(p.shape)}) is neither in "
-                                     "the model nor in `modules`: checkpoints would not hold it; pass its module "
-                                     "as modules={'name': module}")
+                    raise ValueError(
+                        f"a parameter of group {group['name']!r} (shape {tuple(p.shape)}) is neither in "
+                        "the model nor in `modules`: checkpoints would not hold it; pass its module "
+                        "as modules={'name': module}"
+                    )
                 if p.device != self.device:
-                    raise ValueError(f"a parameter of group {group['name']!r} is on {p.device}, the trainer on "
-                                     f"{self.device}: move its module with .to(resolve_device(config.device)) first")
+                    raise ValueError(
+                        f"a parameter of group {group['name']!r} is on {p.device}, the trainer on "
+                        f"{self.device}: move its module with .to(resolve_device(config.device)) first"
+                    )
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> History:
@@ -268,8 +296,13 @@ class Trainer:
         self._write_config()
         self.model.train()
         tensorboard = self._open_tensorboard()
-        bar = tqdm(total=c.max_steps, initial=self.step, disable=not c.progress or not distributed.is_main_process(),
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=c.max_steps,
+            initial=self.step,
+            disable=not c.progress or not distributed.is_main_process(),
+            desc="train",
+            dynamic_ncols=True,
+        )
         self._fit_started = {"wall": time.perf_counter(), "cpu": time.process_time()}
         last_saved = time.perf_counter()
         try:
@@ -350,21 +383,33 @@ class Trainer:
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._nonfinite("gradient norm", grad_norm)
-        apply_lr(self.optimizer, lr_factor(self.step, self.config.schedule, self.config.warmup_steps,
-                                           self.config.max_steps, self.config.min_lr_ratio))
+        apply_lr(
+            self.optimizer,
+            lr_factor(
+                self.step,
+                self.config.schedule,
+                self.config.warmup_steps,
+                self.config.max_steps,
+                self.config.min_lr_ratio,
+            ),
+        )
         self.optimizer.step()
         self._accumulate(loss, grad_norm, metrics)
 
     def _nonfinite(self, what: str, value: float) -> None:
         c = self.config
         if c.nonfinite == "stop":
-            raise NonFiniteLossError(f"non-finite {what} ({value}) at step {self.step + 1}: lower the learning rate, "
-                                     "check grad_clip and the data, or set nonfinite='skip' to drop such steps")
+            raise NonFiniteLossError(
+                f"non-finite {what} ({value}) at step {self.step + 1}: lower the learning rate, "
+                "check grad_clip and the data, or set nonfinite='skip' to drop such steps"
+            )
         self.skipped += 1
         if self.skipped > c.max_skips:
-            raise NonFiniteLossError(f"{self.skipped} steps had a non-finite loss or gradient (max_skips="
-                                     f"{c.max_skips}), the last one ({what} = {value}) at step {self.step + 1}: "
-                                     "training is diverging; lower the learning rate or check the data")
+            raise NonFiniteLossError(
+                f"{self.skipped} steps had a non-finite loss or gradient (max_skips="
+                f"{c.max_skips}), the last one ({what} = {value}) at step {self.step + 1}: "
+                "training is diverging; lower the learning rate or check the data"
+            )
 
     def _accumulate(self, loss: torch.Tensor, grad_norm: float, metrics: dict) -> None:
         reserved = _RESERVED & set(metrics)
@@ -379,8 +424,9 @@ class Trainer:
         groups = self.optimizer.param_groups
         values = {"epoch": self.batches.epoch, "lr": groups[0]["lr"], "skipped": self.skipped}
         values.update({f"lr/{g['name']}": g["lr"] for g in groups[1:]})
-        values.update(distributed.average_values({k: v / self._count for k, v in self._sums.items()})
-                      if self._count else {})
+        values.update(
+            distributed.average_values({k: v / self._count for k, v in self._sums.items()}) if self._count else {}
+        )
         self._sums, self._count = {}, 0
         self._append("train", values)
         if self.record_fn is not None:
@@ -456,13 +502,17 @@ class Trainer:
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(f"cannot resume exactly: trainer config differs from the checkpoint's ({details}); "
-                             f"only {sorted(RESUMABLE_CHANGES)} may change")
+            raise ValueError(
+                f"cannot resume exactly: trainer config differs from the checkpoint's ({details}); "
+                f"only {sorted(RESUMABLE_CHANGES)} may change"
+            )
         processes = int(state.get("world_size", 1))
         if processes != distributed.world_size():
-            raise ValueError(f"the checkpoint was written by a run of {processes} process(es), this one has "
-                             f"{distributed.world_size()}: resume with torchrun --nproc-per-node {processes} "
-                             "(the data order depends on it)")
+            raise ValueError(
+                f"the checkpoint was written by a run of {processes} process(es), this one has "
+                f"{distributed.world_size()}: resume with torchrun --nproc-per-node {processes} "
+                "(the data order depends on it)"
+            )
         missing = set(self.modules) ^ set(state["modules"])
         if missing:
             raise ValueError(f"modules differ from the checkpoint's: {sorted(missing)}")

@@ -8,7 +8,7 @@ whole-number labels otherwise.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 #: Up to this many whole numbers across the axis, every one gets its tick.
 EVERY_TICK_SPAN = 12

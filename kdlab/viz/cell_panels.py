@@ -12,7 +12,7 @@ closed.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 #: cell id -> (execution count of its latest run, the panel widgets that run made)
 _LIVE: dict[str, tuple[int, list]] = {}

@@ -31,8 +31,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 #: Gate names of conformer blocks: ``blocks.<layer>.<structure>``.
 BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")

@@ -23,7 +23,7 @@ JupyterLab closes the panel its earlier run made (``cell_panels``).
 from __future__ import annotations
 
 import html
-from typing import Callable
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from kdlab.compress.lowrank import LowRankLinear, break_even_rank, reconstruction_error
 from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.compress.sparsity_selection import SparsitySelector
 from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.viz.cell_panels import replace_earlier_panels
@@ -38,7 +39,6 @@ from kdlab.viz.figure_widget_state import live_update
 from kdlab.viz.gate_figures import remaining_bars, remaining_ratio_figure, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
-from kdlab.compress.sparsity_selection import SparsitySelector
 
 FRAMES_PER_SECOND = 100.0  # input feature frames (10 ms hop)
 DEFAULT_LATENCY_FRAMES = 400  # a 4 s utterance when no dev batch is given
@@ -69,8 +69,10 @@ def latency_text(median_s: float, iqr_s: float, dense_median_s: float, dense_iqr
     """The pruned and the dense model's CPU latency with their spread (interquartile range of the
     runs), saying when the medians differ by less than the larger spread: a short timing on a
     shared CPU can put the pruned model above the dense one by chance."""
-    text = (f"CPU latency {median_s * 1e3:.1f} ms (IQR {iqr_s * 1e3:.1f}) vs dense {dense_median_s * 1e3:.1f} ms "
-            f"(IQR {dense_iqr_s * 1e3:.1f})")
+    text = (
+        f"CPU latency {median_s * 1e3:.1f} ms (IQR {iqr_s * 1e3:.1f}) vs dense {dense_median_s * 1e3:.1f} ms "
+        f"(IQR {dense_iqr_s * 1e3:.1f})"
+    )
     if abs(median_s - dense_median_s) <= max(iqr_s, dense_iqr_s):
         text += ": the difference is within the timing noise"
     return text
@@ -93,9 +95,16 @@ class SparsityPanel:
     real_time_factor, wer, wer_error).
     """
 
-    def __init__(self, encoder: ConformerEncoder, scores: dict[str, torch.Tensor] | None = None, dev_batch=None,
-                 quick_wer_fn: Callable[[ConformerEncoder], float] | None = None, sparsity: float = 0.3,
-                 latency_min_time_s: float = 0.05, seed: int = 0) -> None:
+    def __init__(
+        self,
+        encoder: ConformerEncoder,
+        scores: dict[str, torch.Tensor] | None = None,
+        dev_batch=None,
+        quick_wer_fn: Callable[[ConformerEncoder], float] | None = None,
+        sparsity: float = 0.3,
+        latency_min_time_s: float = 0.05,
+        seed: int = 0,
+    ) -> None:
         import ipywidgets as widgets
 
         self.selector = SparsitySelector(encoder, scores)
@@ -104,14 +113,26 @@ class SparsityPanel:
         self.features, self.lengths = latency_input(dev_batch, encoder.config.input_dim, seed)
         dense_params = self.selector.apply(0)
         if dense_params != self.selector.dense_params:
-            raise RuntimeError(f"with no unit removed the count is {dense_params}, not the encoder's "
-                               f"{self.selector.dense_params}: the gate states could not be reset")
+            raise RuntimeError(
+                f"with no unit removed the count is {dense_params}, not the encoder's "
+                f"{self.selector.dense_params}: the gate states could not be reset"
+            )
         dense_latency = self._latency(self.selector.encoder)
-        self._dense = {"dense_params": dense_params,
-                       "dense_macs_per_second": float(expected_macs_per_second(self.selector.encoder, deterministic=True)),
-                       "dense_latency_s": dense_latency.median_s, "dense_latency_iqr_s": dense_latency.iqr_s}
-        self.slider = widgets.FloatSlider(value=sparsity, min=0.0, max=0.95, step=0.01, description="sparsity",
-                                          readout_format=".2f", **_slider_style())
+        self._dense = {
+            "dense_params": dense_params,
+            "dense_macs_per_second": float(expected_macs_per_second(self.selector.encoder, deterministic=True)),
+            "dense_latency_s": dense_latency.median_s,
+            "dense_latency_iqr_s": dense_latency.iqr_s,
+        }
+        self.slider = widgets.FloatSlider(
+            value=sparsity,
+            min=0.0,
+            max=0.95,
+            step=0.01,
+            description="sparsity",
+            readout_format=".2f",
+            **_slider_style(),
+        )
         self.status = widgets.HTML()
         self.values: dict = {}
         self.model: ConformerEncoder | None = None
@@ -125,21 +146,33 @@ class SparsityPanel:
 
     def _latency(self, model: nn.Module):
         audio = float(self.lengths.sum()) / FRAMES_PER_SECOND
-        return measure_latency(lambda: model(self.features, self.lengths), warmup=1, min_runs=3,
-                               min_time_s=self.latency_min_time_s, audio_seconds=audio)
+        return measure_latency(
+            lambda: model(self.features, self.lengths),
+            warmup=1,
+            min_runs=3,
+            min_time_s=self.latency_min_time_s,
+            audio_seconds=audio,
+        )
 
     def update(self) -> None:
         """Prune to the slider's sparsity, materialise, measure; refresh status and figure."""
         try:
             model, selection = self.selector.materialise(float(self.slider.value))
             latency = self._latency(model)
-            values = {**self._dense, "requested": selection.requested, "sparsity": selection.sparsity,
-                      "params": model.num_parameters(), "removed_units": selection.removed_units,
-                      "reached": selection.reached,
-                      "macs_per_second": float(expected_macs_per_second(model, deterministic=True)),
-                      "latency_s": latency.median_s, "latency_iqr_s": latency.iqr_s,
-                      "real_time_factor": latency.real_time_factor,
-                      "wer": None, "wer_error": None}
+            values = {
+                **self._dense,
+                "requested": selection.requested,
+                "sparsity": selection.sparsity,
+                "params": model.num_parameters(),
+                "removed_units": selection.removed_units,
+                "reached": selection.reached,
+                "macs_per_second": float(expected_macs_per_second(model, deterministic=True)),
+                "latency_s": latency.median_s,
+                "latency_iqr_s": latency.iqr_s,
+                "real_time_factor": latency.real_time_factor,
+                "wer": None,
+                "wer_error": None,
+            }
             if self.quick_wer_fn is not None:
                 try:
                     values["wer"] = float(self.quick_wer_fn(model))
@@ -162,7 +195,8 @@ class SparsityPanel:
         parts = [
             f"sparsity {v['sparsity']:.3f} (asked {v['requested']:.2f}, {v['removed_units']} units removed){reached}",
             f"params {v['params']:,} of {v['dense_params']:,}",
-            f"MACs/s {v['macs_per_second'] / 1e6:.1f} M ({v['macs_per_second'] / v['dense_macs_per_second']:.1%} of dense)",
+            f"MACs/s {v['macs_per_second'] / 1e6:.1f} M "
+            f"({v['macs_per_second'] / v['dense_macs_per_second']:.1%} of dense)",
             latency_text(v["latency_s"], v["latency_iqr_s"], v["dense_latency_s"], v["dense_latency_iqr_s"])
             + f" (RTF {v['real_time_factor']:.3f})",
         ]
@@ -179,8 +213,9 @@ def _matrices(model: nn.Module) -> dict[str, nn.Linear]:
     if isinstance(model, nn.Linear):
         return {"linear": model}
     inside = {name for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
-    found = {name: m for name, m in model.named_modules()
-             if type(m) is nn.Linear and name.rpartition(".")[0] not in inside}
+    found = {
+        name: m for name, m in model.named_modules() if type(m) is nn.Linear and name.rpartition(".")[0] not in inside
+    }
     if not found:
         raise ValueError(f"the {type(model).__name__} has no nn.Linear layer to factorise")
     return found
@@ -204,9 +239,12 @@ class RankPanel:
         self.matrices = _matrices(model)
         names = list(self.matrices)
         if matrix_name is not None and matrix_name not in self.matrices:
-            raise ValueError(f"no nn.Linear named {matrix_name!r}; choose one of {names[:6]}{' ...' if len(names) > 6 else ''}")
-        self.matrix = widgets.Dropdown(options=names, value=matrix_name or names[0], description="matrix",
-                                       style={"description_width": "initial"})
+            raise ValueError(
+                f"no nn.Linear named {matrix_name!r}; choose one of {names[:6]}{' ...' if len(names) > 6 else ''}"
+            )
+        self.matrix = widgets.Dropdown(
+            options=names, value=matrix_name or names[0], description="matrix", style={"description_width": "initial"}
+        )
         m, n = self._weight().shape
         start = rank if rank is not None else max(1, break_even_rank(m, n))
         self.rank = widgets.IntSlider(value=start, min=1, max=min(m, n), description="rank", **_slider_style())
@@ -244,11 +282,18 @@ class RankPanel:
             bias = m if self.matrices[name].bias is not None else 0
             limit = break_even_rank(m, n)
             spectrum = spectrum_figure(weight, r, title=name)
-            values = {"name": name, "shape": (m, n), "rank": r, "error": error,
-                      "relative_error": error / norm if norm > 0 else 0.0,
-                      "energy": float(spectrum.data[ENERGY].y[r - 1]),
-                      "params": r * (m + n) + bias, "dense_params": m * n + bias, "break_even": limit,
-                      "saves": r <= limit}
+            values = {
+                "name": name,
+                "shape": (m, n),
+                "rank": r,
+                "error": error,
+                "relative_error": error / norm if norm > 0 else 0.0,
+                "energy": float(spectrum.data[ENERGY].y[r - 1]),
+                "params": r * (m + n) + bias,
+                "dense_params": m * n + bias,
+                "break_even": limit,
+                "saves": r <= limit,
+            }
         except Exception as error:
             self.status.value = _error_html(error)
             return
@@ -264,11 +309,16 @@ class RankPanel:
     @staticmethod
     def _status(v: dict) -> str:
         m, n = v["shape"]
-        verdict = ("saves parameters" if v["saves"]
-                   else f"does NOT save parameters: past the break-even rank {v['break_even']} (r < mn/(m+n))")
-        return (f"{v['name']} ({m} × {n}), rank {v['rank']}: ‖W − AB‖_F = {v['error']:.4g} "
-                f"({v['relative_error']:.2%} of ‖W‖_F, energy kept {v['energy']:.2%}) · "
-                f"params {v['params']:,} vs dense {v['dense_params']:,} ({v['params'] / v['dense_params']:.1%}): {verdict}")
+        verdict = (
+            "saves parameters"
+            if v["saves"]
+            else f"does NOT save parameters: past the break-even rank {v['break_even']} (r < mn/(m+n))"
+        )
+        return (
+            f"{v['name']} ({m} × {n}), rank {v['rank']}: ‖W − AB‖_F = {v['error']:.4g} "
+            f"({v['relative_error']:.2%} of ‖W‖_F, energy kept {v['energy']:.2%}) · "
+            f"params {v['params']:,} vs dense {v['dense_params']:,} ({v['params'] / v['dense_params']:.1%}): {verdict}"
+        )
 
 
 class HardConcretePanel:
@@ -278,18 +328,23 @@ class HardConcretePanel:
     traces), ``values`` (the ``HardConcreteView`` on screen).
     """
 
-    def __init__(self, log_alpha: float = 0.0, beta: float = 2.0 / 3.0, num_samples: int = 20000, bins: int = 20,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, log_alpha: float = 0.0, beta: float = 2.0 / 3.0, num_samples: int = 20000, bins: int = 20, seed: int = 0
+    ) -> None:
         import ipywidgets as widgets
 
         self.num_samples, self.bins, self.seed = num_samples, bins, seed
-        self.log_alpha = widgets.FloatSlider(value=log_alpha, min=-6.0, max=6.0, step=0.1, description="log α",
-                                             **_slider_style())
-        self.beta = widgets.FloatSlider(value=beta, min=0.05, max=2.0, step=0.01, description="β (temperature)",
-                                        **_slider_style())
+        self.log_alpha = widgets.FloatSlider(
+            value=log_alpha, min=-6.0, max=6.0, step=0.1, description="log α", **_slider_style()
+        )
+        self.beta = widgets.FloatSlider(
+            value=beta, min=0.05, max=2.0, step=0.01, description="β (temperature)", **_slider_style()
+        )
         self.status = widgets.HTML()
         self.values = None
-        self.figure = go.FigureWidget(hard_concrete_figure(log_alpha, beta, num_samples=num_samples, bins=bins, seed=seed))
+        self.figure = go.FigureWidget(
+            hard_concrete_figure(log_alpha, beta, num_samples=num_samples, bins=bins, seed=seed)
+        )
         self.update()
         for slider in (self.log_alpha, self.beta):
             slider.observe(lambda change: self.update(), names="value")
@@ -299,8 +354,13 @@ class HardConcretePanel:
     def update(self) -> None:
         """Resample for the sliders' (log α, β) and refresh the figure and the status line."""
         try:
-            view = hard_concrete_view(float(self.log_alpha.value), float(self.beta.value),
-                                      num_samples=self.num_samples, bins=self.bins, seed=self.seed)
+            view = hard_concrete_view(
+                float(self.log_alpha.value),
+                float(self.beta.value),
+                num_samples=self.num_samples,
+                bins=self.bins,
+                seed=self.seed,
+            )
         except Exception as error:
             self.status.value = _error_html(error)
             return
@@ -309,6 +369,8 @@ class HardConcretePanel:
             for trace, data in zip(self.figure.data, view_traces(view)):
                 trace.x, trace.y = data["x"], data["y"]
             self.figure.layout.title.text = view_title(view)
-        self.status.value = (f"sampled P(z = 0) = {view.sampled_zero:.3f} (closed form {view.prob_zero:.3f}), "
-                             f"P(z = 1) = {view.sampled_one:.3f} (closed form {view.prob_one:.3f}), "
-                             f"over {view.num_samples:,} samples")
+        self.status.value = (
+            f"sampled P(z = 0) = {view.sampled_zero:.3f} (closed form {view.prob_zero:.3f}), "
+            f"P(z = 1) = {view.sampled_one:.3f} (closed form {view.prob_one:.3f}), "
+            f"over {view.num_samples:,} samples"
+        )

@@ -7,7 +7,7 @@ shows can be checked against the signal it came from.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,20 +41,31 @@ def spectrogram_trace(fbank, frames_per_second: float = FRAMES_PER_SECOND) -> go
     fbank = _as_numpy(fbank)
     if fbank.ndim != 2:
         raise ValueError(f"fbank must be (frames, n_mels), got shape {fbank.shape}")
-    return go.Heatmap(x0=0.0, dx=1.0 / frames_per_second, z=fbank.T, colorscale="Viridis", colorbar={"title": {"text": "log power"}}, name="log-mel")
+    return go.Heatmap(
+        x0=0.0,
+        dx=1.0 / frames_per_second,
+        z=fbank.T,
+        colorscale="Viridis",
+        colorbar={"title": {"text": "log power"}},
+        name="log-mel",
+    )
 
 
 def waveform_figure(wave, sample_rate: int, title: str = "") -> go.Figure:
     """Waveform `(T,)` at `sample_rate` Hz against time in seconds."""
     figure = go.Figure(waveform_trace(wave, sample_rate))
-    figure.update_layout(title=title, xaxis_title="time (s)", yaxis_title="amplitude", height=260, margin={"t": 40, "b": 40})
+    figure.update_layout(
+        title=title, xaxis_title="time (s)", yaxis_title="amplitude", height=260, margin={"t": 40, "b": 40}
+    )
     return figure
 
 
 def spectrogram_figure(fbank, title: str = "", frames_per_second: float = FRAMES_PER_SECOND) -> go.Figure:
     """Log-mel spectrogram of `fbank (frames, n_mels)`: time on x, mel bin on y."""
     figure = go.Figure(spectrogram_trace(fbank, frames_per_second))
-    figure.update_layout(title=title, xaxis_title="time (s)", yaxis_title="mel bin", height=300, margin={"t": 40, "b": 40})
+    figure.update_layout(
+        title=title, xaxis_title="time (s)", yaxis_title="mel bin", height=300, margin={"t": 40, "b": 40}
+    )
     return figure
 
 
@@ -94,9 +105,17 @@ def split_table(splits: Mapping[str, Sequence[Utterance]]) -> pd.DataFrame:
 def duration_histogram(splits: Mapping[str, Sequence[Utterance]], title: str = "Utterance durations") -> go.Figure:
     """Overlaid histograms of utterance durations (seconds), one trace per split."""
     figure = go.Figure(
-        [go.Histogram(x=np.array([u.duration for u in utterances]), name=split, opacity=0.6) for split, utterances in splits.items()]
+        [
+            go.Histogram(x=np.array([u.duration for u in utterances]), name=split, opacity=0.6)
+            for split, utterances in splits.items()
+        ]
     )
     figure.update_layout(
-        title=title, barmode="overlay", xaxis_title="duration (s)", yaxis_title="utterances", height=300, margin={"t": 40, "b": 40}
+        title=title,
+        barmode="overlay",
+        xaxis_title="duration (s)",
+        yaxis_title="utterances",
+        height=300,
+        margin={"t": 40, "b": 40},
     )
     return figure

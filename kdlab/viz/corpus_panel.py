@@ -13,9 +13,9 @@ settings always sound the same and moving the SNR slider only changes the noise 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
-from typing import Mapping
 
 import numpy as np
 
@@ -51,7 +51,12 @@ class SynthesisSettings:
     engine: str = "espeak"
 
     def __post_init__(self) -> None:
-        for name, kinds in (("noise", NOISE_KINDS), ("room", ROOM_KINDS), ("channel", tuple(CHANNELS)), ("engine", ENGINES)):
+        for name, kinds in (
+            ("noise", NOISE_KINDS),
+            ("room", ROOM_KINDS),
+            ("channel", tuple(CHANNELS)),
+            ("engine", ENGINES),
+        ):
             if getattr(self, name) not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {getattr(self, name)!r}")
 
@@ -64,7 +69,7 @@ class SynthesisSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "SynthesisSettings":
+    def from_dict(cls, data: Mapping) -> SynthesisSettings:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown SynthesisSettings field(s): {', '.join(sorted(unknown))}")
@@ -147,18 +152,28 @@ class SynthesisPanel:
         self.seed = seed
         wide = {"description_width": "initial"}
         slider = {"continuous_update": False, "style": wide}
-        self.text = widgets.Text(value=settings.text, description="sentence", continuous_update=False, style=wide, layout={"width": "100%"})
+        self.text = widgets.Text(
+            value=settings.text, description="sentence", continuous_update=False, style=wide, layout={"width": "100%"}
+        )
         from kdlab.data.synthesis import available_engines
 
-        self.engine = widgets.Dropdown(options=available_engines(), value=settings.engine, description="engine", style=wide)
+        self.engine = widgets.Dropdown(
+            options=available_engines(), value=settings.engine, description="engine", style=wide
+        )
         self.accent = widgets.Dropdown(options=ACCENTS, value=settings.accent, description="accent", style=wide)
-        self.variant = widgets.Dropdown(options=ENGINE_VOICES[settings.engine], value=settings.variant, description="voice", style=wide)
+        self.variant = widgets.Dropdown(
+            options=ENGINE_VOICES[settings.engine], value=settings.variant, description="voice", style=wide
+        )
         self.rate = widgets.IntSlider(value=settings.rate, min=80, max=450, step=5, description="rate (wpm)", **slider)
         self.pitch = widgets.IntSlider(value=settings.pitch, min=0, max=99, description="pitch", **slider)
         self.noise = widgets.Dropdown(options=NOISE_KINDS, value=settings.noise, description="noise", style=wide)
-        self.snr = widgets.FloatSlider(value=settings.snr_db, min=-5.0, max=40.0, step=1.0, description="SNR (dB)", **slider)
+        self.snr = widgets.FloatSlider(
+            value=settings.snr_db, min=-5.0, max=40.0, step=1.0, description="SNR (dB)", **slider
+        )
         self.room = widgets.Dropdown(options=ROOM_KINDS, value=settings.room, description="room", style=wide)
-        self.channel = widgets.Dropdown(options=tuple(CHANNELS), value=settings.channel, description="channel", style=wide)
+        self.channel = widgets.Dropdown(
+            options=tuple(CHANNELS), value=settings.channel, description="channel", style=wide
+        )
         self.audio = widgets.Audio(format="wav", autoplay=False)
         self.status = widgets.HTML()
         self.rendered = render(self.settings(), seed)
@@ -167,7 +182,17 @@ class SynthesisPanel:
         self.figure = _figure(self.rendered)
         self._show(self.rendered)
         self._switching_engine = False
-        controls = (self.text, self.accent, self.variant, self.rate, self.pitch, self.noise, self.snr, self.room, self.channel)
+        controls = (
+            self.text,
+            self.accent,
+            self.variant,
+            self.rate,
+            self.pitch,
+            self.noise,
+            self.snr,
+            self.room,
+            self.channel,
+        )
         for control in controls:
             control.observe(self._on_change, names="value")
         self.engine.observe(self._on_engine, names="value")
@@ -185,9 +210,17 @@ class SynthesisPanel:
     def settings(self) -> SynthesisSettings:
         """The settings the controls show now."""
         return SynthesisSettings(
-            self.text.value, self.accent.value, self.variant.value, self.rate.value, self.pitch.value,
-            self.noise.value, self.snr.value, self.room.value, self.channel.value, self.engine.value,
-        )  # fmt: skip
+            self.text.value,
+            self.accent.value,
+            self.variant.value,
+            self.rate.value,
+            self.pitch.value,
+            self.noise.value,
+            self.snr.value,
+            self.room.value,
+            self.channel.value,
+            self.engine.value,
+        )
 
     def update(self) -> None:
         """Render the current settings; refresh the player, the status line and the figure in place.
@@ -214,7 +247,9 @@ class SynthesisPanel:
         self.audio.value = wav_bytes(rendered.audio)
         seconds = len(rendered.audio) / SAMPLE_RATE
         parts = ["clean" if settings.noise == "none" else f"{settings.noise} noise at {settings.snr_db:g} dB SNR"]
-        parts += [f"{settings.room} room"] * (settings.room != "none") + [settings.channel] * (settings.channel != "none")
+        parts += [f"{settings.room} room"] * (settings.room != "none") + [settings.channel] * (
+            settings.channel != "none"
+        )
         self.status.value = f"{settings.voice().name}: {seconds:.2f} s, {', '.join(parts)}"
 
     def _on_change(self, change: dict) -> None:

@@ -11,7 +11,7 @@ History shape: see ``kdlab.viz.compression_history``. Points are plotted exactly
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -59,24 +59,38 @@ def loss_figure(history, keys: Sequence[str] | None = None, log_y: bool = False,
         if not kinds:
             raise ValueError(f"no record has a numeric {key!r}; loss keys found: {loss_keys(records)}")
         for kind in kinds:
-            steps, values = zip(*[(r["step"], r[key]) for r in records if r.get("kind") == kind and is_number(r.get(key))])
+            steps, values = zip(
+                *[(r["step"], r[key]) for r in records if r.get("kind") == kind and is_number(r.get(key))]
+            )
             name = key if len(kinds) == 1 or kind is None else f"{key} ({kind})"
             figure.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name=name))
-    figure.update_layout(title=title, xaxis_title="step", yaxis_title="loss", yaxis_type="log" if log_y else None,
-                         height=340, margin={"t": 50, "b": 40})
+    figure.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="loss",
+        yaxis_type="log" if log_y else None,
+        height=340,
+        margin={"t": 50, "b": 40},
+    )
     return whole_number_x(figure)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points (x, y) not dominated by another (x' ≤ x and y' ≤ y, one strictly),
     sorted by x (lower is better on both axes)."""
-    front = [i for i, (x, y) in enumerate(points)
-             if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for x2, y2 in points)]
+    front = [
+        i for i, (x, y) in enumerate(points) if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for x2, y2 in points)
+    ]
     return sorted(front, key=lambda i: points[i])
 
 
-def pareto_figure(results: Sequence[Mapping], x: str = "params", y: str = "wer", label: str = "method",
-                  title: str = "WER vs parameters") -> go.Figure:
+def pareto_figure(
+    results: Sequence[Mapping],
+    x: str = "params",
+    y: str = "wer",
+    label: str = "method",
+    title: str = "WER vs parameters",
+) -> go.Figure:
     """Scatter of ``results`` (dicts like ``{"method", "params", "wer", ...}``): one trace per
     ``label`` value (text = the label, x/y = the ``x``/``y`` keys), then a "Pareto front" line
     through the non-dominated points. Results without a numeric ``x`` or ``y`` are left out and
@@ -87,12 +101,28 @@ def pareto_figure(results: Sequence[Mapping], x: str = "params", y: str = "wer",
     figure = go.Figure()
     for name in dict.fromkeys(str(r.get(label, "?")) for r in usable):
         mine = [r for r in usable if str(r.get(label, "?")) == name]
-        figure.add_trace(go.Scatter(x=[r[x] for r in mine], y=[r[y] for r in mine], mode="markers+text", name=name,
-                                    text=[name] * len(mine), textposition="top center", marker={"size": 10}))
+        figure.add_trace(
+            go.Scatter(
+                x=[r[x] for r in mine],
+                y=[r[y] for r in mine],
+                mode="markers+text",
+                name=name,
+                text=[name] * len(mine),
+                textposition="top center",
+                marker={"size": 10},
+            )
+        )
     points = [(float(r[x]), float(r[y])) for r in usable]
     front = pareto_front(points)
-    figure.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
-                                line={"dash": "dash", "color": "gray"}, name="Pareto front"))
+    figure.add_trace(
+        go.Scatter(
+            x=[points[i][0] for i in front],
+            y=[points[i][1] for i in front],
+            mode="lines",
+            line={"dash": "dash", "color": "gray"},
+            name="Pareto front",
+        )
+    )
     left_out = len(results) - len(usable)
     note = f" ({left_out} result{'s' * (left_out != 1)} without {x}/{y} not shown)" if left_out else ""
     figure.update_layout(title=title + note, xaxis_title=x, yaxis_title=y, height=380, margin={"t": 50, "b": 40})

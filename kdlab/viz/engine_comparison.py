@@ -9,8 +9,8 @@ each voice in its own column, on one time axis, so the engines' timbres compare 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,9 @@ def engine_table(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / "corpus.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
     engines = info.get("summary", {}).get("engines", {})
-    rows = [{"split": split, "engine": engine, **values} for split, per in engines.items() for engine, values in per.items()]
+    rows = [
+        {"split": split, "engine": engine, **values} for split, per in engines.items() for engine, values in per.items()
+    ]
     return pd.DataFrame(rows, columns=["split", "engine", "utterances", "hours", "speakers"])
 
 
@@ -51,8 +53,15 @@ def engines_figure(waves: Sequence[np.ndarray], names: Sequence[str]) -> go.Figu
         raise ValueError(f"need one name per waveform, got {len(waves)} waveforms and {len(names)} names")
     fbanks = [compute_fbank(torch.from_numpy(np.asarray(w, dtype=np.float32))).numpy() for w in waves]
     low, high = min(float(f.min()) for f in fbanks), max(float(f.max()) for f in fbanks)
-    figure = make_subplots(rows=2, cols=len(waves), shared_xaxes="all", column_titles=list(names),
-                           row_heights=[0.35, 0.65], vertical_spacing=0.06, horizontal_spacing=0.04)
+    figure = make_subplots(
+        rows=2,
+        cols=len(waves),
+        shared_xaxes="all",
+        column_titles=list(names),
+        row_heights=[0.35, 0.65],
+        vertical_spacing=0.06,
+        horizontal_spacing=0.04,
+    )
     for column, (wave, fbank) in enumerate(zip(waves, fbanks), start=1):
         figure.add_trace(waveform_trace(wave, SAMPLE_RATE), row=1, col=column)
         heatmap = spectrogram_trace(fbank)

@@ -13,8 +13,8 @@ these two traits (it redraws only on the edit messages), so nothing is drawn twi
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import plotly.graph_objects as go
 

@@ -24,8 +24,13 @@ from kdlab.viz.compression_history import BRANCH_GATES, as_list, as_records, map
 BRANCHES = "branches"
 #: Structures listed first, in block order; others (rank components, ...) follow sorted.
 STRUCTURE_ORDER = ("attn", "ffn1", "conv", "ffn2", BRANCHES)
-STRUCTURE_TITLES = {"attn": "attention heads", "ffn1": "FFN1 units", "conv": "conv channels",
-                    "ffn2": "FFN2 units", BRANCHES: "residual branches"}
+STRUCTURE_TITLES = {
+    "attn": "attention heads",
+    "ffn1": "FFN1 units",
+    "conv": "conv channels",
+    "ffn2": "FFN2 units",
+    BRANCHES: "residual branches",
+}
 ROW_OUTSIDE_BLOCKS = "-"
 #: ``remaining_ratio_figure``: the x category of the parameters outside the blocks.
 FRONT_END = "front-end (not pruned)"
@@ -101,34 +106,61 @@ def gate_heatmap_figure(history, structure: str = "ffn1", title: str | None = No
     x = [str(c) for c in columns] if structure == BRANCHES else columns
 
     def heatmap(z: np.ndarray) -> go.Heatmap:
-        return go.Heatmap(z=z, x=x, y=rows, zmin=0.0, zmax=1.0, colorscale="Viridis",
-                          colorbar={"title": {"text": "P(z≠0)"}}, hovertemplate="%{y}, unit %{x}: %{z:.3f}<extra></extra>")
+        return go.Heatmap(
+            z=z,
+            x=x,
+            y=rows,
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Viridis",
+            colorbar={"title": {"text": "P(z≠0)"}},
+            hovertemplate="%{y}, unit %{x}: %{z:.3f}<extra></extra>",
+        )
 
     frames = [go.Frame(data=[heatmap(z)], name=str(step)) for step, z in zip(steps, matrices)]
     still = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     # The play/pause buttons sit left of the slider (they end at CONTROLS_SPLIT, where it starts) and
     # the current step is written at the slider's right end, so neither covers the other.
     slider = {
-        "active": len(frames) - 1, "x": CONTROLS_SPLIT, "len": 1.0 - CONTROLS_SPLIT, "xanchor": "left", "y": 0.0,
-        "yanchor": "top", "pad": {"t": 45, "b": 10}, "currentvalue": {"prefix": "step ", "xanchor": "right"},
+        "active": len(frames) - 1,
+        "x": CONTROLS_SPLIT,
+        "len": 1.0 - CONTROLS_SPLIT,
+        "xanchor": "left",
+        "y": 0.0,
+        "yanchor": "top",
+        "pad": {"t": 45, "b": 10},
+        "currentvalue": {"prefix": "step ", "xanchor": "right"},
         "steps": [{"label": frame.name, "method": "animate", "args": [[frame.name], still]} for frame in frames],
     }
     play = {
-        "type": "buttons", "direction": "left", "x": CONTROLS_SPLIT, "xanchor": "right", "y": 0.0, "yanchor": "top",
+        "type": "buttons",
+        "direction": "left",
+        "x": CONTROLS_SPLIT,
+        "xanchor": "right",
+        "y": 0.0,
+        "yanchor": "top",
         "pad": {"t": 55, "r": 10},
         "buttons": [
-            {"label": "play", "method": "animate",
-             "args": [None, {"mode": "immediate", "fromcurrent": True, "frame": {"duration": 200, "redraw": True}}]},
+            {
+                "label": "play",
+                "method": "animate",
+                "args": [None, {"mode": "immediate", "fromcurrent": True, "frame": {"duration": 200, "redraw": True}}],
+            },
             {"label": "pause", "method": "animate", "args": [[None], still]},
         ],
-    }  # fmt: skip
+    }
     figure = go.Figure(data=[heatmap(matrices[-1])], frames=frames)
     figure.update_layout(
         title=title or f"P(z ≠ 0) of the {STRUCTURE_TITLES.get(structure, structure)} gates",
-        xaxis={"title": {"text": "branch" if structure == BRANCHES else "unit"},
-               **({} if structure == BRANCHES else integer_axis(columns))},
+        xaxis={
+            "title": {"text": "branch" if structure == BRANCHES else "unit"},
+            **({} if structure == BRANCHES else integer_axis(columns)),
+        },
         yaxis={"autorange": "reversed"},
-        sliders=[slider], updatemenus=[play], height=max(320, 60 + 28 * len(rows)) + 120, margin={"t": 50, "b": 40},
+        sliders=[slider],
+        updatemenus=[play],
+        height=max(320, 60 + 28 * len(rows)) + 120,
+        margin={"t": 50, "b": 40},
     )
     return figure
 
@@ -145,8 +177,12 @@ def _sizes(block: nn.Module) -> dict[str, int]:
 
 def block_num_parameters(block: nn.Module) -> int:
     """Parameters of one block, excluding gate modules (as ``ConformerEncoder.num_parameters``)."""
-    gates = {id(p) for name, module in block.named_modules() if name.split(".")[-1].endswith("gate")
-             for p in module.parameters()}
+    gates = {
+        id(p)
+        for name, module in block.named_modules()
+        if name.split(".")[-1].endswith("gate")
+        for p in module.parameters()
+    }
     return sum(p.numel() for p in block.parameters() if id(p) not in gates)
 
 
@@ -158,8 +194,10 @@ def remaining_ratios(original: nn.Module, compressed: nn.Module) -> dict[str, li
     a gated encoder still holds every unit. Both must have the same number of blocks.
     """
     if len(original.blocks) != len(compressed.blocks):
-        raise ValueError(f"the encoders have {len(original.blocks)} and {len(compressed.blocks)} blocks; "
-                         "compare a model with its own compressed version")
+        raise ValueError(
+            f"the encoders have {len(original.blocks)} and {len(compressed.blocks)} blocks; "
+            "compare a model with its own compressed version"
+        )
     ratios: dict[str, list[float]] = {}
     for before, after in zip(original.blocks, compressed.blocks):
         dense, kept = _sizes(before), _sizes(after)
@@ -178,8 +216,8 @@ def remaining_bars(original: nn.Module, compressed: nn.Module) -> list[dict]:
     """The traces of ``remaining_ratio_figure`` as dicts (``name``, ``x``, ``y``, ``text``, ``showlegend``).
 
     x: the layers, then ``FRONT_END`` (only the "parameters" bar has a value there: what remains
-    of the front-end, 1.0 since nothing prunes it); y is None where there is no bar. A bar at 0 is labelled "0" so a structure
-    removed from one layer is seen; a structure removed from every layer has no legend entry
+    of the front-end, 1.0 since nothing prunes it); y is None where there is no bar. A bar at 0 is
+    labelled "0" so a structure removed from one layer is seen; a structure removed from every layer has no legend entry
     (no bar would show its colour) and is named in the title instead (``remaining_title``).
     """
     ratios = remaining_ratios(original, compressed)
@@ -189,8 +227,15 @@ def remaining_bars(original: nn.Module, compressed: nn.Module) -> list[dict]:
     for key, values in ratios.items():
         # None, not NaN, where a bar has no value: a panel's figure state travels as JSON
         y = [None if math.isnan(v) else v for v in values] + [front_end if key == "parameters" else None]
-        bars.append({"name": key, "x": x, "y": y, "text": ["0" if v == 0 else "" for v in y],
-                     "showlegend": not _removed_everywhere(values)})
+        bars.append(
+            {
+                "name": key,
+                "x": x,
+                "y": y,
+                "text": ["0" if v == 0 else "" for v in y],
+                "showlegend": not _removed_everywhere(values),
+            }
+        )
     return bars
 
 
@@ -204,8 +249,10 @@ def remaining_title(original: nn.Module, compressed: nn.Module) -> str:
     blocks, that the front-end is never pruned, and the structures removed from every layer."""
     fraction = compressed.num_parameters() / original.num_parameters()
     blocks = sum(map(block_num_parameters, compressed.blocks)) / sum(map(block_num_parameters, original.blocks))
-    title = (f"What remains per layer: {fraction:.1%} of the encoder's parameters<br><sup>blocks keep "
-             f"{blocks:.1%} · front-end ({outside_blocks_parameters(original):,} params) never pruned")
+    title = (
+        f"What remains per layer: {fraction:.1%} of the encoder's parameters<br><sup>blocks keep "
+        f"{blocks:.1%} · front-end ({outside_blocks_parameters(original):,} params) never pruned"
+    )
     gone = [key for key, values in remaining_ratios(original, compressed).items() if _removed_everywhere(values)]
     return title + (f" · removed everywhere: {', '.join(gone)}" if gone else "") + "</sup>"
 
@@ -219,7 +266,9 @@ def remaining_ratio_figure(original: nn.Module, compressed: nn.Module, title: st
     figure = go.Figure([go.Bar(**bar, textposition="outside") for bar in remaining_bars(original, compressed)])
     figure.update_layout(
         title=title or remaining_title(original, compressed),
-        barmode="group", yaxis={"title": "remaining fraction", "range": [0, 1.1]}, height=360,
+        barmode="group",
+        yaxis={"title": "remaining fraction", "range": [0, 1.1]},
+        height=360,
         margin={"t": 70, "b": 40},
     )
     return figure

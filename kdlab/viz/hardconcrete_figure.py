@@ -58,8 +58,15 @@ def hard_concrete_cdf(z: np.ndarray, log_alpha: float, beta: float, gamma: float
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def hard_concrete_view(log_alpha: float, beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1,
-                       num_samples: int = 20000, bins: int = 20, seed: int = 0) -> HardConcreteView:
+def hard_concrete_view(
+    log_alpha: float,
+    beta: float = 2.0 / 3.0,
+    gamma: float = -0.1,
+    zeta: float = 1.1,
+    num_samples: int = 20000,
+    bins: int = 20,
+    seed: int = 0,
+) -> HardConcreteView:
     """Draw ``num_samples`` gate values (seeded) and compute the closed forms (module docstring)."""
     if num_samples < 1 or bins < 1:
         raise ValueError(f"num_samples and bins must be >= 1, got {num_samples} and {bins}")
@@ -73,19 +80,27 @@ def hard_concrete_view(log_alpha: float, beta: float = 2.0 / 3.0, gamma: float =
     interior = z[(z > 0.0) & (z < 1.0)]
     alpha = torch.tensor([log_alpha], dtype=torch.float64)
     return HardConcreteView(
-        log_alpha=log_alpha, beta=beta, gamma=gamma, zeta=zeta, num_samples=num_samples, edges=edges,
+        log_alpha=log_alpha,
+        beta=beta,
+        gamma=gamma,
+        zeta=zeta,
+        num_samples=num_samples,
+        edges=edges,
         sampled_bins=np.histogram(interior, edges)[0] / num_samples,
-        sampled_zero=float(np.mean(z == 0.0)), sampled_one=float(np.mean(z == 1.0)),
+        sampled_zero=float(np.mean(z == 0.0)),
+        sampled_one=float(np.mean(z == 1.0)),
         closed_bins=np.diff(hard_concrete_cdf(edges, log_alpha, beta, gamma, zeta)),
         prob_zero=float(1.0 - hard_concrete_prob_nonzero(alpha, beta, gamma, zeta)),
         prob_one=float(hard_concrete_prob_one(alpha, beta, gamma, zeta)),
         deterministic=float(hard_concrete_deterministic(alpha, gamma, zeta)),
-    )  # fmt: skip
+    )
 
 
 def view_title(view: HardConcreteView) -> str:
-    return (f"log α = {view.log_alpha:.2f}, β = {view.beta:.2f}: P(z = 0) = {view.prob_zero:.3f}, "
-            f"P(z = 1) = {view.prob_one:.3f}, eval mask ẑ = {view.deterministic:.3f}")
+    return (
+        f"log α = {view.log_alpha:.2f}, β = {view.beta:.2f}: P(z = 0) = {view.prob_zero:.3f}, "
+        f"P(z = 1) = {view.prob_one:.3f}, eval mask ẑ = {view.deterministic:.3f}"
+    )
 
 
 def view_traces(view: HardConcreteView) -> list[dict]:
@@ -99,20 +114,42 @@ def view_traces(view: HardConcreteView) -> list[dict]:
     ]
 
 
-def hard_concrete_figure(log_alpha: float, beta: float = 2.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1,
-                         num_samples: int = 20000, bins: int = 20, seed: int = 0) -> go.Figure:
+def hard_concrete_figure(
+    log_alpha: float,
+    beta: float = 2.0 / 3.0,
+    gamma: float = -0.1,
+    zeta: float = 1.1,
+    num_samples: int = 20000,
+    bins: int = 20,
+    seed: int = 0,
+) -> go.Figure:
     """Sampled masses (bars: interior bins, and the exact-0 / exact-1 atoms) against the closed
     form (line per bin, diamonds at P(z = 0) and P(z = 1)); y = probability mass."""
     view = hard_concrete_view(log_alpha, beta, gamma, zeta, num_samples, bins, seed)
     data = view_traces(view)
     width = 1.0 / bins
-    figure = go.Figure([
-        go.Bar(**data[SAMPLED_BINS], width=width, name="samples, 0 < z < 1", marker={"color": "#7aa6d8"}),
-        go.Bar(**data[SAMPLED_ATOMS], width=min(width, 0.04), name="samples, z = 0 or 1", marker={"color": "#1f4e8c"}),
-        go.Scatter(**data[CLOSED_BINS], mode="lines", name="closed form per bin", line={"color": "#d62728"}),
-        go.Scatter(**data[CLOSED_ATOMS], mode="markers", name="closed form P(z=0), P(z=1)",
-                   marker={"symbol": "diamond", "size": 12, "color": "#d62728"}),
-    ])  # fmt: skip
-    figure.update_layout(title=view_title(view), xaxis_title="z", yaxis_title="probability mass",
-                         xaxis={"range": [-0.06, 1.06]}, height=340, margin={"t": 50, "b": 40}, bargap=0)
+    figure = go.Figure(
+        [
+            go.Bar(**data[SAMPLED_BINS], width=width, name="samples, 0 < z < 1", marker={"color": "#7aa6d8"}),
+            go.Bar(
+                **data[SAMPLED_ATOMS], width=min(width, 0.04), name="samples, z = 0 or 1", marker={"color": "#1f4e8c"}
+            ),
+            go.Scatter(**data[CLOSED_BINS], mode="lines", name="closed form per bin", line={"color": "#d62728"}),
+            go.Scatter(
+                **data[CLOSED_ATOMS],
+                mode="markers",
+                name="closed form P(z=0), P(z=1)",
+                marker={"symbol": "diamond", "size": 12, "color": "#d62728"},
+            ),
+        ]
+    )
+    figure.update_layout(
+        title=view_title(view),
+        xaxis_title="z",
+        yaxis_title="probability mass",
+        xaxis={"range": [-0.06, 1.06]},
+        height=340,
+        margin={"t": 50, "b": 40},
+        bargap=0,
+    )
     return figure

@@ -81,8 +81,14 @@ def lesson_target(profile: str, target_sparsity: float | None = None) -> float:
     return LESSON_TARGETS[profile]
 
 
-def lesson_config(profile: str, method: str, target_sparsity: float | None = None, seed: int = 0,
-                  steps: int | None = None, **overrides) -> CompressConfig:
+def lesson_config(
+    profile: str,
+    method: str,
+    target_sparsity: float | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    **overrides,
+) -> CompressConfig:
     """The ``CompressConfig`` of a lesson run.
 
     ``steps`` None: the lesson budget (``LESSON_BUDGETS``: few steps, small batches, a short
@@ -93,8 +99,11 @@ def lesson_config(profile: str, method: str, target_sparsity: float | None = Non
     target = lesson_target(profile, target_sparsity)
     if steps is None:
         budget = lesson_budget(profile)
-        overrides = {"frames_per_batch": budget.frames_per_batch, "latency_seconds": budget.latency_seconds,
-                     **overrides}
+        overrides = {
+            "frames_per_batch": budget.frames_per_batch,
+            "latency_seconds": budget.latency_seconds,
+            **overrides,
+        }
         steps = budget.steps
     return CompressConfig.for_profile(profile, method, target, seed, steps, **overrides)
 
@@ -103,8 +112,11 @@ def dev_batches(teacher: PretrainResult, utterances: int) -> list[Batch]:
     """The first ``utterances`` dev utterances of the teacher's corpus, in fixed batches, with
     the teacher's CMVN (features ``(B, T, 80)``, ``feature_lengths (B,)``)."""
     pretrain = teacher.config
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, teacher.cmvn)
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        teacher.cmvn,
+    )
     return list(data.eval_loader("dev", limit=utterances))
 
 
@@ -115,8 +127,9 @@ def head_logits(teacher: PretrainResult, encoder_out: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def teacher_agreement(encoder: ConformerEncoder, teacher: PretrainResult, batches: list[Batch],
-                      temperature: float = 1.0) -> dict:
+def teacher_agreement(
+    encoder: ConformerEncoder, teacher: PretrainResult, batches: list[Batch], temperature: float = 1.0
+) -> dict:
     """How closely ``encoder`` reproduces the SSL teacher on ``batches`` (both in eval mode).
 
     Over the valid output frames (and codebooks): ``code_agreement``, the fraction of frames
@@ -144,8 +157,11 @@ def teacher_agreement(encoder: ConformerEncoder, teacher: PretrainResult, batche
         distance_sum += float(l1 + frames - cos)
         total += valid
     frames_total = total // teacher.model.config.num_codebooks
-    return {"code_agreement": agree / total, "output_kl": kl_sum / total,
-            "last_layer_distance": distance_sum / frames_total}
+    return {
+        "code_agreement": agree / total,
+        "output_kl": kl_sum / total,
+        "last_layer_distance": distance_sum / frames_total,
+    }
 
 
 class _OutputStudent(nn.Module):
@@ -162,8 +178,13 @@ def output_kd_dir(config: CompressConfig, teacher: PretrainResult, temperature: 
     return teacher.run_dir.parent / f"lesson-output-kd-{config.target_sparsity:g}-{digest}"
 
 
-def run_output_kd(config: CompressConfig, teacher: PretrainResult, temperature: float = 2.0,
-                  device: str = "auto", run_dir: str | Path | None = None) -> CompressResult:
+def run_output_kd(
+    config: CompressConfig,
+    teacher: PretrainResult,
+    temperature: float = 2.0,
+    device: str = "auto",
+    run_dir: str | Path | None = None,
+) -> CompressResult:
     """Distil the dense student of ``config`` (method "kd") with the output KL only.
 
     loss = T²·KL(softmax(h(e_t)/T) ‖ softmax(h(e_s)/T)) over the valid frames, where h is the
@@ -172,8 +193,9 @@ def run_output_kd(config: CompressConfig, teacher: PretrainResult, temperature: 
     the dense student, measured like the recipes' runs) is cached in ``output_kd_dir``.
     """
     if config.method != "kd":
-        raise ValueError(f"run_output_kd distils a dense student: give a config with method 'kd', "
-                         f"got {config.method!r}")
+        raise ValueError(
+            f"run_output_kd distils a dense student: give a config with method 'kd', got {config.method!r}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     run_dir = Path(run_dir) if run_dir is not None else output_kd_dir(config, teacher, temperature)
@@ -192,36 +214,71 @@ def run_output_kd(config: CompressConfig, teacher: PretrainResult, temperature: 
             out_t = reference(batch.features, batch.feature_lengths)[0]
         out_s, lengths, _ = m.student(batch.features, batch.feature_lengths)
         mask = length_mask(lengths, out_s.shape[1])[:, :, None].expand(-1, -1, codebooks)
-        loss = output_kl(head(out_s).unflatten(-1, (codebooks, codes)), head(out_t).unflatten(-1, (codebooks, codes)),
-                         temperature, mask)
+        loss = output_kl(
+            head(out_s).unflatten(-1, (codebooks, codes)),
+            head(out_t).unflatten(-1, (codebooks, codes)),
+            temperature,
+            mask,
+        )
         return loss, {"loss_output_kl": loss.detach()}
 
     pretrain = teacher.config
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, teacher.cmvn)
-    trainer = Trainer(model, TrainerConfig(max_steps=config.steps, lr=config.lr, weight_decay=0.0,
-                                           warmup_steps=round(config.lr_warmup_fraction * config.steps),
-                                           schedule="cosine", min_lr_ratio=0.1, grad_clip=config.grad_clip,
-                                           log_every=config.log_every(), seed=config.seed, device=device,
-                                           progress=False),
-                      step_fn, data.train_loader(config.frames_per_batch, config.seed), run_dir=run_dir,
-                      configs={"compress": config.to_dict(), "output_temperature": temperature})
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        teacher.cmvn,
+    )
+    trainer = Trainer(
+        model,
+        TrainerConfig(
+            max_steps=config.steps,
+            lr=config.lr,
+            weight_decay=0.0,
+            warmup_steps=round(config.lr_warmup_fraction * config.steps),
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            grad_clip=config.grad_clip,
+            log_every=config.log_every(),
+            seed=config.seed,
+            device=device,
+            progress=False,
+        ),
+        step_fn,
+        data.train_loader(config.frames_per_batch, config.seed),
+        run_dir=run_dir,
+        configs={"compress": config.to_dict(), "output_temperature": temperature},
+    )
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
     trainer.fit()
     encoder = model.student.cpu().eval()
     save_compressed(encoder, run_dir / COMPRESSED)
     last = trainer.history.last("train") or {}
-    write_result(run_dir, {"method": "output-kd", "temperature": temperature, "target_sparsity": config.target_sparsity,
-                           "steps": trainer.step, "wall_seconds": time.perf_counter() - start,
-                           "final_loss_output_kl": last.get("loss_output_kl"), **built.info,
-                           **measure_compressed(encoder, teacher.encoder, config.latency_seconds, config.seed)})
+    write_result(
+        run_dir,
+        {
+            "method": "output-kd",
+            "temperature": temperature,
+            "target_sparsity": config.target_sparsity,
+            "steps": trainer.step,
+            "wall_seconds": time.perf_counter() - start,
+            "final_loss_output_kl": last.get("loss_output_kl"),
+            **built.info,
+            **measure_compressed(encoder, teacher.encoder, config.latency_seconds, config.seed),
+        },
+    )
     return _load_output_kd(run_dir, config, student=encoder)
 
 
 def _load_output_kd(run_dir: Path, config: CompressConfig, student: ConformerEncoder | None = None) -> CompressResult:
-    return CompressResult(run_dir, config, load_compressed(run_dir / COMPRESSED), student,
-                          History.load(run_dir / "history.json"), read_result(run_dir))
+    return CompressResult(
+        run_dir,
+        config,
+        load_compressed(run_dir / COMPRESSED),
+        student,
+        History.load(run_dir / "history.json"),
+        read_result(run_dir),
+    )
 
 
 def gated_student(result: CompressResult, teacher_encoder: ConformerEncoder) -> ConformerEncoder:
@@ -233,7 +290,7 @@ def gated_student(result: CompressResult, teacher_encoder: ConformerEncoder) -> 
     state = load_checkpoint(checkpoint)["model"]
     built = build_student(result.config, copy.deepcopy(teacher_encoder).cpu())
     prefix = "student."
-    built.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    built.encoder.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return built.encoder.eval()
 
 
@@ -241,11 +298,20 @@ def students_table(teacher: ConformerEncoder, students: dict[str, DenseStudent])
     """One row per dense student config (and the teacher): depth, widths, parameters, sparsity."""
     rows = {"teacher": (teacher.config, teacher.num_parameters(), 0.0)}
     rows.update({name: (s.config, s.params, s.sparsity) for name, s in students.items()})
-    return pd.DataFrame({
-        name: {"layers": c.num_layers, "d_model": c.d_model, "heads": c.num_heads, "FFN units": c.ffn_dim,
-               "conv channels": c.conv_channels, "params": params, "sparsity": round(sparsity, 4)}
-        for name, (c, params, sparsity) in rows.items()
-    }).T  # fmt: skip
+    return pd.DataFrame(
+        {
+            name: {
+                "layers": c.num_layers,
+                "d_model": c.d_model,
+                "heads": c.num_heads,
+                "FFN units": c.ffn_dim,
+                "conv channels": c.conv_channels,
+                "params": params,
+                "sparsity": round(sparsity, 4),
+            }
+            for name, (c, params, sparsity) in rows.items()
+        }
+    ).T
 
 
 def factorisation_table(report: FactorisationReport | dict) -> pd.DataFrame:
@@ -257,9 +323,17 @@ def factorisation_table(report: FactorisationReport | dict) -> pd.DataFrame:
     rows = []
     for r in records:
         m, n = r["shape"]
-        rows.append({"matrix": r["name"], "shape": f"{m} × {n}", "rank": r["rank"] if not r["skipped"] else None,
-                     "break-even rank": break_even_rank(m, n), "params before": r["params_before"],
-                     "params after": r["params_after"], "kept dense because": r["skipped"] or ""})
+        rows.append(
+            {
+                "matrix": r["name"],
+                "shape": f"{m} × {n}",
+                "rank": r["rank"] if not r["skipped"] else None,
+                "break-even rank": break_even_rank(m, n),
+                "params before": r["params_before"],
+                "params after": r["params_after"],
+                "kept dense because": r["skipped"] or "",
+            }
+        )
     return pd.DataFrame(rows).set_index("matrix")
 
 
@@ -269,7 +343,12 @@ def results_table(results: dict[str, CompressResult], agreement: dict[str, dict]
     rows = {}
     for name, result in results.items():
         m = result.metrics
-        rows[name] = {"sparsity": m["achieved_sparsity"], "params": m["params"], "MAC reduction ×": m["mac_reduction"],
-                      "latency speed-up ×": m["latency_speedup"], "train s": m["wall_seconds"],
-                      **(agreement or {}).get(name, {})}
+        rows[name] = {
+            "sparsity": m["achieved_sparsity"],
+            "params": m["params"],
+            "MAC reduction ×": m["mac_reduction"],
+            "latency speed-up ×": m["latency_speedup"],
+            "train s": m["wall_seconds"],
+            **(agreement or {}).get(name, {}),
+        }
     return pd.DataFrame(rows).T

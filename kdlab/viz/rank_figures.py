@@ -50,20 +50,51 @@ def spectrum_figure(weight: torch.Tensor, rank: int | None = None, title: str = 
     components = list(range(1, values.numel() + 1))
     limit = break_even_rank(m, n)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=components, y=values.numpy(), mode="lines+markers", marker={"size": 3},
-                                name="singular value σᵢ"), secondary_y=False)
-    figure.add_trace(go.Scatter(x=components, y=energy.numpy(), mode="lines", name="cumulative energy"),
-                     secondary_y=True)
-    figure.add_trace(go.Scatter(x=[limit, limit], y=[0.0, 1.0], mode="lines", line={"dash": "dash", "color": "red"},
-                                name=f"break-even r = {limit} (r·(m+n) < m·n)"), secondary_y=True)
-    figure.add_trace(go.Scatter(x=[rank or 0, rank or 0], y=[0.0, 1.0], mode="lines", visible=rank is not None,
-                                line={"color": "black"}, name=f"rank {rank}"), secondary_y=True)
-    figure.update_layout(title=title or f"Spectrum of a {m} × {n} weight", height=340, margin={"t": 50, "b": 40},
-                         legend={"orientation": "h", "y": -0.25})
+    figure.add_trace(
+        go.Scatter(x=components, y=values.numpy(), mode="lines+markers", marker={"size": 3}, name="singular value σᵢ"),
+        secondary_y=False,
+    )
+    figure.add_trace(
+        go.Scatter(x=components, y=energy.numpy(), mode="lines", name="cumulative energy"), secondary_y=True
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[limit, limit],
+            y=[0.0, 1.0],
+            mode="lines",
+            line={"dash": "dash", "color": "red"},
+            name=f"break-even r = {limit} (r·(m+n) < m·n)",
+        ),
+        secondary_y=True,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[rank or 0, rank or 0],
+            y=[0.0, 1.0],
+            mode="lines",
+            visible=rank is not None,
+            line={"color": "black"},
+            name=f"rank {rank}",
+        ),
+        secondary_y=True,
+    )
+    figure.update_layout(
+        title=title or f"Spectrum of a {m} × {n} weight",
+        height=340,
+        margin={"t": 50, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
     figure.update_xaxes(title_text="component i", **integer_axis(components))
     figure.update_yaxes(title_text="σᵢ", secondary_y=False)
-    figure.update_yaxes(title_text="energy kept", range=[0, 1.02], tickmode="array", tickvals=ENERGY_TICKS,
-                     tickformat=".0%", showgrid=False, secondary_y=True)
+    figure.update_yaxes(
+        title_text="energy kept",
+        range=[0, 1.02],
+        tickmode="array",
+        tickvals=ENERGY_TICKS,
+        tickformat=".0%",
+        showgrid=False,
+        secondary_y=True,
+    )
     return figure
 
 
@@ -96,12 +127,29 @@ def rank_history_figure(history, names: list[str] | None = None, title: str = "E
         else:
             colour = sample_colorscale(LAYER_SCALE, [(layer - low) / (high - low)])[0]
             marker = {"color": [layer] * len(points), "coloraxis": "coloraxis"}
-        figure.add_trace(go.Scatter(
-            x=[s for s, _ in points], y=[v for _, v in points], mode="lines+markers", name=name, showlegend=False,
-            line={"color": colour, "width": 1.5}, marker={**marker, "size": 4},
-            hovertemplate=f"{name}<br>step %{{x}}: expected rank %{{y:.1f}}<extra></extra>",
-        ))  # fmt: skip
-    figure.update_layout(title=title, xaxis_title="step", yaxis_title="expected rank", height=340, margin={"t": 50, "b": 40},
-                         coloraxis={"colorscale": LAYER_SCALE, "cmin": low, "cmax": high,
-                                    "colorbar": {"title": {"text": "layer"}, **integer_axis(numbered)}})
+        figure.add_trace(
+            go.Scatter(
+                x=[s for s, _ in points],
+                y=[v for _, v in points],
+                mode="lines+markers",
+                name=name,
+                showlegend=False,
+                line={"color": colour, "width": 1.5},
+                marker={**marker, "size": 4},
+                hovertemplate=f"{name}<br>step %{{x}}: expected rank %{{y:.1f}}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="expected rank",
+        height=340,
+        margin={"t": 50, "b": 40},
+        coloraxis={
+            "colorscale": LAYER_SCALE,
+            "cmin": low,
+            "cmax": high,
+            "colorbar": {"title": {"text": "layer"}, **integer_axis(numbered)},
+        },
+    )
     return whole_number_x(figure)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -55,13 +55,19 @@ from kdlab.train.recipes.teacher import TeacherBundle
 #: Budgets used when ``steps`` is None at a smoke profile: every recipe's steps (joint recovery:
 #: half), the methods of the grid and a short latency measurement. The teacher keeps the
 #: profile's budget, so it is the teacher notebooks 01–04 use.
-SMOKE = {"tiny": {"steps": 4, "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
-                  "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1}}}
+SMOKE = {
+    "tiny": {
+        "steps": 4,
+        "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
+        "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1},
+    }
+}
 FRAME_SECONDS = 0.01  # one log-mel input frame
 
 
-def grid_config(profile: str, steps: int | None = None, methods=None, seeds: int = 1,
-                target_sparsity: float | None = None) -> StudyConfig:
+def grid_config(
+    profile: str, steps: int | None = None, methods=None, seeds: int = 1, target_sparsity: float | None = None
+) -> StudyConfig:
     """The lessons' ``StudyConfig`` (module docstring); ``methods`` None: the profile's grid (at a
     smoke profile, its ``SMOKE`` methods); ``target_sparsity`` None: the profile's budget."""
     smoke = SMOKE.get(profile) if steps is None else None
@@ -92,8 +98,9 @@ def study_folder(profile: str, outputs: str | Path | None = None) -> Path:
     return main if _profile_of(main) in (None, profile) else outputs / f"study-{profile}"
 
 
-def load_or_run_study(config: StudyConfig, outputs: str | Path | None = None, device: str = "auto",
-                      log: Callable[[str], None] = print) -> tuple[StudyResults, bool]:
+def load_or_run_study(
+    config: StudyConfig, outputs: str | Path | None = None, device: str = "auto", log: Callable[[str], None] = print
+) -> tuple[StudyResults, bool]:
     """(the study of ``config.profile``, whether it was run here). Finished outputs of that profile
     are loaded as they are, whatever grid produced them; otherwise ``config`` runs (reusing every
     finished recipe run) into ``study_folder``."""
@@ -123,7 +130,7 @@ def run_routes(runs: GridRuns, mode: str, method: str, target: float, seed: int)
         joint_profile(runs.joint_config(joint), runs.run_dir(joint), device=device, progress=progress),
         compress_profile(runs.compress_config(method, target, seed), device=device, progress=progress),
         run_sequential(runs.sequential_config(sequential), device=device, progress=progress),
-    )  # fmt: skip
+    )
 
 
 def students_table(teachers: dict[str, TeacherBundle], routes: dict[str, Routes]) -> pd.DataFrame:
@@ -135,17 +142,25 @@ def students_table(teachers: dict[str, TeacherBundle], routes: dict[str, Routes]
         models = {"teacher": teacher, "joint": pair.joint.metrics, "sequential": pair.sequential.metrics}
         for route, m in models.items():
             rows[f"{mode} · {route}"] = {
-                "mode": mode, "route": route, "encoder params": m["encoder_params"], "params": m["params"],
+                "mode": mode,
+                "route": route,
+                "encoder params": m["encoder_params"],
+                "params": m["params"],
                 "sparsity": 1.0 - m["encoder_params"] / teacher["encoder_params"],
-                "dev WER %": 100 * m["dev"]["wer"], "test WER %": 100 * m["test"]["wer"]}
+                "dev WER %": 100 * m["dev"]["wer"],
+                "test WER %": 100 * m["test"]["wer"],
+            }
     return pd.DataFrame(rows).T
 
 
 def teacher_data(teacher: TeacherBundle) -> SpeechData:
     """The teacher's corpus with its CMVN (the features every joint run trains and tests on)."""
     finetune = teacher.finetune.config
-    return SpeechData.from_corpus(corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
-                                  finetune.cmvn_utterances, teacher.cmvn)
+    return SpeechData.from_corpus(
+        corpus_folder(finetune.profile, finetune.corpus_seed, finetune.corpus_dir),
+        finetune.cmvn_utterances,
+        teacher.cmvn,
+    )
 
 
 def _targets(values: list[float]) -> str:
@@ -161,43 +176,59 @@ def next_steps(study: StudyResults) -> list[str]:
     command = f"python -m kdlab study --profile {c.profile}"
     steps = []
     if c.seeds < 3:
-        steps.append(f"**More seeds**: every claim rests on {c.seeds} seed(s); `{command} --seeds 3` reports "
-                     "mean ± std and in how many seeds each claim holds.")
+        steps.append(
+            f"**More seeds**: every claim rests on {c.seeds} seed(s); `{command} --seeds 3` reports "
+            "mean ± std and in how many seeds each claim holds."
+        )
     unstable = sorted({cl["id"] for cl in claims if cl["seeds"] > 1 and 0 < cl["held_in_seeds"] < cl["seeds"]})
     if unstable:
-        steps.append(f"**Unstable claims** ({', '.join(unstable)}): they hold in some seeds only; add seeds "
-                     f"(`--seeds {2 * c.seeds}`) before reading them either way.")
+        steps.append(
+            f"**Unstable claims** ({', '.join(unstable)}): they hold in some seeds only; add seeds "
+            f"(`--seeds {2 * c.seeds}`) before reading them either way."
+        )
     missing = sorted({cl["id"] for cl in claims if "reason" in cl["details"]})
     if missing:
-        steps.append(f"**Complete the grid**: not evaluated ({', '.join(missing)}) because rows are missing; run "
-                     f"every method, mode and route (`{command}` without `--methods` / `--modes` / `--routes`).")
+        steps.append(
+            f"**Complete the grid**: not evaluated ({', '.join(missing)}) because rows are missing; run "
+            f"every method, mode and route (`{command}` without `--methods` / `--modes` / `--routes`)."
+        )
     outside = checks["budget"]["failures"]
     if outside:
         keys = ", ".join(o["key"] for o in outside[:4]) + (" …" if len(outside) > 4 else "")
-        steps.append(f"**Reach the budget**: {len(outside)} model(s) miss their target sparsity by more than "
-                     f"±{BUDGET_TOLERANCE:g} ({keys}); train longer (`--steps`) or raise the multipliers' "
-                     "learning rate (`lagrangian_lr` of `CompressConfig` / `JointConfig`), and compare only then.")
-    stuck = [r for r in study.summary if is_kd_baseline(r) and r["test_wer"] is not None
-             and r["test_wer"] > PLATEAU_WER]
+        steps.append(
+            f"**Reach the budget**: {len(outside)} model(s) miss their target sparsity by more than "
+            f"±{BUDGET_TOLERANCE:g} ({keys}); train longer (`--steps`) or raise the multipliers' "
+            "learning rate (`lagrangian_lr` of `CompressConfig` / `JointConfig`), and compare only then."
+        )
+    stuck = [
+        r for r in study.summary if is_kd_baseline(r) and r["test_wer"] is not None and r["test_wer"] > PLATEAU_WER
+    ]
     if stuck:
-        wers = ", ".join(f"{r['mode']} {r['route']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}"
-                         for r in stuck)
+        wers = ", ".join(
+            f"{r['mode']} {r['route']} {100 * r['test_wer']:.0f} % at t = {r['target_sparsity']:g}" for r in stuck
+        )
         schedule = student_finetune_config(c.profile, ctc_steps=c.ctc_warmup_steps, rnnt_steps=c.finetune_steps)
         ctc, rnnt = schedule.ctc_warmup.steps, schedule.trainer.max_steps
-        steps.append(f"**Fine-tunes that have hardly started**: the KD baseline's test WER is {wers}; its RNN-T "
-                     f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so RWERs "
-                     "against it measure training length more than the methods. Fine-tune longer: "
-                     f"`{command} --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}` (or more).")
+        steps.append(
+            f"**Fine-tunes that have hardly started**: the KD baseline's test WER is {wers}; its RNN-T "
+            f"fine-tune ({ctc} CTC + {rnnt} RNN-T steps) has barely left the blank output, so RWERs "
+            "against it measure training length more than the methods. Fine-tune longer: "
+            f"`{command} --ctc-warmup-steps {2 * ctc} --finetune-steps {4 * rnnt}` (or more)."
+        )
     top = max(c.target_sparsities)
     if checks["kd_baseline_separated"]["held"] is False:
-        steps.append(f"**A budget that separates methods**: a KD baseline is not clearly worse than the teacher "
-                     f"(no gap for a method to close) or has more than {KD_MAX_TEACHER_RATIO:g} × its WER (the "
-                     "students are undertrained); train longer (`--steps`) or compress harder "
-                     f"(`{command} --target-sparsity {_targets([top + 0.1, top + 0.2])}`).")
+        steps.append(
+            f"**A budget that separates methods**: a KD baseline is not clearly worse than the teacher "
+            f"(no gap for a method to close) or has more than {KD_MAX_TEACHER_RATIO:g} × its WER (the "
+            "students are undertrained); train longer (`--steps`) or compress harder "
+            f"(`{command} --target-sparsity {_targets([top + 0.1, top + 0.2])}`)."
+        )
     if len(c.target_sparsities) == 1:
-        steps.append(f"**Other budgets**: one target ({top:g}); `{command} --target-sparsity "
-                     f"{_targets([0.6 * top, top, 1.4 * top])}` shows whether the ranking of the methods holds as "
-                     "the model shrinks.")
+        steps.append(
+            f"**Other budgets**: one target ({top:g}); `{command} --target-sparsity "
+            f"{_targets([0.6 * top, top, 1.4 * top])}` shows whether the ranking of the methods holds as "
+            "the model shrinks."
+        )
     return steps
 
 
@@ -296,12 +327,29 @@ def stream_transcribe(model: RNNTModel, features: torch.Tensor, feed_frames: int
 def stream_latency_figure(trace: StreamTrace, feed_frames: int, title: str = "") -> go.Figure:
     """Bars: compute time of each call (ms); line: the audio each call brings (ms), the real-time budget."""
     calls = list(range(1, len(trace.calls) + 1))
-    figure = go.Figure([
-        go.Bar(x=calls, y=[c.compute_ms for c in trace.calls], name="compute (encoder + greedy search)",
-               text=[f"{c.frames} fr" for c in trace.calls], textposition="outside"),
-        go.Scatter(x=calls, y=[feed_frames * FRAME_SECONDS * 1e3] * len(calls), mode="lines",
-                   line={"dash": "dash", "color": "red"}, name="audio per call (real-time budget)"),
-    ])  # fmt: skip
-    figure.update_layout(title=title or "Per-call latency of chunk-by-chunk decoding", xaxis_title="call",
-                         yaxis_title="ms", height=340, margin={"t": 50, "b": 40})
+    figure = go.Figure(
+        [
+            go.Bar(
+                x=calls,
+                y=[c.compute_ms for c in trace.calls],
+                name="compute (encoder + greedy search)",
+                text=[f"{c.frames} fr" for c in trace.calls],
+                textposition="outside",
+            ),
+            go.Scatter(
+                x=calls,
+                y=[feed_frames * FRAME_SECONDS * 1e3] * len(calls),
+                mode="lines",
+                line={"dash": "dash", "color": "red"},
+                name="audio per call (real-time budget)",
+            ),
+        ]
+    )
+    figure.update_layout(
+        title=title or "Per-call latency of chunk-by-chunk decoding",
+        xaxis_title="call",
+        yaxis_title="ms",
+        height=340,
+        margin={"t": 50, "b": 40},
+    )
     return figure

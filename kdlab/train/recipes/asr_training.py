@@ -64,9 +64,15 @@ def train_rnnt(
         model, step_fn = RNNTWithCTC(model, ctc_head, ctc_weight), rnnt_ctc_step
     else:
         step_fn = rnnt_step
-    trainer = Trainer(model, replace(trainer_config, device=device, progress=progress), step_fn,
-                      data.train_loader(frames_per_batch, seed, augment), eval_fn=dev_scores,
-                      run_dir=run_dir, configs=configs)
+    trainer = Trainer(
+        model,
+        replace(trainer_config, device=device, progress=progress),
+        step_fn,
+        data.train_loader(frames_per_batch, seed, augment),
+        eval_fn=dev_scores,
+        run_dir=run_dir,
+        configs=configs,
+    )
     resumed_at = 0
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
@@ -74,11 +80,17 @@ def train_rnnt(
     load_before = load_average()
     trainer.fit()
     seconds = trainer.elapsed()  # every process that trained this run, not only this one
-    metrics = {"steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds["wall"],
-               "cpu_seconds": seconds["cpu"], "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
-               "load_average_1min": [load_before, load_average()],
-               "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-               "skipped_steps": trainer.skipped}
+    metrics = {
+        "steps": trainer.step,
+        "resumed_at_step": resumed_at,
+        "wall_seconds": seconds["wall"],
+        "cpu_seconds": seconds["cpu"],
+        "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
+        "load_average_1min": [load_before, load_average()],
+        "torch_threads": torch.get_num_threads(),
+        "device": str(trainer.device),
+        "skipped_steps": trainer.skipped,
+    }
     return trainer, metrics
 
 

@@ -44,9 +44,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
 from kdlab.compress.lagrangian import expected_sparsity
-from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
 from kdlab.compress.param_count import expected_macs_per_second, expected_params
 from kdlab.compress.structures import GateSet
@@ -73,8 +73,9 @@ class DistilledStudent(nn.Module):
     """What the trainer optimises: the student encoder, the BEST-RQ head (None when ``ssl_weight``
     is 0) and the KD projections (None without KD)."""
 
-    def __init__(self, student: ConformerEncoder, distill: LayerDistillation | None,
-                 ssl: SSLObjective | None = None) -> None:
+    def __init__(
+        self, student: ConformerEncoder, distill: LayerDistillation | None, ssl: SSLObjective | None = None
+    ) -> None:
         super().__init__()
         self.student = student
         self.distill = distill
@@ -104,19 +105,38 @@ def layer_map(config: CompressConfig, student_layers: int, teacher_layers: int) 
 
 
 def _trainer_config(config: CompressConfig, steps: int, device: str, progress: bool) -> TrainerConfig:
-    return TrainerConfig(max_steps=steps, lr=config.lr, weight_decay=0.0,
-                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine",
-                         min_lr_ratio=0.1, grad_clip=config.grad_clip, log_every=config.log_every(),
-                         checkpoint_every=COMPRESS_CHECKPOINT_EVERY[config.profile], seed=config.seed, device=device,
-                         progress=progress)
+    return TrainerConfig(
+        max_steps=steps,
+        lr=config.lr,
+        weight_decay=0.0,
+        warmup_steps=round(config.lr_warmup_fraction * steps),
+        schedule="cosine",
+        min_lr_ratio=0.1,
+        grad_clip=config.grad_clip,
+        log_every=config.log_every(),
+        checkpoint_every=COMPRESS_CHECKPOINT_EVERY[config.profile],
+        seed=config.seed,
+        device=device,
+        progress=progress,
+    )
 
 
-def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, config: CompressConfig,
-           train_loader, run_dir: Path, steps: int, device: str, progress: bool) -> Trainer:
+def _train(
+    model: DistilledStudent,
+    teacher: ConformerEncoder,
+    gates: GateSet,
+    config: CompressConfig,
+    train_loader,
+    run_dir: Path,
+    steps: int,
+    device: str,
+    progress: bool,
+) -> Trainer:
     """Train ``model`` for ``steps`` (with the Lagrangian when ``gates`` is not empty); returns the trainer."""
     teacher_params = teacher.num_parameters()
-    controller, groups = sparsity_param_groups(gates, config.target_sparsity, config.warmup_steps, config.gate_lr,
-                                               config.lagrangian_lr, device)
+    controller, groups = sparsity_param_groups(
+        gates, config.target_sparsity, config.warmup_steps, config.gate_lr, config.lagrangian_lr, device
+    )
     weight = config.distill.layer_weight
     trainer: Trainer
 
@@ -145,9 +165,17 @@ def _train(model: DistilledStudent, teacher: ConformerEncoder, gates: GateSet, c
     def record_fn(m: DistilledStudent) -> dict:
         return compression_record(m.student, gates, teacher_params, controller, trainer.step, config.target_sparsity)
 
-    trainer = Trainer(model, _trainer_config(config, steps, device, progress), step_fn, train_loader,
-                      param_groups=groups, modules={"lagrangian": controller} if controller else None,
-                      record_fn=record_fn, run_dir=run_dir, configs={"compress": config.to_dict()})
+    trainer = Trainer(
+        model,
+        _trainer_config(config, steps, device, progress),
+        step_fn,
+        train_loader,
+        param_groups=groups,
+        modules={"lagrangian": controller} if controller else None,
+        record_fn=record_fn,
+        run_dir=run_dir,
+        configs={"compress": config.to_dict()},
+    )
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
     trainer.fit()
@@ -159,8 +187,9 @@ def _latency(encoder: ConformerEncoder, seconds: float, seed: int) -> dict:
     frames = round(100 * seconds) + 3
     features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(seed))
     lengths = torch.tensor([frames])
-    return measure_latency(lambda: encoder(features, lengths), warmup=3, min_time_s=0.3,
-                           audio_seconds=seconds).to_dict()
+    return measure_latency(
+        lambda: encoder(features, lengths), warmup=3, min_time_s=0.3, audio_seconds=seconds
+    ).to_dict()
 
 
 def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
@@ -170,27 +199,44 @@ def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, sec
     macs = float(expected_macs_per_second(encoder, deterministic=True))
     teacher_macs = float(expected_macs_per_second(teacher, deterministic=True))
     latency, teacher_latency = _latency(encoder, seconds, seed), _latency(teacher, seconds, seed)
-    return {"achieved_sparsity": 1.0 - params / teacher_params, "params": params, "teacher_params": teacher_params,
-            "macs_per_second": macs, "teacher_macs_per_second": teacher_macs, "mac_reduction": teacher_macs / macs,
-            "latency": latency, "teacher_latency": teacher_latency,
-            "latency_speedup": teacher_latency["median_s"] / latency["median_s"], "torch_threads": torch.get_num_threads()}
+    return {
+        "achieved_sparsity": 1.0 - params / teacher_params,
+        "params": params,
+        "teacher_params": teacher_params,
+        "macs_per_second": macs,
+        "teacher_macs_per_second": teacher_macs,
+        "mac_reduction": teacher_macs / macs,
+        "latency": latency,
+        "teacher_latency": teacher_latency,
+        "latency_speedup": teacher_latency["median_s"] / latency["median_s"],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def _ssl_parts(ssl_model: BestRQModel | ConformerEncoder, config: CompressConfig) -> tuple[ConformerEncoder,
-                                                                                            SSLObjective | None]:
+def _ssl_parts(
+    ssl_model: BestRQModel | ConformerEncoder, config: CompressConfig
+) -> tuple[ConformerEncoder, SSLObjective | None]:
     """(the SSL encoder, the BEST-RQ objective or None when ``ssl_weight`` is 0)."""
     if isinstance(ssl_model, BestRQModel):
         return ssl_model.encoder, SSLObjective(ssl_model) if config.ssl_weight > 0 else None
     if config.ssl_weight > 0:
-        raise ValueError(f"{config.method!r} with ssl_weight {config.ssl_weight} needs the BEST-RQ model (its head "
-                         "and quantiser), got a bare encoder; pass the pre-training's model (PretrainResult.model), "
-                         "or ssl_weight=0 for a kd method")
+        raise ValueError(
+            f"{config.method!r} with ssl_weight {config.ssl_weight} needs the BEST-RQ model (its head "
+            "and quantiser), got a bare encoder; pass the pre-training's model (PretrainResult.model), "
+            "or ssl_weight=0 for a kd method"
+        )
     return ssl_model, None
 
 
-def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncoder, train_loader,
-                 run_dir: str | Path, device: str = "auto", progress: bool = True,
-                 force: bool = False) -> CompressResult:
+def run_compress(
+    config: CompressConfig,
+    ssl_model: BestRQModel | ConformerEncoder,
+    train_loader,
+    run_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> CompressResult:
     """Compress the SSL encoder (``ssl_model``: the pre-trained BEST-RQ model, not modified; a bare
     encoder will do when ``ssl_weight`` is 0) with ``config.method`` on batches of ``train_loader``
     (``features (B, T, F)``, ``feature_lengths (B,)``); see the module docstring. Reuses a complete
@@ -208,14 +254,24 @@ def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncod
     model = DistilledStudent(built.encoder, distill, ssl).to(next(teacher.parameters()).device)
     trainer = _train(model, teacher, built.gates, config, train_loader, run_dir, config.steps, device, progress)
     student = model.student.eval()
-    calibration = calibrate_if_gated(config.calibrate_budget, student, built.gates, config.target_sparsity,
-                                     teacher.num_parameters())
+    calibration = calibrate_if_gated(
+        config.calibrate_budget, student, built.gates, config.target_sparsity, teacher.num_parameters()
+    )
     encoder = materialise(student)
     final = None
     if config.final_distill_steps:
         final_model = DistilledStudent(encoder, model.distill, model.ssl)
-        final = _train(final_model, teacher, GateSet({}, {}), config, train_loader, run_dir / FINAL_DISTILL,
-                       config.final_distill_steps, device, progress)
+        final = _train(
+            final_model,
+            teacher,
+            GateSet({}, {}),
+            config,
+            train_loader,
+            run_dir / FINAL_DISTILL,
+            config.final_distill_steps,
+            device,
+            progress,
+        )
         encoder = final_model.student
     before = seconds_before_resume(trainer, final)["wall"]
     seconds = time.perf_counter() - start + before
@@ -223,18 +279,25 @@ def run_compress(config: CompressConfig, ssl_model: BestRQModel | ConformerEncod
     save_compressed(encoder, run_dir / COMPRESSED)
     last = trainer.history.last("record") or {}
     last_train = (final or trainer).history.last("train") or {}
-    metrics = {"method": config.method, "target_sparsity": config.target_sparsity,
-               "expected_sparsity_end": last.get("expected_sparsity"), "steps": trainer.step,
-               "final_distill_steps": config.final_distill_steps, "wall_seconds": seconds,
-               "wall_seconds_before_resume": before, "device": str(trainer.device),
-               "skipped_steps": trainer.skipped + (final.skipped if final else 0),
-               "final_loss_distill": last_train.get("loss_distill"), "layer_map": [list(p) for p in pairs],
-               "final_losses": {k: v for k, v in last_train.items() if k.startswith("loss")},
-               "ssl_encoder_digest": weights_digest(teacher_encoder),
-               "compress_cost": _cost(trainer, final, train_loader),
-               "budget_calibration": calibration,
-               **built.info,
-               **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed)}
+    metrics = {
+        "method": config.method,
+        "target_sparsity": config.target_sparsity,
+        "expected_sparsity_end": last.get("expected_sparsity"),
+        "steps": trainer.step,
+        "final_distill_steps": config.final_distill_steps,
+        "wall_seconds": seconds,
+        "wall_seconds_before_resume": before,
+        "device": str(trainer.device),
+        "skipped_steps": trainer.skipped + (final.skipped if final else 0),
+        "final_loss_distill": last_train.get("loss_distill"),
+        "layer_map": [list(p) for p in pairs],
+        "final_losses": {k: v for k, v in last_train.items() if k.startswith("loss")},
+        "ssl_encoder_digest": weights_digest(teacher_encoder),
+        "compress_cost": _cost(trainer, final, train_loader),
+        "budget_calibration": calibration,
+        **built.info,
+        **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed),
+    }
     write_result(run_dir, metrics)
     return CompressResult(run_dir, config, encoder, student.cpu(), History.load(run_dir / "history.json"), metrics)
 
@@ -258,8 +321,11 @@ def load_compress(run_dir: str | Path) -> CompressResult:
     run_dir = Path(run_dir)
     metrics = read_result(run_dir)
     if metrics is None:
-        raise FileNotFoundError(f"{run_dir} holds no completed compression run (no result.json); run "
-                                "`python -m kdlab compress` or run_compress() first")
+        raise FileNotFoundError(
+            f"{run_dir} holds no completed compression run (no result.json); run "
+            "`python -m kdlab compress` or run_compress() first"
+        )
     config = CompressConfig.from_dict(json.loads((run_dir / "config.json").read_text())["compress"])
-    return CompressResult(run_dir, config, load_compressed(run_dir / COMPRESSED), None,
-                          History.load(run_dir / "history.json"), metrics)
+    return CompressResult(
+        run_dir, config, load_compressed(run_dir / COMPRESSED), None, History.load(run_dir / "history.json"), metrics
+    )

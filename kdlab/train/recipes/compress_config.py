@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
+from kdlab.config import JsonConfig
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 from kdlab.train.recipes.corpus_choice import corpus_digest_of
 
@@ -120,8 +120,10 @@ class CompressConfig(JsonConfig):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0.0 <= self.target_sparsity < 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity} "
-                             "(the fraction of the teacher's parameters to remove: 0.5 keeps half)")
+            raise ValueError(
+                f"target_sparsity must be in [0, 1), got {self.target_sparsity} "
+                "(the fraction of the teacher's parameters to remove: 0.5 keeps half)"
+            )
         if self.lrf_sparsity is not None and not 0.0 <= self.lrf_sparsity < 1.0:
             raise ValueError(f"lrf_sparsity must be in [0, 1) or None, got {self.lrf_sparsity}")
         for name in ("steps", "frames_per_batch"):
@@ -147,27 +149,48 @@ class CompressConfig(JsonConfig):
         if self.student_init not in ("teacher", "random"):
             raise ValueError(f"student_init must be 'teacher' or 'random', got {self.student_init!r}")
         if self.distill.output_weight > 0:
-            raise ValueError("distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
-                             "encoder, which has no output distribution; use layer KD (layer_weight)")
+            raise ValueError(
+                "distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
+                "encoder, which has no output distribution; use layer KD (layer_weight)"
+            )
         if uses_kd(self.method) and self.distill.layer_weight <= 0:
-            raise ValueError(f"method {self.method!r} distils, but distill.layer_weight is "
-                             f"{self.distill.layer_weight}; give it a positive weight or drop 'kd' from the method")
+            raise ValueError(
+                f"method {self.method!r} distils, but distill.layer_weight is "
+                f"{self.distill.layer_weight}; give it a positive weight or drop 'kd' from the method"
+            )
         if self.ssl_weight < 0 or (not uses_kd(self.method) and self.ssl_weight <= 0):
-            raise ValueError(f"ssl_weight must be >= 0, and > 0 for {self.method!r} (without KD the SSL objective is "
-                             f"its only loss), got {self.ssl_weight}")
+            raise ValueError(
+                f"ssl_weight must be >= 0, and > 0 for {self.method!r} (without KD the SSL objective is "
+                f"its only loss), got {self.ssl_weight}"
+            )
         self.l0 = replace(self.l0, seed=self.seed)
 
     @classmethod
-    def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
-                    steps: int | None = None, **overrides) -> CompressConfig:
+    def for_profile(
+        cls,
+        profile: str,
+        method: str = "kd+l0",
+        target_sparsity: float = 0.5,
+        seed: int = 0,
+        steps: int | None = None,
+        **overrides,
+    ) -> CompressConfig:
         """The profile's step budget, batch size and λ learning rate; `overrides` replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
 
         p = get_profile(profile)
-        return cls(**{"method": method, "target_sparsity": target_sparsity, "profile": profile, "seed": seed,
-                      "steps": PROFILE_STEPS[profile] if steps is None else steps,
-                      "frames_per_batch": p.frames_per_batch, "lagrangian_lr": PROFILE_LAGRANGIAN_LR[profile],
-                      **overrides})
+        return cls(
+            **{
+                "method": method,
+                "target_sparsity": target_sparsity,
+                "profile": profile,
+                "seed": seed,
+                "steps": PROFILE_STEPS[profile] if steps is None else steps,
+                "frames_per_batch": p.frames_per_batch,
+                "lagrangian_lr": PROFILE_LAGRANGIAN_LR[profile],
+                **overrides,
+            }
+        )
 
     @property
     def warmup_steps(self) -> int:
@@ -209,9 +232,13 @@ def _solve_ffn(config: ConformerConfig, target_params: float) -> ConformerConfig
 
 
 def _scaled(teacher: ConformerConfig, width: float) -> ConformerConfig:
-    return replace(teacher, num_heads=max(1, round(teacher.num_heads * width)),
-                   ffn_dim=max(1, round(teacher.ffn_dim * width)),
-                   conv_channels=max(1, round(teacher.conv_channels * width)), layer_dims=None)
+    return replace(
+        teacher,
+        num_heads=max(1, round(teacher.num_heads * width)),
+        ffn_dim=max(1, round(teacher.ffn_dim * width)),
+        conv_channels=max(1, round(teacher.conv_channels * width)),
+        layer_dims=None,
+    )
 
 
 def dense_student_config(teacher: ConformerConfig, target_sparsity: float, shape: str = "deep") -> DenseStudent:
@@ -243,11 +270,15 @@ def dense_student_config(teacher: ConformerConfig, target_sparsity: float, shape
             candidate = _solve_ffn(replace(teacher, num_layers=layers), goal)
             layers -= 1
     if candidate is None:
-        raise ValueError(f"no {shape} dense student reaches sparsity {target_sparsity}: the fixed parts alone are "
-                         "too big; lower the target or try the other shape")
+        raise ValueError(
+            f"no {shape} dense student reaches sparsity {target_sparsity}: the fixed parts alone are "
+            "too big; lower the target or try the other shape"
+        )
     params = config_params(candidate)
     sparsity = 1.0 - params / total
     if abs(sparsity - target_sparsity) > STUDENT_TOLERANCE:
-        raise ValueError(f"the closest {shape} dense student has sparsity {sparsity:.3f}, more than "
-                         f"{STUDENT_TOLERANCE} from the target {target_sparsity}; try the other shape")
+        raise ValueError(
+            f"the closest {shape} dense student has sparsity {sparsity:.3f}, more than "
+            f"{STUDENT_TOLERANCE} from the target {target_sparsity}; try the other shape"
+        )
     return DenseStudent(candidate, params, sparsity)

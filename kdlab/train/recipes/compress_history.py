@@ -36,19 +36,29 @@ def expected_ranks(encoder: ConformerEncoder) -> dict[str, float]:
     return ranks
 
 
-def compression_record(encoder: ConformerEncoder, gates: GateSet, teacher_params: int,
-                       controller: SparsityController | None, step: int, target: float) -> dict:
+def compression_record(
+    encoder: ConformerEncoder,
+    gates: GateSet,
+    teacher_params: int,
+    controller: SparsityController | None,
+    step: int,
+    target: float,
+) -> dict:
     """One history record (see the module docstring); ``target`` is used when there is no controller."""
     expected = expected_sparsity(expected_params(encoder), teacher_params)
     materialised = expected_sparsity(expected_params(encoder, deterministic=True), teacher_params)
-    record = {"target_sparsity": target, "expected_sparsity": round(float(expected), DIGITS),
-              "materialised_sparsity": round(float(materialised), DIGITS)}
+    record = {
+        "target_sparsity": target,
+        "expected_sparsity": round(float(expected), DIGITS),
+        "materialised_sparsity": round(float(materialised), DIGITS),
+    }
     if controller is not None:
         values = controller.log_values(expected, step)
         record.update(target_sparsity=values["target_sparsity"], lambda1=values["lambda_1"], lambda2=values["lambda_2"])
     if len(gates):
-        record["gates"] = {name: [round(p, DIGITS) for p in probs.tolist()]
-                           for name, probs in gates.probabilities().items()}
+        record["gates"] = {
+            name: [round(p, DIGITS) for p in probs.tolist()] for name, probs in gates.probabilities().items()
+        }
     ranks = expected_ranks(encoder)
     if ranks:
         record["ranks"] = ranks

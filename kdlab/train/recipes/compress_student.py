@@ -53,8 +53,10 @@ def init_from_teacher(student: ConformerEncoder, teacher: ConformerEncoder) -> N
     value and gate halves are sliced separately.
     """
     if student.config.d_model != teacher.config.d_model:
-        raise ValueError(f"init_from_teacher needs the same d_model, got student {student.config.d_model} "
-                         f"and teacher {teacher.config.d_model}; use student_init='random'")
+        raise ValueError(
+            f"init_from_teacher needs the same d_model, got student {student.config.d_model} "
+            f"and teacher {teacher.config.d_model}; use student_init='random'"
+        )
     source_block = {i - 1: j - 1 for i, j in uniform_layer_map(student.config.num_layers, teacher.config.num_layers)}
     teacher_state = teacher.state_dict()
     state = {}

@@ -28,19 +28,37 @@ def ssl_teacher(config: CompressConfig, device: str = "auto", progress: bool = T
 
 def default_compress_dir(config: CompressConfig, teacher: PretrainResult) -> Path:
     """``<teacher root>/compress-<method>-<target>-<hash of the config>``."""
-    return teacher.run_dir.parent / f"compress-{config.method}-{config.target_sparsity:g}-{config_digest(config.to_dict())}"
+    return (
+        teacher.run_dir.parent
+        / f"compress-{config.method}-{config.target_sparsity:g}-{config_digest(config.to_dict())}"
+    )
 
 
-def compress_profile(config: CompressConfig, run_dir: str | Path | None = None, device: str = "auto",
-                     progress: bool = True, force: bool = False) -> CompressResult:
+def compress_profile(
+    config: CompressConfig,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> CompressResult:
     """Compress the profile's SSL teacher encoder (see the module docstring); an explicit `run_dir`
     holding other settings is refused before the teacher is trained (`force`: replaced)."""
     if run_dir is not None:
         claim_run_dir(run_dir, "compress", config.to_dict(), force)
     teacher = ssl_teacher(config, device, progress)
     pretrain = teacher.config
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, teacher.cmvn)
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        teacher.cmvn,
+    )
     run_dir = Path(run_dir) if run_dir is not None else default_compress_dir(config, teacher)
-    return run_compress(config, teacher.model, data.train_loader(config.frames_per_batch, config.seed), run_dir,
-                        device=device, progress=progress, force=force)
+    return run_compress(
+        config,
+        teacher.model,
+        data.train_loader(config.frames_per_batch, config.seed),
+        run_dir,
+        device=device,
+        progress=progress,
+        force=force,
+    )

@@ -27,13 +27,17 @@ def check_corpus_folder(corpus_dir: str | Path) -> Path:
     """`corpus_dir` as a Path; FileNotFoundError (naming what is missing) unless it holds the three manifests."""
     folder = Path(corpus_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"corpus folder {folder} does not exist (or is not a folder); build one with "
-                                "`python -m kdlab data --out DIR` or import yours with `python -m kdlab data "
-                                "--librispeech ROOT --out DIR`")
+        raise FileNotFoundError(
+            f"corpus folder {folder} does not exist (or is not a folder); build one with "
+            "`python -m kdlab data --out DIR` or import yours with `python -m kdlab data "
+            "--librispeech ROOT --out DIR`"
+        )
     missing = [f"{s}.jsonl" for s in SPLITS if not (folder / f"{s}.jsonl").is_file()]
     if missing:
-        raise FileNotFoundError(f"corpus folder {folder} has no {', '.join(missing)}: it was not written by "
-                                "`python -m kdlab data` (synthesised or imported)")
+        raise FileNotFoundError(
+            f"corpus folder {folder} has no {', '.join(missing)}: it was not written by "
+            "`python -m kdlab data` (synthesised or imported)"
+        )
     return folder
 
 

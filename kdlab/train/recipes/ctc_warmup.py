@@ -77,11 +77,13 @@ class EncoderCTC(nn.Module):
         return ctc_loss(log_probs, enc_lengths, batch.tokens, batch.token_lengths)
 
 
-def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
-             token_lengths: torch.Tensor) -> torch.Tensor:
+def ctc_loss(
+    log_probs: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor, token_lengths: torch.Tensor
+) -> torch.Tensor:
     """log_probs (B, T', V), lengths (B,), tokens (B, U) -> CTC loss summed per utterance, mean over B."""
-    loss = F.ctc_loss(log_probs.transpose(0, 1), tokens, lengths, token_lengths, blank=0, reduction="sum",
-                      zero_infinity=True)
+    loss = F.ctc_loss(
+        log_probs.transpose(0, 1), tokens, lengths, token_lengths, blank=0, reduction="sum", zero_infinity=True
+    )
     return loss / len(lengths)
 
 
@@ -113,14 +115,25 @@ def ctc_step(model: EncoderCTC, batch) -> tuple[torch.Tensor, dict]:
 def check_ctc_alignable_at(encoder: nn.Module, data: SpeechData) -> None:
     """ValueError when the encoder's frame rate is too low for CTC over the tokenizer's train transcripts."""
     factor, fbank = encoder.config.subsampling_factor, FbankConfig()
-    check_ctc_alignable(data.splits["train"], data.tokenizer, frame_ms=int(factor * fbank.hop_ms),
-                        encoder_frames=lambda seconds: subsampled_length(fbank.num_frames(round(seconds * fbank.sample_rate)),
-                                                                         factor))
+    check_ctc_alignable(
+        data.splits["train"],
+        data.tokenizer,
+        frame_ms=int(factor * fbank.hop_ms),
+        encoder_frames=lambda seconds: subsampled_length(fbank.num_frames(round(seconds * fbank.sample_rate)), factor),
+    )
 
 
-def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig, *, frames_per_batch: int,
-                   seed: int, run_dir: str | Path, device: str = "auto",
-                   progress: bool = True) -> tuple[nn.Linear | None, dict]:
+def ctc_warm_start(
+    encoder: nn.Module,
+    data: SpeechData,
+    config: CTCWarmupConfig,
+    *,
+    frames_per_batch: int,
+    seed: int,
+    run_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[nn.Linear | None, dict]:
     """Train `encoder` in place for ``config.steps`` CTC steps in `run_dir` (resuming its checkpoint).
 
     Returns (the CTC head on the CPU, ``{"steps", "wall_seconds", "cpu_seconds", "final_loss"}``). With 0 steps the
@@ -133,15 +146,32 @@ def ctc_warm_start(encoder: nn.Module, data: SpeechData, config: CTCWarmupConfig
         return head, {}
 
     model = EncoderCTC(encoder, data.tokenizer.vocab_size)
-    trainer_config = TrainerConfig(max_steps=config.steps, lr=config.lr, warmup_steps=min(config.warmup_steps,
-                                   config.steps), schedule="constant", seed=seed, progress=progress, device=device)
-    trainer = Trainer(model, trainer_config, ctc_step, data.train_loader(frames_per_batch, seed, None),
-                      run_dir=Path(run_dir), configs={"ctc_warmup": config.to_dict()})
+    trainer_config = TrainerConfig(
+        max_steps=config.steps,
+        lr=config.lr,
+        warmup_steps=min(config.warmup_steps, config.steps),
+        schedule="constant",
+        seed=seed,
+        progress=progress,
+        device=device,
+    )
+    trainer = Trainer(
+        model,
+        trainer_config,
+        ctc_step,
+        data.train_loader(frames_per_batch, seed, None),
+        run_dir=Path(run_dir),
+        configs={"ctc_warmup": config.to_dict()},
+    )
     if has_checkpoint(Path(run_dir)):
         trainer.load_checkpoint()
     history = trainer.fit()
     model.cpu()
     losses = history.series("train", "loss")[1]
     seconds = trainer.elapsed()
-    return model.head, {"steps": trainer.step, "wall_seconds": seconds["wall"], "cpu_seconds": seconds["cpu"],
-                        "final_loss": losses[-1] if losses else None}
+    return model.head, {
+        "steps": trainer.step,
+        "wall_seconds": seconds["wall"],
+        "cpu_seconds": seconds["cpu"],
+        "final_loss": losses[-1] if losses else None,
+    }

@@ -44,16 +44,19 @@ class SpeechData:
     cmvn: GlobalCMVN
 
     @classmethod
-    def from_corpus(cls, corpus_dir: str | Path, cmvn_utterances: int = 500,
-                    cmvn: GlobalCMVN | None = None, tokenizer: str = "char") -> SpeechData:
+    def from_corpus(
+        cls, corpus_dir: str | Path, cmvn_utterances: int = 500, cmvn: GlobalCMVN | None = None, tokenizer: str = "char"
+    ) -> SpeechData:
         """Read ``train/dev/test.jsonl`` of `corpus_dir` (and the ``HELD_OUT_SPLITS`` it has); fit CMVN on
         `cmvn_utterances` train utterances (evenly spaced) unless `cmvn` is given; `tokenizer`: "char",
         "bpe" or "bpe:N" (``corpus_choice``)."""
         corpus_dir = Path(corpus_dir)
         missing = [s for s in SPLITS if not (corpus_dir / f"{s}.jsonl").is_file()]
         if missing:
-            raise FileNotFoundError(f"{corpus_dir} has no {', '.join(m + '.jsonl' for m in missing)}; build the corpus "
-                                    "with `python -m kdlab data --profile P` or import your own data")
+            raise FileNotFoundError(
+                f"{corpus_dir} has no {', '.join(m + '.jsonl' for m in missing)}; build the corpus "
+                "with `python -m kdlab data --profile P` or import your own data"
+            )
         present = SPLITS + tuple(s for s in HELD_OUT_SPLITS if (corpus_dir / f"{s}.jsonl").is_file())
         splits = {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in present}
         if cmvn is None:
@@ -67,8 +70,16 @@ class SpeechData:
 
     def train_loader(self, max_frames: int, seed: int, specaugment: SpecAugment | None = None) -> SpeechLoader:
         """Shuffled, duration-bucketed training batches of at most `max_frames` padded frames."""
-        return make_loader(self.splits["train"], self.tokenizer, self.cmvn, max_frames=max_frames, shuffle=True,
-                           seed=seed, specaugment=specaugment, feature_cache_dir=feature_cache_dir(self.corpus_dir))
+        return make_loader(
+            self.splits["train"],
+            self.tokenizer,
+            self.cmvn,
+            max_frames=max_frames,
+            shuffle=True,
+            seed=seed,
+            specaugment=specaugment,
+            feature_cache_dir=feature_cache_dir(self.corpus_dir),
+        )
 
     def eval_loader(self, split: str, limit: int | None = None, max_frames: int = EVAL_BATCH_FRAMES) -> SpeechLoader:
         """Every utterance of `split` (or its first `limit`) in duration order, none left out."""
@@ -76,10 +87,18 @@ class SpeechData:
             raise ValueError(f"split must be one of {tuple(self.splits)}, got {split!r}")
         utterances = self.splits[split][:limit]
         longest = max(u.duration for u in utterances) * 100 + 1
-        loader = make_loader(utterances, self.tokenizer, self.cmvn, max_frames=max(max_frames, int(longest) + 1),
-                             shuffle=False, feature_cache_dir=feature_cache_dir(self.corpus_dir))
+        loader = make_loader(
+            utterances,
+            self.tokenizer,
+            self.cmvn,
+            max_frames=max(max_frames, int(longest) + 1),
+            shuffle=False,
+            feature_cache_dir=feature_cache_dir(self.corpus_dir),
+        )
         excluded = loader.batch_sampler.excluded
         if excluded:
-            raise RuntimeError(f"evaluation loader of {split!r} left out {len(excluded)} utterance(s); "
-                               "this is a bug: evaluation must see every utterance")
+            raise RuntimeError(
+                f"evaluation loader of {split!r} left out {len(excluded)} utterance(s); "
+                "this is a bug: evaluation must see every utterance"
+            )
         return loader

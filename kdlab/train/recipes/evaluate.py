@@ -36,8 +36,10 @@ def transcribe(model: RNNTModel, loader, tokenizer, method: str = "greedy", beam
 
 def transcribe_splits(model: RNNTModel, data, method: str = "greedy", beam: int = 4) -> dict[str, Transcripts]:
     """split -> transcripts for every split of `data.evaluation_splits` (a `SpeechData`)."""
-    return {split: transcribe(model, data.eval_loader(split), data.tokenizer, method, beam)
-            for split in data.evaluation_splits}
+    return {
+        split: transcribe(model, data.eval_loader(split), data.tokenizer, method, beam)
+        for split in data.evaluation_splits
+    }
 
 
 def write_transcripts(path: str | Path, transcripts: Transcripts) -> None:

@@ -39,11 +39,16 @@ from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train import distributed
 from kdlab.train.history import History
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
+from kdlab.train.recipes.corpus_choice import corpus_digest_of, corpus_tokenizer, parse_tokenizer_spec
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig, ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
-from kdlab.train.recipes.corpus_choice import corpus_digest_of, corpus_tokenizer, parse_tokenizer_spec
-from kdlab.train.recipes.pretrain import (PretrainConfig, corpus_folder, default_pretrain_dir,
-                                           load_pretrain, run_pretrain)
+from kdlab.train.recipes.pretrain import (
+    PretrainConfig,
+    corpus_folder,
+    default_pretrain_dir,
+    load_pretrain,
+    run_pretrain,
+)
 from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
 from kdlab.train.recipes.training_cost import phase_cost
@@ -100,9 +105,17 @@ class FinetuneConfig(JsonConfig):
         self.encoder_config()  # validates chunk_size / left_chunks
 
     @classmethod
-    def for_profile(cls, profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
-                    steps: int | None = None, corpus_dir: str | None = None, tokenizer: str | None = None,
-                    **overrides) -> FinetuneConfig:
+    def for_profile(
+        cls,
+        profile: str = "default",
+        seed: int = 0,
+        streaming: bool = False,
+        init: str = "ssl",
+        steps: int | None = None,
+        corpus_dir: str | None = None,
+        tokenizer: str | None = None,
+        **overrides,
+    ) -> FinetuneConfig:
         """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus,
         `tokenizer` its tokenizer (None: the profile's; a BPE model is trained on the corpus here,
         once), `overrides` any other field."""
@@ -112,24 +125,36 @@ class FinetuneConfig(JsonConfig):
         corpus_dir = None if corpus_dir is None else str(corpus_dir)
         vocab_size = tokenizer_vocab_size(profile, overrides.get("corpus_seed", 0), corpus_dir, tokenizer)
         base = dict(
-            profile=profile, seed=seed, init=init, streaming=streaming, chunk_size=p.chunk_size,
-            corpus_dir=corpus_dir, tokenizer=tokenizer,
+            profile=profile,
+            seed=seed,
+            init=init,
+            streaming=streaming,
+            chunk_size=p.chunk_size,
+            corpus_dir=corpus_dir,
+            tokenizer=tokenizer,
             encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
             rnnt=RNNTConfig(**{"vocab_size": vocab_size, **p.rnnt}),
             specaugment=SpecAugmentConfig() if p.specaugment else None,
             ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr, aux_weight=p.ctc_aux_weight),
-            trainer=TrainerConfig(max_steps=steps, lr=p.finetune_lr, warmup_steps=min(p.finetune_warmup, steps),
-                                  schedule="cosine", min_lr_ratio=0.05, eval_every=p.eval_every,
-                                  checkpoint_every=p.eval_every, seed=seed),
-            frames_per_batch=p.frames_per_batch, cmvn_utterances=p.cmvn_utterances,
+            trainer=TrainerConfig(
+                max_steps=steps,
+                lr=p.finetune_lr,
+                warmup_steps=min(p.finetune_warmup, steps),
+                schedule="cosine",
+                min_lr_ratio=0.05,
+                eval_every=p.eval_every,
+                checkpoint_every=p.eval_every,
+                seed=seed,
+            ),
+            frames_per_batch=p.frames_per_batch,
+            cmvn_utterances=p.cmvn_utterances,
             dev_eval_utterances=p.dev_eval_utterances,
-        )  # fmt: skip
+        )
         return cls(**{**base, **overrides})
 
     def encoder_config(self) -> ConformerConfig:
         """The architecture with this run's streaming mode."""
-        return replace(self.encoder, streaming=self.streaming, chunk_size=self.chunk_size,
-                       left_chunks=self.left_chunks)
+        return replace(self.encoder, streaming=self.streaming, chunk_size=self.chunk_size, left_chunks=self.left_chunks)
 
     def digest(self) -> str:
         """Hash of the config; the SSL run counts by its folder name, not by where runs/ lives."""
@@ -141,8 +166,12 @@ class FinetuneConfig(JsonConfig):
 
     def default_pretrain(self) -> PretrainConfig:
         """The profile's pre-training with this seed and corpus (the SSL init when ``ssl_run_dir`` is None)."""
-        return replace(PretrainConfig.for_profile(self.profile, self.seed), corpus_seed=self.corpus_seed,
-                       corpus_dir=self.corpus_dir, corpus_digest=self.corpus_digest)
+        return replace(
+            PretrainConfig.for_profile(self.profile, self.seed),
+            corpus_seed=self.corpus_seed,
+            corpus_dir=self.corpus_dir,
+            corpus_digest=self.corpus_digest,
+        )
 
 
 @dataclass
@@ -188,15 +217,22 @@ def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
     arch = {k: v for k, v in config.encoder.to_dict().items() if k not in MODE_FIELDS}
     if ssl_arch != arch:
         diff = sorted(k for k in arch if arch[k] != ssl_arch.get(k))
-        raise ValueError(f"the SSL encoder in {pretrain.run_dir} differs from FinetuneConfig.encoder in {diff}; "
-                         "fine-tune with the same architecture (or init='random')")
+        raise ValueError(
+            f"the SSL encoder in {pretrain.run_dir} differs from FinetuneConfig.encoder in {diff}; "
+            "fine-tune with the same architecture (or init='random')"
+        )
     encoder = ConformerEncoder(config.encoder_config())
     encoder.load_state_dict(pretrain.encoder.state_dict())
     return encoder, pretrain.cmvn
 
 
-def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, device: str = "auto",
-                 progress: bool = True, force: bool = False) -> FinetuneResult:
+def run_finetune(
+    config: FinetuneConfig,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> FinetuneResult:
     """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`;
     one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
     Under torchrun every rank trains and rank 0 alone writes the run's files."""
@@ -214,22 +250,51 @@ def run_finetune(config: FinetuneConfig, run_dir: str | Path | None = None, devi
         encoder = ConformerEncoder(config.encoder_config())
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
-    ctc_head, warmup = ctc_warm_start(encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
-                                      seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device,
-                                      progress=progress)
+    ctc_head, warmup = ctc_warm_start(
+        encoder,
+        data,
+        config.ctc_warmup,
+        frames_per_batch=config.frames_per_batch,
+        seed=config.seed,
+        run_dir=run_dir / "ctc_warmup",
+        device=device,
+        progress=progress,
+    )
     model = RNNTModel(encoder, config.rnnt)
-    _, metrics = train_rnnt(model, data, config.trainer, frames_per_batch=config.frames_per_batch, seed=config.seed,
-                            specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
-                            run_dir=run_dir, configs={"finetune": config.to_dict()}, device=device,
-                            progress=progress, ctc_head=ctc_head, ctc_weight=config.ctc_warmup.aux_weight)
+    _, metrics = train_rnnt(
+        model,
+        data,
+        config.trainer,
+        frames_per_batch=config.frames_per_batch,
+        seed=config.seed,
+        specaugment=config.specaugment,
+        dev_eval_utterances=config.dev_eval_utterances,
+        run_dir=run_dir,
+        configs={"finetune": config.to_dict()},
+        device=device,
+        progress=progress,
+        ctc_head=ctc_head,
+        ctc_weight=config.ctc_warmup.aux_weight,
+    )
     loader = data.train_loader(config.frames_per_batch, config.seed)
-    metrics.update(params=sum(p.numel() for p in model.parameters()), encoder_params=encoder.num_parameters(),
-                   ctc_warmup=warmup, asr_cost={"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)})
+    metrics.update(
+        params=sum(p.numel() for p in model.parameters()),
+        encoder_params=encoder.num_parameters(),
+        ctc_warmup=warmup,
+        asr_cost={"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)},
+    )
     if distributed.is_main_process():
         metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))
         model = model.cpu()
-        torch.save({"encoder_config": config.encoder_config().to_dict(), "rnnt_config": config.rnnt.to_dict(),
-                    "tokenizer": data.tokenizer.to_dict(), "model": model.state_dict()}, run_dir / "asr.pt")
+        torch.save(
+            {
+                "encoder_config": config.encoder_config().to_dict(),
+                "rnnt_config": config.rnnt.to_dict(),
+                "tokenizer": data.tokenizer.to_dict(),
+                "model": model.state_dict(),
+            },
+            run_dir / "asr.pt",
+        )
         write_result(run_dir, metrics)
     distributed.barrier()
     return load_finetune(run_dir)
@@ -249,9 +314,18 @@ def load_finetune(run_dir: str | Path) -> FinetuneResult:
     run_dir = Path(run_dir)
     metrics = read_result(run_dir)
     if metrics is None:
-        raise FileNotFoundError(f"{run_dir} holds no completed fine-tuning run (no result.json); run "
-                                "`python -m kdlab finetune` or run_finetune() first")
+        raise FileNotFoundError(
+            f"{run_dir} holds no completed fine-tuning run (no result.json); run "
+            "`python -m kdlab finetune` or run_finetune() first"
+        )
     config = FinetuneConfig.from_dict(json.loads((run_dir / "config.json").read_text())["finetune"])
     model, tokenizer = load_asr_model(run_dir / "asr.pt")
-    return FinetuneResult(run_dir, config, model, tokenizer, GlobalCMVN.load(run_dir / "cmvn.json"),
-                          History.load(run_dir / "history.json"), metrics)
+    return FinetuneResult(
+        run_dir,
+        config,
+        model,
+        tokenizer,
+        GlobalCMVN.load(run_dir / "cmvn.json"),
+        History.load(run_dir / "history.json"),
+        metrics,
+    )

@@ -67,11 +67,18 @@ from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_tr
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, JointStudent, build_joint_student
 from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, corpus_folder, run_pretrain
-from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
-                                      seconds_before_resume, write_result)
-from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
+from kdlab.train.recipes.runs import (
+    claim_run_dir,
+    config_digest,
+    has_checkpoint,
+    load_average,
+    read_result,
+    seconds_before_resume,
+    write_result,
+)
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.recipes.student_start import start_digests
+from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
 from kdlab.train.recipes.training_cost import phase_cost
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
@@ -100,17 +107,26 @@ class JointResult:
 
 def save_student_asr(model: RNNTModel, tokenizer, path: str | Path) -> None:
     """Save an RNN-T model whose encoder is materialised (``CompressedEncoderSpec`` + all weights)."""
-    torch.save({"format": ASR_FORMAT, "encoder_spec": encoder_spec(model.encoder).to_dict(),
-                "rnnt_config": model.config.to_dict(), "tokenizer": tokenizer.to_dict(),
-                "model": model.state_dict()}, path)
+    torch.save(
+        {
+            "format": ASR_FORMAT,
+            "encoder_spec": encoder_spec(model.encoder).to_dict(),
+            "rnnt_config": model.config.to_dict(),
+            "tokenizer": tokenizer.to_dict(),
+            "model": model.state_dict(),
+        },
+        path,
+    )
 
 
 def load_student_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
     """The RNN-T model (eval, CPU) and tokenizer saved by ``save_student_asr``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != ASR_FORMAT:
-        raise ValueError(f"{path} is not a compressed RNN-T model saved by save_student_asr (no '{ASR_FORMAT}' tag); "
-                         "for a dense teacher use kdlab.train.recipes.finetune.load_asr_model")
+        raise ValueError(
+            f"{path} is not a compressed RNN-T model saved by save_student_asr (no '{ASR_FORMAT}' tag); "
+            "for a dense teacher use kdlab.train.recipes.finetune.load_asr_model"
+        )
     encoder = build_encoder(CompressedEncoderSpec.from_dict(state["encoder_spec"]))
     model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
     model.load_state_dict(state["model"])
@@ -118,10 +134,21 @@ def load_student_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
 
 
 def _trainer_config(config: JointConfig, steps: int, lr: float, device: str, progress: bool) -> TrainerConfig:
-    return TrainerConfig(max_steps=steps, lr=lr, weight_decay=config.weight_decay,
-                         warmup_steps=round(config.lr_warmup_fraction * steps), schedule="cosine", min_lr_ratio=0.05,
-                         grad_clip=config.grad_clip, log_every=config.log_every(steps), eval_every=config.eval_every,
-                         checkpoint_every=config.checkpoint_every, seed=config.seed, device=device, progress=progress)
+    return TrainerConfig(
+        max_steps=steps,
+        lr=lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=round(config.lr_warmup_fraction * steps),
+        schedule="cosine",
+        min_lr_ratio=0.05,
+        grad_clip=config.grad_clip,
+        log_every=config.log_every(steps),
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        seed=config.seed,
+        device=device,
+        progress=progress,
+    )
 
 
 def _dev_scores(data: SpeechData, limit: int):
@@ -134,29 +161,53 @@ def _dev_scores(data: SpeechData, limit: int):
     return scores
 
 
-def _train(model: JointStudent, kd_teacher, reference_params: int, gates: GateSet, config: JointConfig,
-           data: SpeechData, run_dir: Path, recovery: bool, device: str, progress: bool,
-           data_position: dict | None = None) -> Trainer:
+def _train(
+    model: JointStudent,
+    kd_teacher,
+    reference_params: int,
+    gates: GateSet,
+    config: JointConfig,
+    data: SpeechData,
+    run_dir: Path,
+    recovery: bool,
+    device: str,
+    progress: bool,
+    data_position: dict | None = None,
+) -> Trainer:
     """Phase 1 (``recovery`` False: Lagrangian when there are gates, history records) or phase 3,
     whose batches start at ``data_position`` (phase 1's end) unless it resumes a checkpoint."""
     steps, lr = (config.recovery_steps, config.recovery_lr) if recovery else (config.pruning_steps, config.lr)
     trainer = None
-    controller, groups = sparsity_param_groups(gates, config.target_sparsity, config.warmup_steps, config.gate_lr,
-                                               config.lagrangian_lr, device)
-    loss_fn = JointLoss(config, kd_teacher, reference_params, controller, step=lambda: trainer.step,
-                        kd=config.recovery_kd or not recovery)
+    controller, groups = sparsity_param_groups(
+        gates, config.target_sparsity, config.warmup_steps, config.gate_lr, config.lagrangian_lr, device
+    )
+    loss_fn = JointLoss(
+        config,
+        kd_teacher,
+        reference_params,
+        controller,
+        step=lambda: trainer.step,
+        kd=config.recovery_kd or not recovery,
+    )
 
     def record_fn(m: JointStudent) -> dict:
-        return compression_record(m.asr.encoder, gates, reference_params, controller, trainer.step,
-                                  config.target_sparsity)
+        return compression_record(
+            m.asr.encoder, gates, reference_params, controller, trainer.step, config.target_sparsity
+        )
 
     specaugment = None if config.specaugment is None else SpecAugment(config.specaugment)
-    trainer = Trainer(model, _trainer_config(config, steps, lr, device, progress), loss_fn,
-                      data.train_loader(config.frames_per_batch, config.seed, specaugment), param_groups=groups,
-                      modules={"lagrangian": controller} if controller else None,
-                      eval_fn=_dev_scores(data, config.dev_eval_utterances),
-                      record_fn=None if recovery else record_fn, run_dir=run_dir,
-                      configs={"joint": config.to_dict(), "phase": RECOVERY if recovery else ROUTE})
+    trainer = Trainer(
+        model,
+        _trainer_config(config, steps, lr, device, progress),
+        loss_fn,
+        data.train_loader(config.frames_per_batch, config.seed, specaugment),
+        param_groups=groups,
+        modules={"lagrangian": controller} if controller else None,
+        eval_fn=_dev_scores(data, config.dev_eval_utterances),
+        record_fn=None if recovery else record_fn,
+        run_dir=run_dir,
+        configs={"joint": config.to_dict(), "phase": RECOVERY if recovery else ROUTE},
+    )
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
     elif data_position is not None:
@@ -165,14 +216,29 @@ def _train(model: JointStudent, kd_teacher, reference_params: int, gates: GateSe
     return trainer
 
 
-def _ctc_warm_start(model: JointStudent, gates: GateSet, config: JointConfig, data: SpeechData, run_dir: Path,
-                    device: str, progress: bool) -> dict:
+def _ctc_warm_start(
+    model: JointStudent,
+    gates: GateSet,
+    config: JointConfig,
+    data: SpeechData,
+    run_dir: Path,
+    device: str,
+    progress: bool,
+) -> dict:
     """Phase 0: CTC on the student encoder with its gates held (their log α frozen); the head joins ``model``."""
     for parameter in gates.parameters():
         parameter.requires_grad_(False)
     seed_everything(config.seed)
-    head, warmup = ctc_warm_start(model.asr.encoder, data, config.ctc_warmup, frames_per_batch=config.frames_per_batch,
-                                  seed=config.seed, run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
+    head, warmup = ctc_warm_start(
+        model.asr.encoder,
+        data,
+        config.ctc_warmup,
+        frames_per_batch=config.frames_per_batch,
+        seed=config.seed,
+        run_dir=run_dir / "ctc_warmup",
+        device=device,
+        progress=progress,
+    )
     for parameter in gates.parameters():
         parameter.requires_grad_(True)
     if head is not None:
@@ -194,14 +260,24 @@ def materialisation_error(gated: RNNTModel, materialised: RNNTModel, batch) -> f
 def _rnnt_cost(joint: Trainer, recovery: Trainer | None, loader) -> dict:
     """``phase_cost`` of the RNN-T phase: joint training and recovery, one run of batches."""
     seconds = [t.elapsed() for t in (joint, recovery) if t is not None]
-    metrics = {"steps": joint.step + (recovery.step if recovery else 0),
-               "cpu_seconds": sum(s["cpu"] for s in seconds), "wall_seconds": sum(s["wall"] for s in seconds)}
+    metrics = {
+        "steps": joint.step + (recovery.step if recovery else 0),
+        "cpu_seconds": sum(s["cpu"] for s in seconds),
+        "wall_seconds": sum(s["wall"] for s in seconds),
+    }
     return phase_cost(metrics, loader)
 
 
-def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechData, run_dir: str | Path,
-              kd_teacher: RNNTModel | None = None, device: str = "auto", progress: bool = True,
-              force: bool = False) -> JointResult:
+def run_joint(
+    config: JointConfig,
+    ssl_encoder: ConformerEncoder,
+    data: SpeechData,
+    run_dir: str | Path,
+    kd_teacher: RNNTModel | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> JointResult:
     """Joint compression starting from ``ssl_encoder`` (the BEST-RQ encoder; not modified) on ``data``
     (train batches, dev / test loaders, tokenizer, CMVN), see the module docstring. ``kd_teacher``:
     the fine-tuned teacher of the run's mode, needed (only) by kd methods with ``kd_source`` "finetuned".
@@ -217,8 +293,9 @@ def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechDa
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
     if config.uses_kd() and config.kd_source == "finetuned" and kd_teacher is None:
-        raise ValueError(f"{config.method!r} with kd_source 'finetuned' distils the fine-tuned teacher: "
-                         "pass kd_teacher")
+        raise ValueError(
+            f"{config.method!r} with kd_source 'finetuned' distils the fine-tuned teacher: pass kd_teacher"
+        )
     start, cpu_start, load_before = time.perf_counter(), time.process_time(), load_average()
     target_device = resolve_device(device)
     ssl = copy.deepcopy(ssl_encoder).to(target_device).eval().requires_grad_(False)
@@ -231,8 +308,9 @@ def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechDa
     warmup = _ctc_warm_start(model, gates, config, data, run_dir, device, progress)
     joint = _train(model, teacher, reference_params, gates, config, data, run_dir, False, device, progress)
     gated = model.asr.eval()
-    calibration = calibrate_if_gated(config.calibrate_budget, gated.encoder, gates, config.target_sparsity,
-                                     reference_params)
+    calibration = calibrate_if_gated(
+        config.calibrate_budget, gated.encoder, gates, config.target_sparsity, reference_params
+    )
     final = copy.deepcopy(gated)
     final.encoder = materialise(gated.encoder)
     dev_batch = next(iter(data.eval_loader("dev", limit=config.dev_eval_utterances)))
@@ -240,22 +318,47 @@ def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechDa
     recovery = None
     if config.recovery_steps:
         distill = model.distill if config.recovery_kd else None
-        recovery = _train(JointStudent(final, distill, model.ctc_head), teacher, reference_params, GateSet({}, {}),
-                          config, data, run_dir / RECOVERY, True, device, progress, joint.batches.state_dict())
+        recovery = _train(
+            JointStudent(final, distill, model.ctc_head),
+            teacher,
+            reference_params,
+            GateSet({}, {}),
+            config,
+            data,
+            run_dir / RECOVERY,
+            True,
+            device,
+            progress,
+            joint.batches.state_dict(),
+        )
     before = seconds_before_resume(joint, recovery)
     train_seconds = time.perf_counter() - start + before["wall"]
     final = final.cpu().eval()
     loader = data.train_loader(config.frames_per_batch, config.seed)
-    metrics = {"method": config.method, "route": ROUTE, "mode": config.mode, "seed": config.seed,
-               "kd_source": config.kd_source if config.uses_kd() else None, "target_sparsity": config.target_sparsity,
-               **_measure(final, ssl.cpu(), config), "params": sum(p.numel() for p in final.parameters()),
-               **digests, "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
-               "materialisation_error": error, "budget_calibration": calibration, "steps": joint.step,
-               "recovery_steps": recovery.step if recovery else 0, "ctc_warmup": warmup,
-               "skipped_steps": joint.skipped + (recovery.skipped if recovery else 0),
-               "expected_sparsity_end": (joint.history.last("record") or {}).get("expected_sparsity"),
-               "train_losses": _losses(joint), "recovery_losses": _losses(recovery) if recovery else None,
-               "device": str(joint.device), "train_seconds": train_seconds, **info}
+    metrics = {
+        "method": config.method,
+        "route": ROUTE,
+        "mode": config.mode,
+        "seed": config.seed,
+        "kd_source": config.kd_source if config.uses_kd() else None,
+        "target_sparsity": config.target_sparsity,
+        **_measure(final, ssl.cpu(), config),
+        "params": sum(p.numel() for p in final.parameters()),
+        **digests,
+        "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
+        "materialisation_error": error,
+        "budget_calibration": calibration,
+        "steps": joint.step,
+        "recovery_steps": recovery.step if recovery else 0,
+        "ctc_warmup": warmup,
+        "skipped_steps": joint.skipped + (recovery.skipped if recovery else 0),
+        "expected_sparsity_end": (joint.history.last("record") or {}).get("expected_sparsity"),
+        "train_losses": _losses(joint),
+        "recovery_losses": _losses(recovery) if recovery else None,
+        "device": str(joint.device),
+        "train_seconds": train_seconds,
+        **info,
+    }
     evaluated = time.perf_counter()
     transcripts = transcribe_splits(final, data)
     metrics.update({split: t.scores() for split, t in transcripts.items()})
@@ -263,9 +366,13 @@ def run_joint(config: JointConfig, ssl_encoder: ConformerEncoder, data: SpeechDa
     write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
     data.cmvn.save(run_dir / "cmvn.json")
     save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
-    metrics.update(wall_seconds=time.perf_counter() - start + before["wall"],
-                   cpu_seconds=time.process_time() - cpu_start + before["cpu"], wall_seconds_before_resume=before["wall"],
-                   load_average_1min=[load_before, load_average()], torch_threads=torch.get_num_threads())
+    metrics.update(
+        wall_seconds=time.perf_counter() - start + before["wall"],
+        cpu_seconds=time.process_time() - cpu_start + before["cpu"],
+        wall_seconds_before_resume=before["wall"],
+        load_average_1min=[load_before, load_average()],
+        torch_threads=torch.get_num_threads(),
+    )
     write_result(run_dir, metrics)
     result = load_joint(run_dir)
     result.student = gated.cpu()
@@ -282,8 +389,12 @@ def _measure(final: RNNTModel, ssl: ConformerEncoder, config: JointConfig) -> di
         params, teacher_params = final.encoder.num_parameters(), ssl.num_parameters()
         macs = float(expected_macs_per_second(final.encoder, deterministic=True))
         teacher_macs = float(expected_macs_per_second(ssl, deterministic=True))
-        measured = {"achieved_sparsity": 1.0 - params / teacher_params, "macs_per_second": macs,
-                    "teacher_macs_per_second": teacher_macs, "mac_reduction": teacher_macs / macs}
+        measured = {
+            "achieved_sparsity": 1.0 - params / teacher_params,
+            "macs_per_second": macs,
+            "teacher_macs_per_second": teacher_macs,
+            "mac_reduction": teacher_macs / macs,
+        }
     return {**measured, "encoder_params": params, "teacher_encoder_params": teacher_params}
 
 
@@ -298,22 +409,38 @@ def load_joint(run_dir: str | Path) -> JointResult:
     run_dir = Path(run_dir)
     metrics = read_result(run_dir)
     if metrics is None:
-        raise FileNotFoundError(f"{run_dir} holds no completed joint run (no result.json); run "
-                                "`python -m kdlab joint` or run_joint() first")
+        raise FileNotFoundError(
+            f"{run_dir} holds no completed joint run (no result.json); run `python -m kdlab joint` or run_joint() first"
+        )
     config = JointConfig.from_dict(json.loads((run_dir / "config.json").read_text())["joint"])
     model, tokenizer = load_student_asr(run_dir / "asr.pt")
     recovery = run_dir / RECOVERY / "history.json"
-    return JointResult(run_dir, config, model, None, tokenizer, History.load(run_dir / "history.json"),
-                       History.load(recovery) if recovery.is_file() else None, metrics)
+    return JointResult(
+        run_dir,
+        config,
+        model,
+        None,
+        tokenizer,
+        History.load(run_dir / "history.json"),
+        History.load(recovery) if recovery.is_file() else None,
+        metrics,
+    )
 
 
 def joint_teacher(config: JointConfig, device: str = "auto", progress: bool = True) -> TeacherBundle:
     """The profile's fine-tuned teacher of the run's mode (the KD source with ``kd_source``
     "finetuned"): ``ensure_teacher(profile, teacher_seed, streaming, teacher_init)``, trained first
     if missing (a streaming run distils from the streaming teacher)."""
-    return ensure_teacher(config.profile, config.teacher_seed, streaming=config.streaming, init=config.teacher_init,
-                          device=device, progress=progress, corpus_dir=config.teacher_corpus_dir,
-                          tokenizer=config.tokenizer)
+    return ensure_teacher(
+        config.profile,
+        config.teacher_seed,
+        streaming=config.streaming,
+        init=config.teacher_init,
+        device=device,
+        progress=progress,
+        corpus_dir=config.teacher_corpus_dir,
+        tokenizer=config.tokenizer,
+    )
 
 
 def joint_ssl(config: JointConfig, device: str = "auto", progress: bool = True) -> PretrainResult:
@@ -329,8 +456,14 @@ def default_joint_dir(config: JointConfig, ssl: PretrainResult) -> Path:
     return ssl.run_dir.parent / name
 
 
-def joint_profile(config: JointConfig, run_dir: str | Path | None = None, device: str = "auto",
-                  progress: bool = True, teacher: TeacherBundle | None = None, force: bool = False) -> JointResult:
+def joint_profile(
+    config: JointConfig,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    teacher: TeacherBundle | None = None,
+    force: bool = False,
+) -> JointResult:
     """Joint compression on the profile: its SSL pre-training (``joint_ssl``), that run's corpus and
     CMVN with the run's tokenizer, and (kd methods with ``kd_source`` "finetuned") the fine-tuned
     teacher of the mode (``joint_teacher``, or ``teacher`` when given); default folder
@@ -344,15 +477,23 @@ def joint_profile(config: JointConfig, run_dir: str | Path | None = None, device
         teacher = teacher or joint_teacher(config, device, progress)
         finetune = teacher.finetune.config
         if (finetune.tokenizer, finetune.corpus_digest) != (config.tokenizer, config.teacher_corpus_digest):
-            raise ValueError(f"the teacher {teacher.finetune.run_dir} uses tokenizer {finetune.tokenizer!r} on corpus "
-                             f"digest {finetune.corpus_digest}, the joint run asks for {config.tokenizer!r} on "
-                             f"{config.teacher_corpus_digest}; give the same --corpus and --tokenizer")
+            raise ValueError(
+                f"the teacher {teacher.finetune.run_dir} uses tokenizer {finetune.tokenizer!r} on corpus "
+                f"digest {finetune.corpus_digest}, the joint run asks for {config.tokenizer!r} on "
+                f"{config.teacher_corpus_digest}; give the same --corpus and --tokenizer"
+            )
         kd_teacher = teacher.model
     pretrain = ssl.config
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, ssl.cmvn, config.tokenizer)
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        ssl.cmvn,
+        config.tokenizer,
+    )
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
-        raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer {config.tokenizer!r} has "
-                         f"{data.tokenizer.vocab_size}; build the config with JointConfig.for_profile")
+        raise ValueError(
+            f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer {config.tokenizer!r} has "
+            f"{data.tokenizer.vocab_size}; build the config with JointConfig.for_profile"
+        )
     run_dir = Path(run_dir) if run_dir is not None else default_joint_dir(config, ssl)
     return run_joint(config, ssl.encoder, data, run_dir, kd_teacher, device=device, progress=progress, force=force)

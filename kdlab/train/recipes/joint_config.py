@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from kdlab.config import JsonConfig
 from kdlab.compress.kd_losses import DistillationConfig
 from kdlab.compress.structures import L0Config
+from kdlab.config import JsonConfig
 from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.models.rnnt import RNNTConfig
 from kdlab.train.recipes.compress_config import CompressConfig
@@ -130,14 +130,18 @@ class JointConfig(JsonConfig):
         parse_tokenizer_spec(self.tokenizer)
         self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
         if isinstance(self.steps, int) and isinstance(self.recovery_steps, int) and self.recovery_steps >= self.steps:
-            raise ValueError(f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
-                             "recovery is part of the RNN-T budget and the gated model needs at least one step")
+            raise ValueError(
+                f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
+                "recovery is part of the RNN-T budget and the gated model needs at least one step"
+            )
         self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
         if self.kd_source not in KD_SOURCES:
             raise ValueError(f"kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
         if self.kd_source == "ssl" and self.distill.output_weight > 0:
-            raise ValueError("distill.output_weight must be 0 with kd_source 'ssl': the SSL encoder has no output "
-                             "distribution; use kd_source 'finetuned' for output KD")
+            raise ValueError(
+                "distill.output_weight must be 0 with kd_source 'ssl': the SSL encoder has no output "
+                "distribution; use kd_source 'finetuned' for output KD"
+            )
         if self.teacher_init not in TEACHER_INITS:
             raise ValueError(f"teacher_init must be one of {TEACHER_INITS}, got {self.teacher_init!r}")
         for name in ("steps", "frames_per_batch", "chunk_size", "dev_eval_utterances"):
@@ -161,14 +165,26 @@ class JointConfig(JsonConfig):
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
         if self.uses_kd() and self.distill.layer_weight == 0 and self.distill.output_weight == 0:
-            raise ValueError(f"method {self.method!r} distils, but distill.layer_weight and output_weight are both 0; "
-                             "give one a positive weight or drop 'kd' from the method")
+            raise ValueError(
+                f"method {self.method!r} distils, but distill.layer_weight and output_weight are both 0; "
+                "give one a positive weight or drop 'kd' from the method"
+            )
 
     @classmethod
-    def for_profile(cls, profile: str, method: str = "kd+l0", target_sparsity: float = 0.5, seed: int = 0,
-                    streaming: bool = False, steps: int | None = None, recovery_steps: int | None = None,
-                    tokenizer: str | None = None, ctc_steps: int | None = None, kd_source: str = "ssl",
-                    **overrides) -> JointConfig:
+    def for_profile(
+        cls,
+        profile: str,
+        method: str = "kd+l0",
+        target_sparsity: float = 0.5,
+        seed: int = 0,
+        streaming: bool = False,
+        steps: int | None = None,
+        recovery_steps: int | None = None,
+        tokenizer: str | None = None,
+        ctc_steps: int | None = None,
+        kd_source: str = "ssl",
+        **overrides,
+    ) -> JointConfig:
         """The student ASR schedule of the profile (``student_finetune_config``: CTC warm-start,
         RNN-T steps, batch size, learning rate and warm-up, SpecAugment, predictor / joiner sizes;
         `steps` / `ctc_steps` replace its budgets), the recovery steps, the gates' and λ's rates
@@ -179,20 +195,43 @@ class JointConfig(JsonConfig):
         from kdlab.train.recipes.student_schedule import student_finetune_config
 
         p, rates = get_profile(profile), PROFILE_SPARSITY_RATES[profile]
-        asr = student_finetune_config(profile, seed, streaming, ctc_steps=ctc_steps, rnnt_steps=steps,
-                                      corpus_dir=overrides.get("teacher_corpus_dir"), tokenizer=tokenizer)
+        asr = student_finetune_config(
+            profile,
+            seed,
+            streaming,
+            ctc_steps=ctc_steps,
+            rnnt_steps=steps,
+            corpus_dir=overrides.get("teacher_corpus_dir"),
+            tokenizer=tokenizer,
+        )
         steps = asr.trainer.max_steps
         # the profile's recovery fits any budget; an explicit one that does not is refused by __post_init__
         recovery = min(PROFILE_RECOVERY_STEPS[profile], steps - 1) if recovery_steps is None else recovery_steps
-        base = dict(tokenizer=asr.tokenizer, method=method, target_sparsity=target_sparsity, profile=profile,
-                    seed=seed, streaming=streaming, chunk_size=p.chunk_size, ctc_warmup=asr.ctc_warmup, steps=steps,
-                    recovery_steps=recovery, lr=asr.trainer.lr, recovery_lr=asr.trainer.lr / 4,
-                    lr_warmup_fraction=asr.trainer.warmup_steps / steps, gate_lr=rates[0], lagrangian_lr=rates[1],
-                    rnnt=asr.rnnt, kd_source=kd_source,
-                    distill=DistillationConfig(layer_weight=1.0,
-                                               output_weight=1.0 if kd_source == "finetuned" else 0.0),
-                    frames_per_batch=asr.frames_per_batch, eval_every=p.eval_every, checkpoint_every=p.eval_every,
-                    dev_eval_utterances=p.dev_eval_utterances, specaugment=asr.specaugment)
+        base = dict(
+            tokenizer=asr.tokenizer,
+            method=method,
+            target_sparsity=target_sparsity,
+            profile=profile,
+            seed=seed,
+            streaming=streaming,
+            chunk_size=p.chunk_size,
+            ctc_warmup=asr.ctc_warmup,
+            steps=steps,
+            recovery_steps=recovery,
+            lr=asr.trainer.lr,
+            recovery_lr=asr.trainer.lr / 4,
+            lr_warmup_fraction=asr.trainer.warmup_steps / steps,
+            gate_lr=rates[0],
+            lagrangian_lr=rates[1],
+            rnnt=asr.rnnt,
+            kd_source=kd_source,
+            distill=DistillationConfig(layer_weight=1.0, output_weight=1.0 if kd_source == "finetuned" else 0.0),
+            frames_per_batch=asr.frames_per_batch,
+            eval_every=p.eval_every,
+            checkpoint_every=p.eval_every,
+            dev_eval_utterances=p.dev_eval_utterances,
+            specaugment=asr.specaugment,
+        )
         return cls(**{**base, **overrides})
 
     def uses_kd(self) -> bool:
@@ -218,7 +257,17 @@ class JointConfig(JsonConfig):
 
     def compress_config(self) -> CompressConfig:
         """The sequential route's config with this run's student settings (what ``build_student`` reads)."""
-        return CompressConfig(method=self.method, target_sparsity=self.target_sparsity, profile=self.profile,
-                              seed=self.seed, teacher_seed=self.teacher_seed, steps=self.pruning_steps, l0=self.l0,
-                              lrf_method=self.lrf_method, lrf_energy=self.lrf_energy, lrf_sparsity=self.lrf_sparsity,
-                              student_shape=self.student_shape, student_init=self.student_init)
+        return CompressConfig(
+            method=self.method,
+            target_sparsity=self.target_sparsity,
+            profile=self.profile,
+            seed=self.seed,
+            teacher_seed=self.teacher_seed,
+            steps=self.pruning_steps,
+            l0=self.l0,
+            lrf_method=self.lrf_method,
+            lrf_energy=self.lrf_energy,
+            lrf_sparsity=self.lrf_sparsity,
+            student_shape=self.student_shape,
+            student_init=self.student_init,
+        )

@@ -54,8 +54,11 @@ class JointStudent(nn.Module):
 def with_mode(encoder: ConformerEncoder, config: JointConfig) -> ConformerEncoder:
     """A copy of ``encoder`` in the run's mode (``streaming``, ``chunk_size``, ``left_chunks``): the
     weights do not depend on the mode, only the attention mask and the convolution padding do."""
-    moved = ConformerEncoder(replace(encoder.config, streaming=config.streaming, chunk_size=config.chunk_size,
-                                     left_chunks=config.left_chunks))
+    moved = ConformerEncoder(
+        replace(
+            encoder.config, streaming=config.streaming, chunk_size=config.chunk_size, left_chunks=config.left_chunks
+        )
+    )
     moved.load_state_dict(encoder.state_dict())
     return moved.to(next(encoder.parameters()).device).train(encoder.training)
 
@@ -67,8 +70,9 @@ def joint_layer_map(config: JointConfig, student_layers: int, teacher_layers: in
     return list(config.distill.layer_map) or uniform_layer_map(student_layers, teacher_layers)
 
 
-def build_joint_student(config: JointConfig, ssl_encoder: ConformerEncoder,
-                        kd_encoder: ConformerEncoder | None = None) -> tuple[JointStudent, GateSet, dict]:
+def build_joint_student(
+    config: JointConfig, ssl_encoder: ConformerEncoder, kd_encoder: ConformerEncoder | None = None
+) -> tuple[JointStudent, GateSet, dict]:
     """(student, its gates, what was built) for ``config.method``, in training mode on the SSL
     encoder's device: the encoder from ``build_student`` (on the SSL encoder in the run's mode),
     predictor and joiner fresh from ``config.seed`` (``fresh_rnnt``), KD projections (towards
@@ -101,8 +105,15 @@ class JointLoss:
         kd: False switches the KD terms off even for a kd method (recovery without KD).
     """
 
-    def __init__(self, config: JointConfig, kd_teacher: ConformerEncoder | RNNTModel | None, reference_params: int,
-                 controller: SparsityController | None = None, step=lambda: 0, kd: bool = True) -> None:
+    def __init__(
+        self,
+        config: JointConfig,
+        kd_teacher: ConformerEncoder | RNNTModel | None,
+        reference_params: int,
+        controller: SparsityController | None = None,
+        step=lambda: 0,
+        kd: bool = True,
+    ) -> None:
         self.controller, self.step, self.reference_params = controller, step, reference_params
         distils = kd and config.uses_kd()
         if distils and kd_teacher is None:
@@ -115,8 +126,12 @@ class JointLoss:
         self.ctc_weight = config.ctc_warmup.aux_weight
 
     def __call__(self, model: JointStudent, batch) -> tuple[torch.Tensor, dict]:
-        features, lengths, tokens, token_lengths = (batch.features, batch.feature_lengths, batch.tokens,
-                                                    batch.token_lengths)
+        features, lengths, tokens, token_lengths = (
+            batch.features,
+            batch.feature_lengths,
+            batch.tokens,
+            batch.token_lengths,
+        )
         per_token = len(token_lengths) / token_lengths.sum().clamp(min=1)  # utterance mean -> token mean
         enc, enc_lengths, hidden = model.asr.encoder(features, lengths)
         logits = model.asr.logits(enc, enc_lengths, tokens, token_lengths)

@@ -33,8 +33,14 @@ from kdlab.train.history import History
 from kdlab.train.recipes.corpus_choice import corpus_digest_of
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import (claim_run_dir, config_digest, has_checkpoint, load_average, read_result,
-                                      write_result)
+from kdlab.train.recipes.runs import (
+    claim_run_dir,
+    config_digest,
+    has_checkpoint,
+    load_average,
+    read_result,
+    write_result,
+)
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import Trainer, TrainerConfig, move_to
 
@@ -70,22 +76,38 @@ class PretrainConfig(JsonConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     @classmethod
-    def for_profile(cls, profile: str = "default", seed: int = 0, steps: int | None = None,
-                    corpus_dir: str | None = None, **encoder_overrides):
+    def for_profile(
+        cls,
+        profile: str = "default",
+        seed: int = 0,
+        steps: int | None = None,
+        corpus_dir: str | None = None,
+        **encoder_overrides,
+    ):
         """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus (``kdlab data
         --out DIR``), `encoder_overrides` its encoder fields."""
         p = get_profile(profile)
         steps = p.pretrain_steps if steps is None else steps
         return cls(
-            profile=profile, seed=seed, corpus_dir=None if corpus_dir is None else str(corpus_dir),
+            profile=profile,
+            seed=seed,
+            corpus_dir=None if corpus_dir is None else str(corpus_dir),
             encoder=teacher_config(p.encoder_size, **{**p.encoder_overrides, **encoder_overrides}),
             bestrq=BestRQConfig(**{**p.bestrq, "seed": seed}),
-            trainer=TrainerConfig(max_steps=steps, lr=p.pretrain_lr, warmup_steps=min(p.pretrain_warmup, steps),
-                                  schedule="cosine", min_lr_ratio=0.05, eval_every=p.eval_every,
-                                  checkpoint_every=p.eval_every, seed=seed),
-            frames_per_batch=p.frames_per_batch, cmvn_utterances=p.cmvn_utterances,
+            trainer=TrainerConfig(
+                max_steps=steps,
+                lr=p.pretrain_lr,
+                warmup_steps=min(p.pretrain_warmup, steps),
+                schedule="cosine",
+                min_lr_ratio=0.05,
+                eval_every=p.eval_every,
+                checkpoint_every=p.eval_every,
+                seed=seed,
+            ),
+            frames_per_batch=p.frames_per_batch,
+            cmvn_utterances=p.cmvn_utterances,
             dev_eval_utterances=p.dev_eval_utterances,
-        )  # fmt: skip
+        )
 
     def digest(self) -> str:
         return config_digest(self.to_dict())
@@ -143,8 +165,13 @@ def _step(model: BestRQModel, batch) -> tuple[torch.Tensor, dict]:
     return loss, {"masked_accuracy": accuracy}
 
 
-def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, device: str = "auto",
-                 progress: bool = True, force: bool = False) -> PretrainResult:
+def run_pretrain(
+    config: PretrainConfig,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> PretrainResult:
     """Pre-train (or resume, or reuse) the run of `config` in `run_dir` (default `default_pretrain_dir`;
     one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
     Under torchrun every rank trains and rank 0 alone writes the run's files."""
@@ -154,17 +181,21 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     distributed.barrier()
     if read_result(run_dir) is not None:
         return load_pretrain(run_dir)
-    data = SpeechData.from_corpus(corpus_folder(config.profile, config.corpus_seed, config.corpus_dir),
-                                  config.cmvn_utterances)
+    data = SpeechData.from_corpus(
+        corpus_folder(config.profile, config.corpus_seed, config.corpus_dir), config.cmvn_utterances
+    )
     seed_everything(config.seed)
     model = BestRQModel(ConformerEncoder(config.encoder), config.bestrq)
     dev = data.eval_loader("dev", limit=config.dev_eval_utterances)
     trainer = Trainer(
-        model, replace(config.trainer, device=device, progress=progress), _step,
+        model,
+        replace(config.trainer, device=device, progress=progress),
+        _step,
         data.train_loader(config.frames_per_batch, config.seed),
-        eval_fn=lambda m: masked_prediction_metrics(m, dev, config.seed), run_dir=run_dir,
+        eval_fn=lambda m: masked_prediction_metrics(m, dev, config.seed),
+        run_dir=run_dir,
         configs={"pretrain": config.to_dict()},
-    )  # fmt: skip
+    )
     resumed_at = 0
     if has_checkpoint(run_dir):
         trainer.load_checkpoint()
@@ -178,23 +209,45 @@ def run_pretrain(config: PretrainConfig, run_dir: str | Path | None = None, devi
     return load_pretrain(run_dir)
 
 
-def _write_outputs(run_dir: Path, config: PretrainConfig, model: BestRQModel, data: SpeechData, trainer: Trainer,
-                   resumed_at: int, load_before: float | None) -> None:
+def _write_outputs(
+    run_dir: Path,
+    config: PretrainConfig,
+    model: BestRQModel,
+    data: SpeechData,
+    trainer: Trainer,
+    resumed_at: int,
+    load_before: float | None,
+) -> None:
     """The finished run's files: CMVN, ``encoder.pt`` and ``result.json`` (last: the completion marker)."""
     seconds, cpu_seconds = trainer.elapsed()["wall"], trainer.elapsed()["cpu"]  # every process on this run
     data.cmvn.save(run_dir / "cmvn.json")
-    torch.save({"encoder_config": config.encoder.to_dict(), "encoder": model.encoder.state_dict(),
-                "model": model.state_dict()}, run_dir / "encoder.pt")
+    torch.save(
+        {
+            "encoder_config": config.encoder.to_dict(),
+            "encoder": model.encoder.state_dict(),
+            "model": model.state_dict(),
+        },
+        run_dir / "encoder.pt",
+    )
     final = trainer.history.last("eval") or {}
-    write_result(run_dir, {
-        "steps": trainer.step, "resumed_at_step": resumed_at, "wall_seconds": seconds,
-        "cpu_seconds": cpu_seconds, "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
-        "load_average_1min": [load_before, load_average()],
-        "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-        "encoder_params": model.encoder.num_parameters(),
-        "dev_masked_accuracy": final.get("dev_masked_accuracy"), "dev_loss": final.get("dev_loss"),
-        "chance_accuracy": 1.0 / config.bestrq.codebook_size, "skipped_steps": trainer.skipped,
-    })  # fmt: skip
+    write_result(
+        run_dir,
+        {
+            "steps": trainer.step,
+            "resumed_at_step": resumed_at,
+            "wall_seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
+            "load_average_1min": [load_before, load_average()],
+            "torch_threads": torch.get_num_threads(),
+            "device": str(trainer.device),
+            "encoder_params": model.encoder.num_parameters(),
+            "dev_masked_accuracy": final.get("dev_masked_accuracy"),
+            "dev_loss": final.get("dev_loss"),
+            "chance_accuracy": 1.0 / config.bestrq.codebook_size,
+            "skipped_steps": trainer.skipped,
+        },
+    )
 
 
 def load_pretrain(run_dir: str | Path) -> PretrainResult:
@@ -204,12 +257,21 @@ def load_pretrain(run_dir: str | Path) -> PretrainResult:
     run_dir = Path(run_dir)
     metrics = read_result(run_dir)
     if metrics is None:
-        raise FileNotFoundError(f"{run_dir} holds no completed pre-training run (no result.json); run "
-                                "`python -m kdlab pretrain` or run_pretrain() first")
+        raise FileNotFoundError(
+            f"{run_dir} holds no completed pre-training run (no result.json); run "
+            "`python -m kdlab pretrain` or run_pretrain() first"
+        )
     config = PretrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["pretrain"])
     state = torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True)
     model = BestRQModel(ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"])), config.bestrq)
     model.load_state_dict(state["model"])
     model.eval()
-    return PretrainResult(run_dir, config, model.encoder, model, GlobalCMVN.load(run_dir / "cmvn.json"),
-                          History.load(run_dir / "history.json"), metrics)
+    return PretrainResult(
+        run_dir,
+        config,
+        model.encoder,
+        model,
+        GlobalCMVN.load(run_dir / "cmvn.json"),
+        History.load(run_dir / "history.json"),
+        metrics,
+    )

@@ -55,38 +55,76 @@ class RecipeProfile:
 
 PROFILES: dict[str, RecipeProfile] = {
     "tiny": RecipeProfile(
-        corpus_profile="tiny", encoder_size="tiny",
+        corpus_profile="tiny",
+        encoder_size="tiny",
         rnnt=dict(pred_embed_dim=16, pred_hidden=32, joint_dim=32),
         bestrq=dict(codebook_size=64, codebook_dim=8),
-        pretrain_steps=4, pretrain_warmup=2, finetune_steps=6, finetune_warmup=2,
-        frames_per_batch=3000, dev_eval_utterances=8, cmvn_utterances=40, chunk_size=8, specaugment=False,
-        student_ctc_steps=2, student_rnnt_steps=6,
-    ),  # fmt: skip
+        pretrain_steps=4,
+        pretrain_warmup=2,
+        finetune_steps=6,
+        finetune_warmup=2,
+        frames_per_batch=3000,
+        dev_eval_utterances=8,
+        cmvn_utterances=40,
+        chunk_size=8,
+        specaugment=False,
+        student_ctc_steps=2,
+        student_rnnt_steps=6,
+    ),
     # ~2.05 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
     # narrow, deep encoder trains fastest per parameter on a CPU). A CTC warm-start ends the blank
     # plateau RNN-T alone sits on, and CTC beside the transducer (0.3) keeps it off; SpecAugment
     # delayed that exit and dropout slowed both the steps and the exit (docs/teacher_calibration.md).
     "default": RecipeProfile(
-        corpus_profile="default", encoder_size="small",
-        encoder_overrides=dict(d_model=96, num_layers=8, num_heads=4, head_dim=24, ffn_dim=384, conv_channels=96,
-                               subsampling_channels=32, dropout=0.0),  # a narrow front-end: 1.7x faster on CPU
+        corpus_profile="default",
+        encoder_size="small",
+        encoder_overrides=dict(
+            d_model=96,
+            num_layers=8,
+            num_heads=4,
+            head_dim=24,
+            ffn_dim=384,
+            conv_channels=96,
+            subsampling_channels=32,
+            dropout=0.0,
+        ),  # a narrow front-end: 1.7x faster on CPU
         rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
         bestrq=dict(codebook_size=1024, codebook_dim=16),
-        pretrain_steps=500, pretrain_lr=2e-3, pretrain_warmup=30,
-        ctc_warmup_steps=800, ctc_warmup_lr=2e-3, ctc_aux_weight=0.3,
-        finetune_steps=750, finetune_lr=2e-3, finetune_warmup=30,
-        frames_per_batch=8000, eval_every=400, dev_eval_utterances=100, chunk_size=16, specaugment=False,
-        student_ctc_steps=200, student_rnnt_steps=200,
-    ),  # fmt: skip
+        pretrain_steps=500,
+        pretrain_lr=2e-3,
+        pretrain_warmup=30,
+        ctc_warmup_steps=800,
+        ctc_warmup_lr=2e-3,
+        ctc_aux_weight=0.3,
+        finetune_steps=750,
+        finetune_lr=2e-3,
+        finetune_warmup=30,
+        frames_per_batch=8000,
+        eval_every=400,
+        dev_eval_utterances=100,
+        chunk_size=16,
+        specaugment=False,
+        student_ctc_steps=200,
+        student_rnnt_steps=200,
+    ),
     "full": RecipeProfile(
-        corpus_profile="full", encoder_size="default",
+        corpus_profile="full",
+        encoder_size="default",
         rnnt=dict(pred_embed_dim=128, pred_hidden=320, joint_dim=320),
         bestrq=dict(codebook_size=4096, codebook_dim=16),
-        pretrain_steps=20000, pretrain_lr=2e-3, pretrain_warmup=2000,
-        finetune_steps=20000, finetune_lr=1e-3, finetune_warmup=1000,
-        frames_per_batch=60000, eval_every=1000, dev_eval_utterances=300, chunk_size=16,
-        student_ctc_steps=0, student_rnnt_steps=20000,
-    ),  # fmt: skip
+        pretrain_steps=20000,
+        pretrain_lr=2e-3,
+        pretrain_warmup=2000,
+        finetune_steps=20000,
+        finetune_lr=1e-3,
+        finetune_warmup=1000,
+        frames_per_batch=60000,
+        eval_every=1000,
+        dev_eval_utterances=300,
+        chunk_size=16,
+        student_ctc_steps=0,
+        student_rnnt_steps=20000,
+    ),
 }
 
 

@@ -20,8 +20,13 @@ RESULT = "result.json"
 #: Config keys that do not change a run's numbers (left out of its hash).
 NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
 #: Keys added after runs were cached, left out of the hash at these values so those runs keep their names.
-HASHED_UNLESS = {"corpus_digest": None, "tokenizer": "char", "teacher_corpus_dir": None,
-                 "teacher_corpus_digest": None, "precision": "fp32"}
+HASHED_UNLESS = {
+    "corpus_digest": None,
+    "tokenizer": "char",
+    "teacher_corpus_dir": None,
+    "teacher_corpus_digest": None,
+    "precision": "fp32",
+}
 
 
 def hashed_fields(config):
@@ -76,13 +81,17 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
     elif stored_path.is_file():
         stored = json.loads(stored_path.read_text()).get(section)
         if stored is None:
-            raise ValueError(f"run folder {run_dir} holds another kind of run (no {section!r} settings in its "
-                             "config.json); use another --run-dir, or --force to replace it")
+            raise ValueError(
+                f"run folder {run_dir} holds another kind of run (no {section!r} settings in its "
+                "config.json); use another --run-dir, or --force to replace it"
+            )
         allowed = frozenset() if (run_dir / RESULT).is_file() else frozenset(RESUMABLE_CHANGES)
         changed = _differences(hashed_fields(stored), hashed_fields(config), allowed=allowed)
         if changed:
-            raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(changed)}); "
-                             "use another --run-dir, or --force to start afresh there")
+            raise ValueError(
+                f"run folder {run_dir} holds a run with other settings ({'; '.join(changed)}); "
+                "use another --run-dir, or --force to start afresh there"
+            )
     return run_dir
 
 

@@ -46,10 +46,10 @@ from kdlab.data.tokenizer import Tokenizer
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.history import History
-from kdlab.train.recipes.compress import load_compress
-from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
-from kdlab.train.recipes.compress_teacher import ssl_teacher
 from kdlab.train.recipes.asr_training import evaluate_rnnt
+from kdlab.train.recipes.compress import load_compress
+from kdlab.train.recipes.compress_teacher import ssl_teacher
+from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.finetune import FinetuneConfig
 from kdlab.train.recipes.joint import load_student_asr, save_student_asr
@@ -90,22 +90,49 @@ class SequentialConfig:
 
     def __post_init__(self) -> None:
         # the fields shared with FinetuneConfig are validated by it (profile, chunk settings, sizes)
-        FinetuneConfig(profile=self.profile, seed=self.seed, init="random", streaming=self.streaming,
-                       chunk_size=self.chunk_size, left_chunks=self.left_chunks, rnnt=self.rnnt,
-                       specaugment=self.specaugment, ctc_warmup=self.ctc_warmup, trainer=self.trainer,
-                       frames_per_batch=self.frames_per_batch,
-                       dev_eval_utterances=self.dev_eval_utterances, tokenizer=self.tokenizer)
+        FinetuneConfig(
+            profile=self.profile,
+            seed=self.seed,
+            init="random",
+            streaming=self.streaming,
+            chunk_size=self.chunk_size,
+            left_chunks=self.left_chunks,
+            rnnt=self.rnnt,
+            specaugment=self.specaugment,
+            ctc_warmup=self.ctc_warmup,
+            trainer=self.trainer,
+            frames_per_batch=self.frames_per_batch,
+            dev_eval_utterances=self.dev_eval_utterances,
+            tokenizer=self.tokenizer,
+        )
 
     @classmethod
-    def for_profile(cls, profile: str, compress_run_dir: str | Path, seed: int = 0, streaming: bool = False,
-                    steps: int | None = None, tokenizer: str | None = None, corpus_dir: str | None = None,
-                    ctc_steps: int | None = None, **overrides) -> SequentialConfig:
+    def for_profile(
+        cls,
+        profile: str,
+        compress_run_dir: str | Path,
+        seed: int = 0,
+        streaming: bool = False,
+        steps: int | None = None,
+        tokenizer: str | None = None,
+        corpus_dir: str | None = None,
+        ctc_steps: int | None = None,
+        **overrides,
+    ) -> SequentialConfig:
         """The profile's student ASR schedule (``student_schedule.student_finetune_config``); `steps` /
         `ctc_steps` replace its RNN-T / CTC step budgets, `tokenizer` the profile's (None) or another
         (its vocabulary read on `corpus_dir`, the compression teacher's corpus; None: the profile's),
         `overrides` any other field."""
-        ft = student_finetune_config(profile, seed, streaming, ctc_steps=ctc_steps, rnnt_steps=steps,
-                                     corpus_dir=corpus_dir, tokenizer=tokenizer, init="random")
+        ft = student_finetune_config(
+            profile,
+            seed,
+            streaming,
+            ctc_steps=ctc_steps,
+            rnnt_steps=steps,
+            corpus_dir=corpus_dir,
+            tokenizer=tokenizer,
+            init="random",
+        )
         base = {f.name: getattr(ft, f.name) for f in fields(cls) if f.name != "compress_run_dir"}
         return cls(**{**base, "compress_run_dir": str(compress_run_dir), **overrides})
 
@@ -115,9 +142,13 @@ class SequentialConfig:
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**data, "rnnt": self.rnnt.to_dict(), "trainer": self.trainer.to_dict(),
-                "ctc_warmup": self.ctc_warmup.to_dict(),
-                "specaugment": None if self.specaugment is None else self.specaugment.to_dict()}
+        return {
+            **data,
+            "rnnt": self.rnnt.to_dict(),
+            "trainer": self.trainer.to_dict(),
+            "ctc_warmup": self.ctc_warmup.to_dict(),
+            "specaugment": None if self.specaugment is None else self.specaugment.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> SequentialConfig:
@@ -126,10 +157,15 @@ class SequentialConfig:
         if unknown:
             raise ValueError(f"unknown SequentialConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
         spec = data.get("specaugment")
-        return cls(**{**data, "rnnt": RNNTConfig.from_dict(data["rnnt"]),
-                      "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
-                      "ctc_warmup": CTCWarmupConfig.from_dict(data["ctc_warmup"]),
-                      "trainer": TrainerConfig.from_dict(data["trainer"])})
+        return cls(
+            **{
+                **data,
+                "rnnt": RNNTConfig.from_dict(data["rnnt"]),
+                "specaugment": None if spec is None else SpecAugmentConfig.from_dict(spec),
+                "ctc_warmup": CTCWarmupConfig.from_dict(data["ctc_warmup"]),
+                "trainer": TrainerConfig.from_dict(data["trainer"]),
+            }
+        )
 
     def digest(self) -> str:
         """Hash of the config; the compression run counts by its folder name, not by where runs/ lives."""
@@ -168,44 +204,76 @@ def default_sequential_dir(config: SequentialConfig) -> Path:
     return Path(config.compress_run_dir) / f"asr-{config.mode}-{config.digest()}"
 
 
-def run_sequential(config: SequentialConfig, run_dir: str | Path | None = None, device: str = "auto",
-                   progress: bool = True, force: bool = False) -> SequentialResult:
+def run_sequential(
+    config: SequentialConfig,
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+) -> SequentialResult:
     """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default ``default_sequential_dir``;
     one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``)."""
-    run_dir = claim_run_dir(run_dir if run_dir is not None else default_sequential_dir(config), "sequential",
-                            config.to_dict(), force)
+    run_dir = claim_run_dir(
+        run_dir if run_dir is not None else default_sequential_dir(config), "sequential", config.to_dict(), force
+    )
     if read_result(run_dir) is not None:
         return load_sequential(run_dir)
     compressed = load_compress(config.compress_run_dir)
     if compressed.config.profile != config.profile:
-        raise ValueError(f"the compression run {config.compress_run_dir} is of profile {compressed.config.profile!r}, "
-                         f"this fine-tune of {config.profile!r}; use SequentialConfig.for_profile with its profile")
+        raise ValueError(
+            f"the compression run {config.compress_run_dir} is of profile {compressed.config.profile!r}, "
+            f"this fine-tune of {config.profile!r}; use SequentialConfig.for_profile with its profile"
+        )
     teacher = ssl_teacher(compressed.config, device, progress)
     pretrain = teacher.config
-    data = SpeechData.from_corpus(corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
-                                  pretrain.cmvn_utterances, teacher.cmvn, config.tokenizer)
+    data = SpeechData.from_corpus(
+        corpus_folder(pretrain.profile, pretrain.corpus_seed, pretrain.corpus_dir),
+        pretrain.cmvn_utterances,
+        teacher.cmvn,
+        config.tokenizer,
+    )
     if config.rnnt.vocab_size != data.tokenizer.vocab_size:
         raise ValueError(f"rnnt.vocab_size is {config.rnnt.vocab_size}, the tokenizer has {data.tokenizer.vocab_size}")
     source_streaming = compressed.encoder.config.streaming
     encoder = encoder_in_mode(compressed.encoder, config.streaming, config.chunk_size, config.left_chunks).train()
     model = fresh_rnnt(encoder, config.rnnt, config.seed)
-    start = {"ssl_encoder_digest": compressed.metrics["ssl_encoder_digest"],  # what the compression started from
-             "fresh_heads_digest": weights_digest(model.predictor, model.joiner)}
-    run_metrics = train_asr_schedule(model, data, ctc_warmup=config.ctc_warmup, trainer=config.trainer,
-                                     frames_per_batch=config.frames_per_batch, seed=config.seed,
-                                     specaugment=config.specaugment, dev_eval_utterances=config.dev_eval_utterances,
-                                     run_dir=run_dir, configs={"sequential": config.to_dict()}, device=device,
-                                     progress=progress)
+    start = {
+        "ssl_encoder_digest": compressed.metrics["ssl_encoder_digest"],  # what the compression started from
+        "fresh_heads_digest": weights_digest(model.predictor, model.joiner),
+    }
+    run_metrics = train_asr_schedule(
+        model,
+        data,
+        ctc_warmup=config.ctc_warmup,
+        trainer=config.trainer,
+        frames_per_batch=config.frames_per_batch,
+        seed=config.seed,
+        specaugment=config.specaugment,
+        dev_eval_utterances=config.dev_eval_utterances,
+        run_dir=run_dir,
+        configs={"sequential": config.to_dict()},
+        device=device,
+        progress=progress,
+    )
     model = model.eval()
     encoder_params = model.encoder.num_parameters()
     teacher_params = compressed.metrics["teacher_params"]
-    metrics = {"route": ROUTE, "method": compressed.config.method, "mode": config.mode, "seed": config.seed,
-               "target_sparsity": compressed.config.target_sparsity,
-               "achieved_sparsity": 1.0 - encoder_params / teacher_params, "encoder_params": encoder_params,
-               "teacher_encoder_params": teacher_params, "params": sum(p.numel() for p in model.parameters()),
-               "compress_run_dir": str(config.compress_run_dir), **start,
-               "compress_cost": compressed.metrics["compress_cost"],
-               "conv_made_causal": config.streaming and not source_streaming, **run_metrics}
+    metrics = {
+        "route": ROUTE,
+        "method": compressed.config.method,
+        "mode": config.mode,
+        "seed": config.seed,
+        "target_sparsity": compressed.config.target_sparsity,
+        "achieved_sparsity": 1.0 - encoder_params / teacher_params,
+        "encoder_params": encoder_params,
+        "teacher_encoder_params": teacher_params,
+        "params": sum(p.numel() for p in model.parameters()),
+        "compress_run_dir": str(config.compress_run_dir),
+        **start,
+        "compress_cost": compressed.metrics["compress_cost"],
+        "conv_made_causal": config.streaming and not source_streaming,
+        **run_metrics,
+    }
     metrics.update(evaluate_rnnt(model, data, run_dir))
     save_student_asr(model.cpu(), data.tokenizer, run_dir / "asr.pt")
     write_result(run_dir, metrics)
@@ -217,9 +285,18 @@ def load_sequential(run_dir: str | Path) -> SequentialResult:
     run_dir = Path(run_dir)
     metrics = read_result(run_dir)
     if metrics is None:
-        raise FileNotFoundError(f"{run_dir} holds no completed sequential fine-tune (no result.json); "
-                                "run run_sequential() (or `python -m kdlab study`) first")
+        raise FileNotFoundError(
+            f"{run_dir} holds no completed sequential fine-tune (no result.json); "
+            "run run_sequential() (or `python -m kdlab study`) first"
+        )
     config = SequentialConfig.from_dict(json.loads((run_dir / "config.json").read_text())["sequential"])
     model, tokenizer = load_student_asr(run_dir / "asr.pt")
-    return SequentialResult(run_dir, config, model, tokenizer, GlobalCMVN.load(run_dir / "cmvn.json"),
-                            History.load(run_dir / "history.json"), metrics)
+    return SequentialResult(
+        run_dir,
+        config,
+        model,
+        tokenizer,
+        GlobalCMVN.load(run_dir / "cmvn.json"),
+        History.load(run_dir / "history.json"),
+        metrics,
+    )

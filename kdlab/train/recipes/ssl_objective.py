@@ -39,8 +39,9 @@ class SSLObjective(nn.Module):
         masked, frame_mask = mask_spans(features, lengths, c.mask_prob, c.mask_span, None, c.noise_std)
         return masked, labels, frame_mask
 
-    def loss(self, out: torch.Tensor, out_lengths: torch.Tensor, labels: torch.Tensor,
-             frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, out: torch.Tensor, out_lengths: torch.Tensor, labels: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (B, T', D) of the masked input -> (cross-entropy per masked frame, accuracy)."""
         num_out = out.shape[1]
         valid = torch.arange(num_out, device=out.device)[None, :] < out_lengths[:, None]

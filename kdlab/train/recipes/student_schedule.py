@@ -30,34 +30,76 @@ from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
 
 
-def student_finetune_config(profile: str, seed: int = 0, streaming: bool = False, *, ctc_steps: int | None = None,
-                            rnnt_steps: int | None = None, corpus_dir: str | None = None,
-                            tokenizer: str | None = None, **overrides) -> FinetuneConfig:
+def student_finetune_config(
+    profile: str,
+    seed: int = 0,
+    streaming: bool = False,
+    *,
+    ctc_steps: int | None = None,
+    rnnt_steps: int | None = None,
+    corpus_dir: str | None = None,
+    tokenizer: str | None = None,
+    **overrides,
+) -> FinetuneConfig:
     """The profile's fine-tuning settings with the student budget: ``ctc_steps`` / ``rnnt_steps``
     (None: the profile's ``student_ctc_steps`` / ``student_rnnt_steps``); `overrides` replace any
     other ``FinetuneConfig`` field (e.g. ``frames_per_batch``, ``init``, ``encoder``)."""
     p = get_profile(profile)
     rnnt_steps = p.student_rnnt_steps if rnnt_steps is None else rnnt_steps
     ctc_steps = p.student_ctc_steps if ctc_steps is None else ctc_steps
-    config = FinetuneConfig.for_profile(profile, seed, streaming=streaming, steps=rnnt_steps, corpus_dir=corpus_dir,
-                                        tokenizer=tokenizer, **overrides)
+    config = FinetuneConfig.for_profile(
+        profile, seed, streaming=streaming, steps=rnnt_steps, corpus_dir=corpus_dir, tokenizer=tokenizer, **overrides
+    )
     return replace(config, ctc_warmup=replace(config.ctc_warmup, steps=ctc_steps))
 
 
-def train_asr_schedule(model: RNNTModel, data: SpeechData, *, ctc_warmup: CTCWarmupConfig, trainer: TrainerConfig,
-                       frames_per_batch: int, seed: int, specaugment: SpecAugmentConfig | None,
-                       dev_eval_utterances: int, run_dir: Path, configs: dict, device: str = "auto",
-                       progress: bool = True) -> dict:
+def train_asr_schedule(
+    model: RNNTModel,
+    data: SpeechData,
+    *,
+    ctc_warmup: CTCWarmupConfig,
+    trainer: TrainerConfig,
+    frames_per_batch: int,
+    seed: int,
+    specaugment: SpecAugmentConfig | None,
+    dev_eval_utterances: int,
+    run_dir: Path,
+    configs: dict,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
     """CTC warm-start of ``model.encoder`` (in ``run_dir/ctc_warmup``), then RNN-T (+ the CTC
     weight) of the whole ``model`` in ``run_dir``; both resume their checkpoints. Returns
     ``train_rnnt``'s metrics plus ``ctc_warmup`` and ``asr_cost`` ({"ctc", "rnnt"}: ``phase_cost``)."""
     seed_everything(seed)
-    head, warmup = ctc_warm_start(model.encoder, data, ctc_warmup, frames_per_batch=frames_per_batch, seed=seed,
-                                  run_dir=run_dir / "ctc_warmup", device=device, progress=progress)
-    _, metrics = train_rnnt(model, data, trainer, frames_per_batch=frames_per_batch, seed=seed,
-                            specaugment=specaugment, dev_eval_utterances=dev_eval_utterances, run_dir=run_dir,
-                            configs=configs, device=device, progress=progress, ctc_head=head,
-                            ctc_weight=ctc_warmup.aux_weight)
+    head, warmup = ctc_warm_start(
+        model.encoder,
+        data,
+        ctc_warmup,
+        frames_per_batch=frames_per_batch,
+        seed=seed,
+        run_dir=run_dir / "ctc_warmup",
+        device=device,
+        progress=progress,
+    )
+    _, metrics = train_rnnt(
+        model,
+        data,
+        trainer,
+        frames_per_batch=frames_per_batch,
+        seed=seed,
+        specaugment=specaugment,
+        dev_eval_utterances=dev_eval_utterances,
+        run_dir=run_dir,
+        configs=configs,
+        device=device,
+        progress=progress,
+        ctc_head=head,
+        ctc_weight=ctc_warmup.aux_weight,
+    )
     loader = data.train_loader(frames_per_batch, seed)
-    return {**metrics, "ctc_warmup": warmup,
-            "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)}}
+    return {
+        **metrics,
+        "ctc_warmup": warmup,
+        "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)},
+    }

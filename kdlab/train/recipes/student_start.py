@@ -42,5 +42,7 @@ def weights_digest(*modules: nn.Module) -> str:
 
 def start_digests(ssl_encoder: nn.Module, model: RNNTModel) -> dict:
     """``{"ssl_encoder_digest", "fresh_heads_digest"}`` of a student's start (call before training)."""
-    return {"ssl_encoder_digest": weights_digest(ssl_encoder),
-            "fresh_heads_digest": weights_digest(model.predictor, model.joiner)}
+    return {
+        "ssl_encoder_digest": weights_digest(ssl_encoder),
+        "fresh_heads_digest": weights_digest(model.predictor, model.joiner),
+    }

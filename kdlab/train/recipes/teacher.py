@@ -41,9 +41,17 @@ class TeacherBundle:
     metrics: dict
 
 
-def ensure_teacher(profile: str = "default", seed: int = 0, streaming: bool = False, init: str = "ssl",
-                   device: str = "auto", progress: bool = True, finetune_steps: int | None = None,
-                   corpus_dir: str | None = None, tokenizer: str | None = None) -> TeacherBundle:
+def ensure_teacher(
+    profile: str = "default",
+    seed: int = 0,
+    streaming: bool = False,
+    init: str = "ssl",
+    device: str = "auto",
+    progress: bool = True,
+    finetune_steps: int | None = None,
+    corpus_dir: str | None = None,
+    tokenizer: str | None = None,
+) -> TeacherBundle:
     """The profile's teacher, trained first if its runs are missing (resumed if interrupted).
 
     `init` "random" gives the baseline without pre-training (same architecture and budget);
@@ -51,12 +59,22 @@ def ensure_teacher(profile: str = "default", seed: int = 0, streaming: bool = Fa
     `corpus_dir` / `tokenizer`: another corpus (``kdlab data --out DIR``) and "char" / "bpe[:N]"
     (None: the profile's).
     """
-    config = FinetuneConfig.for_profile(profile, seed, streaming=streaming, init=init, steps=finetune_steps,
-                                        corpus_dir=corpus_dir, tokenizer=tokenizer)
+    config = FinetuneConfig.for_profile(
+        profile, seed, streaming=streaming, init=init, steps=finetune_steps, corpus_dir=corpus_dir, tokenizer=tokenizer
+    )
     finetune = run_finetune(config, device=device, progress=progress)
     pretrain = None
     if init == "ssl":
         pretrain = load_pretrain(default_pretrain_dir(config.default_pretrain()))
     model = finetune.model
-    return TeacherBundle(model.encoder, model, finetune.tokenizer, finetune.cmvn, model.encoder.config,
-                         model.config, pretrain, finetune, finetune.metrics)
+    return TeacherBundle(
+        model.encoder,
+        model,
+        finetune.tokenizer,
+        finetune.cmvn,
+        model.encoder.config,
+        model.config,
+        pretrain,
+        finetune,
+        finetune.metrics,
+    )

@@ -42,5 +42,9 @@ def phase_cost(metrics: dict, loader: SpeechLoader) -> dict:
         frames = {"frames": None, "padded_frames": None}
     else:
         frames = scheduled_frames(loader, steps) if steps else {"frames": 0, "padded_frames": 0}
-    return {"steps": steps, **frames, "cpu_seconds": metrics.get("cpu_seconds", 0.0),
-            "wall_seconds": metrics.get("wall_seconds", 0.0)}
+    return {
+        "steps": steps,
+        **frames,
+        "cpu_seconds": metrics.get("cpu_seconds", 0.0),
+        "wall_seconds": metrics.get("wall_seconds", 0.0),
+    }
