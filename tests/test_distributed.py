@@ -159,3 +159,20 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(uninterrup
     _assert_same(_weights(out, 0), _weights(full_out, 0), "resumed vs uninterrupted")
     steps = [r["step"] for r in json.loads((watch / "finetune" / "history.json").read_text()) if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
+
+
+def test_a_joint_l0_run_keeps_the_ranks_in_step_and_only_rank_0_writes(home, tmp_path):
+    """The joint route under torchrun: gated training, materialisation and recovery on both ranks,
+    evaluation and the run's files on rank 0 alone."""
+    watch, out = tmp_path / "runs", tmp_path / "report"
+    arguments = ["joint", "--profile", "tiny", "--method", "l0", "--target-sparsity", "0.3", "--steps", "6"]
+    arguments += ["--ctc-steps", "2", "--recovery-steps", "2", "--device", "cpu", "--no-progress"]
+    result = torchrun(home, watch, out, [*arguments, "--run-dir", str(watch / "joint")])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    rank0, rank1 = _weights(out, 0), _weights(out, 1)  # the recovery trainer: the materialised student
+    _assert_same(rank0, rank1, "rank 0 vs rank 1")
+    assert json.loads((out / "writes-1.json").read_text()) == []
+    written0 = set(json.loads((out / "writes-0.json").read_text()))
+    for name in ("config.json", "asr.pt", "result.json", "test_transcripts.jsonl"):
+        assert f"joint/{name}" in written0, f"rank 0 did not write {name}: {sorted(written0)}"
+    assert json.loads((watch / "joint" / "result.json").read_text())["route"] == "joint"

@@ -58,6 +58,7 @@ from kdlab.data.specaugment import SpecAugment
 from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train import distributed
 from kdlab.train.history import History
 from kdlab.train.recipes.compress import measure_compressed
 from kdlab.train.recipes.compress_history import compression_record
@@ -287,9 +288,13 @@ def run_joint(
     before / after), ``steps`` / ``recovery_steps`` done, ``skipped_steps``, ``ctc_warmup``, the
     last logged loss parts of each phase, the layer map, the student's build info (dense student
     config or factorisation report), MACs, latency and CPU / load details. A ``run_dir`` holding
-    other settings is refused (`force`: replaced, ``runs.claim_run_dir``).
+    other settings is refused (`force`: replaced, ``runs.claim_run_dir``). Under torchrun every rank
+    trains (the trainer keeps them in step) and rank 0 alone evaluates and writes the run's files.
     """
-    run_dir = claim_run_dir(run_dir, "joint", config.to_dict(), force)
+    run_dir = Path(run_dir)
+    if distributed.is_main_process():
+        claim_run_dir(run_dir, "joint", config.to_dict(), force)
+    distributed.barrier()
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
     if config.uses_kd() and config.kd_source == "finetuned" and kd_teacher is None:
@@ -359,21 +364,23 @@ def run_joint(
         "train_seconds": train_seconds,
         **info,
     }
-    evaluated = time.perf_counter()
-    transcripts = transcribe_splits(final, data)
-    metrics.update({split: t.scores() for split, t in transcripts.items()})
-    metrics["eval_seconds"] = time.perf_counter() - evaluated
-    write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
-    data.cmvn.save(run_dir / "cmvn.json")
-    save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
-    metrics.update(
-        wall_seconds=time.perf_counter() - start + before["wall"],
-        cpu_seconds=time.process_time() - cpu_start + before["cpu"],
-        wall_seconds_before_resume=before["wall"],
-        load_average_1min=[load_before, load_average()],
-        torch_threads=torch.get_num_threads(),
-    )
-    write_result(run_dir, metrics)
+    if distributed.is_main_process():
+        evaluated = time.perf_counter()
+        transcripts = transcribe_splits(final, data)
+        metrics.update({split: t.scores() for split, t in transcripts.items()})
+        metrics["eval_seconds"] = time.perf_counter() - evaluated
+        write_transcripts(run_dir / "test_transcripts.jsonl", transcripts["test"])
+        data.cmvn.save(run_dir / "cmvn.json")
+        save_student_asr(final, data.tokenizer, run_dir / "asr.pt")
+        metrics.update(
+            wall_seconds=time.perf_counter() - start + before["wall"],
+            cpu_seconds=time.process_time() - cpu_start + before["cpu"],
+            wall_seconds_before_resume=before["wall"],
+            load_average_1min=[load_before, load_average()],
+            torch_threads=torch.get_num_threads(),
+        )
+        write_result(run_dir, metrics)
+    distributed.barrier()
     result = load_joint(run_dir)
     result.student = gated.cpu()
     return result
@@ -469,7 +476,7 @@ def joint_profile(
     teacher of the mode (``joint_teacher``, or ``teacher`` when given); default folder
     ``default_joint_dir`` (an explicit one holding other settings is refused before anything
     trains; `force`: replaced)."""
-    if run_dir is not None:
+    if run_dir is not None and distributed.is_main_process():
         claim_run_dir(run_dir, "joint", config.to_dict(), force)
     ssl = joint_ssl(config, device, progress)
     kd_teacher = None
