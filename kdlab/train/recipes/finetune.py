@@ -236,10 +236,9 @@ def run_finetune(
     """Fine-tune (or resume, or reuse) the run of `config` in `run_dir` (default `default_finetune_dir`;
     one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
     Under torchrun every rank trains and rank 0 alone writes the run's files."""
-    run_dir = Path(run_dir if run_dir is not None else default_finetune_dir(config))
-    if distributed.is_main_process():
-        claim_run_dir(run_dir, "finetune", config.to_dict(), force)
-    distributed.barrier()
+    run_dir = claim_run_dir(
+        run_dir if run_dir is not None else default_finetune_dir(config), "finetune", config.to_dict(), force
+    )
     if read_result(run_dir) is not None:
         return load_finetune(run_dir)
     encoder, cmvn = _ssl_encoder(config, device, progress) if config.init == "ssl" else (None, None)

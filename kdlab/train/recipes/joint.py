@@ -291,10 +291,7 @@ def run_joint(
     other settings is refused (`force`: replaced, ``runs.claim_run_dir``). Under torchrun every rank
     trains (the trainer keeps them in step) and rank 0 alone evaluates and writes the run's files.
     """
-    run_dir = Path(run_dir)
-    if distributed.is_main_process():
-        claim_run_dir(run_dir, "joint", config.to_dict(), force)
-    distributed.barrier()
+    run_dir = claim_run_dir(run_dir, "joint", config.to_dict(), force)
     if read_result(run_dir) is not None:
         return load_joint(run_dir)
     if config.uses_kd() and config.kd_source == "finetuned" and kd_teacher is None:
@@ -476,7 +473,7 @@ def joint_profile(
     teacher of the mode (``joint_teacher``, or ``teacher`` when given); default folder
     ``default_joint_dir`` (an explicit one holding other settings is refused before anything
     trains; `force`: replaced)."""
-    if run_dir is not None and distributed.is_main_process():
+    if run_dir is not None:
         claim_run_dir(run_dir, "joint", config.to_dict(), force)
     ssl = joint_ssl(config, device, progress)
     kd_teacher = None

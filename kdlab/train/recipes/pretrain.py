@@ -175,10 +175,9 @@ def run_pretrain(
     """Pre-train (or resume, or reuse) the run of `config` in `run_dir` (default `default_pretrain_dir`;
     one holding other settings is refused, or with `force` replaced: ``runs.claim_run_dir``).
     Under torchrun every rank trains and rank 0 alone writes the run's files."""
-    run_dir = Path(run_dir if run_dir is not None else default_pretrain_dir(config))
-    if distributed.is_main_process():
-        claim_run_dir(run_dir, "pretrain", config.to_dict(), force)
-    distributed.barrier()
+    run_dir = claim_run_dir(
+        run_dir if run_dir is not None else default_pretrain_dir(config), "pretrain", config.to_dict(), force
+    )
     if read_result(run_dir) is not None:
         return load_pretrain(run_dir)
     data = SpeechData.from_corpus(

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from kdlab.train import distributed
 from kdlab.train.recipes.corpus_choice import corpus_content_digest
 from kdlab.train.trainer import RESUMABLE_CHANGES
 
@@ -69,7 +70,8 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
 
     A file there, or a run folder whose stored config differs (the error lists the fields), is a
     ValueError; `force` removes an existing run folder so the run starts afresh. An unfinished run
-    may differ in what a resume can change (``trainer.RESUMABLE_CHANGES``: more steps, ...).
+    may differ in what a resume can change (``trainer.RESUMABLE_CHANGES``: more steps, ...). Under
+    torchrun only rank 0 removes a folder, and every rank returns once it has.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -77,7 +79,8 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
     stored_path = run_dir / "config.json"
     is_run = stored_path.is_file() or (run_dir / RESULT).is_file() or has_checkpoint(run_dir)
     if force and is_run:
-        shutil.rmtree(run_dir)
+        if distributed.is_main_process():
+            shutil.rmtree(run_dir)
     elif stored_path.is_file():
         stored = json.loads(stored_path.read_text()).get(section)
         if stored is None:
@@ -92,6 +95,7 @@ def claim_run_dir(run_dir: str | Path, section: str, config: dict, force: bool =
                 f"run folder {run_dir} holds a run with other settings ({'; '.join(changed)}); "
                 "use another --run-dir, or --force to start afresh there"
             )
+    distributed.barrier()
     return run_dir
 
 
