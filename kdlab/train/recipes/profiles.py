@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from kdlab.train.trainer import TrainerConfig
+
 
 @dataclass(frozen=True)
 class RecipeProfile:
@@ -51,6 +53,20 @@ class RecipeProfile:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def cosine_trainer(self, steps: int, lr: float, warmup: int, seed: int) -> TrainerConfig:
+        """A teacher phase's optimisation: `steps` at peak `lr` after `warmup` linear steps, cosine down
+        to 5 % of it, dev evaluation and a checkpoint every ``eval_every`` steps."""
+        return TrainerConfig(
+            max_steps=steps,
+            lr=lr,
+            warmup_steps=min(warmup, steps),
+            schedule="cosine",
+            min_lr_ratio=0.05,
+            eval_every=self.eval_every,
+            checkpoint_every=self.eval_every,
+            seed=seed,
+        )
 
 
 PROFILES: dict[str, RecipeProfile] = {
