@@ -27,9 +27,13 @@ def offline(tmp_path_factory):
     return model, export_onnx(model, path), OnnxRNNT(path, threads=1)
 
 
-@pytest.fixture(scope="module", params=[4, 8], ids=["4x", "8x"])
+@pytest.fixture(
+    scope="module",
+    params=[{"subsampling_factor": 4}, {"subsampling_factor": 8}, {"half_rate_blocks": [0, 1]}],
+    ids=["4x", "8x", "4x-half-rate"],
+)
 def streaming(tmp_path_factory, request):
-    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1, subsampling_factor=request.param)
+    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1, **request.param)
     path = tmp_path_factory.mktemp("streaming") / "model.onnx"
     return model, export_onnx(model, path, streaming=True), OnnxRNNT(path, threads=1)
 
@@ -98,8 +102,9 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
         out = runtime.encoder.run(None, inputs)
         assert (torch.from_numpy(out[1]) - reference[:, first : first + chunk]).abs().max() <= TOLERANCE, first
         caches = out[2:]
-        # left_chunks = 1: the keys and values of one chunk of 4 frames are carried, no more.
-        assert caches[0].shape[2] == min(first + chunk, config.left_chunks * config.chunk_size)
+        # left_chunks = 1: the keys and values of one chunk of 4 frames (2 at half rate) are carried, no more.
+        rate = 2 if config.runs_at_half_rate(0) else 1
+        assert caches[0].shape[2] == min(-(-(first + chunk) // rate), config.left_chunks * config.chunk_size // rate)
         first += chunk
     projected, lengths = runtime.encode(utterance, torch.tensor([203]))
     assert int(lengths) == reference.shape[1] and (projected - reference).abs().max() <= TOLERANCE

@@ -100,6 +100,28 @@ def test_random_gate_states_materialise_exactly(streaming):
 
 
 @pytest.mark.parametrize("streaming", [False, True])
+def test_half_rate_encoders_materialise_exactly(streaming):
+    half_rate = dict(num_layers=3, half_rate_blocks=[1, 2], **(dict(STREAMING, chunk_size=4) if streaming else {}))
+    for seed in range(4):
+        gated = make_encoder(seed, **half_rate)
+        randomise(attach_gates(gated), seed)
+        small = materialise(gated)
+        assert small.config.half_rate_blocks == [1, 2]
+        check_equal(gated, small, streaming)
+
+
+def test_constant_of_the_first_half_rate_block_folds_into_the_pair_projection():
+    gated = make_encoder(num_layers=3, half_rate_blocks=[1, 2])
+    gates = attach_gates(gated)
+    set_gate(gates.gates["blocks.1.ffn1"], CLOSED)  # open branch, no unit: a constant, first in its block
+    set_gate(gates.gates["blocks.1.ffn1_gate"], 0.5)
+    small = materialise(gated)
+    assert small.config.layer_dims[1]["ffn1_dim"] == 0
+    assert not torch.equal(small.downsample.linear.bias, gated.downsample.linear.bias)
+    check_equal(gated, small, streaming=False)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
 def test_factorised_and_rank_gated_states_materialise_exactly(streaming):
     kinds = set()
     for seed in range(6):

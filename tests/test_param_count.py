@@ -54,7 +54,11 @@ def test_expected_params_is_the_exact_expectation_over_gate_states():
 
 
 def test_dense_encoder_counts_its_own_parameters():
-    for overrides in ({}, {"layer_dims": [{"num_heads": 1, "conv_channels": 0}, {"ffn1_dim": 7}]}):
+    for overrides in (
+        {},
+        {"layer_dims": [{"num_heads": 1, "conv_channels": 0}, {"ffn1_dim": 7}]},
+        {"num_layers": 3, "half_rate_blocks": [1, 2]},
+    ):
         encoder = make_encoder(**overrides)
         assert expected_params(encoder).item() == encoder.num_parameters()
 
@@ -79,6 +83,8 @@ def counted_macs(encoder: ConformerEncoder, frames: int, stream: bool) -> float:
         {"streaming": True, "chunk_size": 5, "left_chunks": -1},
         {"subsampling_factor": 8},
         {"subsampling_factor": 8, "streaming": True, "chunk_size": 3, "left_chunks": 1},
+        {"num_layers": 3, "half_rate_blocks": [1, 2]},
+        {"num_layers": 3, "half_rate_blocks": [0, 2], "streaming": True, "chunk_size": 4, "left_chunks": 1},
     ],
 )
 def test_macs_match_the_flop_counter(overrides):

@@ -21,7 +21,11 @@ LAYER_DIMS = [{"num_heads": 1, "ffn1_dim": 48}, {"num_heads": 0, "ffn1_dim": 0}]
 
 
 def tiny_compressed_asr(
-    streaming: bool = False, left_chunks: int = -1, seed: int = 0, subsampling_factor: int = 4
+    streaming: bool = False,
+    left_chunks: int = -1,
+    seed: int = 0,
+    subsampling_factor: int = 4,
+    half_rate_blocks: list[int] | None = None,
 ) -> RNNTModel:
     """Random weights (seeded), eval mode; the blank is discouraged so greedy search emits symbols."""
     torch.manual_seed(seed)
@@ -33,6 +37,7 @@ def tiny_compressed_asr(
         left_chunks=left_chunks,
         layer_dims=LAYER_DIMS,
         subsampling_factor=subsampling_factor,
+        half_rate_blocks=half_rate_blocks,
     )
     encoder = ConformerEncoder(config)
     for block in encoder.blocks:  # batch-norm statistics as after training, not the identity

@@ -14,7 +14,8 @@ eval mode it computes the same function (offline and streaming) with fewer param
 * a branch whose gate is open but whose units are *all* removed emits a constant vector c. It is
   dropped, and c is folded into the bias of the previous surviving branch of the same block, or,
   if there is none, into the producer of the block input (the previous block's final LayerNorm
-  bias, or the subsampling's linear bias for block 0). The encoder *output* is unchanged; in that
+  bias, the subsampling's linear bias for block 0, or the pair projection's bias for the first
+  half-rate block). The encoder *output* is unchanged; in that
   last case ``hidden_states[i]`` (the block input) is shifted by c. (A per-block residual bias in
   the conformer would remove this caveat.)
 * low-rank layers (``LowRankLinear``): rank components with gate mask 0 are dropped, soft values
@@ -230,11 +231,13 @@ def _slice_branch(name: str, module: nn.Module, mask: torch.Tensor, prefix: str,
 
 
 def _fold_constant(
-    constant: torch.Tensor, last: tuple[str, float] | None, block: int, state: dict, linears: dict
+    constant: torch.Tensor, last: tuple[str, float] | None, block: int, state: dict, linears: dict, config
 ) -> None:
     """Add a (D,) constant to block ``block``'s residual stream at the current point."""
     if last is not None:  # into the bias of the previous surviving branch (its residual scale undone)
         linears[last[0]].add_to_bias(constant / last[1], last[0])
+    elif config.half_rate_blocks is not None and block == config.half_rate_blocks[0]:  # the pair projection's bias
+        linears["downsample.linear"].add_to_bias(constant, "downsample.linear")
     elif block == 0:  # into the block input: the subsampling output (dropout is the identity in eval)
         linears["subsampling.linear"].add_to_bias(constant, "subsampling.linear")
     else:  # into the block input: the previous block's final LayerNorm
@@ -253,6 +256,8 @@ def materialise(encoder: ConformerEncoder) -> ConformerEncoder:
     state = _entries(encoder.subsampling, "subsampling")
     state = {k: v for k, v in state.items() if not k.startswith("subsampling.linear.")}
     linears = {"subsampling.linear": _LinearEdit.of(encoder.subsampling.linear)}
+    if encoder.downsample is not None:
+        linears["downsample.linear"] = _LinearEdit.of(encoder.downsample.linear)
     layer_dims = []
     for i, block in enumerate(encoder.blocks):
         dims, last = {key: 0 for key in BRANCH_SIZE_KEYS.values()}, None
@@ -267,7 +272,7 @@ def materialise(encoder: ConformerEncoder) -> ConformerEncoder:
             scale = BRANCH_SCALES[name]
             if not bool((units != 0).any()):  # open branch with no unit left: it emits a constant
                 out = _LinearEdit.of(getattr(module, _last_linear(name))).zero_input_output()
-                _fold_constant(scale * branch * out, last, i, state, linears)
+                _fold_constant(scale * branch * out, last, i, state, linears, encoder.config)
                 continue
             dims[BRANCH_SIZE_KEYS[name]] = _slice_branch(name, module, units, f"blocks.{i}.{name}", state, linears)
             last = (f"blocks.{i}.{name}.{_last_linear(name)}", scale)

@@ -20,8 +20,9 @@ pair) and biases, its depthwise filter and bias, its two BatchNorm parameters an
 ``pointwise2`` column. For dense branches this is the exact expectation (cost is affine in u).
 A low-rank layer with E[r] kept rank components (``LowRankLinear.gate``) and an m × n kept
 weight costs E[r]·(m + n) where that is at most ⅔·m·n, else m·n (+ m bias): materialisation keeps
-the factors only where they are faster (``lowrank.factors_are_faster``). The subsampling front-end
-and each block's final LayerNorm are always counted.
+the factors only where they are faster (``lowrank.factors_are_faster``). The subsampling front-end,
+the half-rate blocks' pair projection (``kdlab.models.half_rate``) and each block's final LayerNorm
+are always counted.
 
 **MACs per second of audio** count multiply-accumulates of linear maps, convolutions and the
 two attention matmuls (QKᵀ and weights·V); elementwise work (norms, activations, rotary, softmax,
@@ -111,15 +112,23 @@ def _branch_cost(name: str, module: nn.Module, units, d_model: int, keys: float,
     return params + weight + _bias(last) * d_model, macs + weight
 
 
-def _cost(encoder: ConformerEncoder, deterministic: bool, keys: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(expected params, expected block MACs per encoder frame, subsampling linear included)."""
+def _cost(encoder: ConformerEncoder, deterministic: bool, frames: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expected params, expected block MACs per encoder frame, subsampling linear included) for an
+    utterance of ``frames`` encoder frames (None: parameters only, attention's matmuls not counted).
+    A half-rate block sees ceil(frames / 2) frames: its MACs per frame are scaled by that share."""
     like = torch.zeros((), dtype=F64, device=next(encoder.parameters()).device)
-    d = encoder.config.d_model
+    config = encoder.config
+    d = config.d_model
     linear = encoder.subsampling.linear
     weight = _weights(linear, linear.out_features, linear.in_features, deterministic, like)
     params = _numel(encoder.subsampling) - _numel(linear) + weight + _bias(linear) * linear.out_features
     macs = weight
-    for block in encoder.blocks:
+    half_share = 0.5 if frames is None else ((frames + 1) // 2) / frames
+    if encoder.downsample is not None:  # a (D, 2D) projection per half-rate frame
+        params, macs = params + _numel(encoder.downsample), macs + 2 * d * d * half_share
+    for i, block in enumerate(encoder.blocks):
+        half = config.runs_at_half_rate(i)
+        keys = 0.0 if frames is None else attention_keys_per_query(encoder, frames, half)
         params = params + _numel(block.final_norm)
         for name in BRANCHES:
             module = getattr(block, name)
@@ -129,7 +138,7 @@ def _cost(encoder: ConformerEncoder, deterministic: bool, keys: float) -> tuple[
             alive, units = _units_kept(module.gate, branch_units(name, module), deterministic, like)
             branch_params, branch_macs = _branch_cost(name, module, units, d, keys, deterministic, like)
             params = params + branch * alive * branch_params
-            macs = macs + branch * alive * branch_macs
+            macs = macs + branch * alive * branch_macs * (half_share if half else 1.0)
     return params, macs
 
 
@@ -137,15 +146,20 @@ def expected_params(encoder: ConformerEncoder, deterministic: bool = False) -> t
     """E[#encoder parameters after materialisation], a float64 scalar differentiable in every
     gate's ``log_alpha`` (see the module docstring). ``deterministic=True``: the exact count at the
     current eval masks (no gradient), equal to ``materialise(encoder).num_parameters()``."""
-    return _cost(encoder, deterministic, keys=0.0)[0]
+    return _cost(encoder, deterministic, frames=None)[0]
 
 
-def attention_keys_per_query(encoder: ConformerEncoder, frames: int) -> float:
-    """Mean number of keys a query attends to in an utterance of ``frames`` encoder frames."""
+def attention_keys_per_query(encoder: ConformerEncoder, frames: int, half_rate: bool = False) -> float:
+    """Mean number of keys a query attends to in an utterance of ``frames`` encoder frames (in a
+    half-rate block: of its ceil(frames / 2) frames, in chunks of chunk_size / 2)."""
     config = encoder.config
+    if half_rate:
+        frames, chunk_size = (frames + 1) // 2, config.chunk_size // 2
+    else:
+        chunk_size = config.chunk_size
     if not config.streaming:
         return float(frames)
-    mask = chunk_attention_mask(frames, config.chunk_size, config.left_chunks)
+    mask = chunk_attention_mask(frames, chunk_size, config.left_chunks)
     return float(mask.sum()) / frames
 
 
@@ -170,7 +184,7 @@ def expected_macs_per_second(
         raise ValueError(
             f"the utterance has no encoder frame ({frames_per_second} x {utterance_seconds} s); make it longer"
         )
-    _, per_frame = _cost(encoder, deterministic, attention_keys_per_query(encoder, frames))
+    _, per_frame = _cost(encoder, deterministic, frames)
     return (front_end_macs(encoder, frames) + frames * per_frame) / utterance_seconds
 
 

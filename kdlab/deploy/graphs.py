@@ -14,7 +14,7 @@ at subsampled frame ``p`` reads the input frames ``sp .. sp + st + s - 2`` (the 
 ``s - 1`` for the next chunk. Caches per block, in block
 order, only for the branches the block has: attention keys and values (B, H, P, head_dim) (P = 0 at
 the start, growing by t per chunk, trimmed to ``left_chunks * chunk_size`` frames when the context
-is limited) and the causal convolution's (B, C, kernel - 1) tail (zeros at the start).
+is limited; half of each in half-rate blocks) and the causal convolution's (B, C, kernel - 1) tail (zeros at the start).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdlab.models.attention import rotary_table
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTModel
 from kdlab.models.streaming import LayerCache
@@ -96,26 +95,23 @@ class StreamingChunkGraph(nn.Module):
             raise ValueError("a streaming step needs a streaming encoder (ConformerConfig(streaming=True))")
         self.encoder, self.projection = encoder, projection
         self.slots = cache_slots(encoder)
-        self.keep = None if config.left_chunks < 0 else config.left_chunks * config.chunk_size
 
     def forward(self, features: torch.Tensor, position: torch.Tensor, *caches: torch.Tensor):
         x = self.encoder.subsampling(features)
-        positions = position + torch.arange(x.shape[1], device=x.device)
-        rotary = rotary_table(positions, self.encoder.config.head_dim)
         by_slot = dict(zip(((s.block, s.kind) for s in self.slots), caches))
-        new_caches = []
-        for i, block in enumerate(self.encoder.blocks):
-            kv = (by_slot[i, "keys"], by_slot[i, "values"]) if block.attn is not None else None
-            x, cache = block(x, rotary, past=LayerCache(kv, by_slot.get((i, "conv"))))
-            if cache.kv is not None:
-                new_caches += [self._trim(t) for t in cache.kv]
-            if cache.conv is not None:
-                new_caches.append(cache.conv)
+        pasts = [
+            LayerCache(
+                (by_slot[i, "keys"], by_slot[i, "values"]) if block.attn is not None else None, by_slot.get((i, "conv"))
+            )
+            for i, block in enumerate(self.encoder.blocks)
+        ]
+        x, new = self.encoder.run_chunk(x, position, pasts)
+        new_caches = [
+            t
+            for cache in new
+            for t in ((*cache.kv,) if cache.kv is not None else ()) + ((cache.conv,) if cache.conv is not None else ())
+        ]
         return (x, self.projection(x), *new_caches)
-
-    def _trim(self, past: torch.Tensor) -> torch.Tensor:
-        """Keep the last ``left_chunks * chunk_size`` frames of (B, H, P, head_dim) keys or values."""
-        return past if self.keep is None else past[:, :, -self.keep :] if self.keep else past[:, :, :0]
 
 
 class PredictorStepGraph(nn.Module):

@@ -2,6 +2,9 @@
 
 features (B, T, 80) -> Subsampling (4x or 8x) -> dropout -> N x ConformerBlock -> (B, T', D)
 
+Optionally a range of middle blocks runs at half the frame rate (``half_rate_blocks``, a temporal
+U-Net: ``kdlab.models.half_rate``); input and output keep the front-end's rate.
+
 Each ``ConformerBlock`` is ``x + 0.5 ffn1(x)``, ``+ attn``, ``+ conv``, ``+ 0.5 ffn2``, then
 LayerNorm. Prunable places (each an attribute, default ``None``, which when set is an
 ``nn.Module`` whose ``forward()`` returns a mask):
@@ -20,6 +23,7 @@ per-block sizes, and a size of 0 removes that branch (its module is ``None``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -28,6 +32,7 @@ from kdlab.config import JsonConfig
 from kdlab.models.attention import MultiHeadSelfAttention, rotary_table
 from kdlab.models.convolution import ConvolutionModule
 from kdlab.models.feedforward import FeedForward
+from kdlab.models.half_rate import PairDownsample, half_rate_lengths, repeat_to_full_rate, upsample
 from kdlab.models.streaming import LayerCache, StreamingEncoderState, chunk_attention_mask, stream_step
 from kdlab.models.subsampling import FACTORS, Subsampling
 
@@ -59,6 +64,9 @@ class ConformerConfig(JsonConfig):
     on a CPU a narrower front-end (e.g. 32–64) saves much of the encoder's time.
     ``subsampling_factor`` 4 or 8 (``kdlab.models.subsampling``): 8x halves the frames every block
     sees (and the RNN-T lattice's time axis).
+    ``half_rate_blocks`` [a, b] (optional) runs blocks a .. b-1 at half the frame rate
+    (``kdlab.models.half_rate``); 0 <= a < b < num_layers, so the last block is at full rate, and
+    ``chunk_size`` must be even (a chunk's half-rate frames are chunk_size / 2).
     """
 
     input_dim: int = 80
@@ -76,6 +84,7 @@ class ConformerConfig(JsonConfig):
     layer_dims: list[dict] | None = field(default=None)
     subsampling_channels: int | None = None
     subsampling_factor: int = 4
+    half_rate_blocks: list[int] | None = field(default=None)
 
     def __post_init__(self) -> None:
         positive = ("d_model", "num_layers", "num_heads", "head_dim", "ffn_dim", "conv_channels", "chunk_size")
@@ -106,6 +115,24 @@ class ConformerConfig(JsonConfig):
             )
         if self.layer_dims is not None:
             self._check_layer_dims()
+        if self.half_rate_blocks is not None:
+            self._check_half_rate_blocks()
+
+    def _check_half_rate_blocks(self) -> None:
+        span = self.half_rate_blocks
+        if (
+            not isinstance(span, (list, tuple))
+            or len(span) != 2
+            or not all(isinstance(v, int) for v in span)
+            or not 0 <= span[0] < span[1] < self.num_layers
+        ):
+            raise ValueError(
+                f"half_rate_blocks must be [a, b] with 0 <= a < b < num_layers ({self.num_layers}: the last block "
+                f"runs at full rate), got {span!r}"
+            )
+        if self.chunk_size % 2:
+            raise ValueError(f"half_rate_blocks needs an even chunk_size (pairs of frames), got {self.chunk_size}")
+        self.half_rate_blocks = list(span)
 
     def _check_layer_dims(self) -> None:
         if len(self.layer_dims) != self.num_layers:
@@ -122,6 +149,10 @@ class ConformerConfig(JsonConfig):
     def receptive_field(self) -> int:
         """Input frames one encoder frame reads through the front-end (2 x factor - 1)."""
         return 2 * self.subsampling_factor - 1
+
+    def runs_at_half_rate(self, index: int) -> bool:
+        """Whether block ``index`` sees half-rate frames (``half_rate_blocks``)."""
+        return self.half_rate_blocks is not None and self.half_rate_blocks[0] <= index < self.half_rate_blocks[1]
 
     def block_dims(self, index: int) -> BlockDims:
         """Branch sizes of block ``index`` (global sizes overridden by ``layer_dims``)."""
@@ -206,17 +237,32 @@ class ConformerBlock(nn.Module):
         return self.final_norm(x), LayerCache(kv, tail)
 
 
-def _masks(lengths: torch.Tensor, num_frames: int, config: ConformerConfig, padded: bool):
+def _masks(lengths: torch.Tensor, num_frames: int, config: ConformerConfig, padded: bool, chunk_size: int):
     """Boolean attention mask, True = may attend (None, (B,1,1,T) or (B|1,1,T,T)), and the
     (B, T, 1) padding mask, True at padded frames (None without padding)."""
     valid = torch.arange(num_frames, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
     allowed = valid[:, None, None, :] if padded else None
     if config.streaming:
-        chunked = chunk_attention_mask(num_frames, config.chunk_size, config.left_chunks, lengths.device)
+        chunked = chunk_attention_mask(num_frames, chunk_size, config.left_chunks, lengths.device)
         allowed = chunked[None, None] if allowed is None else allowed & chunked
         # Padded query frames may find no allowed key; let every frame see itself (valid frames already do).
         allowed = allowed | torch.eye(num_frames, dtype=torch.bool, device=lengths.device)
     return allowed, (~valid[:, :, None] if padded else None)
+
+
+class _RateContext(NamedTuple):
+    """What the blocks at one frame rate share in a forward pass: rotary table and masks."""
+
+    rotary: torch.Tensor
+    attn_mask: torch.Tensor | None
+    pad_mask: torch.Tensor | None
+
+
+def _keep_last(kv: tuple[torch.Tensor, torch.Tensor] | None, frames: int | None):
+    """Cached keys/values (B, H, P, head_dim) trimmed to their last ``frames`` frames (None: all)."""
+    if kv is None or frames is None:
+        return kv
+    return tuple(t[:, :, -frames:] if frames else t[:, :, :0] for t in kv)
 
 
 class ConformerEncoder(nn.Module):
@@ -230,6 +276,7 @@ class ConformerEncoder(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(config, config.block_dims(i)) for i in range(config.num_layers))
+        self.downsample = PairDownsample(config.d_model) if config.half_rate_blocks is not None else None
 
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor
@@ -259,17 +306,51 @@ class ConformerEncoder(nn.Module):
 
         ``padded`` None looks at ``lengths``; True always builds the padding masks (what a traced
         graph such as the ONNX export needs: no data-dependent branch), equal when nothing is padded.
+        Every entry is (B, T', D): a half-rate block's output is repeated to the full rate.
         """
         t = x.shape[1]
         if padded is None:
             padded = bool((lengths < t).any())
-        attn_mask, pad_mask = _masks(lengths, t, self.config, padded)
-        rotary = rotary_table(torch.arange(t, device=x.device), self.config.head_dim)
-        hidden_states = [x]
-        for block in self.blocks:
-            x, _ = block(x, rotary, attn_mask, pad_mask)
-            hidden_states.append(x)
+        full = self._rate_context(lengths, t, padded, half=False)
+        context, skip, hidden_states = full, None, [x]
+        for i, block in enumerate(self.blocks):
+            if self.config.half_rate_blocks is not None and i == self.config.half_rate_blocks[0]:
+                skip, x = x, self.downsample(x, full.pad_mask)
+                context = self._rate_context(half_rate_lengths(lengths), x.shape[1], padded, half=True)
+            elif skip is not None and not self.config.runs_at_half_rate(i):
+                x, skip, context = upsample(x, skip), None, full
+            x, _ = block(x, context.rotary, context.attn_mask, context.pad_mask)
+            hidden_states.append(repeat_to_full_rate(x, t) if skip is not None else x)
         return hidden_states
+
+    def _rate_context(self, lengths: torch.Tensor, frames: int, padded: bool, half: bool) -> _RateContext:
+        chunk_size = self.config.chunk_size // 2 if half else self.config.chunk_size
+        attn_mask, pad_mask = _masks(lengths, frames, self.config, padded, chunk_size)
+        return _RateContext(
+            rotary_table(torch.arange(frames, device=lengths.device), self.config.head_dim), attn_mask, pad_mask
+        )
+
+    def run_chunk(
+        self, x: torch.Tensor, position: int | torch.Tensor, pasts: list[LayerCache]
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """Streaming: one chunk x (B, t, D) of subsampled frames, starting at absolute frame
+        ``position`` (a multiple of ``chunk_size``), through every block with its caches ``pasts``
+        -> (B, t, D) and the new caches, keys/values trimmed to the ``left_chunks`` context."""
+        cfg = self.config
+        t = x.shape[1]
+        full = rotary_table(position + torch.arange(t, device=x.device), cfg.head_dim)
+        rotary, skip, caches = full, None, []
+        for i, (block, past) in enumerate(zip(self.blocks, pasts, strict=True)):
+            if cfg.half_rate_blocks is not None and i == cfg.half_rate_blocks[0]:
+                skip, x = x, self.downsample(x)
+                rotary = rotary_table(position // 2 + torch.arange(x.shape[1], device=x.device), cfg.head_dim)
+            elif skip is not None and not cfg.runs_at_half_rate(i):
+                x, skip, rotary = upsample(x, skip), None, full
+            x, cache = block(x, rotary, past=past)
+            chunk = cfg.chunk_size // 2 if skip is not None else cfg.chunk_size
+            keep = None if cfg.left_chunks < 0 else cfg.left_chunks * chunk
+            caches.append(LayerCache(_keep_last(cache.kv, keep), cache.conv))
+        return x, caches
 
     def stream(
         self, features: torch.Tensor, state: StreamingEncoderState | None = None, final: bool = False

@@ -8,7 +8,8 @@ as a mask; ``stream_step`` computes the same numbers chunk by chunk with caches:
 
 * subsampling: the input frames not yet consumed (output frame j reads input
   frames s·j .. s·j + 2s - 2, so at most 2s - 2 frames wait for more input);
-* attention, per block: rotated keys and values of the last ``left_chunks`` chunks;
+* attention, per block: rotated keys and values of the last ``left_chunks`` chunks (half as many
+  frames in half-rate blocks, ``kdlab.models.half_rate``);
 * depthwise convolution, per block: the last ``kernel - 1`` GLU outputs.
 
 A chunk is emitted once all its ``chunk_size`` frames exist (``final=True`` flushes
@@ -23,7 +24,6 @@ from typing import NamedTuple
 
 import torch
 
-from kdlab.models.attention import rotary_table
 from kdlab.models.subsampling import subsampled_length
 
 
@@ -70,28 +70,11 @@ class StreamingEncoderState:
     finished: bool = False
 
 
-def _keep_last(kv: tuple[torch.Tensor, torch.Tensor] | None, frames: int) -> tuple | None:
-    """Trim cached keys/values to the last ``frames`` frames (-1: keep all)."""
-    if kv is None or frames < 0:
-        return kv
-    if frames == 0:
-        return None
-    return tuple(t[:, :, max(0, t.shape[2] - frames) :] for t in kv)
-
-
 def _run_chunk(encoder, chunk: torch.Tensor, state: StreamingEncoderState) -> torch.Tensor:
     """Run one (B, t, D) chunk of subsampled frames through every block, updating caches."""
-    cfg = encoder.config
-    t = chunk.shape[1]
-    positions = torch.arange(state.position, state.position + t, device=chunk.device)
-    rotary = rotary_table(positions, cfg.head_dim)
-    keep = -1 if cfg.left_chunks < 0 else cfg.left_chunks * cfg.chunk_size
-    x = chunk
-    for i, block in enumerate(encoder.blocks):
-        x, cache = block(x, rotary, past=state.layers[i])
-        state.layers[i] = LayerCache(_keep_last(cache.kv, keep), cache.conv)
-    state.position += t
-    return x
+    out, state.layers = encoder.run_chunk(chunk, state.position, state.layers)
+    state.position += chunk.shape[1]
+    return out
 
 
 @torch.no_grad()
