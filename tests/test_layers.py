@@ -3,6 +3,8 @@ no cycle (every import statement of every module, those inside functions include
 
 from __future__ import annotations
 
+from functools import cache
+
 from kdlab_tree import ARCHITECTURE, Import, kdlab_imports, layer_of, layer_table, module_files
 
 
@@ -51,6 +53,12 @@ def _cycles_text(cycles: list[list[Import]]) -> str:
     return "\n".join(" -> ".join(map(str, cycle)) for cycle in cycles)
 
 
+@cache
+def tree_imports() -> list[Import]:
+    """The kdlab imports of the checkout's tree, parsed once for the tests below."""
+    return kdlab_imports(module_files())
+
+
 def test_every_module_has_a_layer():
     table = layer_table(ARCHITECTURE.read_text())
     missing = [m for m in module_files() if layer_of(m, table) is None]
@@ -58,18 +66,18 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_a_higher_layer():
-    problems = upward_imports(kdlab_imports(module_files()), layer_table(ARCHITECTURE.read_text()))
+    problems = upward_imports(tree_imports(), layer_table(ARCHITECTURE.read_text()))
     assert not problems, "imports of a higher layer:\n" + "\n".join(problems)
 
 
 def test_kdlab_modules_import_each_other_in_no_cycle():
-    cycles = import_cycles(kdlab_imports(module_files()))
+    cycles = import_cycles(tree_imports())
     assert not cycles, "import cycles between modules:\n" + _cycles_text(cycles)
 
 
 def test_kdlab_packages_import_each_other_in_no_cycle():
     """Also within a layer (``lessons``, ``viz`` and ``report`` share one): data flows one way."""
-    cycles = import_cycles(kdlab_imports(module_files()), unit=package_of)
+    cycles = import_cycles(tree_imports(), unit=package_of)
     assert not cycles, "import cycles between packages:\n" + _cycles_text(cycles)
 
 
