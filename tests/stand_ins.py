@@ -60,8 +60,8 @@ def execute_lessons(names: list[str], out: Path, parameters: dict[str, dict] | N
     import nbformat
     from jupyter_client.kernelspec import find_kernel_specs
 
-    from kdlab import notebook_runner as nr
     from kdlab.paths import PROJECT_ROOT
+    from kdlab.report import notebook_runner as nr
 
     kernel = nr.PREFERRED_KERNEL if nr.PREFERRED_KERNEL in find_kernel_specs() else nr.FALLBACK_KERNEL
     with pytest.MonkeyPatch.context() as patch:

@@ -39,8 +39,8 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 
-from kdlab import notebook_runner as nr
 from kdlab.paths import PROJECT_ROOT
+from kdlab.report import notebook_runner as nr
 
 pytestmark = pytest.mark.browser
 
@@ -571,7 +571,7 @@ def test_reports_load_offline_without_errors_and_draw_every_figure(browser, stud
 def test_a_widget_figure_placed_before_the_pages_plotlyjs_still_draws(browser, tmp_path):
     """A report embeds plotly.js with its first plotly output; a widget panel shown earlier (notebook
     03's gate panel) must wait for it: drawn on load, no "Plotly is not defined"."""
-    from kdlab.offline_html import figure_html, plotlyjs_script
+    from kdlab.report.offline_html import figure_html, plotlyjs_script
 
     figure = {"data": [{"type": "bar", "y": [1, 3, 2]}], "layout": {"title": {"text": "panel"}}}
     for on_load in (True, False):
@@ -640,7 +640,7 @@ def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_b
     import numpy as np
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    from kdlab.offline_html import figure_html, plotlyjs_script
+    from kdlab.report.offline_html import figure_html, plotlyjs_script
     from kdlab.viz.gate_figures import gate_heatmap_figure
 
     generator = np.random.default_rng(0)

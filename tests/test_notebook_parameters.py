@@ -6,8 +6,8 @@ import ast
 import nbformat
 import pytest
 
-from kdlab import notebook_runner as nr
-from kdlab.notebook_parameters import METHODS, PROFILES, RULES, check_parameters, declared_parameters
+from kdlab.lessons.parameters import METHODS, PROFILES, RULES, check_parameters, declared_parameters
+from kdlab.report import notebook_runner as nr
 from kdlab.train.recipes.compress_config import METHODS as RECIPE_METHODS
 from kdlab.train.recipes.profiles import PROFILES as RECIPE_PROFILES
 
@@ -79,6 +79,6 @@ def test_papermill_with_a_bad_or_unknown_parameter_stops_in_the_check_cell(tmp_p
 
 
 def test_outside_papermill_nothing_counts_as_injected():
-    from kdlab.notebook_parameters import injected_names
+    from kdlab.lessons.parameters import injected_names
 
     assert injected_names() == set()

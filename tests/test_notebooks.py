@@ -14,10 +14,10 @@ from jupyter_client.kernelspec import find_kernel_specs
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from stand_ins import assert_nothing_on_stderr
 
-from kdlab import notebook_runner as nr
-from kdlab.offline_html import external_resources
 from kdlab.paths import PROJECT_ROOT
-from kdlab.widget_snapshot import WIDGET_STATE_MIMETYPE
+from kdlab.report import notebook_runner as nr
+from kdlab.report.offline_html import external_resources
+from kdlab.report.widget_snapshot import WIDGET_STATE_MIMETYPE
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from stand_ins import assert_lesson_explains_and_checks_itself, assert_ran_headless_at_tiny, execute_lessons
 
-from kdlab import notebook_runner as nr
+from kdlab.report import notebook_runner as nr
 
 LESSONS = ["02_knowledge_distillation", "03_l0_pruning", "04_low_rank_factorization"]
 

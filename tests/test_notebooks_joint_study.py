@@ -1,5 +1,5 @@
 """Notebooks 05 (joint pruning with RNN-T) and 06 (the study's results) run headless at tiny
-settings, and the helpers behind them (``kdlab.viz.study_lessons``) behave.
+settings, and the helpers behind them (``kdlab.lessons.study_grid``) behave.
 
 Both notebooks run with papermill at profile "tiny" in an isolated KDLAB_HOME (empty runs/ and
 outputs/, the shared tiny corpus): 05 trains the tiny teachers and its rows of the study grid,
@@ -23,19 +23,16 @@ from stand_ins import (
     isolated_kdlab_home,
 )
 
-from kdlab import notebook_runner as nr
 from kdlab.compress.hardconcrete import HardConcreteGate
 from kdlab.compress.param_count import expected_params
 from kdlab.data.corpus import ensure_corpus
-from kdlab.models.conformer import ConformerEncoder, teacher_config
-from kdlab.models.decoding import greedy_search
-from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.lessons import study_grid as sl
 from kdlab.paths import PROJECT_ROOT
+from kdlab.report import notebook_runner as nr
 from kdlab.study import StudyConfig, StudyResults
 from kdlab.study.config import GRID_BUDGETS
 from kdlab.study.recipes import GridRuns
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.viz import study_lessons as sl
 
 JOINT, STUDY = "05_joint_pruning_rnnt", "06_study_results"
 LESSONS = [JOINT, STUDY]
@@ -195,33 +192,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _streaming_model(seed: int = 0) -> RNNTModel:
-    torch.manual_seed(seed)
-    encoder = ConformerEncoder(teacher_config("tiny", streaming=True, chunk_size=3, dropout=0.0))
-    config = RNNTConfig(vocab_size=12, pred_embed_dim=8, pred_hidden=16, joint_dim=16, dropout=0.0)
-    return RNNTModel(encoder, config).eval()
-
-
-@pytest.mark.parametrize("feed", [1, 5, 16, 1000])
-def test_chunk_by_chunk_decoding_equals_the_full_forward_and_greedy_search(feed, one_thread):
-    model = _streaming_model()
-    features = torch.randn(97, 80, generator=torch.Generator().manual_seed(1))
-    trace = sl.stream_transcribe(model, features, feed)
-    with torch.no_grad():
-        full, lengths = model.transcribe(features[None], torch.tensor([97]))
-    assert (trace.encoder_out - full).abs().max() < 1e-5
-    assert tuple(trace.tokens) == greedy_search(model, full, lengths)[0].tokens and len(trace.tokens) > 3
-    assert [t for call in trace.calls for t in call.tokens] == trace.tokens
-    assert sum(call.frames for call in trace.calls) == full.shape[1]
-    assert len(trace.calls) == -(-97 // feed) and trace.calls[-1].received_s == pytest.approx(0.97)
-    assert all(call.frames % 3 == 0 for call in trace.calls[:-1]), "only whole chunks before the final flush"
-
-
-def test_stream_transcribe_refuses_an_empty_feed():
-    with pytest.raises(ValueError, match="feed_frames must be >= 1"):
-        sl.stream_transcribe(_streaming_model(), torch.randn(20, 80), 0)
 
 
 def _write_results(folder, profile):

@@ -7,8 +7,8 @@ import plotly.io as pio
 from nbconvert import HTMLExporter
 from nbformat.v4 import new_markdown_cell, new_notebook
 
-from kdlab import notebook_runner as nr
-from kdlab import offline_html as oh
+from kdlab.report import notebook_runner as nr
+from kdlab.report import offline_html as oh
 
 
 def test_external_resources_finds_loads_but_not_links_or_local_files():

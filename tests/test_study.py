@@ -26,7 +26,7 @@ from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.data.corpus import ensure_corpus
 from kdlab.eval.wer import relative_wer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
-from kdlab.offline_html import external_resources
+from kdlab.report.offline_html import external_resources
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import BUDGET_TOLERANCE, METHODS, MODES, ROUTES, StudyConfig
@@ -357,7 +357,7 @@ def test_encoder_in_mode_keeps_the_weights_of_a_factorised_encoder_and_switches_
 
 
 def test_the_index_section_and_the_readme_block_show_the_summary_rows(study, tmp_path):
-    from kdlab.study.publish import README_END, README_START, study_index_section, update_readme
+    from kdlab.report.study_publish import README_END, README_START, study_index_section, update_readme
     from kdlab.study.runner import load_study
 
     out, _, results = study

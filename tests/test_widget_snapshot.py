@@ -11,7 +11,7 @@ import pytest
 from ipywidgets.embed import dependency_state, embed_data
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from kdlab import widget_snapshot as ws
+from kdlab.report import widget_snapshot as ws
 
 WAVEFORM = np.linspace(-1, 1, 7, dtype=np.float32)
 AUDIO = b"RIFF\x00\x01fake wav bytes"

@@ -60,7 +60,7 @@ def checked_parameters(pairs: list[list[str]], sources) -> dict:
     check cell would stop it), or a bad value."""
     import nbformat
 
-    from kdlab.notebook_parameters import check_parameters, declared_parameters
+    from kdlab.lessons.parameters import check_parameters, declared_parameters
 
     parameters = {name: parse_value(value) for name, value in pairs}
     for source in sources:
@@ -91,7 +91,7 @@ def copy_notebooks(destination: str | Path, sources: list[Path]) -> tuple[list[P
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdlab import notebook_runner as nr
+    from kdlab.report import notebook_runner as nr
 
     if args.copy is not None:
         copied, skipped = copy_notebooks(args.copy, nr.discover_notebooks(nr.default_notebooks_dir(), args.only))
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     except nr.NotebookFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from kdlab.study.publish import study_index_section
+    from kdlab.report.study_publish import study_index_section
 
     study = study_index_section(out_dir)
     sections = [nr.key_figures_section(runs, out_dir), nr.notebook_links_section(runs, out_dir)]

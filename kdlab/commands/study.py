@@ -194,12 +194,14 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_accelerator(args.profile, args.device)
+    from kdlab.report.study_figures_page import write_study_figures
     from kdlab.study import run_study
 
     config = study_config(args)
     results = run_study(config, args.out, device=args.device, progress=args.progress, workers=args.workers)
+    write_study_figures(results)
     if args.readme:
-        from kdlab.study.publish import update_readme
+        from kdlab.report.study_publish import update_readme
 
         update_readme(args.readme, results, command_line(args))
     print(f"\nresults: {results.out_dir / 'results.md'} (+ results.json, results.csv, figures.html)")

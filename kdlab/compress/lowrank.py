@@ -20,9 +20,8 @@ matrix. `LowRankLinear` refuses a rank that does not save (unless `allow_no_savi
 `factorise_linears` / `ranks_by_global_budget` keep such matrices dense and say so.
 
 **Speed rule.** On a CPU two thin products run slower per MAC than one (two calls, less work per
-memory access), so a factorisation that saves little costs time: measured on the study's encoder, a
-96 × 192 layer at rank 59 (8 % fewer MACs) ran 0.6× as fast as the dense one on 16 frames and 0.9×
-on 800 (docs/deployment_speed.md). A factorised layer is therefore kept only where its factors cost
+memory access), so a factorisation that saves little costs time (measured per layer shape and
+rank: docs/deployment_speed.md). A factorised layer is therefore kept only where its factors cost
 at most ⅔ of the dense MACs, r·(m + n) ≤ ⅔·m·n (`factors_are_faster`, the largest such r is
 `fast_rank`); `ranks_by_global_budget` plans dense matrices past it, and materialisation
 stores such a layer dense.

@@ -4,9 +4,10 @@ espeak-ng keeps synthesis state in C globals (pitch flutter position, echo buffe
 gain, noise generators) that carry over from one utterance to the next, so the same text
 could come out slightly differently depending on what was said before. To make
 `synthesize` a pure function, every call loads a fresh copy of the library, initialises it,
-synthesises, terminates and unloads it again (about 3 ms). A module lock serialises calls
-within a process; separate worker processes each load their own copy. (If other code in
-the process keeps the same library loaded, the unload is a no-op and that guarantee is lost.)
+synthesises, terminates and unloads it again (a few ms: docs/cpu_timings.md). A module lock
+serialises calls within a process; separate worker processes each load their own copy. (If
+other code in the process keeps the same library loaded, the unload is a no-op and that
+guarantee is lost.)
 
 espeak-ng is GPL-3 licensed; it is used as a shared library, unmodified.
 """

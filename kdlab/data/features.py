@@ -1,9 +1,8 @@
 """Log-mel filterbank features and global mean/variance normalisation (CMVN).
 
 `compute_fbank` uses `torchaudio.transforms.MelSpectrogram` (n_fft = window length, Hann
-window, power spectrum, natural log): on one CPU thread it was about twice as fast as
-`torchaudio.compliance.kaldi.fbank` for the same 25 ms / 10 ms / 80-bin setting when measured
-on 10 s of audio, i.e. thousands of times faster than real time.
+window, power spectrum, natural log): faster on a CPU than `torchaudio.compliance.kaldi.fbank`
+for the same 25 ms / 10 ms / 80-bin setting (docs/cpu_timings.md).
 Frames are centred with zero padding, so a waveform of T samples gives T // hop + 1 frames.
 """
 

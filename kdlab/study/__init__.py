@@ -10,7 +10,9 @@ its measurement), ``parallel`` (the runs trained in worker processes), ``runner`
 write), ``table`` (RWER against each route's KD baseline, seed summary, CSV), ``claims`` (the
 paper's claims, computed), ``checks`` (validity: teacher range, blank plateau, KD baseline vs
 teacher, sparsity budget), ``verdicts`` (held / not held / undetermined, and why), ``report``
-(results.md), ``figures`` (Pareto, RWER bars, one offline HTML page).
+(results.md). The study's figures are drawn above it (``viz.study_figures``,
+``report.study_figures_page``), and so is its place in the index and the README
+(``report.study_publish``).
 """
 
 from kdlab.study.config import StudyConfig

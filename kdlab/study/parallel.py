@@ -2,9 +2,9 @@
 
     train_runs(config, plan, workers=2)     # then run_study finds every run complete ("reused")
 
-On a CPU, two processes with one torch thread each train about 1.4-1.5x more steps per second
-than one process with two threads (small conformers do not scale across threads). The grid is a
-graph of recipe runs (``tasks``):
+On a CPU, processes with one torch thread each train more steps per second than one process
+with all the threads (small conformers do not scale across threads: docs/cpu_timings.md). The
+grid is a graph of recipe runs (``tasks``):
 
     pretrain                        the SSL encoder every compression starts from
     teacher/<mode>                  after pretrain; the reference rows (and joint rows distilling it)

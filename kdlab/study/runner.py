@@ -13,8 +13,8 @@ settings are unchanged ("cached": nothing trained, loaded or measured).
 
 Outputs in ``out_dir`` (default ``outputs/study``): ``results.json`` (config, rows, summary,
 claims, checks; strict JSON: a NaN or infinity is an error), ``results.csv`` (the rows, one per
-model and seed), ``results.md`` (summary table, claims, checks) and ``figures.html`` (Pareto
-figure per mode and RWER bars, plotly.js embedded once).
+model and seed) and ``results.md`` (summary table, claims, checks). Its ``figures.html`` is drawn
+a layer up, by ``report.study_figures_page.write_study_figures`` (``kdlab study`` calls both).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from kdlab.deploy.encoder_runtime import encoder_call
 from kdlab.study.checks import run_checks
 from kdlab.study.claims import evaluate_claims
 from kdlab.study.config import StudyConfig
-from kdlab.study.figures import pareto_figures, rwer_figure, write_figures_page
 from kdlab.study.parallel import train_runs
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns, latency_inputs, measure_model
@@ -171,7 +170,7 @@ def run_study(
 
 
 def write_outputs(results: StudyResults) -> None:
-    """``results.json``, ``results.csv``, ``results.md`` and ``figures.html`` in ``results.out_dir``."""
+    """``results.json``, ``results.csv`` and ``results.md`` in ``results.out_dir``."""
     out, config = results.out_dir, results.config.to_dict()
     data = {
         "config": config,
@@ -186,10 +185,6 @@ def write_outputs(results: StudyResults) -> None:
     (out / "results.md").write_text(
         render_markdown(config, results.summary, results.claims, results.checks, train_seconds)
     )
-    figures = {f"Pareto: {mode}": figure for mode, figure in pareto_figures(results.summary).items()}
-    if any(r["rwer"] is not None for r in results.summary):
-        figures["RWER vs the KD baseline"] = rwer_figure(results.summary)
-    write_figures_page(figures, out / "figures.html", f"kdlab study — profile {config['profile']}")
 
 
 def load_study(out_dir: str | Path | None = None) -> StudyResults:

@@ -3,7 +3,7 @@
 plotly sends in-place edits (``figure.data[0].y = ...``) to the browser as one-off messages and
 keeps the widget's synced state (``_widget_data``, ``_widget_layout``) as it was when the figure
 was built. A page that (re)loads the widget from the kernel — a browser reload, a reopened
-notebook — and a report drawn from the saved state (``kdlab.widget_snapshot``) would then show
+notebook — and a report drawn from the saved state (``kdlab.report.widget_snapshot``) would then show
 the figure as built while the controls and status show their current values.
 ``live_update(figure)`` batches the edits like ``figure.batch_update()`` and then stores the
 figure's current traces and layout as its state. The browser's view ignores a state change of

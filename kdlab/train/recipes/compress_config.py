@@ -37,9 +37,8 @@ STUDENT_SHAPES = ("deep", "shallow")
 STUDENT_TOLERANCE = 0.03
 #: Compression steps of each recipe profile (``--steps`` replaces them).
 PROFILE_STEPS = {"tiny": 40, "default": 400, "full": 20000}
-#: Learning rate of λ1, λ2 per profile. With 0.01 the default-profile kd+l0 run at 0.5 overshot
-#: (ŝ 0.58 at step 300) and ended at 0.553; with 0.05 it settled and ended at 0.487. At the tiny
-#: profile 0.05 still swung at step 300 (0.39), 0.01 converges (benchmarks/l0_sparsity.py).
+#: Learning rate of λ1, λ2 per profile: ŝ reaches the target within the profile's steps without
+#: swinging past it (the runs that chose them: docs/sparsity_rates.md).
 PROFILE_LAGRANGIAN_LR = {"tiny": 0.01, "default": 0.05, "full": 0.01}
 
 

@@ -3,11 +3,9 @@
 A transducer's predictor learns the transcripts' language model within a few hundred steps; the
 loss then falls without the encoder and the model can sit on the blank plateau for thousands of
 steps (greedy decoding gives one phrase for every utterance). CTC has no language model to lean
-on, so its only way down is through the acoustics. Measured on the default corpus
-(docs/teacher_calibration.md): CTC alone left the plateau after ~125 steps, CTC beside the
-transducer loss from the start (or with SpecAugment) had not after 300. After the warm-start,
-keeping CTC beside the transducer (weight 0.3) is what helps: in a probe, 300 transducer steps
-reached dev WER 40.5 % with it and 67.8 % without.
+on, so its only way down is through the acoustics; SpecAugment or the transducer loss beside it
+delay that exit. After the warm-start, keeping CTC beside the transducer (weight 0.3) helps the
+fine-tune. (Measurements: docs/teacher_calibration.md.)
 
     head, metrics = ctc_warm_start(encoder, data, CTCWarmupConfig(steps=250, lr=2e-3, aux_weight=0.3),
                                    frames_per_batch=8000, seed=0, run_dir=run_dir / "ctc_warmup")

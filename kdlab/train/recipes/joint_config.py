@@ -41,9 +41,7 @@ from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 #: RNN-T steps (of the profile's ``student_rnnt_steps``) that train the materialised model (not tuned at "full").
 PROFILE_RECOVERY_STEPS = {"tiny": 2, "default": 50, "full": 2000}
 #: (gate_lr, lagrangian_lr) per profile. The task loss holds the gates open harder than the
-#: compression route's KD loss: at "default" (kd+l0 at 0.5, 200 steps of 4k frames) λ at 0.2 left
-#: ŝ at 0.41 and the calibration onto the budget then cost the model (test WER 92 %); λ at 0.5 and
-#: gates at 0.3 reached ŝ 0.498 (WER 48 %). At 60 steps nothing converged (WER 97-99 %).
+#: compression route's KD loss, so they are faster (the runs that chose them: docs/sparsity_rates.md).
 PROFILE_SPARSITY_RATES = {"tiny": (0.1, 0.01), "default": (0.3, 0.5), "full": (0.1, 0.01)}
 TEACHER_INITS = ("ssl", "random")
 #: Where the KD terms come from: the SSL encoder every student starts from, or the fine-tuned teacher.

@@ -6,9 +6,9 @@ to every figure, and nbconvert's `lab` template loads require.js, MathJax, merma
 ipywidgets HTML manager. Here:
 
 - `OfflineNotebookRenderer` is plotly's notebook renderer (plotly.js embedded once in the
-  notebook) without the MathJax tag; `kdlab.notebook_runner.use_embedded_plotly` selects it.
+  notebook) without the MathJax tag; `kdlab.report.notebook_runner.use_embedded_plotly` selects it.
 - `offline_html_exporter()` is nbconvert's lab exporter with those loaders removed. Widget
-  views are drawn statically beforehand (`kdlab.widget_snapshot`), so nothing needs the
+  views are drawn statically beforehand (`kdlab.report.widget_snapshot`), so nothing needs the
   widget manager. LaTeX in markdown cells is typeset by MathJax 2 from the PyPI package
   `jupyter-server-mathjax`, copied beside the report (`install_mathjax`) and loaded by a
   relative URL, so the folder of reports keeps working when moved (that package ships only the

@@ -1,5 +1,5 @@
-"""Figures of a study (plotly), drawn from the summary rows (``table.summarise``), and one
-self-contained HTML page holding them all (plotly.js embedded once, nothing from a CDN).
+"""Figures of a study (plotly), drawn from the summary rows (``study.table.summarise``); the
+offline page holding them all is ``report.study_figures_page``.
 
 * ``pareto_figures(summary)``: per mode, test WER against encoder parameters, one labelled
   point per row and the Pareto front (``viz.curve_figures.pareto_figure``).
@@ -10,11 +10,8 @@ self-contained HTML page holding them all (plotly.js embedded once, nothing from
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import plotly.graph_objects as go
 
-from kdlab.offline_html import figure_html, plotlyjs_script
 from kdlab.study.checks import is_kd_baseline
 from kdlab.study.plan import REFERENCE
 from kdlab.viz.curve_figures import pareto_figure
@@ -73,13 +70,3 @@ def rwer_figure(summary: list[dict]) -> go.Figure:
         margin={"t": 50, "b": 40},
     )
     return figure
-
-
-def write_figures_page(figures: dict[str, go.Figure], path: str | Path, title: str = "kdlab study") -> None:
-    """One HTML page with every figure (in dict order, each under its key as a heading), plotly.js
-    embedded once in the head: it opens without a network."""
-    body = "\n".join(f"<h2>{name}</h2>\n{figure_html(figure.to_dict())}" for name, figure in figures.items())
-    Path(path).write_text(
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
-        f"{plotlyjs_script()}\n</head><body>\n<h1>{title}</h1>\n{body}\n</body></html>\n"
-    )

@@ -38,7 +38,7 @@ def markdown_table_html(lines: list[str]) -> str:
 def study_index_section(outputs: str | Path):
     """The "Study results" section of ``index.html`` (summary table, claims, checks, links to the study
     files) when ``<outputs>/study/results.json`` exists, else None."""
-    from kdlab.notebook_runner import IndexSection
+    from kdlab.report.notebook_runner import IndexSection
 
     folder = Path(outputs) / STUDY_FOLDER
     if not (folder / "results.json").is_file():

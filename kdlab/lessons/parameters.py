@@ -99,7 +99,7 @@ def check_parameters(**parameters: Any) -> None:
         )
     for name, value in parameters.items():
         if name not in RULES:
-            raise ValueError(f"notebook parameter {name!r} has no rule in kdlab.notebook_parameters.RULES; add one")
+            raise ValueError(f"notebook parameter {name!r} has no rule in kdlab.lessons.parameters.RULES; add one")
         expected = RULES[name](value)
         if expected is not None:
             raise ValueError(

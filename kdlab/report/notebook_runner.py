@@ -4,8 +4,8 @@ The lessons live in `notebooks/NN_name.ipynb` (two digits, then a name). `run_no
 executes them in order with papermill, injecting parameters into each notebook's cell tagged
 `parameters`, writes the executed copies to `<out>/NN_name.ipynb`, and exports each one to
 `<out>/html/NN_name.html` with the widget state and the plotly figures embedded. Reports load
-nothing from other hosts, so they open offline without errors (`kdlab.offline_html`): widget
-panels are drawn statically from their saved state (`kdlab.widget_snapshot`), and LaTeX in
+nothing from other hosts, so they open offline without errors (`kdlab.report.offline_html`): widget
+panels are drawn statically from their saved state (`kdlab.report.widget_snapshot`), and LaTeX in
 markdown is typeset by a MathJax copy beside the reports. `write_index` assembles `<out>/index.html` from a list of
 `IndexSection`s: the key figures of every notebook (`key_figures_section`), the notebook
 links, and what later parts of the study add (results).
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlab.paths import notebooks_dir
-from kdlab.widget_snapshot import WIDGET_VIEW_MIMETYPE
+from kdlab.report.widget_snapshot import WIDGET_VIEW_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
 PREFERRED_KERNEL = "kdlab"
@@ -59,7 +59,7 @@ class NotebookRun:
 class IndexSection:
     """One section of `index.html`: a heading and a block of HTML produced by kdlab (trusted).
 
-    `uses_plotly`: the body draws plotly figures (`kdlab.offline_html.figure_html`), so the
+    `uses_plotly`: the body draws plotly figures (`kdlab.report.offline_html.figure_html`), so the
     page embeds plotly.js (once, however many sections use it).
     """
 
@@ -124,11 +124,11 @@ def use_embedded_plotly() -> None:
     """Make plotly figures show in JupyterLab and in exported HTML, with plotly.js embedded once.
 
     Call it once per notebook, in a cell that runs before the first figure. The HTML form comes
-    from `kdlab.offline_html.OfflineNotebookRenderer` (no MathJax from a CDN).
+    from `kdlab.report.offline_html.OfflineNotebookRenderer` (no MathJax from a CDN).
     """
     import plotly.io as pio
 
-    from kdlab.offline_html import OfflineNotebookRenderer
+    from kdlab.report.offline_html import OfflineNotebookRenderer
 
     pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
     pio.renderers.default = PLOTLY_RENDERER
@@ -198,14 +198,14 @@ def export_html(executed: str | Path, target: str | Path) -> Path:
     """Write an executed notebook as a standalone, offline HTML report (lab template) to `target`.
 
     Widget state stored by the run is embedded, and widget panels are drawn from it statically;
-    formulas are typeset by the MathJax copy in `target`'s folder (`kdlab.offline_html.install_mathjax`).
+    formulas are typeset by the MathJax copy in `target`'s folder (`kdlab.report.offline_html.install_mathjax`).
     `NotebookFailed` (nothing written) says how to fix the notebook when the page shows plotly
     figures without embedding plotly.js exactly once, or would load anything from another host.
     """
     import nbformat
 
-    from kdlab.offline_html import external_resources, install_mathjax, offline_html_exporter
-    from kdlab.widget_snapshot import snapshot_widget_views
+    from kdlab.report.offline_html import external_resources, install_mathjax, offline_html_exporter
+    from kdlab.report.widget_snapshot import snapshot_widget_views
 
     executed, target = Path(executed), Path(target)
     notebook = nbformat.read(executed, as_version=4)
@@ -217,14 +217,14 @@ def export_html(executed: str | Path, target: str | Path) -> Path:
     if has_figures and bundles != 1:
         raise NotebookFailed(
             f"{executed.name} shows plotly figures but its HTML embeds plotly.js {bundles} times (expected 1); "
-            "call kdlab.notebook_runner.use_embedded_plotly() once, before the first figure"
+            "call kdlab.report.notebook_runner.use_embedded_plotly() once, before the first figure"
         )
     external = external_resources(page)
     if external:
         raise NotebookFailed(
             f"{executed.name}: its HTML report would load {len(external)} file(s) from other hosts, which fails "
             f"offline: {', '.join(sorted(set(external))[:3])}; show figures through "
-            "kdlab.notebook_runner.use_embedded_plotly() and HTML without external <script src=...>"
+            "kdlab.report.notebook_runner.use_embedded_plotly() and HTML without external <script src=...>"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     install_mathjax(target.parent)
@@ -281,7 +281,7 @@ def notebook_figures(notebook) -> list[tuple[dict, dict]]:
 
     Figures are plotly mimetype outputs and the `FigureWidget`s inside widget outputs (as saved).
     """
-    from kdlab.widget_snapshot import saved_widget_state, view_figures
+    from kdlab.report.widget_snapshot import saved_widget_state, view_figures
 
     models = saved_widget_state(notebook)
     figures = []
@@ -308,7 +308,7 @@ def key_figures_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> Ind
     """Index section with the key figures (`key_figures`) of every notebook, each linked to its report."""
     import nbformat
 
-    from kdlab.offline_html import figure_html
+    from kdlab.report.offline_html import figure_html
 
     out_dir = Path(out_dir)
     blocks = []
@@ -328,7 +328,7 @@ def render_index(sections: Sequence[IndexSection], title: str = "kdlab study rep
 
     plotly.js is embedded once when a section `uses_plotly`.
     """
-    from kdlab.offline_html import plotlyjs_script
+    from kdlab.report.offline_html import plotlyjs_script
 
     scripts = plotlyjs_script() if any(s.uses_plotly for s in sections) else ""
     toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)

@@ -16,26 +16,22 @@ them, by ``python -m kdlab study`` or by ``make study`` is reused by the others:
 * ``next_steps(study)``: what a finished study's evidence lacks, and the command that adds it.
 * ``joint_gated_student(result, ssl_encoder)``: the gated model at the end of joint training (rebuilt
   from the run's checkpoint when the run was loaded from disk).
-* ``stream_transcribe(model, features, feed_frames)``: chunk-by-chunk encoding (``stream()``)
-  and greedy RNN-T decoding that carries the predictor state from call to call, timed per call;
-  ``stream_latency_figure`` draws the per-call compute time against the audio each call brings.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import torch
 
 from kdlab.compress.budget_calibration import shift_gates
 from kdlab.models.conformer import ConformerEncoder
-from kdlab.models.rnnt import BLANK, RNNTModel
+from kdlab.models.rnnt import RNNTModel
+from kdlab.report.study_figures_page import write_study_figures
 from kdlab.study import StudyConfig, StudyResults, load_study, run_study
 from kdlab.study.checks import KD_MAX_TEACHER_RATIO, PLATEAU_WER, is_kd_baseline
 from kdlab.study.config import BUDGET_TOLERANCE, uniform_budgets
@@ -62,7 +58,6 @@ SMOKE = {
         "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1},
     }
 }
-FRAME_SECONDS = 0.01  # one log-mel input frame
 
 
 def grid_config(
@@ -103,11 +98,13 @@ def load_or_run_study(
 ) -> tuple[StudyResults, bool]:
     """(the study of ``config.profile``, whether it was run here). Finished outputs of that profile
     are loaded as they are, whatever grid produced them; otherwise ``config`` runs (reusing every
-    finished recipe run) into ``study_folder``."""
+    finished recipe run) into ``study_folder``, with its figures page, as ``kdlab study`` writes it."""
     folder = study_folder(config.profile, outputs)
     if _profile_of(folder) == config.profile:
         return load_study(folder), False
-    return run_study(config, folder, device=device, log=log), True
+    results = run_study(config, folder, device=device, log=log)
+    write_study_figures(results)
+    return results, True
 
 
 @dataclass
@@ -249,107 +246,3 @@ def joint_gated_student(result: JointResult, ssl_encoder: ConformerEncoder) -> R
     if calibration:
         shift_gates(gates, calibration["shift"])
     return student.asr.eval()
-
-
-class GreedyStream:
-    """Greedy RNN-T search fed encoder frames piece by piece (batch 1): the predictor state and the
-    last symbol carry over, so the symbols equal ``decoding.greedy_search`` on all frames at once."""
-
-    def __init__(self, model: RNNTModel, max_symbols_per_frame: int = 3) -> None:
-        self.model, self.max_symbols = model, max_symbols_per_frame
-        self.state = None
-        with torch.inference_mode():
-            self.pred = self._predict(torch.tensor([BLANK]))
-        self.tokens: list[int] = []
-
-    def _predict(self, token: torch.Tensor) -> torch.Tensor:
-        """token (1,) -> projected predictor output (1, J); updates the predictor state."""
-        out, self.state = self.model.predictor(token[:, None], self.state)
-        return self.model.joiner.project_predictor(out[:, 0])
-
-    @torch.inference_mode()
-    def advance(self, enc: torch.Tensor) -> list[int]:
-        """enc (1, k, E): the next k encoder frames -> the symbols decoded on them."""
-        projected = self.model.joiner.project_encoder(enc)
-        new = []
-        for t in range(projected.shape[1]):
-            for _ in range(self.max_symbols):
-                logits = self.model.joiner.joint(projected[:, t], self.pred)
-                best = int(torch.log_softmax(logits.float(), dim=-1).max(dim=-1).indices)  # as greedy_search
-                if best == BLANK:
-                    break
-                new.append(best)
-                self.pred = self._predict(torch.tensor([best]))
-        self.tokens += new
-        return new
-
-
-@dataclass
-class StreamCall:
-    """One call of the streaming demo: audio received so far (s), encoder frames emitted and
-    symbols decoded by this call, and its compute time (ms: encoder + decoder)."""
-
-    received_s: float
-    frames: int
-    tokens: list[int]
-    compute_ms: float
-
-
-@dataclass
-class StreamTrace:
-    """Every call, all emitted encoder frames ``encoder_out`` (1, T', D) and all symbols."""
-
-    calls: list[StreamCall]
-    encoder_out: torch.Tensor
-    tokens: list[int]
-
-
-@torch.inference_mode()
-def stream_transcribe(model: RNNTModel, features: torch.Tensor, feed_frames: int) -> StreamTrace:
-    """Feed ``features`` (T, F) to a streaming model ``feed_frames`` input frames (10 ms) per call,
-    as audio would arrive: ``encoder.stream()`` emits the chunks completed so far and
-    ``GreedyStream`` decodes them; the last call flushes the partial chunk."""
-    if feed_frames < 1:
-        raise ValueError(f"feed_frames must be >= 1 (input frames per call), got {feed_frames}")
-    encoder = model.encoder.eval()
-    decoder, state, calls, outputs = GreedyStream(model.eval()), None, [], []
-    for start in range(0, features.shape[0], feed_frames):
-        piece = features[None, start : start + feed_frames]
-        began = time.perf_counter()
-        out, state = encoder.stream(piece, state, final=start + feed_frames >= features.shape[0])
-        new = decoder.advance(out)
-        elapsed = time.perf_counter() - began
-        outputs.append(out)
-        calls.append(StreamCall((start + piece.shape[1]) * FRAME_SECONDS, out.shape[1], new, elapsed * 1e3))
-    return StreamTrace(calls, torch.cat(outputs, dim=1), decoder.tokens)
-
-
-def stream_latency_figure(trace: StreamTrace, feed_frames: int, title: str = "") -> go.Figure:
-    """Bars: compute time of each call (ms); line: the audio each call brings (ms), the real-time budget."""
-    calls = list(range(1, len(trace.calls) + 1))
-    figure = go.Figure(
-        [
-            go.Bar(
-                x=calls,
-                y=[c.compute_ms for c in trace.calls],
-                name="compute (encoder + greedy search)",
-                text=[f"{c.frames} fr" for c in trace.calls],
-                textposition="outside",
-            ),
-            go.Scatter(
-                x=calls,
-                y=[feed_frames * FRAME_SECONDS * 1e3] * len(calls),
-                mode="lines",
-                line={"dash": "dash", "color": "red"},
-                name="audio per call (real-time budget)",
-            ),
-        ]
-    )
-    figure.update_layout(
-        title=title or "Per-call latency of chunk-by-chunk decoding",
-        xaxis_title="call",
-        yaxis_title="ms",
-        height=340,
-        margin={"t": 50, "b": 40},
-    )
-    return figure

@@ -62,7 +62,7 @@ def view_html(models: dict[str, dict], model_id: str) -> str:
         return f'<div class="kdlab-widget-box" style="{style}">{children}</div>'
     figure = _plotly_figure(state)
     if figure is not None:
-        from kdlab.offline_html import figure_html
+        from kdlab.report.offline_html import figure_html
 
         return f'<div class="kdlab-widget-figure" style="width:100%">{figure_html(figure, on_load=True)}</div>'
     if name in _MEDIA_TAGS and isinstance(state.get("value"), bytes):

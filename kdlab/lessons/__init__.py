@@ -1,0 +1,1 @@
+"""Notebook orchestration: the lessons' parameter checks, short runs and shared measurements."""
