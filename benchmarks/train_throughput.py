@@ -1,12 +1,16 @@
 """Benchmark: audio trained per second in each phase of the default teacher recipe, for the training
 set-up before the throughput work and for the current default profile, measured side by side.
 
-    python benchmarks/train_throughput.py [--steps 6] [--warmup 2] [--rounds 3] [--threads 2]
+    python benchmarks/train_throughput.py [--steps 6] [--warmup 2] [--rounds 3] [--threads 2] [--processes 2]
 
 Phases: BEST-RQ pre-training, CTC warm-start, RNN-T + CTC fine-tuning, each a real training step
 (forward, backward, AdamW update, with the next batch read from the loader) on the default corpus.
 The corpus' log-mel feature cache is filled first (the recipes share it: every run after the first
 reads features from disk), and its fill time is reported apart.
+"before" trains as it did before the throughput work: one process with `--threads` threads (2 on
+the 2-core machine). "current" trains as `kdlab finetune --processes N` does: N data-parallel
+processes (gloo) of one thread each, each on 1/N of the profile's batch, gradients averaged every
+step; a step's wall time is the slowest rank's, its CPU time the sum over the ranks.
 Rounds interleave the set-ups (round r: every phase of "before", then of "current"), so a busy
 moment of the machine hits both; the first `--warmup` steps of each (set-up, phase) are not
 timed. Writes benchmarks/results/train_throughput.json: per set-up and phase the median step wall
@@ -30,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from kdlab.data.batching import make_loader
 from kdlab.data.tokenizer import CharTokenizer, build_tokenizer
 from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.train.distributed import average_gradients
 from kdlab.train.recipes.ctc_warmup import EncoderCTC, RNNTWithCTC
 from kdlab.train.recipes.data_setup import SpeechData, feature_cache_dir
 from kdlab.train.recipes.pretrain import corpus_folder
@@ -119,6 +126,8 @@ class PhaseRunner:
             seed=seed,
             feature_cache_dir=feature_cache_dir(data.corpus_dir),
         )
+        if dist.is_initialized():  # this rank's share of each step's batch, as the trainer does under torchrun
+            self.loader.batch_sampler.shard(dist.get_world_size(), dist.get_rank())
         self.epoch, self.batches = 0, iter(self.loader)
 
     def _next_batch(self):
@@ -137,6 +146,7 @@ class PhaseRunner:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(batch)
         loss.backward()
+        average_gradients([p for p in self.model.parameters() if p.requires_grad])
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         frames = int(batch.feature_lengths.sum())
@@ -147,6 +157,67 @@ class PhaseRunner:
             "frames": frames,
             "padded_frames": int(batch.features.shape[0] * batch.features.shape[1]),
         }
+
+
+def _rank_worker(rank: int, world: int, port: int, setup: SetUp, profile: str, folder: str, warmup: int, conn) -> None:
+    """One data-parallel rank of the "current" set-up: one thread, its runners, steps on request."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    data = load_data(profile)
+    tokenizer = make_tokenizer(setup.tokenizer, data, Path(folder) / f"rank{rank}")
+    runners = {phase: PhaseRunner(setup, phase, data, tokenizer) for phase in PHASES}
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.step()
+    conn.send("ready")
+    while (request := conn.recv()) is not None:
+        phase, steps = request
+        conn.send([runners[phase].step() for _ in range(steps)])
+    dist.destroy_process_group()
+
+
+class RankGroup:
+    """N processes training one set-up data-parallel, driven phase by phase from this process."""
+
+    def __init__(self, processes: int, setup: SetUp, profile: str, folder: str, warmup: int) -> None:
+        context = mp.get_context("spawn")
+        port = 29500 + os.getpid() % 1000
+        self.connections, self.processes = [], []
+        for rank in range(processes):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_rank_worker, args=(rank, processes, port, setup, profile, folder, warmup, child)
+            )
+            process.start()
+            self.connections.append(parent)
+            self.processes.append(process)
+        for connection in self.connections:
+            if connection.recv() != "ready":
+                raise RuntimeError("a rank failed to start")
+
+    def steps(self, phase: str, count: int) -> list[dict]:
+        """`count` synchronised steps of every rank: wall of the slowest rank, CPU, audio and frames summed."""
+        for connection in self.connections:
+            connection.send((phase, count))
+        per_rank = [connection.recv() for connection in self.connections]
+        return [
+            {
+                "wall": max(s["wall"] for s in step),
+                **{key: sum(s[key] for s in step) for key in ("cpu", "audio_seconds", "frames", "padded_frames")},
+            }
+            for step in zip(*per_rank)
+        ]
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.send(None)
+        for process in self.processes:
+            process.join()
+
+
+def load_data(profile: str) -> SpeechData:
+    return SpeechData.from_corpus(corpus_folder(profile, 0, None), cmvn_utterances=get_profile(profile).cmvn_utterances)
 
 
 def fill_feature_cache(data: SpeechData) -> float:
@@ -202,7 +273,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per (set-up, phase) and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help='threads of the "before" process')
+    parser.add_argument("--processes", type=int, default=2, help='data-parallel processes of "current", 1 thread each')
     parser.add_argument("--profile", default="default", help="the recipe profile measured as 'current'")
     parser.add_argument("--out", default=None, help="result file (default: benchmarks/results/train_throughput.json)")
     args = parser.parse_args()
@@ -210,25 +282,31 @@ def main() -> None:
     profile = get_profile(args.profile)
     setups = {"before": BEFORE, "current": SetUp.of_profile(profile)}
     load_before = load_average()
-    data = SpeechData.from_corpus(corpus_folder(args.profile, 0, None), cmvn_utterances=profile.cmvn_utterances)
+    data = load_data(args.profile)
     fill_seconds = fill_feature_cache(data)
     timings: dict[str, dict[str, list]] = {name: {phase: [] for phase in PHASES} for name in setups}
     with tempfile.TemporaryDirectory(prefix="kdlab-throughput-") as tmp:
-        runners = {}
-        for name, setup in setups.items():
-            tokenizer = make_tokenizer(setup.tokenizer, data, Path(tmp) / name)
-            for phase in PHASES:
-                runners[name, phase] = PhaseRunner(setup, phase, data, tokenizer)
-                for _ in range(args.warmup):
-                    runners[name, phase].step()
-        for round_index in range(args.rounds):
-            for (name, phase), runner in runners.items():
-                timings[name][phase] += [runner.step() for _ in range(args.steps)]
-            print(f"round {round_index + 1}/{args.rounds} done")
+        tokenizer = make_tokenizer(BEFORE.tokenizer, data, Path(tmp) / "before")
+        before = {phase: PhaseRunner(BEFORE, phase, data, tokenizer) for phase in PHASES}
+        for runner in before.values():
+            for _ in range(args.warmup):
+                runner.step()
+        current = RankGroup(args.processes, setups["current"], args.profile, tmp, args.warmup)
+        try:
+            for round_index in range(args.rounds):
+                for phase, runner in before.items():
+                    timings["before"][phase] += [runner.step() for _ in range(args.steps)]
+                for phase in PHASES:
+                    timings["current"][phase] += current.steps(phase, args.steps)
+                print(f"round {round_index + 1}/{args.rounds} done")
+        finally:
+            current.close()
     results = {name: {"phases": {p: summarise(timings[name][p]) for p in PHASES}} for name in setups}
     for name, setup in setups.items():
         results[name]["recipe"] = recipe(setup, results[name]["phases"])
         results[name]["setup"] = {
+            "processes": 1 if name == "before" else args.processes,
+            "threads_per_process": args.threads if name == "before" else 1,
             "encoder_overrides": setup.encoder_overrides,
             "tokenizer": setup.tokenizer,
             "frames_per_batch": setup.frames_per_batch,
@@ -247,7 +325,8 @@ def main() -> None:
     )
     out = {
         "profile": args.profile,
-        "threads": args.threads,
+        "threads_before": args.threads,
+        "processes_current": args.processes,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
         "warmup_steps": args.warmup,

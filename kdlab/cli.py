@@ -34,8 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _relaunch_under_torchrun(processes: int, argv: list[str]) -> int:
+    """Run this command again as `torchrun --standalone --nproc-per-node N -m kdlab ...`; its exit code."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run([*command, "-m", "kdlab", *argv], env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if getattr(args, "processes", 1) > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
+        sys.exit(_relaunch_under_torchrun(args.processes, argv))
     apply_training_options(args)
     if os.environ.get("RANK", "0") != "0":  # torchrun: one report, from rank 0 (errors still reach stderr)
         sys.stdout = open(os.devnull, "w")

@@ -103,8 +103,25 @@ def check_accelerator(profile: str, device: str) -> None:
         )
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """--tensorboard DIR and --precision, for every command that trains (applied by `apply_training_options`)."""
+def threads_used(metrics: dict) -> str:
+    """ "2 threads", or "2 processes x 1 thread" for a data-parallel run (a recipe's result metrics)."""
+    processes, threads = metrics.get("processes", 1), metrics["torch_threads"]
+    plural = "thread" if threads == 1 else "threads"
+    return f"{threads} {plural}" if processes == 1 else f"{processes} processes x {threads} {plural}"
+
+
+def add_training_options(parser: argparse.ArgumentParser, processes: bool = True) -> None:
+    """--tensorboard DIR, --precision and (for a single training run) --processes, for every command
+    that trains (applied by `apply_training_options`; --processes by `kdlab.cli`)."""
+    if processes:
+        parser.add_argument(
+            "--processes",
+            type=positive_int,
+            default=1,
+            help="train data-parallel in N processes on this machine (torchrun, one thread each on a CPU); "
+            "the profile's frames_per_batch is the batch of one step over all of them, so the run trains the "
+            "same recipe on N cores (e.g. 2 on a 2-core laptop; default: 1)",
+        )
     parser.add_argument(
         "--tensorboard",
         metavar="DIR",

@@ -12,6 +12,7 @@ from kdlab.commands._option_types import (
     non_negative_int,
     output_folder,
     positive_int,
+    threads_used,
 )
 
 HELP = "fine-tune the conformer for RNN-T ASR (SSL or random init, offline or streaming) into runs/; prints WER"
@@ -78,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
         f"model:        {m['params'] / 1e6:.2f} M params (encoder {m['encoder_params'] / 1e6:.2f} M), "
         f"{mode}, {config.init} init"
     )
-    print(
-        f"steps:        {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, {m['torch_threads']} threads)"
-    )
+    print(f"steps:        {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, {threads_used(m)})")
     for split in ("dev", "test"):
         line = f"{split} greedy:  WER {m[split]['wer']:.2%}  CER {m[split]['cer']:.2%}"
         if f"{split}_beam" in m:

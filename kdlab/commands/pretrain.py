@@ -12,6 +12,7 @@ from kdlab.commands._option_types import (
     non_negative_int,
     output_folder,
     positive_int,
+    threads_used,
 )
 
 HELP = "pre-train the conformer encoder with BEST-RQ (masked prediction of random-projection codes) into runs/"
@@ -51,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
     m = result.metrics
     print(f"run dir:          {result.run_dir}")
     print(f"encoder params:   {m['encoder_params'] / 1e6:.2f} M")
-    print(
-        f"steps:            {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, "
-        f"{m['torch_threads']} threads)"
-    )
+    print(f"steps:            {m['steps']} (trained {m['wall_seconds']:.0f} s on {m['device']}, {threads_used(m)})")
     print(f"dev masked acc.:  {m['dev_masked_accuracy']:.3f} (chance {m['chance_accuracy']:.4f})")
     return 0

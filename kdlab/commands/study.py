@@ -148,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "auto/cuda put worker i on cuda:(i mod GPUs)",
     )
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
-    add_training_options(parser)
+    add_training_options(parser, processes=False)  # --workers parallelises a grid
 
 
 def study_config(args: argparse.Namespace):

@@ -227,8 +227,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     relative noise first so batches differ between epochs), packs them greedily and shuffles
     the batch order; everything is a function of (seed, epoch). Utterances longer than
     `max_frames_per_batch` alone are left out (listed in `excluded`, with a warning).
-    With `num_replicas > 1`, every rank gets the same number of batches (the list is padded by
-    repeating its first batches) and rank r takes batches r, r + num_replicas, ...
+    With `num_replicas > 1`, `max_frames_per_batch` bounds the batch of one step over all ranks: the
+    epoch is packed into batches of at most max_frames_per_batch / num_replicas frames, every rank
+    gets the same number of them (the list is padded by repeating its first batches) and rank r takes
+    batches r, r + num_replicas, ... (so 1 or N processes train on batches of the same total size).
     """
 
     def __init__(
@@ -293,10 +295,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         frames = self.frames[self._included]
         key = frames * (1.0 + self.jitter * rng.uniform(-1.0, 1.0, len(frames))) if self.shuffle else frames
         order = self._included[np.argsort(key, kind="stable")]
+        budget = self.max_frames // self.num_replicas  # per rank: the step's batch is split over the ranks
         batches, batch, longest = [], [], 0
         for index in order.tolist():
             longest_if_added = max(longest, int(self.frames[index]))
-            if batch and longest_if_added * (len(batch) + 1) > self.max_frames:
+            if batch and longest_if_added * (len(batch) + 1) > budget:
                 batches.append(batch)
                 batch, longest_if_added = [], int(self.frames[index])
             batch.append(index)

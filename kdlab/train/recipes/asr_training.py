@@ -10,6 +10,7 @@ import torch
 
 from kdlab.data.specaugment import SpecAugment, SpecAugmentConfig
 from kdlab.models.rnnt import RNNTModel
+from kdlab.train import distributed
 from kdlab.train.recipes.ctc_warmup import RNNTWithCTC
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.evaluate import transcribe, transcribe_splits, write_transcripts
@@ -88,6 +89,7 @@ def train_rnnt(
         "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
         "load_average_1min": [load_before, load_average()],
         "torch_threads": torch.get_num_threads(),
+        "processes": distributed.world_size(),  # data-parallel ranks (--processes / torchrun)
         "device": str(trainer.device),
         "skipped_steps": trainer.skipped,
     }

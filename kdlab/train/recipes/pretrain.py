@@ -230,6 +230,7 @@ def _write_outputs(
             "wall_seconds_before_resume": trainer.resumed_seconds["wall"],
             "load_average_1min": [load_before, load_average()],
             "torch_threads": torch.get_num_threads(),
+            "processes": distributed.world_size(),  # data-parallel ranks (--processes / torchrun)
             "device": str(trainer.device),
             "encoder_params": model.encoder.num_parameters(),
             "dev_masked_accuracy": final.get("dev_masked_accuracy"),
