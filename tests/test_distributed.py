@@ -176,3 +176,35 @@ def test_a_joint_l0_run_keeps_the_ranks_in_step_and_only_rank_0_writes(home, tmp
     for name in ("config.json", "asr.pt", "result.json", "test_transcripts.jsonl"):
         assert f"joint/{name}" in written0, f"rank 0 did not write {name}: {sorted(written0)}"
     assert json.loads((watch / "joint" / "result.json").read_text())["route"] == "joint"
+
+
+def test_processes_option_relaunches_the_same_command_under_torchrun_once(monkeypatch):
+    """`--processes 2` hands the unchanged command to torchrun (2 local processes, one thread each by
+    default); inside torchrun (WORLD_SIZE set) the command runs instead of relaunching; study has no
+    such option (its --workers parallelise a grid)."""
+    from kdlab import cli
+
+    launched = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(
+        subprocess,
+        "run",
+        lambda command, env: launched.append((command, env)) or subprocess.CompletedProcess(command, 3),
+    )
+    argv = ["finetune", "--profile", "tiny", "--processes", "2", "--steps", "3"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 3  # torchrun's exit code is the command's
+    ((command, env),) = launched
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "kdlab", *argv]
+    assert env["OMP_NUM_THREADS"] == "1"
+
+    ran = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr("kdlab.commands.finetune.run", lambda args: ran.append(args.processes))
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert ran == [2] and len(launched) == 1
+    with pytest.raises(SystemExit):
+        cli.main(["study", "--processes", "2"])

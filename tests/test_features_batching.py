@@ -157,6 +157,10 @@ def test_bucket_sampler_drop_last_and_replicas():
     shards = [list(BucketBatchSampler(durations, 2000, seed=3, num_replicas=3, rank=r)) for r in range(3)]
     assert len({len(s) for s in shards}) == 1
     assert {i for s in shards for b in s for i in b} == set(range(101))
+    # the step's batch (one per rank) is bounded by max_frames_per_batch, as with one process
+    frames = BucketBatchSampler(durations, 2000).frames
+    assert all(len(b) * max(frames[b]) <= 2000 // 3 for s in shards for b in s if len(b) > 1)
+    assert sum(len(s) for s in shards) > 2 * len(full)  # the epoch is cut into about N times as many batches
 
 
 # ---------------------------------------------------------------- dataset and loader

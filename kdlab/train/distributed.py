@@ -1,14 +1,15 @@
 """Data-parallel training under `torchrun` (one process per CPU slot or GPU), for every trainer.
 
     torchrun --nproc-per-node 2 -m kdlab finetune --profile tiny --init random
+    python -m kdlab finetune --profile tiny --init random --processes 2   # the same, torchrun started for you
 
 torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; `kdlab.train.trainer.Trainer` then
 joins the process group (gloo on CPU, NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo when
 ranks share a GPU) and:
 
-- shards the batches: rank r takes batches r, r + N, ... of the bucketed sampler's epoch
-  (`shard_data`), so one step trains on N batches: the effective batch is N times the profile's
-  ``frames_per_batch`` (keep the step budget, or scale the learning rate, as you see fit);
+- shards the batches: the bucketed sampler packs batches of ``frames_per_batch / N`` frames and
+  rank r takes batches r, r + N, ... (`shard_data`), so one step over the N ranks trains on a batch
+  of the profile's ``frames_per_batch``, as one process does;
 - starts every rank from rank 0's weights and buffers (`broadcast_from_main`), averages the
   gradients of every optimised parameter over the ranks after each backward
   (`average_gradients`: model weights, hard-concrete gates and Lagrange multipliers alike; a
