@@ -29,8 +29,8 @@ def offline(tmp_path_factory):
 
 @pytest.fixture(
     scope="module",
-    params=[{"subsampling_factor": 4}, {"subsampling_factor": 8}, {"half_rate_blocks": [0, 1]}],
-    ids=["4x", "8x", "4x-half-rate"],
+    params=[{"subsampling_factor": 4}, {"subsampling_factor": 8, "half_rate_blocks": [0, 1]}],
+    ids=["4x", "8x-half-rate"],
 )
 def streaming(tmp_path_factory, request):
     model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1, **request.param)
@@ -84,7 +84,7 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
     assert report.worst <= TOLERANCE
     config = model.encoder.config
     s = config.subsampling_factor
-    utterance = _features(1, 203, seed=9)  # 50 encoder frames at 4x (12 chunks of 4, then 2), 24 at 8x (6 of 4)
+    utterance = _features(1, 239, seed=9)  # 59 encoder frames at 4x (14 chunks of 4, then 3), 29 at 8x (7, then 1)
     with torch.inference_mode():
         reference, _ = model.encoder.stream(utterance, final=True)
         reference = model.joiner.project_encoder(reference)
@@ -106,7 +106,7 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
         rate = 2 if config.runs_at_half_rate(0) else 1
         assert caches[0].shape[2] == min(-(-(first + chunk) // rate), config.left_chunks * config.chunk_size // rate)
         first += chunk
-    projected, lengths = runtime.encode(utterance, torch.tensor([203]))
+    projected, lengths = runtime.encode(utterance, torch.tensor([239]))
     assert int(lengths) == reference.shape[1] and (projected - reference).abs().max() <= TOLERANCE
 
 
