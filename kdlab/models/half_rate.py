@@ -50,7 +50,7 @@ class PairDownsample(nn.Module):
 
 def upsample(half: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """half (B, ceil(T/2), D), skip (B, T, D) -> (B, T, D): each half-rate frame twice, plus the skip."""
-    return half.repeat_interleave(2, dim=1)[:, : skip.shape[1]] + skip
+    return repeat_to_full_rate(half, skip.shape[1]) + skip
 
 
 def repeat_to_full_rate(half: torch.Tensor, frames: int) -> torch.Tensor:
