@@ -57,7 +57,7 @@ from kdlab.train.history import History
 from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
-from kdlab.train.recipes.profiles import COMPRESS_CHECKPOINT_EVERY
+from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, seconds_before_resume, write_result
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.recipes.ssl_objective import SSLObjective
@@ -114,7 +114,7 @@ def _trainer_config(config: CompressConfig, steps: int, device: str, progress: b
         min_lr_ratio=0.1,
         grad_clip=config.grad_clip,
         log_every=config.log_every(),
-        checkpoint_every=COMPRESS_CHECKPOINT_EVERY[config.profile],
+        checkpoint_every=get_profile(config.profile).compress_checkpoint_every,
         seed=config.seed,
         device=device,
         progress=progress,

@@ -35,11 +35,6 @@ LRF_METHODS = ("budget", "energy")
 STUDENT_SHAPES = ("deep", "shallow")
 #: Largest |achieved − target| sparsity accepted for a dense KD student.
 STUDENT_TOLERANCE = 0.03
-#: Compression steps of each recipe profile (``--steps`` replaces them).
-PROFILE_STEPS = {"tiny": 40, "default": 400, "full": 20000}
-#: Learning rate of λ1, λ2 per profile: ŝ reaches the target within the profile's steps without
-#: swinging past it (the runs that chose them: docs/sparsity_rates.md).
-PROFILE_LAGRANGIAN_LR = {"tiny": 0.01, "default": 0.05, "full": 0.01}
 
 
 def uses_kd(method: str) -> bool:
@@ -184,9 +179,9 @@ class CompressConfig(JsonConfig):
                 "target_sparsity": target_sparsity,
                 "profile": profile,
                 "seed": seed,
-                "steps": PROFILE_STEPS[profile] if steps is None else steps,
+                "steps": p.compress_steps if steps is None else steps,
                 "frames_per_batch": p.frames_per_batch,
-                "lagrangian_lr": PROFILE_LAGRANGIAN_LR[profile],
+                "lagrangian_lr": p.compress_lagrangian_lr,
                 **overrides,
             }
         )

@@ -38,11 +38,6 @@ from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.corpus_choice import corpus_digest_of, parse_tokenizer_spec
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 
-#: RNN-T steps (of the profile's ``student_rnnt_steps``) that train the materialised model (not tuned at "full").
-PROFILE_RECOVERY_STEPS = {"tiny": 2, "default": 50, "full": 2000}
-#: (gate_lr, lagrangian_lr) per profile. The task loss holds the gates open harder than the
-#: compression route's KD loss, so they are faster (the runs that chose them: docs/sparsity_rates.md).
-PROFILE_SPARSITY_RATES = {"tiny": (0.1, 0.01), "default": (0.3, 0.5), "full": (0.1, 0.01)}
 TEACHER_INITS = ("ssl", "random")
 #: Where the KD terms come from: the SSL encoder every student starts from, or the fine-tuned teacher.
 KD_SOURCES = ("ssl", "finetuned")
@@ -186,13 +181,13 @@ class JointConfig(JsonConfig):
         """The student ASR schedule of the profile (``student_finetune_config``: CTC warm-start,
         RNN-T steps, batch size, learning rate and warm-up, SpecAugment, predictor / joiner sizes;
         `steps` / `ctc_steps` replace its budgets), the recovery steps, the gates' and λ's rates
-        (``PROFILE_SPARSITY_RATES``), chunk size, dev subset, eval / checkpoint period and tokenizer
-        (`tokenizer` None: the profile's); with `kd_source` "finetuned" output KD as well as layer
-        KD; ``overrides`` replace any other field."""
+        (``RecipeProfile.joint_gate_lr`` / ``joint_lagrangian_lr``), chunk size, dev subset, eval /
+        checkpoint period and tokenizer (`tokenizer` None: the profile's); with `kd_source`
+        "finetuned" output KD as well as layer KD; ``overrides`` replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
         from kdlab.train.recipes.student_schedule import student_finetune_config
 
-        p, rates = get_profile(profile), PROFILE_SPARSITY_RATES[profile]
+        p = get_profile(profile)
         asr = student_finetune_config(
             profile,
             seed,
@@ -204,7 +199,7 @@ class JointConfig(JsonConfig):
         )
         steps = asr.trainer.max_steps
         # the profile's recovery fits any budget; an explicit one that does not is refused by __post_init__
-        recovery = min(PROFILE_RECOVERY_STEPS[profile], steps - 1) if recovery_steps is None else recovery_steps
+        recovery = min(p.joint_recovery_steps, steps - 1) if recovery_steps is None else recovery_steps
         base = dict(
             tokenizer=asr.tokenizer,
             method=method,
@@ -219,8 +214,8 @@ class JointConfig(JsonConfig):
             lr=asr.trainer.lr,
             recovery_lr=asr.trainer.lr / 4,
             lr_warmup_fraction=asr.trainer.warmup_steps / steps,
-            gate_lr=rates[0],
-            lagrangian_lr=rates[1],
+            gate_lr=p.joint_gate_lr,
+            lagrangian_lr=p.joint_lagrangian_lr,
             rnnt=asr.rnnt,
             kd_source=kd_source,
             distill=DistillationConfig(layer_weight=1.0, output_weight=1.0 if kd_source == "finetuned" else 0.0),
