@@ -28,11 +28,11 @@ from kdlab.data.tokenizer import CharTokenizer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.paths import data_cache
-from kdlab.train.recipes.compress_config import METHODS
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 from kdlab.train.recipes.joint import load_student_asr, run_joint
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, build_joint_student
+from kdlab.train.recipes.student_spec import METHODS
 from kdlab.train.recipes.student_start import weights_digest
 
 torch.set_num_threads(1)

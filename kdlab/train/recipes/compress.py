@@ -54,7 +54,7 @@ from kdlab.eval.latency import measure_latency
 from kdlab.models.bestrq import BestRQModel
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.history import History
-from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
+from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.profiles import get_profile
@@ -99,7 +99,7 @@ class CompressResult:
 def layer_map(config: CompressConfig, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
     """(student, teacher) hidden-state pairs: every block for KD methods (``distill.layer_map`` or
     uniform), none for the methods without KD (they train on the SSL objective alone)."""
-    if not uses_kd(config.method):
+    if not config.uses_kd():
         return []
     return list(config.distill.layer_map) or uniform_layer_map(student_layers, teacher_layers)
 
