@@ -36,7 +36,7 @@ from kdlab.data.batching import Batch
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.checkpoint import load_checkpoint
 from kdlab.train.history import History
-from kdlab.train.recipes.compress import COMPRESSED, CompressResult, measure_compressed
+from kdlab.train.recipes.compress import COMPRESSED, CompressResult, measured_result
 from kdlab.train.recipes.compress_config import CompressConfig, DenseStudent
 from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.data_setup import SpeechData
@@ -254,7 +254,7 @@ def run_output_kd(
             "wall_seconds": time.perf_counter() - start,
             "final_loss_output_kl": last.get("loss_output_kl"),
             **built.info,
-            **measure_compressed(encoder, teacher.encoder, config.latency_seconds, config.seed),
+            **measured_result(encoder, teacher.encoder, config.latency_seconds, config.seed),
         },
     )
     return _load_output_kd(run_dir, config, student=encoder)

@@ -48,9 +48,9 @@ from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
 from kdlab.compress.lagrangian import expected_sparsity
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
-from kdlab.compress.param_count import expected_macs_per_second, expected_params
+from kdlab.compress.param_count import expected_params
 from kdlab.compress.structures import GateSet
-from kdlab.eval.latency import measure_latency
+from kdlab.eval.measure import measure_encoder, solo_latency
 from kdlab.models.bestrq import BestRQModel
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.history import History
@@ -182,34 +182,15 @@ def _train(
     return trainer
 
 
-def _latency(encoder: ConformerEncoder, seconds: float, seed: int) -> dict:
-    """Batch-1 CPU latency of one ``seconds`` utterance (10 ms frames), median after warm-up."""
-    frames = round(100 * seconds) + 3
-    features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(seed))
-    lengths = torch.tensor([frames])
-    return measure_latency(
-        lambda: encoder(features, lengths), warmup=3, min_time_s=0.3, audio_seconds=seconds
-    ).to_dict()
-
-
-def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
-    """Parameters, MACs per second of audio and batch-1 CPU latency of ``encoder`` vs ``teacher``
-    (both eval, CPU); sparsity = 1 − params / teacher params (real counts)."""
-    params, teacher_params = encoder.num_parameters(), teacher.num_parameters()
-    macs = float(expected_macs_per_second(encoder, deterministic=True))
-    teacher_macs = float(expected_macs_per_second(teacher, deterministic=True))
-    latency, teacher_latency = _latency(encoder, seconds, seed), _latency(teacher, seconds, seed)
+def measured_result(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
+    """``eval.measure.measure_encoder`` of ``encoder`` vs ``teacher`` (both eval, CPU) with each timed
+    alone on a ``seconds`` utterance, its counts under this route's result.json names ``params`` /
+    ``teacher_params``."""
+    measured = measure_encoder(encoder, teacher, solo_latency(seconds, seed))
     return {
-        "achieved_sparsity": 1.0 - params / teacher_params,
-        "params": params,
-        "teacher_params": teacher_params,
-        "macs_per_second": macs,
-        "teacher_macs_per_second": teacher_macs,
-        "mac_reduction": teacher_macs / macs,
-        "latency": latency,
-        "teacher_latency": teacher_latency,
-        "latency_speedup": teacher_latency["median_s"] / latency["median_s"],
-        "torch_threads": torch.get_num_threads(),
+        "params": measured.pop("encoder_params"),
+        "teacher_params": measured.pop("teacher_encoder_params"),
+        **measured,
     }
 
 
@@ -296,7 +277,7 @@ def run_compress(
         "compress_cost": _cost(trainer, final, train_loader),
         "budget_calibration": calibration,
         **built.info,
-        **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed),
+        **measured_result(encoder, teacher.cpu(), config.latency_seconds, config.seed),
     }
     write_result(run_dir, metrics)
     return CompressResult(run_dir, config, encoder, student.cpu(), History.load(run_dir / "history.json"), metrics)

@@ -22,7 +22,7 @@ has the student and the loss, ``JointConfig`` the methods):
    in ``recovery/`` (its own ``config.json``, ``history.json``, checkpoints), on the batches that
    follow phase 1's, so the RNN-T steps and frames are those of a sequential fine-tune;
 4. greedy dev / test WER and CER of the final model, parameters, MACs per second of audio and
-   (``latency``) batch-1 CPU latency vs the SSL encoder (``compress.measure_compressed``).
+   (``latency``) batch-1 CPU latency vs the SSL encoder (``eval.measure.measure_encoder``).
 
 Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (phase 1), ``ctc_warmup/``,
 ``recovery/``, ``asr.pt`` (``load_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` +
@@ -52,15 +52,14 @@ import torch
 
 from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
-from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.compress.structures import GateSet
 from kdlab.data.specaugment import SpecAugment
 from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
+from kdlab.eval.measure import measure_encoder, solo_latency
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train import distributed
 from kdlab.train.history import History
-from kdlab.train.recipes.compress import measure_compressed
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.ctc_warmup import ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
@@ -344,7 +343,9 @@ def run_joint(
         "seed": config.seed,
         "kd_source": config.kd_source if config.uses_kd() else None,
         "target_sparsity": config.target_sparsity,
-        **_measure(final, ssl.cpu(), config),
+        **measure_encoder(
+            final.encoder, ssl.cpu(), solo_latency(config.latency_seconds, config.seed) if config.latency else None
+        ),
         "params": sum(p.numel() for p in final.parameters()),
         **digests,
         "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
@@ -381,25 +382,6 @@ def run_joint(
     result = load_joint(run_dir)
     result.student = gated.cpu()
     return result
-
-
-def _measure(final: RNNTModel, ssl: ConformerEncoder, config: JointConfig) -> dict:
-    """Encoder parameters, sparsity, MACs per second of audio (and, with ``config.latency``, CPU
-    latency: ``measure_compressed``) of the final student vs the dense SSL encoder."""
-    if config.latency:
-        measured = measure_compressed(final.encoder, ssl, config.latency_seconds, config.seed)
-        params, teacher_params = measured.pop("params"), measured.pop("teacher_params")
-    else:
-        params, teacher_params = final.encoder.num_parameters(), ssl.num_parameters()
-        macs = float(expected_macs_per_second(final.encoder, deterministic=True))
-        teacher_macs = float(expected_macs_per_second(ssl, deterministic=True))
-        measured = {
-            "achieved_sparsity": 1.0 - params / teacher_params,
-            "macs_per_second": macs,
-            "teacher_macs_per_second": teacher_macs,
-            "mac_reduction": teacher_macs / macs,
-        }
-    return {**measured, "encoder_params": params, "teacher_encoder_params": teacher_params}
 
 
 def _losses(trainer: Trainer) -> dict:
