@@ -43,10 +43,11 @@ from kdlab.study.config import StudyConfig
 from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
 from kdlab.train.recipes.compress_config import CompressConfig, dense_student_config
 from kdlab.train.recipes.compress_teacher import compress_profile, default_compress_dir
-from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, load_asr_model, run_finetune
-from kdlab.train.recipes.joint import default_joint_dir, joint_profile, load_student_asr
+from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, run_finetune
+from kdlab.train.recipes.joint import default_joint_dir, joint_profile
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, run_pretrain
+from kdlab.train.recipes.runs import load_asr
 from kdlab.train.recipes.sequential import SequentialConfig, default_sequential_dir, run_sequential
 from kdlab.train.recipes.student_schedule import student_finetune_config
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
@@ -220,9 +221,7 @@ class GridRuns:
 
 def load_row_model(row: dict) -> RNNTModel:
     """The final RNN-T model of a results row, reloaded from its run folder (eval, CPU)."""
-    path = Path(row["run_dir"]) / "asr.pt"
-    loader = load_asr_model if row["route"] == "reference" else load_student_asr
-    return loader(path)[0]
+    return load_asr(Path(row["run_dir"]) / "asr.pt")[0]
 
 
 def latency_inputs(model: RNNTModel, latency_seconds: float) -> tuple[torch.Tensor, torch.Tensor]:

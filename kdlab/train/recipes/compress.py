@@ -36,7 +36,6 @@ A folder with ``result.json`` is reused as is (if its config is the requested on
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,14 @@ from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, seconds_before_resume, write_result
+from kdlab.train.recipes.runs import (
+    claim_run_dir,
+    has_checkpoint,
+    load_run,
+    read_result,
+    seconds_before_resume,
+    write_result,
+)
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.recipes.ssl_objective import SSLObjective
 from kdlab.train.recipes.student_start import weights_digest
@@ -299,14 +305,9 @@ def _cost(trainer: Trainer, final: Trainer | None, train_loader) -> dict:
 def load_compress(run_dir: str | Path) -> CompressResult:
     """A completed compression run, loaded on the CPU (``student`` is None: only the materialised
     encoder is stored)."""
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed compression run (no result.json); run "
-            "`python -m kdlab compress` or run_compress() first"
-        )
-    config = CompressConfig.from_dict(json.loads((run_dir / "config.json").read_text())["compress"])
+    run_dir, config, metrics = load_run(
+        run_dir, "compress", CompressConfig, "`python -m kdlab compress` or run_compress()"
+    )
     return CompressResult(
         run_dir, config, load_compressed(run_dir / COMPRESSED), None, History.load(run_dir / "history.json"), metrics
     )
