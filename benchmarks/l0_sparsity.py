@@ -42,11 +42,12 @@ import torch
 from kdlab.compress.structures import BRANCHES
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.recipes.compress import CompressResult
-from kdlab.train.recipes.compress_config import METHODS, CompressConfig, uses_gates
+from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.compress_teacher import compress_profile, default_compress_dir, ssl_teacher
 from kdlab.train.recipes.pretrain import PretrainConfig, default_pretrain_dir
 from kdlab.train.recipes.profiles import PROFILES
 from kdlab.train.recipes.runs import load_average, read_result
+from kdlab.train.recipes.student_spec import METHODS, uses_gates
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.03

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from kdlab.train.recipes.compress import run_compress
-from kdlab.train.recipes.compress_config import METHODS, CompressConfig
+from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.compress_teacher import ssl_teacher
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.joint import run_joint
@@ -41,6 +41,7 @@ from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.pretrain import PretrainResult, corpus_folder, load_pretrain
 from kdlab.train.recipes.profiles import PROFILES
 from kdlab.train.recipes.runs import load_average
+from kdlab.train.recipes.student_spec import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

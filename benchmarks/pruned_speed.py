@@ -60,22 +60,18 @@ from kdlab.compress.structures import attach_gates
 from kdlab.deploy.graphs import chunk_input_frames, initial_caches
 from kdlab.deploy.onnx_export import TOLERANCE, export_encoder
 from kdlab.models.conformer import ConformerEncoder, teacher_config
-from kdlab.study.config import PROFILE_TARGETS
 from kdlab.train.recipes.profiles import PROFILES
 
 RESULT = Path(__file__).resolve().parent / "results" / "pruned_speed.json"
-#: The issue's sparsities and the study's default target(s).
-SPARSITIES = tuple(sorted({0.3, 0.5, 0.7, *PROFILE_TARGETS["default"]}))
+#: The issue's sparsities and the study's default target.
+STUDY_TARGET = PROFILES["default"].target_sparsity
+SPARSITIES = tuple(sorted({0.3, 0.5, 0.7, STUDY_TARGET}))
 CHUNK_MS = 640  # a streaming chunk: 16 encoder frames at 4x subsampling, 8 at 8x
 CONTEXT_SECONDS = 2.0
 STREAM_CALLS = 10  # chunk calls per timing (one chunk takes milliseconds)
 MAX_LOAD = 1.5
 #: (method, sparsity) rows the issue's ratios apply to, and the required fractions of the MAC reduction.
-CHECKED = tuple(
-    sorted(
-        {("l0", 0.5), ("l0", 0.7), ("lrf", 0.5), *((m, t) for t in PROFILE_TARGETS["default"] for m in ("l0", "lrf"))}
-    )
-)
+CHECKED = tuple(sorted({("l0", 0.5), ("l0", 0.7), ("lrf", 0.5), ("l0", STUDY_TARGET), ("lrf", STUDY_TARGET)}))
 OFFLINE_RATIO, STREAM_RATIO = 0.9, 0.7
 RUNTIMES = ("eager", "onnxruntime")
 #: Score of a residual branch gate: above every unit score, so whole branches are removed last.

@@ -25,8 +25,9 @@ from kdlab.data.batching import Batch
 from kdlab.models.bestrq import BestRQConfig, BestRQModel
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.train.recipes.compress import COMPRESSED, layer_map, run_compress
-from kdlab.train.recipes.compress_config import METHODS, CompressConfig, config_params, dense_student_config
+from kdlab.train.recipes.compress_config import CompressConfig, config_params, dense_student_config
 from kdlab.train.recipes.compress_student import init_from_teacher
+from kdlab.train.recipes.student_spec import METHODS
 from kdlab.train.recipes.student_start import weights_digest
 
 torch.set_num_threads(1)

@@ -28,11 +28,12 @@ from kdlab.data.tokenizer import CharTokenizer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.paths import data_cache
-from kdlab.train.recipes.compress_config import METHODS
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
-from kdlab.train.recipes.joint import load_student_asr, run_joint
+from kdlab.train.recipes.joint import run_joint
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.joint_model import JointLoss, build_joint_student
+from kdlab.train.recipes.runs import load_asr
+from kdlab.train.recipes.student_spec import METHODS
 from kdlab.train.recipes.student_start import weights_digest
 
 torch.set_num_threads(1)
@@ -136,7 +137,7 @@ def _logits(model: RNNTModel, batch: Batch) -> torch.Tensor:
 def _check_run(result, teacher) -> None:
     """result.json = the reloaded model; records and loss parts of the method; recovery ran."""
     m, config = result.metrics, result.config
-    loaded, _ = load_student_asr(result.run_dir / "asr.pt")
+    loaded, _ = load_asr(result.run_dir / "asr.pt")
     assert m["route"] == "joint" and m["method"] == config.method and m["mode"] == config.mode
     assert m["encoder_params"] == loaded.encoder.num_parameters() == result.model.encoder.num_parameters()
     assert m["params"] == sum(p.numel() for p in loaded.parameters())
@@ -177,7 +178,7 @@ def test_materialised_student_equals_the_gated_one_and_runs_stream_by_stream(tea
     config = _config("kd+lrf+l0", recovery_steps=0, streaming=True)
     result = run_joint(config, teacher.encoder, FakeData(), tmp_path, device="cpu", progress=False)
     assert result.metrics["mode"] == "streaming" and result.recovery_history is None
-    loaded, _ = load_student_asr(tmp_path / "asr.pt")
+    loaded, _ = load_asr(tmp_path / "asr.pt")
     assert result.student.encoder.config.streaming and loaded.encoder.config.chunk_size == 4
     batch = FakeData().dev[0]
     assert (_logits(result.student, batch) - _logits(loaded, batch)).abs().max() <= 1e-5

@@ -1,6 +1,7 @@
 """The study's latency measurement (issue 15): a model timed in rounds interleaved with its reference
 (order swapped every round, medians, the median of per-round ratios), and the encoder call in ONNX
-Runtime computing what the eager encoder computes."""
+Runtime computing what the eager encoder computes; the one measurement of an encoder against its
+teacher (``eval.measure``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from tiny_asr import tiny_compressed_asr
 
 import kdlab.eval.latency as latency
 from kdlab.deploy.encoder_runtime import encoder_call
+from kdlab.eval.measure import measure_encoder
+from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 from kdlab.study.recipes import latency_inputs, measure_model
 
 torch.set_num_threads(1)
@@ -55,7 +58,7 @@ def test_onnx_runtime_encoder_call_computes_the_eager_encoder_and_measure_model_
     with torch.inference_mode():
         expected = eager()[0]
     assert (torch.from_numpy(onnx()[0]) - expected).abs().max() <= 1e-4
-    measured = measure_model(model, eager, 1.0, min_time=0.01, min_runs=2, runtime="onnxruntime")
+    measured = measure_model(model, model.encoder, eager, 1.0, min_time=0.01, min_runs=2, runtime="onnxruntime")
     assert measured["latency_runtime"] == "onnxruntime" and measured["latency_audio_seconds"] == 1.0
     assert measured["latency_ms"] > 0 and measured["latency_teacher_ms"] > 0 and measured["latency_speedup"] > 0
     assert measured["encoder_params"] == model.encoder.num_parameters()
@@ -84,3 +87,16 @@ def test_latency_vs_macs_rows_pair_each_encoder_with_the_first_and_the_figure_dr
     assert list(points.x) == [r["macs_per_second"] / 1e6 for r in rows]
     assert list(points.y) == [r["latency_ms"] for r in rows] and list(points.text) == ["big", "small"]
     assert line.y[1] / line.x[1] == pytest.approx(rows[0]["latency_ms"] / (rows[0]["macs_per_second"] / 1e6))
+
+
+def test_measure_encoder_counts_both_encoders_and_adds_what_the_timer_measured():
+    teacher = ConformerEncoder(ConformerConfig(d_model=32, num_layers=2, num_heads=2, head_dim=16, ffn_dim=64))
+    student = ConformerEncoder(ConformerConfig(d_model=32, num_layers=1, num_heads=2, head_dim=16, ffn_dim=64))
+    timed = []
+    measured = measure_encoder(student, teacher, lambda s, t: timed.append((s, t)) or {"latency_ms": 1.0})
+    assert timed == [(student, teacher)] and measured["latency_ms"] == 1.0
+    params, teacher_params = student.num_parameters(), teacher.num_parameters()
+    assert (measured["encoder_params"], measured["teacher_encoder_params"]) == (params, teacher_params)
+    assert measured["achieved_sparsity"] == pytest.approx(1 - params / teacher_params) and params < teacher_params
+    assert measured["mac_reduction"] == pytest.approx(measured["teacher_macs_per_second"] / measured["macs_per_second"])
+    assert measured["mac_reduction"] > 1 and "latency_ms" not in measure_encoder(student, teacher)

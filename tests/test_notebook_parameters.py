@@ -8,8 +8,8 @@ import pytest
 
 from kdlab.lessons.parameters import METHODS, PROFILES, RULES, check_parameters, declared_parameters
 from kdlab.report import notebook_runner as nr
-from kdlab.train.recipes.compress_config import METHODS as RECIPE_METHODS
 from kdlab.train.recipes.profiles import PROFILES as RECIPE_PROFILES
+from kdlab.train.recipes.student_spec import METHODS as RECIPE_METHODS
 
 NOTEBOOKS = nr.discover_notebooks(nr.default_notebooks_dir())
 

@@ -30,7 +30,6 @@ from kdlab.lessons import study_grid as sl
 from kdlab.paths import PROJECT_ROOT
 from kdlab.report import notebook_runner as nr
 from kdlab.study import StudyConfig, StudyResults
-from kdlab.study.config import GRID_BUDGETS
 from kdlab.study.recipes import GridRuns
 from kdlab.train.recipes.profiles import get_profile
 
@@ -130,7 +129,7 @@ def test_the_study_lesson_shows_pareto_per_mode_and_rwer_bars(executed, results)
 
 def test_the_study_lesson_ran_the_smoke_grid_and_shows_every_row_of_results_json(executed, results):
     assert results["config"]["profile"] == "tiny"
-    assert results["config"]["methods"] == list(sl.SMOKE["tiny"]["methods"])
+    assert results["config"]["methods"] == list(get_profile("tiny").lesson_grid_smoke["methods"])
     outputs = _outputs(executed[STUDY], "study-rows")
     shown = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert len(shown) == 1
@@ -208,16 +207,19 @@ def test_study_folder_never_takes_another_profiles_study(tmp_path):
 
 def test_grid_config_budgets():
     smoke = sl.grid_config("tiny")
-    n = sl.SMOKE["tiny"]["steps"]
+    n = get_profile("tiny").lesson_grid_smoke["steps"]
     assert smoke.teacher_steps is None, "the smoke grid keeps the profile's teacher (the one of notebooks 01-04)"
     assert (smoke.compress_steps, smoke.finetune_steps, smoke.recovery_steps) == (n, n, n // 2)
-    assert smoke.methods == list(sl.SMOKE["tiny"]["methods"]) and smoke.target_sparsities == [0.25]
+    assert smoke.methods == list(get_profile("tiny").lesson_grid_smoke["methods"]) and smoke.target_sparsities == [0.25]
     cli = sl.grid_config("tiny", steps=6, methods=["kd+l0"], target_sparsity=0.3)  # python -m kdlab study --steps 6
     assert (cli.teacher_steps, cli.compress_steps, cli.finetune_steps, cli.recovery_steps) == (6, 6, 6, 3)
     assert cli.methods == ["kd+l0"] and cli.target_sparsities == [0.3] and cli.latency_seconds == 10.0
     default = sl.grid_config("default")  # the study's own default grid, budgets and methods (make study)
     assert default == StudyConfig("default")
-    assert default.recovery_steps == GRID_BUDGETS["default"]["recovery_steps"] and "kd+lrf+l0" not in default.methods
+    assert (
+        default.recovery_steps == get_profile("default").study_budgets["recovery_steps"]
+        and "kd+lrf+l0" not in default.methods
+    )
     assert default.finetune_steps is None  # every student gets the profile's student ASR schedule
 
 

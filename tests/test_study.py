@@ -34,9 +34,7 @@ from kdlab.study.parallel import tasks
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns
 from kdlab.study.table import COLUMNS, add_rwer
-from kdlab.train.recipes.finetune import load_asr_model
-from kdlab.train.recipes.joint import load_student_asr
-from kdlab.train.recipes.runs import read_result
+from kdlab.train.recipes.runs import load_asr, read_result
 from kdlab.train.recipes.sequential import SequentialConfig, encoder_in_mode, run_sequential
 from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 
@@ -138,8 +136,7 @@ def test_every_reported_number_is_finite(study):
 def test_params_and_macs_of_each_row_equal_the_reloaded_model(study):
     _, _, data = study
     for row in data["rows"]:
-        loader = load_asr_model if row["route"] == "reference" else load_student_asr
-        model, _ = loader(os.path.join(row["run_dir"], "asr.pt"))
+        model, _ = load_asr(os.path.join(row["run_dir"], "asr.pt"))
         assert model.encoder.num_parameters() == row["encoder_params"], row["key"]
         assert sum(p.numel() for p in model.parameters()) == row["params"], row["key"]
         assert float(expected_macs_per_second(model.encoder, deterministic=True)) == row["macs_per_second"]

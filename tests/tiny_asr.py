@@ -13,8 +13,7 @@ from kdlab.data.features import GlobalCMVN
 from kdlab.data.tokenizer import CharTokenizer
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
-from kdlab.train.recipes.joint import save_student_asr
-from kdlab.train.recipes.runs import write_result
+from kdlab.train.recipes.runs import save_student_asr, write_result
 
 #: Block 0 keeps one head and a narrower FFN; block 1 lost its attention and its first FFN.
 LAYER_DIMS = [{"num_heads": 1, "ffn1_dim": 48}, {"num_heads": 0, "ffn1_dim": 0}]

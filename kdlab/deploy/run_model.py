@@ -10,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from kdlab.data.features import GlobalCMVN
 from kdlab.models.rnnt import RNNTModel
-from kdlab.train.recipes.finetune import load_asr_model
-from kdlab.train.recipes.joint import ASR_FORMAT, load_student_asr
-from kdlab.train.recipes.runs import read_result
+from kdlab.train.recipes.runs import load_asr, read_result
 
 
 @dataclass
@@ -48,7 +44,5 @@ def load_run_model(run_dir: str | Path) -> RunModel:
             f"{run_dir} has no ASR model (asr.pt): give a fine-tune, sequential or joint run; "
             "a task-agnostic compression run is fine-tuned by the sequential route first"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    is_student = isinstance(state, dict) and state.get("format") == ASR_FORMAT
-    model, tokenizer = load_student_asr(path) if is_student else load_asr_model(path)
+    model, tokenizer = load_asr(path)
     return RunModel(run_dir, model.eval(), tokenizer, GlobalCMVN.load(run_dir / "cmvn.json"))

@@ -3,10 +3,9 @@
 The notebooks stay thin: they call these helpers and the library, and show what comes back.
 
 * ``lesson_config(profile, method, ...)``: a ``CompressConfig`` with the lesson's short budget
-  (``LESSON_BUDGETS``: few steps and small batches, so each notebook runs in minutes on 2 CPU
-  cores; or the command line's config when ``steps`` is given) and the lesson's target
-  sparsity (``lesson_target``: 0.5, or 0.3 for the ``tiny`` profile, whose subsampling
-  front-end alone holds about half of the tiny encoder). Runs go to the usual cached folders
+  (``lesson_budget``: few steps and small batches, so each notebook runs in minutes on 2 CPU
+  cores; or the command line's config when ``steps`` is given) and the profile's target
+  sparsity (``lesson_target``: the study's, ``RecipeProfile.target_sparsity``). Runs go to the usual cached folders
   (``compress_profile``), so a rerun or another notebook reuses them.
 * ``teacher_agreement(encoder, teacher, batches)``: how close a student's output is to the SSL
   teacher's on dev batches, through the teacher's BEST-RQ prediction head (code agreement,
@@ -37,11 +36,12 @@ from kdlab.data.batching import Batch
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.checkpoint import load_checkpoint
 from kdlab.train.history import History
-from kdlab.train.recipes.compress import COMPRESSED, CompressResult, measure_compressed
+from kdlab.train.recipes.compress import COMPRESSED, CompressResult, measured_result
 from kdlab.train.recipes.compress_config import CompressConfig, DenseStudent
 from kdlab.train.recipes.compress_student import build_student
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.pretrain import PretrainResult, corpus_folder
+from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import config_digest, has_checkpoint, read_result, write_result
 from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
@@ -57,28 +57,18 @@ class LessonBudget:
     eval_utterances: int
 
 
-LESSON_BUDGETS = {
-    "tiny": LessonBudget(steps=4, frames_per_batch=3000, latency_seconds=0.5, eval_utterances=8),
-    "default": LessonBudget(steps=20, frames_per_batch=3000, latency_seconds=4.0, eval_utterances=24),
-    "full": LessonBudget(steps=2000, frames_per_batch=60000, latency_seconds=10.0, eval_utterances=200),
-}
-#: Target sparsity of the lessons per profile (``tiny`` cannot reach 0.5, see the module docstring).
-LESSON_TARGETS = {"tiny": 0.3, "default": 0.5, "full": 0.5}
-
-
 def lesson_budget(profile: str) -> LessonBudget:
-    """The lesson budget of a recipe profile (ValueError names the known ones)."""
-    if profile not in LESSON_BUDGETS:
-        raise ValueError(f"no lesson budget for profile {profile!r}; choose one of {', '.join(LESSON_BUDGETS)}")
-    return LESSON_BUDGETS[profile]
+    """The lesson budget of a recipe profile (its ``lesson_*`` fields; ValueError names the known
+    profiles)."""
+    p = get_profile(profile)
+    return LessonBudget(p.lesson_steps, p.lesson_frames_per_batch, p.lesson_latency_seconds, p.lesson_eval_utterances)
 
 
 def lesson_target(profile: str, target_sparsity: float | None = None) -> float:
-    """``target_sparsity``, or the profile's lesson target when it is None."""
+    """``target_sparsity``, or the profile's target (``RecipeProfile.target_sparsity``) when it is None."""
     if target_sparsity is not None:
         return float(target_sparsity)
-    lesson_budget(profile)
-    return LESSON_TARGETS[profile]
+    return get_profile(profile).target_sparsity
 
 
 def lesson_config(
@@ -91,7 +81,7 @@ def lesson_config(
 ) -> CompressConfig:
     """The ``CompressConfig`` of a lesson run.
 
-    ``steps`` None: the lesson budget (``LESSON_BUDGETS``: few steps, small batches, a short
+    ``steps`` None: the lesson budget (``lesson_budget``: few steps, small batches, a short
     latency measurement). ``steps`` given: exactly ``CompressConfig.for_profile(profile, method,
     target, seed, steps, **overrides)``, the config ``python -m kdlab compress --steps S`` builds,
     so a run made on the command line is reused by the notebook (and the other way round).
@@ -264,7 +254,7 @@ def run_output_kd(
             "wall_seconds": time.perf_counter() - start,
             "final_loss_output_kl": last.get("loss_output_kl"),
             **built.info,
-            **measure_compressed(encoder, teacher.encoder, config.latency_seconds, config.seed),
+            **measured_result(encoder, teacher.encoder, config.latency_seconds, config.seed),
         },
     )
     return _load_output_kd(run_dir, config, student=encoder)

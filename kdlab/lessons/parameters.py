@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 PROFILES = ("tiny", "default", "full")
-#: Compression methods of the recipes (``compress_config.METHODS``; a test checks they agree).
+#: Compression methods of the recipes (``student_spec.METHODS``; a test checks they agree).
 METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 

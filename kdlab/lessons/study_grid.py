@@ -4,9 +4,10 @@ Both notebooks work on the rows of the study grid (``kdlab.study``), so a run ma
 them, by ``python -m kdlab study`` or by ``make study`` is reused by the others:
 
 * ``grid_config(profile, steps, methods)``: the ``StudyConfig`` of the lessons. ``steps`` None
-  gives the profile's budgets (``make study``), except at the smoke profiles of ``SMOKE``
-  (``tiny``: a few steps per recipe, a short latency measurement, three methods); a number S
-  gives exactly ``python -m kdlab study --steps S`` (teacher fine-tune included).
+  gives the profile's budgets (``make study``), except at the smoke profiles
+  (``RecipeProfile.lesson_grid_smoke``; ``tiny``: a few steps per recipe, a short latency
+  measurement, three methods); a number S gives exactly ``python -m kdlab study --steps S``
+  (teacher fine-tune included).
 * ``study_folder(profile)`` / ``load_or_run_study(config)``: the study outputs of a profile
   (``outputs/study``, or ``outputs/study-<profile>`` when ``outputs/study`` holds another
   profile's study, which is never overwritten), run first when missing.
@@ -44,28 +45,22 @@ from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.joint import JointResult, joint_profile
 from kdlab.train.recipes.joint_model import build_joint_student
 from kdlab.train.recipes.pretrain import corpus_folder
+from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.sequential import SequentialResult, run_sequential
 from kdlab.train.recipes.student_schedule import student_finetune_config
 from kdlab.train.recipes.teacher import TeacherBundle
-
-#: Budgets used when ``steps`` is None at a smoke profile: every recipe's steps (joint recovery:
-#: half), the methods of the grid and a short latency measurement. The teacher keeps the
-#: profile's budget, so it is the teacher notebooks 01–04 use.
-SMOKE = {
-    "tiny": {
-        "steps": 4,
-        "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
-        "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1},
-    }
-}
 
 
 def grid_config(
     profile: str, steps: int | None = None, methods=None, seeds: int = 1, target_sparsity: float | None = None
 ) -> StudyConfig:
     """The lessons' ``StudyConfig`` (module docstring); ``methods`` None: the profile's grid (at a
-    smoke profile, its ``SMOKE`` methods); ``target_sparsity`` None: the profile's budget."""
-    smoke = SMOKE.get(profile) if steps is None else None
+    smoke profile, its smoke methods); ``target_sparsity`` None: the profile's budget.
+
+    A smoke profile (``RecipeProfile.lesson_grid_smoke`` not empty) with ``steps`` None gives every
+    recipe its smoke steps (joint recovery: half), its methods and a short latency measurement; the
+    teacher keeps the profile's budget, so it is the teacher notebooks 01–04 use."""
+    smoke = get_profile(profile).lesson_grid_smoke if steps is None else None
     fields = {"seeds": seeds, "target_sparsities": None if target_sparsity is None else [target_sparsity]}
     if methods is None and smoke:
         methods = smoke["methods"]

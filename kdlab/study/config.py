@@ -1,9 +1,9 @@
 """Settings of the study grid (``StudyConfig``): which methods, modes, routes, budgets and seeds.
 
     StudyConfig("default", seeds=3)                 # targets: the profile's (0.5)
-    StudyConfig("tiny", compress_steps=2, ...)      # targets: 0.25 (see PROFILE_TARGETS)
+    StudyConfig("tiny", compress_steps=2, ...)      # targets: 0.25 (``RecipeProfile.target_sparsity``)
 
-Step budgets left at None are the grid's budget of the profile (``GRID_BUDGETS``), else each
+Step budgets left at None are the grid's budget of the profile (``RecipeProfile.study_budgets``), else each
 recipe profile's own (``FinetuneConfig``, ``CompressConfig``, ``JointConfig``); a number replaces
 that budget for every run of its kind (smoke runs, timing).
 """
@@ -20,32 +20,11 @@ METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
 ROUTES = ("sequential", "joint")
 BASELINE = "kd"
-#: Default budgets per profile. The tiny encoder's subsampling front-end holds about half of its
-#: parameters, so no method can remove 50 % of it: the tiny profile compares at 25 %.
-PROFILE_TARGETS = {"tiny": (0.25,), "default": (0.5,), "full": (0.5,)}
-#: Runtime of the latency column: ONNX Runtime (the faster one the kit ships); eager for the tiny
-#: smoke runs, where exporting every row would cost more than the grid.
-PROFILE_LATENCY_RUNTIME = {"tiny": "eager", "default": "onnxruntime", "full": "onnxruntime"}
+#: Runtimes of the latency column: eager PyTorch or ONNX Runtime (the faster one the kit ships);
+#: each profile's default is ``RecipeProfile.study_latency_runtime``.
 LATENCY_RUNTIMES = ("eager", "onnxruntime")
-#: Step budgets of the grid's runs per profile, where they differ from the recipe profile's. Every
-#: student row (both routes, the KD baselines, the from-scratch reference) gets the profile's
-#: student ASR schedule (``profiles.RecipeProfile.student_ctc_steps`` / ``student_rnnt_steps``,
-#: ``train.recipes.student_schedule``); ``ctc_warmup_steps`` / ``finetune_steps`` replace it for
-#: all of them at once. At "default" the grid trains in batches of half the teacher's frames (per
-#: second of CPU, more updates of half the size leave the CTC plateau as fast:
-#: docs/teacher_calibration.md), the sequential compressions get 100 steps and the joint route
-#: recovers its materialised model in the last 15 of its RNN-T steps. Measured consequences:
-#: README.md ("The study grid"); the design: docs/study_routes.md.
-GRID_BUDGETS = {
-    "tiny": {},
-    "default": dict(frames_per_batch=4000, compress_steps=100, recovery_steps=15),
-    "full": {},
-}
 #: Where the joint route's KD terms come from (``JointConfig.kd_source``).
 JOINT_KD_SOURCES = ("ssl", "finetuned")
-#: The methods of the grid per profile when none are named: at "default" the four of the paper's
-#: claims (kd+lrf+l0 adds two compression runs and four fine-tunes, about a quarter more time).
-GRID_METHODS = {"tiny": METHODS, "default": ("lrf", "l0", "kd+lrf", "kd+l0"), "full": METHODS}
 #: A compressed encoder meets its budget t when its achieved sparsity is within t ± this (3 points).
 BUDGET_TOLERANCE = 0.03
 
@@ -81,14 +60,14 @@ class StudyConfig:
       (0 … seeds − 1) of every row downstream of the teacher (compression, fine-tuning, joint
       training); the teacher itself is trained once with ``teacher_seed`` and shared.
     * ``target_sparsities``: parameter budgets, fractions of the teacher encoder to remove
-      (None: ``PROFILE_TARGETS[profile]``); ``methods`` (None: ``GRID_METHODS[profile]``) /
+      (None: the profile's ``target_sparsity``); ``methods`` (None: the profile's ``study_methods``) /
       ``modes`` / ``routes``: the grid.
     * ``teacher_steps`` (teacher RNN-T fine-tune), ``finetune_steps`` / ``ctc_warmup_steps`` (the
       RNN-T and CTC steps of every student row's ASR schedule: both routes, KD baselines,
       from-scratch reference), ``compress_steps`` (the sequential route's task-agnostic
       compression, before that schedule), ``recovery_steps`` (the joint route's RNN-T steps on
       the materialised model, part of ``finetune_steps``), ``frames_per_batch`` (padded frames per
-      training batch of every run but the teachers'): None = ``GRID_BUDGETS[profile]``, else the
+      training batch of every run but the teachers'): None = the profile's ``study_budgets``, else the
       recipe profile's (``student_ctc_steps`` / ``student_rnnt_steps`` for the schedule).
     * ``joint_kd_source``: the joint route's KD source, "ssl" (the SSL encoder every student starts
       from) or "finetuned" (the fine-tuned teacher of the mode; its rows say so in ``kd_source``).
@@ -96,7 +75,8 @@ class StudyConfig:
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
       ``latency_min_time`` seconds, after warm-up, interleaved with the teacher of the row's mode
       (``kdlab.eval.latency.measure_paired_latency``: ``latency_min_runs`` rounds, so a busy moment
-      hits both), in ``latency_runtime`` ("eager" or "onnxruntime"; None: ``PROFILE_LATENCY_RUNTIME``).
+      hits both), in ``latency_runtime`` ("eager" or "onnxruntime"; None: the profile's
+      ``study_latency_runtime``).
     * ``corpus_dir``: a folder written by ``kdlab data`` (synthesised or imported) every run trains
       on (None: the profile's corpus); ``tokenizer``: "char", "bpe" or "bpe:N" (a sentencepiece
       BPE trained on that corpus's train text). Both reach every run's config and hash.
@@ -124,18 +104,19 @@ class StudyConfig:
     joint_kd_source: str = "ssl"
 
     def __post_init__(self) -> None:
+        profile = get_profile(self.profile)
         if self.tokenizer is None:
-            self.tokenizer = get_profile(self.profile).tokenizer
+            self.tokenizer = profile.tokenizer
         parse_tokenizer_spec(self.tokenizer)
         if self.corpus_dir is not None:
             self.corpus_dir = str(check_corpus_folder(self.corpus_dir))
-        for name, steps in GRID_BUDGETS[self.profile].items():
+        for name, steps in profile.study_budgets.items():
             if getattr(self, name) is None:
                 setattr(self, name, steps)
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer (how many seeds to run), got {self.seeds!r}")
         if self.target_sparsities is None:
-            self.target_sparsities = list(PROFILE_TARGETS[self.profile])
+            self.target_sparsities = [profile.target_sparsity]
         self.target_sparsities = [float(t) for t in self.target_sparsities]
         if not self.target_sparsities or len(set(self.target_sparsities)) != len(self.target_sparsities):
             raise ValueError(f"target_sparsities must be distinct values, at least one; got {self.target_sparsities}")
@@ -146,7 +127,7 @@ class StudyConfig:
                     "encoder's parameters to remove: 0.5 keeps half)"
                 )
         self.methods = _choices(
-            "methods", GRID_METHODS[self.profile] if self.methods is None else self.methods, METHODS
+            "methods", (profile.study_methods or METHODS) if self.methods is None else self.methods, METHODS
         )
         self.modes = _choices("modes", self.modes, MODES)
         self.routes = _choices("routes", self.routes, ROUTES)
@@ -161,7 +142,7 @@ class StudyConfig:
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0 or None (the profile's), got {value!r}")
         if self.latency_runtime is None:
-            self.latency_runtime = PROFILE_LATENCY_RUNTIME[self.profile]
+            self.latency_runtime = profile.study_latency_runtime
         if self.latency_runtime not in LATENCY_RUNTIMES:
             raise ValueError(f"latency_runtime must be one of {LATENCY_RUNTIMES}, got {self.latency_runtime!r}")
         if not isinstance(self.latency_min_runs, int) or self.latency_min_runs < 1:

@@ -34,18 +34,20 @@ from pathlib import Path
 
 import torch
 
-from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.deploy.encoder_runtime import encoder_call
 from kdlab.eval.latency import measure_paired_latency
+from kdlab.eval.measure import measure_encoder
+from kdlab.models.conformer import ConformerEncoder
 from kdlab.models.rnnt import RNNTModel
 from kdlab.study.config import StudyConfig
 from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
 from kdlab.train.recipes.compress_config import CompressConfig, dense_student_config
 from kdlab.train.recipes.compress_teacher import compress_profile, default_compress_dir
-from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, load_asr_model, run_finetune
-from kdlab.train.recipes.joint import default_joint_dir, joint_profile, load_student_asr
+from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir, run_finetune
+from kdlab.train.recipes.joint import default_joint_dir, joint_profile
 from kdlab.train.recipes.joint_config import JointConfig
 from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, run_pretrain
+from kdlab.train.recipes.runs import load_asr
 from kdlab.train.recipes.sequential import SequentialConfig, default_sequential_dir, run_sequential
 from kdlab.train.recipes.student_schedule import student_finetune_config
 from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
@@ -219,9 +221,7 @@ class GridRuns:
 
 def load_row_model(row: dict) -> RNNTModel:
     """The final RNN-T model of a results row, reloaded from its run folder (eval, CPU)."""
-    path = Path(row["run_dir"]) / "asr.pt"
-    loader = load_asr_model if row["route"] == "reference" else load_student_asr
-    return loader(path)[0]
+    return load_asr(Path(row["run_dir"]) / "asr.pt")[0]
 
 
 def latency_inputs(model: RNNTModel, latency_seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,28 +233,37 @@ def latency_inputs(model: RNNTModel, latency_seconds: float) -> tuple[torch.Tens
 
 def measure_model(
     model: RNNTModel,
+    teacher: ConformerEncoder,
     teacher_call: Callable[[], object],
     latency_seconds: float,
     min_time: float,
     min_runs: int,
     runtime: str,
 ) -> dict:
-    """``encoder_params``, ``params`` (whole model), ``macs_per_second`` (encoder, deterministic
-    count) and the batch-1 CPU latency of the encoder (eval, no grad) in ``runtime`` on
-    ``latency_inputs``: ``latency_ms`` and ``latency_teacher_ms`` (``teacher_call``, the teacher's
-    encoder on the same input and runtime), timed interleaved in ``min_runs`` rounds of about
-    ``min_time`` seconds per model, and ``latency_speedup`` (median over rounds of teacher / model)."""
-    encoder = model.encoder.eval()
-    with tempfile.TemporaryDirectory() as folder:
-        call = encoder_call(encoder, *latency_inputs(model, latency_seconds), runtime, folder)
-        latency = measure_paired_latency(call, teacher_call, rounds=min_runs, min_time_s=min_time)
+    """The row's measurements, from ``eval.measure.measure_encoder`` of the model's encoder (eval)
+    vs ``teacher`` (the teacher's encoder): ``encoder_params``, ``params`` (whole model),
+    ``macs_per_second`` (deterministic count) and the batch-1 CPU latency (no grad) in ``runtime``
+    on ``latency_inputs``: ``latency_ms`` and ``latency_teacher_ms`` (``teacher_call``, the
+    teacher's encoder on the same input and runtime), timed interleaved in ``min_runs`` rounds of
+    about ``min_time`` seconds per model, and ``latency_speedup`` (median over rounds of teacher /
+    model)."""
+
+    def paired(encoder: ConformerEncoder, _teacher: ConformerEncoder) -> dict:
+        with tempfile.TemporaryDirectory() as folder:
+            call = encoder_call(encoder, *latency_inputs(model, latency_seconds), runtime, folder)
+            latency = measure_paired_latency(call, teacher_call, rounds=min_runs, min_time_s=min_time)
+        return {
+            "latency_ms": latency.median_s * 1e3,
+            "latency_teacher_ms": latency.reference_median_s * 1e3,
+            "latency_speedup": latency.speedup,
+            "latency_runtime": runtime,
+            "latency_audio_seconds": latency_seconds,
+        }
+
+    measured = measure_encoder(model.encoder.eval(), teacher, paired)
     return {
-        "encoder_params": encoder.num_parameters(),
+        "encoder_params": measured["encoder_params"],
         "params": sum(p.numel() for p in model.parameters()),
-        "macs_per_second": float(expected_macs_per_second(encoder, deterministic=True)),
-        "latency_ms": latency.median_s * 1e3,
-        "latency_teacher_ms": latency.reference_median_s * 1e3,
-        "latency_speedup": latency.speedup,
-        "latency_runtime": runtime,
-        "latency_audio_seconds": latency_seconds,
+        "macs_per_second": measured["macs_per_second"],
+        **{k: v for k, v in measured.items() if k.startswith("latency_")},
     }

@@ -97,15 +97,22 @@ def _row(spec: RowSpec, runs: GridRuns, rows_dir: Path, teacher_calls: TeacherCa
     status = "reused" if read_result(run_dir) is not None else "trained"
     metrics, model = runs.run(spec)
     c = runs.config
+    teacher = runs.teacher(spec.mode).encoder
     measured = measure_model(
-        model, teacher_calls(spec.mode), c.latency_seconds, c.latency_min_time, c.latency_min_runs, c.latency_runtime
+        model,
+        teacher,
+        teacher_calls(spec.mode),
+        c.latency_seconds,
+        c.latency_min_time,
+        c.latency_min_runs,
+        c.latency_runtime,
     )
     if measured["encoder_params"] != metrics["encoder_params"]:
         raise RuntimeError(
             f"{spec.key}: the loaded encoder has {measured['encoder_params']} parameters, its run "
             f"{run_dir} reports {metrics['encoder_params']}; the run folder is inconsistent"
         )
-    teacher_params = runs.teacher(spec.mode).encoder.num_parameters()
+    teacher_params = teacher.num_parameters()
     row = {
         "key": spec.key,
         **spec.to_dict(),

@@ -36,7 +36,6 @@ A folder with ``result.json`` is reused as is (if its config is the requested on
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +47,24 @@ from kdlab.compress.budget_calibration import calibrate_if_gated
 from kdlab.compress.kd_losses import LayerDistillation, uniform_layer_map
 from kdlab.compress.lagrangian import expected_sparsity
 from kdlab.compress.materialise import load_compressed, materialise, save_compressed
-from kdlab.compress.param_count import expected_macs_per_second, expected_params
+from kdlab.compress.param_count import expected_params
 from kdlab.compress.structures import GateSet
-from kdlab.eval.latency import measure_latency
+from kdlab.eval.measure import measure_encoder, solo_latency
 from kdlab.models.bestrq import BestRQModel
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.train.history import History
-from kdlab.train.recipes.compress_config import CompressConfig, uses_kd
+from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.compress_student import build_student
-from kdlab.train.recipes.profiles import COMPRESS_CHECKPOINT_EVERY
-from kdlab.train.recipes.runs import claim_run_dir, has_checkpoint, read_result, seconds_before_resume, write_result
+from kdlab.train.recipes.profiles import get_profile
+from kdlab.train.recipes.runs import (
+    claim_run_dir,
+    has_checkpoint,
+    load_run,
+    read_result,
+    seconds_before_resume,
+    write_result,
+)
 from kdlab.train.recipes.sparsity_groups import sparsity_param_groups
 from kdlab.train.recipes.ssl_objective import SSLObjective
 from kdlab.train.recipes.student_start import weights_digest
@@ -99,7 +105,7 @@ class CompressResult:
 def layer_map(config: CompressConfig, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
     """(student, teacher) hidden-state pairs: every block for KD methods (``distill.layer_map`` or
     uniform), none for the methods without KD (they train on the SSL objective alone)."""
-    if not uses_kd(config.method):
+    if not config.uses_kd():
         return []
     return list(config.distill.layer_map) or uniform_layer_map(student_layers, teacher_layers)
 
@@ -114,7 +120,7 @@ def _trainer_config(config: CompressConfig, steps: int, device: str, progress: b
         min_lr_ratio=0.1,
         grad_clip=config.grad_clip,
         log_every=config.log_every(),
-        checkpoint_every=COMPRESS_CHECKPOINT_EVERY[config.profile],
+        checkpoint_every=get_profile(config.profile).compress_checkpoint_every,
         seed=config.seed,
         device=device,
         progress=progress,
@@ -182,34 +188,15 @@ def _train(
     return trainer
 
 
-def _latency(encoder: ConformerEncoder, seconds: float, seed: int) -> dict:
-    """Batch-1 CPU latency of one ``seconds`` utterance (10 ms frames), median after warm-up."""
-    frames = round(100 * seconds) + 3
-    features = torch.randn(1, frames, encoder.config.input_dim, generator=torch.Generator().manual_seed(seed))
-    lengths = torch.tensor([frames])
-    return measure_latency(
-        lambda: encoder(features, lengths), warmup=3, min_time_s=0.3, audio_seconds=seconds
-    ).to_dict()
-
-
-def measure_compressed(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
-    """Parameters, MACs per second of audio and batch-1 CPU latency of ``encoder`` vs ``teacher``
-    (both eval, CPU); sparsity = 1 − params / teacher params (real counts)."""
-    params, teacher_params = encoder.num_parameters(), teacher.num_parameters()
-    macs = float(expected_macs_per_second(encoder, deterministic=True))
-    teacher_macs = float(expected_macs_per_second(teacher, deterministic=True))
-    latency, teacher_latency = _latency(encoder, seconds, seed), _latency(teacher, seconds, seed)
+def measured_result(encoder: ConformerEncoder, teacher: ConformerEncoder, seconds: float, seed: int) -> dict:
+    """``eval.measure.measure_encoder`` of ``encoder`` vs ``teacher`` (both eval, CPU) with each timed
+    alone on a ``seconds`` utterance, its counts under this route's result.json names ``params`` /
+    ``teacher_params``."""
+    measured = measure_encoder(encoder, teacher, solo_latency(seconds, seed))
     return {
-        "achieved_sparsity": 1.0 - params / teacher_params,
-        "params": params,
-        "teacher_params": teacher_params,
-        "macs_per_second": macs,
-        "teacher_macs_per_second": teacher_macs,
-        "mac_reduction": teacher_macs / macs,
-        "latency": latency,
-        "teacher_latency": teacher_latency,
-        "latency_speedup": teacher_latency["median_s"] / latency["median_s"],
-        "torch_threads": torch.get_num_threads(),
+        "params": measured.pop("encoder_params"),
+        "teacher_params": measured.pop("teacher_encoder_params"),
+        **measured,
     }
 
 
@@ -296,7 +283,7 @@ def run_compress(
         "compress_cost": _cost(trainer, final, train_loader),
         "budget_calibration": calibration,
         **built.info,
-        **measure_compressed(encoder, teacher.cpu(), config.latency_seconds, config.seed),
+        **measured_result(encoder, teacher.cpu(), config.latency_seconds, config.seed),
     }
     write_result(run_dir, metrics)
     return CompressResult(run_dir, config, encoder, student.cpu(), History.load(run_dir / "history.json"), metrics)
@@ -318,14 +305,9 @@ def _cost(trainer: Trainer, final: Trainer | None, train_loader) -> dict:
 def load_compress(run_dir: str | Path) -> CompressResult:
     """A completed compression run, loaded on the CPU (``student`` is None: only the materialised
     encoder is stored)."""
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed compression run (no result.json); run "
-            "`python -m kdlab compress` or run_compress() first"
-        )
-    config = CompressConfig.from_dict(json.loads((run_dir / "config.json").read_text())["compress"])
+    run_dir, config, metrics = load_run(
+        run_dir, "compress", CompressConfig, "`python -m kdlab compress` or run_compress()"
+    )
     return CompressResult(
         run_dir, config, load_compressed(run_dir / COMPRESSED), None, History.load(run_dir / "history.json"), metrics
     )

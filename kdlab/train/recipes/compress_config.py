@@ -25,44 +25,22 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from kdlab.compress.kd_losses import DistillationConfig
-from kdlab.compress.structures import L0Config
-from kdlab.config import JsonConfig
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 from kdlab.train.recipes.corpus_choice import corpus_digest_of
+from kdlab.train.recipes.student_spec import STUDENT_SHAPES, StudentSpec, uses_kd
 
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
-LRF_METHODS = ("budget", "energy")
-STUDENT_SHAPES = ("deep", "shallow")
 #: Largest |achieved − target| sparsity accepted for a dense KD student.
 STUDENT_TOLERANCE = 0.03
-#: Compression steps of each recipe profile (``--steps`` replaces them).
-PROFILE_STEPS = {"tiny": 40, "default": 400, "full": 20000}
-#: Learning rate of λ1, λ2 per profile: ŝ reaches the target within the profile's steps without
-#: swinging past it (the runs that chose them: docs/sparsity_rates.md).
-PROFILE_LAGRANGIAN_LR = {"tiny": 0.01, "default": 0.05, "full": 0.01}
-
-
-def uses_kd(method: str) -> bool:
-    """True when every student layer is distilled (the method name contains "kd")."""
-    return "kd" in method.split("+")
-
-
-def uses_gates(method: str) -> bool:
-    """True when the method trains hard-concrete gates under the Lagrangian."""
-    return "l0" in method.split("+")
-
-
-def uses_lrf(method: str) -> bool:
-    return "lrf" in method.split("+")
 
 
 @dataclass
-class CompressConfig(JsonConfig):
-    """One compression run (JSON-serialisable; ``to_dict`` / ``from_dict``).
+class CompressConfig(StudentSpec):
+    """One compression run (JSON-serialisable; ``to_dict`` / ``from_dict``): the student
+    (``StudentSpec``: method, target sparsity t, seed, ``l0``, ``lrf_*``, ``student_shape``,
+    ``student_init``) and how it trains.
 
     * ``profile`` / ``teacher_seed``: which SSL teacher (``run_pretrain`` of that profile and seed)
-      ``compress_profile`` uses; ``seed``: gates' noise, student init, data order.
-    * ``target_sparsity`` t: fraction of the teacher encoder's parameters to remove, in [0, 1).
+      ``compress_profile`` uses; ``seed`` also orders the data.
     * ``steps`` optimizer steps; the target ramps from 0 to t over ``warmup_fraction · steps``.
     * ``lr`` student weights and KD projections (cosine decay after ``lr_warmup_fraction``),
       ``gate_lr`` the gates' log α, ``lagrangian_lr`` λ1, λ2 (both constant, no weight decay).
@@ -70,13 +48,6 @@ class CompressConfig(JsonConfig):
       method with layer KD alone, as lesson 02 compares KD variants).
     * ``distill``: KD weights and layer map (empty = uniform); output KL is not available in the
       task-agnostic route (no output distribution), so ``distill.output_weight`` must be 0.
-    * ``l0``: which structures get gates and their initial keep probabilities (the seed is
-      replaced by ``seed``); ``ranks`` only matters for kd+lrf+l0.
-    * LRF: ``lrf_method`` "budget" (global parameter budget at ``lrf_sparsity``, default: the
-      target; for kd+lrf+l0 half the target, the gates remove the rest) or "energy"
-      (``lrf_energy`` per matrix).
-    * ``student_shape`` (kd): "deep" keeps the depth and narrows heads / FFN / conv, "shallow"
-      keeps the widths and drops blocks; ``student_init`` "teacher" (sliced teacher weights) or "random".
     * ``final_distill_steps``: after pruning, materialise and keep distilling (no gates) this long.
     * ``record_every``: steps between history records (None: about 50 records per run).
     * ``calibrate_budget``: before materialising a gated student, shift its gates so the
@@ -86,10 +57,7 @@ class CompressConfig(JsonConfig):
       compression trains on too (``PretrainConfig.corpus_dir``; None: the profile's).
     """
 
-    method: str = "kd+l0"
-    target_sparsity: float = 0.5
     profile: str = "default"
-    seed: int = 0
     teacher_seed: int = 0
     steps: int = 400
     warmup_fraction: float = 0.4
@@ -100,12 +68,6 @@ class CompressConfig(JsonConfig):
     grad_clip: float = 10.0
     ssl_weight: float = 1.0
     distill: DistillationConfig = field(default_factory=DistillationConfig)
-    l0: L0Config = field(default_factory=L0Config)
-    lrf_method: str = "budget"
-    lrf_energy: float = 0.9
-    lrf_sparsity: float | None = None
-    student_shape: str = "deep"
-    student_init: str = "teacher"
     final_distill_steps: int = 0
     record_every: int | None = None
     calibrate_budget: bool = False
@@ -115,16 +77,8 @@ class CompressConfig(JsonConfig):
     teacher_corpus_digest: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0.0 <= self.target_sparsity < 1.0:
-            raise ValueError(
-                f"target_sparsity must be in [0, 1), got {self.target_sparsity} "
-                "(the fraction of the teacher's parameters to remove: 0.5 keeps half)"
-            )
-        if self.lrf_sparsity is not None and not 0.0 <= self.lrf_sparsity < 1.0:
-            raise ValueError(f"lrf_sparsity must be in [0, 1) or None, got {self.lrf_sparsity}")
         for name in ("steps", "frames_per_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -139,14 +93,6 @@ class CompressConfig(JsonConfig):
         for name in ("lr", "gate_lr", "lagrangian_lr", "latency_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.lrf_method not in LRF_METHODS:
-            raise ValueError(f"lrf_method must be one of {LRF_METHODS}, got {self.lrf_method!r}")
-        if not 0.0 < self.lrf_energy <= 1.0:
-            raise ValueError(f"lrf_energy must be in (0, 1], got {self.lrf_energy}")
-        if self.student_shape not in STUDENT_SHAPES:
-            raise ValueError(f"student_shape must be one of {STUDENT_SHAPES}, got {self.student_shape!r}")
-        if self.student_init not in ("teacher", "random"):
-            raise ValueError(f"student_init must be 'teacher' or 'random', got {self.student_init!r}")
         if self.distill.output_weight > 0:
             raise ValueError(
                 "distill.output_weight must be 0 here: the task-agnostic route compresses the SSL "
@@ -162,7 +108,6 @@ class CompressConfig(JsonConfig):
                 f"ssl_weight must be >= 0, and > 0 for {self.method!r} (without KD the SSL objective is "
                 f"its only loss), got {self.ssl_weight}"
             )
-        self.l0 = replace(self.l0, seed=self.seed)
 
     @classmethod
     def for_profile(
@@ -184,9 +129,9 @@ class CompressConfig(JsonConfig):
                 "target_sparsity": target_sparsity,
                 "profile": profile,
                 "seed": seed,
-                "steps": PROFILE_STEPS[profile] if steps is None else steps,
+                "steps": p.compress_steps if steps is None else steps,
                 "frames_per_batch": p.frames_per_batch,
-                "lagrangian_lr": PROFILE_LAGRANGIAN_LR[profile],
+                "lagrangian_lr": p.compress_lagrangian_lr,
                 **overrides,
             }
         )
@@ -198,12 +143,6 @@ class CompressConfig(JsonConfig):
 
     def log_every(self) -> int:
         return self.record_every or max(1, self.steps // 50)
-
-    def factorisation_sparsity(self) -> float:
-        """Sparsity of the LRF parameter budget (see the class docstring)."""
-        if self.lrf_sparsity is not None:
-            return self.lrf_sparsity
-        return self.target_sparsity / 2 if uses_gates(self.method) else self.target_sparsity
 
 
 def config_params(config: ConformerConfig) -> int:

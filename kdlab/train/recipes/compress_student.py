@@ -22,7 +22,8 @@ from kdlab.compress.factorise import encoder_param_budget, factorise_encoder
 from kdlab.compress.kd_losses import uniform_layer_map
 from kdlab.compress.structures import GateSet, attach_gates
 from kdlab.models.conformer import ConformerEncoder
-from kdlab.train.recipes.compress_config import CompressConfig, dense_student_config, uses_gates, uses_lrf
+from kdlab.train.recipes.compress_config import dense_student_config
+from kdlab.train.recipes.student_spec import StudentSpec, uses_gates, uses_lrf
 from kdlab.train.rng import seed_everything
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.*)$")
@@ -70,7 +71,7 @@ def init_from_teacher(student: ConformerEncoder, teacher: ConformerEncoder) -> N
     student.load_state_dict(state)
 
 
-def build_student(config: CompressConfig, teacher: ConformerEncoder) -> Student:
+def build_student(config: StudentSpec, teacher: ConformerEncoder) -> Student:
     """The student of ``config.method`` (see the module docstring), in training mode, on the
     teacher's device. ``info`` holds the dense student's config (kd) or the factorisation report."""
     method = config.method

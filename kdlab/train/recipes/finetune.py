@@ -33,7 +33,7 @@ import torch
 from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
 from kdlab.data.specaugment import SpecAugmentConfig
-from kdlab.data.tokenizer import CharTokenizer, Tokenizer, tokenizer_from_dict
+from kdlab.data.tokenizer import CharTokenizer, Tokenizer
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train import distributed
@@ -50,7 +50,7 @@ from kdlab.train.recipes.pretrain import (
     run_pretrain,
 )
 from kdlab.train.recipes.profiles import get_profile
-from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
+from kdlab.train.recipes.runs import claim_run_dir, config_digest, load_asr, load_run, read_result, write_result
 from kdlab.train.recipes.training_cost import phase_cost
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
@@ -290,26 +290,12 @@ def run_finetune(
     return load_finetune(run_dir)
 
 
-def load_asr_model(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
-    """The RNN-T model (eval mode, CPU) and tokenizer stored in an ``asr.pt`` file."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    encoder = ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"]))
-    model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), tokenizer_from_dict(state["tokenizer"])
-
-
 def load_finetune(run_dir: str | Path) -> FinetuneResult:
     """A completed fine-tuning run, loaded on the CPU."""
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed fine-tuning run (no result.json); run "
-            "`python -m kdlab finetune` or run_finetune() first"
-        )
-    config = FinetuneConfig.from_dict(json.loads((run_dir / "config.json").read_text())["finetune"])
-    model, tokenizer = load_asr_model(run_dir / "asr.pt")
+    run_dir, config, metrics = load_run(
+        run_dir, "finetune", FinetuneConfig, "`python -m kdlab finetune` or run_finetune()"
+    )
+    model, tokenizer = load_asr(run_dir / "asr.pt")
     return FinetuneResult(
         run_dir,
         config,

@@ -22,10 +22,10 @@ has the student and the loss, ``JointConfig`` the methods):
    in ``recovery/`` (its own ``config.json``, ``history.json``, checkpoints), on the batches that
    follow phase 1's, so the RNN-T steps and frames are those of a sequential fine-tune;
 4. greedy dev / test WER and CER of the final model, parameters, MACs per second of audio and
-   (``latency``) batch-1 CPU latency vs the SSL encoder (``compress.measure_compressed``).
+   (``latency``) batch-1 CPU latency vs the SSL encoder (``eval.measure.measure_encoder``).
 
 Run folder: ``config.json`` + ``history.json`` + ``checkpoints/last.pt`` (phase 1), ``ctc_warmup/``,
-``recovery/``, ``asr.pt`` (``load_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` +
+``recovery/``, ``asr.pt`` (``runs.save_student_asr``: the encoder stored as a ``CompressedEncoderSpec`` +
 weights, so it reloads without the original; predictor, joiner, tokenizer), ``cmvn.json``,
 ``test_transcripts.jsonl`` and, written last, ``result.json``. A complete folder is reused as is;
 an interrupted one resumes from its last checkpoints (every ``checkpoint_every`` steps).
@@ -43,7 +43,6 @@ in ``run_joint``.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +50,15 @@ from pathlib import Path
 import torch
 
 from kdlab.compress.budget_calibration import calibrate_if_gated
-from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec, materialise
-from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.compress.materialise import materialise
 from kdlab.compress.structures import GateSet
 from kdlab.data.specaugment import SpecAugment
-from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
+from kdlab.data.tokenizer import Tokenizer
+from kdlab.eval.measure import measure_encoder, solo_latency
 from kdlab.models.conformer import ConformerEncoder
-from kdlab.models.rnnt import RNNTConfig, RNNTModel
+from kdlab.models.rnnt import RNNTModel
 from kdlab.train import distributed
 from kdlab.train.history import History
-from kdlab.train.recipes.compress import measure_compressed
 from kdlab.train.recipes.compress_history import compression_record
 from kdlab.train.recipes.ctc_warmup import ctc_warm_start
 from kdlab.train.recipes.data_setup import SpeechData
@@ -72,8 +70,11 @@ from kdlab.train.recipes.runs import (
     claim_run_dir,
     config_digest,
     has_checkpoint,
+    load_asr,
     load_average,
+    load_run,
     read_result,
+    save_student_asr,
     seconds_before_resume,
     write_result,
 )
@@ -86,7 +87,6 @@ from kdlab.train.trainer import Trainer, TrainerConfig, resolve_device
 
 ROUTE = "joint"
 RECOVERY = "recovery"
-ASR_FORMAT = "kdlab-compressed-asr"
 
 
 @dataclass
@@ -104,34 +104,6 @@ class JointResult:
     history: History
     recovery_history: History | None
     metrics: dict
-
-
-def save_student_asr(model: RNNTModel, tokenizer, path: str | Path) -> None:
-    """Save an RNN-T model whose encoder is materialised (``CompressedEncoderSpec`` + all weights)."""
-    torch.save(
-        {
-            "format": ASR_FORMAT,
-            "encoder_spec": encoder_spec(model.encoder).to_dict(),
-            "rnnt_config": model.config.to_dict(),
-            "tokenizer": tokenizer.to_dict(),
-            "model": model.state_dict(),
-        },
-        path,
-    )
-
-
-def load_student_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
-    """The RNN-T model (eval, CPU) and tokenizer saved by ``save_student_asr``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != ASR_FORMAT:
-        raise ValueError(
-            f"{path} is not a compressed RNN-T model saved by save_student_asr (no '{ASR_FORMAT}' tag); "
-            "for a dense teacher use kdlab.train.recipes.finetune.load_asr_model"
-        )
-    encoder = build_encoder(CompressedEncoderSpec.from_dict(state["encoder_spec"]))
-    model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), tokenizer_from_dict(state["tokenizer"])
 
 
 def _trainer_config(config: JointConfig, steps: int, lr: float, device: str, progress: bool) -> TrainerConfig:
@@ -344,7 +316,9 @@ def run_joint(
         "seed": config.seed,
         "kd_source": config.kd_source if config.uses_kd() else None,
         "target_sparsity": config.target_sparsity,
-        **_measure(final, ssl.cpu(), config),
+        **measure_encoder(
+            final.encoder, ssl.cpu(), solo_latency(config.latency_seconds, config.seed) if config.latency else None
+        ),
         "params": sum(p.numel() for p in final.parameters()),
         **digests,
         "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
@@ -383,25 +357,6 @@ def run_joint(
     return result
 
 
-def _measure(final: RNNTModel, ssl: ConformerEncoder, config: JointConfig) -> dict:
-    """Encoder parameters, sparsity, MACs per second of audio (and, with ``config.latency``, CPU
-    latency: ``measure_compressed``) of the final student vs the dense SSL encoder."""
-    if config.latency:
-        measured = measure_compressed(final.encoder, ssl, config.latency_seconds, config.seed)
-        params, teacher_params = measured.pop("params"), measured.pop("teacher_params")
-    else:
-        params, teacher_params = final.encoder.num_parameters(), ssl.num_parameters()
-        macs = float(expected_macs_per_second(final.encoder, deterministic=True))
-        teacher_macs = float(expected_macs_per_second(ssl, deterministic=True))
-        measured = {
-            "achieved_sparsity": 1.0 - params / teacher_params,
-            "macs_per_second": macs,
-            "teacher_macs_per_second": teacher_macs,
-            "mac_reduction": teacher_macs / macs,
-        }
-    return {**measured, "encoder_params": params, "teacher_encoder_params": teacher_params}
-
-
 def _losses(trainer: Trainer) -> dict:
     """Loss parts of the trainer's last "train" record."""
     last = trainer.history.last("train") or {}
@@ -410,14 +365,8 @@ def _losses(trainer: Trainer) -> dict:
 
 def load_joint(run_dir: str | Path) -> JointResult:
     """A completed joint run, loaded on the CPU (``student`` is None: only the final model is stored)."""
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed joint run (no result.json); run `python -m kdlab joint` or run_joint() first"
-        )
-    config = JointConfig.from_dict(json.loads((run_dir / "config.json").read_text())["joint"])
-    model, tokenizer = load_student_asr(run_dir / "asr.pt")
+    run_dir, config, metrics = load_run(run_dir, "joint", JointConfig, "`python -m kdlab joint` or run_joint()")
+    model, tokenizer = load_asr(run_dir / "asr.pt")
     recovery = run_dir / RECOVERY / "history.json"
     return JointResult(
         run_dir,

@@ -1,6 +1,6 @@
 """Settings of a joint run (``JointConfig``): prune / factorise the ASR student while it trains RNN-T.
 
-Methods (the same names as the sequential route, ``compress_config.METHODS``):
+Methods (the same names as the sequential route, ``student_spec.METHODS``):
 
     method        student (built from the SSL encoder)                   loss of the RNN-T phase
     kd            dense smaller conformer, SSL-initialised               RNN-T + KD
@@ -27,35 +27,30 @@ Without "kd" in the name the student trains on RNN-T (+ CTC) alone (``distill`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kdlab.compress.kd_losses import DistillationConfig
-from kdlab.compress.structures import L0Config
-from kdlab.config import JsonConfig
 from kdlab.data.specaugment import SpecAugmentConfig
 from kdlab.models.rnnt import RNNTConfig
-from kdlab.train.recipes.compress_config import CompressConfig
 from kdlab.train.recipes.corpus_choice import corpus_digest_of, parse_tokenizer_spec
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
+from kdlab.train.recipes.student_spec import StudentSpec
 
-#: RNN-T steps (of the profile's ``student_rnnt_steps``) that train the materialised model (not tuned at "full").
-PROFILE_RECOVERY_STEPS = {"tiny": 2, "default": 50, "full": 2000}
-#: (gate_lr, lagrangian_lr) per profile. The task loss holds the gates open harder than the
-#: compression route's KD loss, so they are faster (the runs that chose them: docs/sparsity_rates.md).
-PROFILE_SPARSITY_RATES = {"tiny": (0.1, 0.01), "default": (0.3, 0.5), "full": (0.1, 0.01)}
 TEACHER_INITS = ("ssl", "random")
 #: Where the KD terms come from: the SSL encoder every student starts from, or the fine-tuned teacher.
 KD_SOURCES = ("ssl", "finetuned")
 
 
 @dataclass
-class JointConfig(JsonConfig):
-    """One joint run (JSON-serialisable; ``to_dict`` / ``from_dict``).
+class JointConfig(StudentSpec):
+    """One joint run (JSON-serialisable; ``to_dict`` / ``from_dict``): the student (``StudentSpec``,
+    as in ``CompressConfig``: method, target sparsity t of the dense SSL encoder, seed, ``l0``,
+    ``lrf_*``, ``student_shape``, ``student_init``; built by ``compress_student.build_student``) and
+    how it trains.
 
     * ``profile`` / ``teacher_seed``: which SSL pre-training the student starts from (and, with
       ``kd_source`` "finetuned", which fine-tuned teacher, of ``teacher_init``, it distils);
-      ``seed``: fresh predictor / joiner, gates' noise, student init, data order.
-    * ``target_sparsity`` t: fraction of the dense SSL encoder's parameters to remove, in [0, 1).
+      ``seed`` also draws the fresh predictor / joiner and orders the data.
     * ``streaming`` / ``chunk_size`` (encoder frames) / ``left_chunks`` (-1 = all): the student's
       encoder mode (chunked attention mask + causal convolution while it trains and after).
     * ``ctc_warmup``: the CTC warm-start (steps, lr, and the CTC weight kept beside RNN-T after it).
@@ -68,8 +63,6 @@ class JointConfig(JsonConfig):
     * ``rnnt``: predictor / joiner sizes and vocabulary of the fresh heads.
     * ``kd_source`` "ssl" or "finetuned" and ``distill`` (weights, temperature, layer map; empty:
       uniform): see the module docstring; only used by "kd" methods.
-    * ``l0`` (its seed is replaced by ``seed``), ``lrf_*``, ``student_shape``, ``student_init``:
-      as in ``CompressConfig`` (the student is built by ``compress_student.build_student``).
     * ``specaugment`` (None: off) on the training batches.
     * ``eval_every`` / ``checkpoint_every`` (0: at the end only), ``dev_eval_utterances`` for the
       dev WER logged while training, ``record_every`` (None: about 50 history records per phase);
@@ -80,10 +73,7 @@ class JointConfig(JsonConfig):
       (``PretrainConfig.corpus_dir``; None: the profile's) and the tokenizer.
     """
 
-    method: str = "kd+l0"
-    target_sparsity: float = 0.5
     profile: str = "default"
-    seed: int = 0
     teacher_seed: int = 0
     teacher_init: str = "ssl"
     streaming: bool = False
@@ -105,12 +95,6 @@ class JointConfig(JsonConfig):
     distill: DistillationConfig = field(default_factory=lambda: DistillationConfig(layer_weight=1.0, output_weight=0.0))
     recovery_kd: bool = True
     calibrate_budget: bool = False
-    l0: L0Config = field(default_factory=L0Config)
-    lrf_method: str = "budget"
-    lrf_energy: float = 0.9
-    lrf_sparsity: float | None = None
-    student_shape: str = "deep"
-    student_init: str = "teacher"
     specaugment: SpecAugmentConfig | None = None
     frames_per_batch: int = 12000
     record_every: int | None = None
@@ -124,7 +108,7 @@ class JointConfig(JsonConfig):
     tokenizer: str = "char"
 
     def __post_init__(self) -> None:
-        self.l0 = replace(self.l0, seed=self.seed)
+        super().__post_init__()
         parse_tokenizer_spec(self.tokenizer)
         self.teacher_corpus_digest = corpus_digest_of(self.teacher_corpus_dir, self.teacher_corpus_digest)
         if isinstance(self.steps, int) and isinstance(self.recovery_steps, int) and self.recovery_steps >= self.steps:
@@ -132,7 +116,6 @@ class JointConfig(JsonConfig):
                 f"recovery_steps ({self.recovery_steps}) must be fewer than steps ({self.steps}): the "
                 "recovery is part of the RNN-T budget and the gated model needs at least one step"
             )
-        self.compress_config()  # validates the fields shared with the sequential route (method, sparsity, student)
         if self.kd_source not in KD_SOURCES:
             raise ValueError(f"kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
         if self.kd_source == "ssl" and self.distill.output_weight > 0:
@@ -186,13 +169,13 @@ class JointConfig(JsonConfig):
         """The student ASR schedule of the profile (``student_finetune_config``: CTC warm-start,
         RNN-T steps, batch size, learning rate and warm-up, SpecAugment, predictor / joiner sizes;
         `steps` / `ctc_steps` replace its budgets), the recovery steps, the gates' and λ's rates
-        (``PROFILE_SPARSITY_RATES``), chunk size, dev subset, eval / checkpoint period and tokenizer
-        (`tokenizer` None: the profile's); with `kd_source` "finetuned" output KD as well as layer
-        KD; ``overrides`` replace any other field."""
+        (``RecipeProfile.joint_gate_lr`` / ``joint_lagrangian_lr``), chunk size, dev subset, eval /
+        checkpoint period and tokenizer (`tokenizer` None: the profile's); with `kd_source`
+        "finetuned" output KD as well as layer KD; ``overrides`` replace any other field."""
         from kdlab.train.recipes.profiles import get_profile
         from kdlab.train.recipes.student_schedule import student_finetune_config
 
-        p, rates = get_profile(profile), PROFILE_SPARSITY_RATES[profile]
+        p = get_profile(profile)
         asr = student_finetune_config(
             profile,
             seed,
@@ -204,7 +187,7 @@ class JointConfig(JsonConfig):
         )
         steps = asr.trainer.max_steps
         # the profile's recovery fits any budget; an explicit one that does not is refused by __post_init__
-        recovery = min(PROFILE_RECOVERY_STEPS[profile], steps - 1) if recovery_steps is None else recovery_steps
+        recovery = min(p.joint_recovery_steps, steps - 1) if recovery_steps is None else recovery_steps
         base = dict(
             tokenizer=asr.tokenizer,
             method=method,
@@ -219,8 +202,8 @@ class JointConfig(JsonConfig):
             lr=asr.trainer.lr,
             recovery_lr=asr.trainer.lr / 4,
             lr_warmup_fraction=asr.trainer.warmup_steps / steps,
-            gate_lr=rates[0],
-            lagrangian_lr=rates[1],
+            gate_lr=p.joint_gate_lr,
+            lagrangian_lr=p.joint_lagrangian_lr,
             rnnt=asr.rnnt,
             kd_source=kd_source,
             distill=DistillationConfig(layer_weight=1.0, output_weight=1.0 if kd_source == "finetuned" else 0.0),
@@ -231,10 +214,6 @@ class JointConfig(JsonConfig):
             specaugment=asr.specaugment,
         )
         return cls(**{**base, **overrides})
-
-    def uses_kd(self) -> bool:
-        """True when the method adds the KD terms (its name contains "kd")."""
-        return "kd" in self.method.split("+")
 
     @property
     def mode(self) -> str:
@@ -252,20 +231,3 @@ class JointConfig(JsonConfig):
 
     def log_every(self, steps: int) -> int:
         return self.record_every or max(1, steps // 50)
-
-    def compress_config(self) -> CompressConfig:
-        """The sequential route's config with this run's student settings (what ``build_student`` reads)."""
-        return CompressConfig(
-            method=self.method,
-            target_sparsity=self.target_sparsity,
-            profile=self.profile,
-            seed=self.seed,
-            teacher_seed=self.teacher_seed,
-            steps=self.pruning_steps,
-            l0=self.l0,
-            lrf_method=self.lrf_method,
-            lrf_energy=self.lrf_energy,
-            lrf_sparsity=self.lrf_sparsity,
-            student_shape=self.student_shape,
-            student_init=self.student_init,
-        )

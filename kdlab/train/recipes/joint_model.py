@@ -77,7 +77,7 @@ def build_joint_student(
     encoder's device: the encoder from ``build_student`` (on the SSL encoder in the run's mode),
     predictor and joiner fresh from ``config.seed`` (``fresh_rnnt``), KD projections (towards
     ``kd_encoder``'s width, default the SSL encoder's) identity-initialised."""
-    built = build_student(config.compress_config(), with_mode(ssl_encoder, config))
+    built = build_student(config, with_mode(ssl_encoder, config))
     asr = fresh_rnnt(built.encoder, config.rnnt, config.seed)
     kd_encoder = ssl_encoder if kd_encoder is None else kd_encoder
     pairs = joint_layer_map(config, built.encoder.config.num_layers, kd_encoder.config.num_layers)

@@ -38,6 +38,7 @@ from kdlab.train.recipes.runs import (
     config_digest,
     has_checkpoint,
     load_average,
+    load_run,
     read_result,
     write_result,
 )
@@ -243,16 +244,9 @@ def _write_outputs(
 
 def load_pretrain(run_dir: str | Path) -> PretrainResult:
     """A completed pre-training run, loaded on the CPU."""
-    import json
-
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed pre-training run (no result.json); run "
-            "`python -m kdlab pretrain` or run_pretrain() first"
-        )
-    config = PretrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["pretrain"])
+    run_dir, config, metrics = load_run(
+        run_dir, "pretrain", PretrainConfig, "`python -m kdlab pretrain` or run_pretrain()"
+    )
     state = torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True)
     model = BestRQModel(ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"])), config.bestrq)
     model.load_state_dict(state["model"])

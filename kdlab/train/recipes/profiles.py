@@ -1,4 +1,6 @@
-"""Step budgets, batch sizes and model presets of the teacher recipes, per profile.
+"""Every number that depends on the recipe profile: step budgets, batch sizes, model presets,
+learning rates and targets of the teacher recipes, both compression routes, the study grid and the
+lessons (``tests/test_profiles_defined_once.py`` checks no other module maps profile names to values).
 
 * ``tiny``: tests and notebook smoke runs; a tiny encoder, a handful of steps, seconds on a CPU.
 * ``default``: the real teacher on the default corpus; pre-training + RNN-T fine-tuning fit in
@@ -45,6 +47,39 @@ class RecipeProfile:
     # Provisional values, to be recalibrated with the default profile.
     student_ctc_steps: int = 0
     student_rnnt_steps: int = 200
+    # Parameter budget (fraction of the teacher encoder removed) of the study grid and the lessons.
+    # The tiny encoder's subsampling front-end holds about half of its parameters, so no method can
+    # remove 50 % of it: the tiny profile compares at 25 %.
+    target_sparsity: float = 0.5
+    # The sequential route's task-agnostic compression (``CompressConfig.for_profile``): steps, λ1, λ2
+    # learning rate (ŝ reaches the target within the steps without swinging past it; the runs that
+    # chose them: docs/sparsity_rates.md) and steps between periodic checkpoints (every trainer also
+    # checkpoints after ``TrainerConfig.checkpoint_seconds`` and at SIGTERM / Ctrl-C).
+    compress_steps: int = 400
+    compress_lagrangian_lr: float = 0.01
+    compress_checkpoint_every: int = 50
+    # The joint route (``JointConfig.for_profile``): RNN-T steps (of ``student_rnnt_steps``) that train
+    # the materialised model (not tuned at "full"), and the gates' and λ's learning rates (the task
+    # loss holds the gates open harder than the compression route's KD loss, so they are faster:
+    # docs/sparsity_rates.md).
+    joint_recovery_steps: int = 50
+    joint_gate_lr: float = 0.1
+    joint_lagrangian_lr: float = 0.01
+    # The study grid (``StudyConfig``): its methods when none are named (None: all of
+    # ``study.config.METHODS``), the runtime of its latency column, and its step budgets where they
+    # differ from the recipes' (``StudyConfig`` field name -> value; docs/study_routes.md).
+    study_methods: tuple[str, ...] | None = None
+    study_latency_runtime: str = "onnxruntime"
+    study_budgets: dict = field(default_factory=dict)
+    # The compression lessons (notebooks 02-04, ``lessons.compression.lesson_budget``): steps per run,
+    # padded frames per batch, seconds of audio of the latency measurement, dev utterances compared.
+    lesson_steps: int = 20
+    lesson_frames_per_batch: int = 3000
+    lesson_latency_seconds: float = 4.0
+    lesson_eval_utterances: int = 24
+    # The study lessons' smoke budgets (notebooks 05-06, ``lessons.study_grid.grid_config``) when no
+    # steps are given: {"steps", "methods", "latency": StudyConfig latency fields}; empty: none.
+    lesson_grid_smoke: dict = field(default_factory=dict)
 
     @property
     def encoder_frame_ms(self) -> int:
@@ -86,6 +121,19 @@ PROFILES: dict[str, RecipeProfile] = {
         specaugment=False,
         student_ctc_steps=2,
         student_rnnt_steps=6,
+        target_sparsity=0.25,
+        compress_steps=40,
+        compress_checkpoint_every=10,
+        joint_recovery_steps=2,
+        study_latency_runtime="eager",  # exporting every row would cost more than the smoke grid
+        lesson_steps=4,
+        lesson_latency_seconds=0.5,
+        lesson_eval_utterances=8,
+        lesson_grid_smoke={
+            "steps": 4,
+            "methods": ("kd+l0", "kd+lrf", "kd+lrf+l0"),
+            "latency": {"latency_seconds": 1.0, "latency_min_time": 0.02, "latency_min_runs": 1},
+        },
     ),
     # ~2.05 M parameters (8 blocks of width 96: the conv2d front-end costs width^2 per frame, so a
     # narrow, deep encoder trains fastest per parameter on a CPU). A CTC warm-start ends the blank
@@ -122,6 +170,15 @@ PROFILES: dict[str, RecipeProfile] = {
         specaugment=False,
         student_ctc_steps=200,
         student_rnnt_steps=200,
+        compress_lagrangian_lr=0.05,
+        joint_gate_lr=0.3,
+        joint_lagrangian_lr=0.5,
+        # the four methods of the paper's claims (kd+lrf+l0 adds two compression runs and four
+        # fine-tunes, about a quarter more time); batches of half the teacher's frames (per second
+        # of CPU, more updates of half the size leave the CTC plateau as fast:
+        # docs/teacher_calibration.md), 100 compression steps, recovery in the last 15 RNN-T steps
+        study_methods=("lrf", "l0", "kd+lrf", "kd+l0"),
+        study_budgets=dict(frames_per_batch=4000, compress_steps=100, recovery_steps=15),
     ),
     "full": RecipeProfile(
         corpus_profile="full",
@@ -140,13 +197,15 @@ PROFILES: dict[str, RecipeProfile] = {
         chunk_size=16,
         student_ctc_steps=0,
         student_rnnt_steps=20000,
+        compress_steps=20000,
+        compress_checkpoint_every=500,
+        joint_recovery_steps=2000,
+        lesson_steps=2000,
+        lesson_frames_per_batch=60000,
+        lesson_latency_seconds=10.0,
+        lesson_eval_utterances=200,
     ),
 }
-
-
-#: Steps between the periodic checkpoints of compression runs (their config holds no period; every
-#: trainer also checkpoints after ``TrainerConfig.checkpoint_seconds`` and at SIGTERM / Ctrl-C).
-COMPRESS_CHECKPOINT_EVERY = {"tiny": 10, "default": 50, "full": 500}
 
 
 def get_profile(name: str) -> RecipeProfile:

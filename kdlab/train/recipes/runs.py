@@ -1,8 +1,13 @@
-"""Run folders of the recipes: names from a config hash, a completion marker, the final result.
+"""Run folders of the recipes: names from a config hash, a completion marker, the final result,
+the one loader of a completed folder (``load_run``) and of its ``asr.pt`` (``load_asr``).
 
 A run folder holds ``config.json`` and ``history.json`` (written by the trainer),
 ``checkpoints/last.pt`` (resume), the final weights and ``result.json``; ``result.json`` is
 written last, so its presence means the run is complete and can be reused as is.
+
+``asr.pt`` (an RNN-T model and its tokenizer) comes in two formats, both read by ``load_asr``: a
+dense encoder's config (teacher fine-tunes, ``finetune.run_finetune``) or, tagged ``ASR_FORMAT``, a
+materialised encoder's ``CompressedEncoderSpec`` (``save_student_asr``: sequential and joint runs).
 """
 
 from __future__ import annotations
@@ -12,12 +17,22 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
+import torch
+
+from kdlab.compress.materialise import CompressedEncoderSpec, build_encoder, encoder_spec
+from kdlab.config import JsonConfig
+from kdlab.data.tokenizer import Tokenizer, tokenizer_from_dict
+from kdlab.models.conformer import ConformerConfig, ConformerEncoder
+from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train import distributed
 from kdlab.train.recipes.corpus_choice import corpus_content_digest
 from kdlab.train.trainer import RESUMABLE_CHANGES
 
 RESULT = "result.json"
+ASR_FORMAT = "kdlab-compressed-asr"
+C = TypeVar("C", bound=JsonConfig)
 #: Config keys that do not change a run's numbers (left out of its hash).
 NOT_HASHED = {"device", "progress", "checkpoint_seconds"}
 #: Keys added after runs were cached, left out of the hash at these values so those runs keep their names.
@@ -128,3 +143,40 @@ def seconds_before_resume(*trainers) -> dict[str, float]:
 
 def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+
+
+def load_run(run_dir: str | Path, section: str, config_class: type[C], how_to_run: str) -> tuple[Path, C, dict]:
+    """(the folder, ``config.json[section]`` as ``config_class``, ``result.json``) of a completed
+    run; FileNotFoundError naming ``how_to_run`` (the command that makes one) while it is not."""
+    run_dir = Path(run_dir)
+    metrics = read_result(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir} holds no completed {section} run (no {RESULT}); run {how_to_run} first")
+    config = config_class.from_dict(json.loads((run_dir / "config.json").read_text())[section])
+    return run_dir, config, metrics
+
+
+def save_student_asr(model: RNNTModel, tokenizer: Tokenizer, path: str | Path) -> None:
+    """Save an RNN-T model whose encoder is materialised (``CompressedEncoderSpec`` + all weights)."""
+    torch.save(
+        {
+            "format": ASR_FORMAT,
+            "encoder_spec": encoder_spec(model.encoder).to_dict(),
+            "rnnt_config": model.config.to_dict(),
+            "tokenizer": tokenizer.to_dict(),
+            "model": model.state_dict(),
+        },
+        path,
+    )
+
+
+def load_asr(path: str | Path) -> tuple[RNNTModel, Tokenizer]:
+    """The RNN-T model (eval, CPU) and tokenizer of an ``asr.pt`` in either format (module docstring)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") == ASR_FORMAT:
+        encoder = build_encoder(CompressedEncoderSpec.from_dict(state["encoder_spec"]))
+    else:
+        encoder = ConformerEncoder(ConformerConfig.from_dict(state["encoder_config"]))
+    model = RNNTModel(encoder, RNNTConfig.from_dict(state["rnnt_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), tokenizer_from_dict(state["tokenizer"])

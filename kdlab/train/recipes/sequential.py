@@ -22,7 +22,7 @@ re-learn that, which is part of why sequential streaming students start worse th
 Run folder (default ``<compression run>/asr-<offline|streaming>-<hash>``, so that every
 fine-tune of one compressed encoder sits beside it): ``config.json``, ``history.json``,
 ``checkpoints/last.pt`` (an interrupted run resumes), ``cmvn.json``, ``asr.pt``
-(``joint.save_student_asr`` format: the encoder's ``CompressedEncoderSpec`` + all weights),
+(``runs.save_student_asr`` format: the encoder's ``CompressedEncoderSpec`` + all weights),
 ``test_transcripts.jsonl`` and, last, ``result.json``: finetune's keys (steps, wall / CPU seconds,
 load average, threads, device, ``params`` of the whole RNN-T model, ``encoder_params``, dev / test
 WER and CER, ``eval_seconds``) plus ``route`` "sequential", ``method``, ``mode``, ``seed``,
@@ -35,7 +35,6 @@ the compression run's). A folder with ``result.json`` is reused as is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -52,9 +51,16 @@ from kdlab.train.recipes.compress_teacher import ssl_teacher
 from kdlab.train.recipes.ctc_warmup import CTCWarmupConfig
 from kdlab.train.recipes.data_setup import SpeechData
 from kdlab.train.recipes.finetune import FinetuneConfig
-from kdlab.train.recipes.joint import load_student_asr, save_student_asr
 from kdlab.train.recipes.pretrain import corpus_folder
-from kdlab.train.recipes.runs import claim_run_dir, config_digest, read_result, write_result
+from kdlab.train.recipes.runs import (
+    claim_run_dir,
+    config_digest,
+    load_asr,
+    load_run,
+    read_result,
+    save_student_asr,
+    write_result,
+)
 from kdlab.train.recipes.student_schedule import student_finetune_config, train_asr_schedule
 from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 from kdlab.train.trainer import TrainerConfig
@@ -282,15 +288,10 @@ def run_sequential(
 
 def load_sequential(run_dir: str | Path) -> SequentialResult:
     """A completed sequential fine-tune, loaded on the CPU."""
-    run_dir = Path(run_dir)
-    metrics = read_result(run_dir)
-    if metrics is None:
-        raise FileNotFoundError(
-            f"{run_dir} holds no completed sequential fine-tune (no result.json); "
-            "run run_sequential() (or `python -m kdlab study`) first"
-        )
-    config = SequentialConfig.from_dict(json.loads((run_dir / "config.json").read_text())["sequential"])
-    model, tokenizer = load_student_asr(run_dir / "asr.pt")
+    run_dir, config, metrics = load_run(
+        run_dir, "sequential", SequentialConfig, "run_sequential() (or `python -m kdlab study`)"
+    )
+    model, tokenizer = load_asr(run_dir / "asr.pt")
     return SequentialResult(
         run_dir,
         config,
