@@ -43,7 +43,7 @@ check-report: setup browser-deps
 test: setup browser-deps synth-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## The README's images (docs/img/, the only target that writes them): the panels of notebooks 00,
 ## 03 and 04 in JupyterLab at profile tiny, and, after `make study`, outputs/index.html.
