@@ -147,6 +147,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (CUDA when available), cpu, cuda or cuda:N; with several GPUs and --workers, "
         "auto/cuda put worker i on cuda:(i mod GPUs)",
     )
+    parser.add_argument(
+        "--gpus-per-run",
+        type=positive_int,
+        default=1,
+        help="train each run data-parallel in K processes (torchrun): one GPU each, worker i on GPUs "
+        "i*K .. i*K+K-1 (mod their count); on a CPU, one thread each (default: 1)",
+    )
     parser.add_argument("--progress", action="store_true", help="show the recipes' progress bars")
     add_training_options(parser, processes=False)  # --workers parallelises a grid
 
@@ -198,7 +205,14 @@ def run(args: argparse.Namespace) -> int:
     from kdlab.study import run_study
 
     config = study_config(args)
-    results = run_study(config, args.out, device=args.device, progress=args.progress, workers=args.workers)
+    results = run_study(
+        config,
+        args.out,
+        device=args.device,
+        progress=args.progress,
+        workers=args.workers,
+        gpus_per_run=args.gpus_per_run,
+    )
     write_study_figures(results)
     if args.readme:
         from kdlab.report.study_publish import update_readme

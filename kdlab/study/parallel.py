@@ -16,7 +16,8 @@ grid is a graph of recipe runs (``tasks``):
 ``train_runs`` starts ready tasks, longest chains first (the teachers), in ``workers`` spawned
 processes with ``threads_per_worker`` torch threads each; worker i trains on
 ``kdlab.train.devices.worker_device(device, i)`` (one GPU each, round robin, on a multi-GPU
-machine). Every recipe reuses a complete run
+machine); with ``processes_per_run`` K > 1 each run trains data-parallel under torchrun, worker i's
+K processes on GPUs i·K .. i·K + K - 1 (``study --gpus-per-run``). Every recipe reuses a complete run
 folder, so a task that is already done returns at once, and an interrupted study resumes.
 Nothing is measured here: latency is measured afterwards in the main process, on an idle CPU.
 """
@@ -108,16 +109,26 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_claim_index, initargs=(indices,))
 
 
-def run_task(config: dict, task: Task, threads: int, device: str) -> float:
-    """Run one task in this process with ``threads`` torch threads (on this worker's device); its wall seconds."""
+def run_task(config: dict, task: Task, threads: int, device: str, processes_per_run: int = 1) -> float:
+    """Run one task with ``threads`` torch threads on this worker's device, in this process or, with
+    ``processes_per_run`` > 1, data-parallel under torchrun (``run_task_under_torchrun``); its wall seconds."""
+    start = time.perf_counter()
+    if processes_per_run > 1:
+        run_task_under_torchrun(config, task, threads, device, processes_per_run)
+    else:
+        from kdlab.train.devices import worker_device
+
+        run_task_here(config, task, threads, worker_device(device, current_worker_index()))
+    return time.perf_counter() - start
+
+
+def run_task_here(config: dict, task: Task, threads: int, device: str) -> None:
+    """Run one task in this process with ``threads`` torch threads on ``device``."""
     import torch
 
     from kdlab.study.recipes import GridRuns
-    from kdlab.train.devices import worker_device
 
     torch.set_num_threads(threads)
-    device = worker_device(device, current_worker_index())
-    start = time.perf_counter()
     runs = GridRuns(StudyConfig.from_dict(config), device, progress=False)
     if task.kind == PRETRAIN:
         runs.ssl_teacher()
@@ -129,7 +140,34 @@ def run_task(config: dict, task: Task, threads: int, device: str) -> float:
         compress_profile(runs.compress_config(task.method, task.target, task.seed), device=device, progress=False)
     else:
         runs.run(task.row)
-    return time.perf_counter() - start
+
+
+def run_task_under_torchrun(config: dict, task: Task, threads: int, device: str, processes: int) -> None:
+    """Run one task as `processes` data-parallel ranks (``kdlab.study.task_runner`` under torchrun),
+    on this worker's GPUs (``worker_gpus``: CUDA_VISIBLE_DEVICES, rank r on the r-th) or on the CPU
+    with ``threads`` threads per rank; RuntimeError with the end of its output when it fails."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    from kdlab.train.devices import worker_gpus
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    gpus = worker_gpus(current_worker_index(), processes)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+    with tempfile.TemporaryDirectory(prefix="kdlab-task-") as folder:
+        task_file = os.path.join(folder, "task.pickle")
+        with open(task_file, "wb") as handle:
+            pickle.dump((config, task, threads, device), handle)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        done = subprocess.run(
+            [*command, "-m", "kdlab.study.task_runner", task_file], env=env, capture_output=True, text=True
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{task.name} failed under torchrun ({processes} processes):\n{done.stderr[-3000:]}")
 
 
 def _priority(task: Task) -> int:
@@ -144,12 +182,17 @@ def train_runs(
     threads_per_worker: int = 1,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    processes_per_run: int = 1,
 ) -> dict[str, float]:
-    """Train every run of ``plan`` in ``workers`` processes (module docstring); {task name: wall
-    seconds}. A task that raises starts nothing more: once the running ones have finished,
-    RuntimeError names it, with the worker's error."""
-    if workers < 1 or threads_per_worker < 1:
-        raise ValueError(f"need workers >= 1 and threads_per_worker >= 1, got {workers} and {threads_per_worker}")
+    """Train every run of ``plan`` in ``workers`` processes (module docstring), each run in
+    ``processes_per_run`` data-parallel processes (``run_task``); {task name: wall seconds}. A task
+    that raises starts nothing more: once the running ones have finished, RuntimeError names it,
+    with the worker's error."""
+    if workers < 1 or threads_per_worker < 1 or processes_per_run < 1:
+        raise ValueError(
+            f"need workers, threads_per_worker and processes_per_run >= 1, got {workers}, {threads_per_worker} "
+            f"and {processes_per_run}"
+        )
     pending = sorted(tasks(plan, config.joint_kd_source), key=_priority)
     done: dict[str, float] = {}
     running: dict[Future, Task] = {}
@@ -161,7 +204,7 @@ def train_runs(
                 raise RuntimeError(f"study tasks wait on runs that never come: {[t.name for t in pending]}")
             for task in ready[: workers - len(running)]:
                 pending.remove(task)
-                running[pool.submit(run_task, data, task, threads_per_worker, device)] = task
+                running[pool.submit(run_task, data, task, threads_per_worker, device, processes_per_run)] = task
                 log(f"  started {task.name}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:

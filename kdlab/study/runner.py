@@ -139,20 +139,23 @@ def run_study(
     progress: bool = False,
     log: Callable[[str], None] = print,
     workers: int = 1,
+    gpus_per_run: int = 1,
 ) -> StudyResults:
     """Run (or reuse) every row of ``config``'s grid and write the outputs (module docstring).
     ``progress``: the recipes' progress bars (in this process); ``log``: where the per-row lines
-    go; ``workers``: processes that train the runs side by side first (1: train in this process)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1 (1 trains in this process), got {workers!r}")
+    go; ``workers``: processes that train the runs side by side first (1: train in this process);
+    ``gpus_per_run``: data-parallel processes of each run (``kdlab.study.parallel.run_task``)."""
+    for name, value in (("workers", workers), ("gpus_per_run", gpus_per_run)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (1 trains in this process), got {value!r}")
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     (out / ROWS).mkdir(parents=True, exist_ok=True)
     runs = GridRuns(config, device, progress)
     plan = plan_rows(config)
-    if workers > 1:
+    if workers > 1 or gpus_per_run > 1:
         start = time.perf_counter()
-        log(f"training the grid's runs in {workers} worker processes")
-        train_runs(config, plan, workers, device=device, log=log)
+        log(f"training the grid's runs in {workers} worker(s), {gpus_per_run} process(es) per run")
+        train_runs(config, plan, workers, device=device, log=log, processes_per_run=gpus_per_run)
         log(f"all runs trained in {time.perf_counter() - start:.0f} s; measuring the rows")
     rows = []
     with tempfile.TemporaryDirectory() as exports:
