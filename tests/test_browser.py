@@ -1,7 +1,7 @@
 """Notebooks as people see them: JupyterLab and the HTML reports in a real (headless) Chromium.
 
-The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider and the plotly
-`FigureWidget`), and moving its SNR slider in the page must change the figure (a round trip
+The widget panel of notebook 00 must render in JupyterLab (ipywidgets sliders and the panel's
+plotly figure), and moving its SNR slider in the page must change the figure (a round trip
 through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
 follow their sliders, with figure, controls and status agreeing after every move and after a
 page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
@@ -84,7 +84,7 @@ PANEL_DRAWN_OR_FAILED = (
     "() => !!document.querySelector('.widget-vbox .js-plotly-plot .main-svg') || (" + NOTEBOOK_ERRORS + ")().length > 0"
 )
 TRACE_SUMMARY = """gd => {
-  const y = gd.data[0].y;
+  const y = gd._fullData[0].y;  // decoded: the panel's JSON holds arrays as base64
   let total = 0;
   for (let i = 0; i < y.length; i++) total += Math.abs(y[i]);
   return {length: y.length, total: total};
@@ -317,7 +317,8 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
 # line and figure show them; the figure read from plotly's own graph div. (textContent: JupyterLab
 # does not lay out cells scrolled out of view, and innerText is empty there.)
 PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
-  .filter(el => el.querySelector('.widget-vbox .js-plotly-plot .main-svg'))
+  .filter(el => { const gd = el.querySelector('.widget-vbox .js-plotly-plot');  // drawn, not mid-redraw
+                  return gd && gd.layout && gd._fullData && gd.querySelector('.main-svg'); })
   .map(el => {
     const gd = el.querySelector('.js-plotly-plot');
     const sliders = {};
@@ -327,7 +328,7 @@ PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
     });
     const status = el.querySelector('.widget-html-content');
     return {sliders: sliders, status: status ? status.textContent : '', title: (gd.layout.title || {}).text || '',
-            traces: gd.data.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
+            traces: gd._fullData.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
   })"""
 RERUN_PANEL_CELLS = """async () => {
   const notebook = window.jupyterapp.shell.currentWidget.content;
@@ -339,10 +340,10 @@ RERUN_PANEL_CELLS = """async () => {
   }
   return cells.length;
 }"""
-LIVE_FIGURE_WIDGETS = """async () => {
+LIVE_PANEL_FIGURES = """async () => {
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  const code = "import plotly.graph_objects as _go\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
-             + "print(sum(isinstance(w, _go.FigureWidget) for w in _live.values()))";
+  const code = "import ipywidgets as _w\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
+             + "print(sum(isinstance(w, _w.Output) for w in _live.values()))";
   let text = '';
   const future = kernel.requestExecute({code: code, silent: false, store_history: false});
   future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
@@ -429,7 +430,7 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
         assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
         # Re-running the panel cells must not leave their earlier widgets alive: a reload loads every
-        # live widget, and too many FigureWidgets time out in anywidget (a console error).
+        # live widget, and their number would grow with every re-run.
         for _ in range(2):
             page.evaluate(RERUN_PANEL_CELLS)
             _wait_for(
@@ -441,9 +442,9 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
                 lab,
             )
         before = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees with itself after the run")
-        live = page.evaluate(LIVE_FIGURE_WIDGETS)
+        live = page.evaluate(LIVE_PANEL_FIGURES)
         assert live == str(len(expected)), (
-            f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
+            f"{name}: {live} panel figures (Output widgets) alive in the kernel after re-runs, not {len(expected)}"
         )
 
         moved = {label: MOVES[label] for label in expected}
