@@ -355,6 +355,7 @@ NOTEBOOK_SAVED = "() => window.jupyterapp.commands.execute('docmanager:save').th
 MOVES = {"log α": "2.5", "sparsity": "0.4", "rank": "3"}  # sparsity: reachable at tiny (its front-end is ~half)
 SCREENSHOT_NAMES = {"log α": "hard_concrete_panel", "sparsity": "sparsity_panel", "rank": "rank_panel"}
 LESSON_PANELS = {"03_l0_pruning": ["log α", "sparsity"], "04_low_rank_factorization": ["rank"]}
+HEATMAP_LESSONS = {"03_l0_pruning"}  # shows gate heatmaps with a step slider (05 too: see the module docstring)
 
 
 def _number(pattern: str, text: str) -> float:
@@ -429,6 +430,13 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         _wait_for(page, drawn, LESSON_RUN_ALL_MS, f"{name}: the panels' figures were not drawn", problems, lab)
         _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
         assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        if name in HEATMAP_LESSONS:  # the gate heatmaps' step slider, drawn by JupyterLab's plotly renderer
+            heatmap = "() => !!document.querySelector('.js-plotly-plot .slider-group')"
+            _wait_for(page, heatmap, PAGE_MS, f"{name}: no gate heatmap with a step slider", problems, lab)
+            state = page.evaluate(HEATMAP_STATE)
+            assert len(state["frames"]) >= 2, f"{name}: the heatmap has {len(state['frames'])} recorded steps"
+            _heatmap_label_clears_the_buttons(state)
+            _click_heatmap_steps(page, (0, len(state["frames"]) - 1), problems)
         # Re-running the panel cells must not leave their earlier widgets alive: a reload loads every
         # live widget, and their number would grow with every re-run.
         for _ in range(2):
@@ -628,18 +636,61 @@ def test_a_lesson_reports_formulas_render_with_no_network(browser, tmp_path):
 
 # ---- the gate heatmaps' step slider (notebooks 03 and 05) -------------------------------------------
 
+# In the page: the first plotly figure with a step slider (a gate heatmap) as drawn: its heatmap, the
+# step label shown, the boxes of its play buttons and of that label, and its frames (name, z).
 HEATMAP_STATE = """() => {
-  const gd = document.querySelector('.js-plotly-plot');
+  const decode = v => {  // plotly's base64 array {dtype, bdata, shape} as nested arrays
+    if (!v || !v.bdata) return v;
+    const bytes = Uint8Array.from(atob(v.bdata), c => c.charCodeAt(0));
+    const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, i2: Int16Array, i1: Int8Array, u1: Uint8Array};
+    const flat = Array.from(new types[v.dtype](bytes.buffer));
+    const shape = String(v.shape || flat.length).split(',').map(Number);
+    const row = i => flat.slice(i * shape[1], (i + 1) * shape[1]);
+    return shape.length < 2 ? flat : Array.from({length: shape[0]}, (_, i) => row(i));
+  };
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find(g => g.querySelector('.slider-group'));
   const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
   const current = gd.querySelector('.slider-group > .slider-label');  // the step shown; tick labels are in groups
   return {z: gd.calcdata[0][0].z.map(row => Array.from(row)), label: current.textContent,
-          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current)};
+          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current),
+          frames: gd._transitionData._frames.map(f => ({name: String(f.name), z: decode(f.data[0].z)}))};
 }"""
+HEATMAP_SHOWS = (
+    f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
+    "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }"
+)
+
+
+def _heatmap_label_clears_the_buttons(state: dict) -> None:
+    left, top, right, bottom = state["buttons"]
+    l2, t2, r2, b2 = state["current"]
+    assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, (
+        f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+    )
+
+
+def _click_heatmap_steps(page, indices, problems: list[str]) -> None:
+    """Click the slider's tick label of each recorded step in `indices`; the label and the heatmap
+    (its frame's z, read from the figure's own frames) must follow."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    figure = page.locator(".js-plotly-plot", has=page.locator(".slider-group")).first
+    figure.scroll_into_view_if_needed()
+    frames = page.evaluate(HEATMAP_STATE)["frames"]
+    for index in indices:
+        name = frames[index]["name"]
+        tick = figure.locator(".slider-label-group").filter(has_text=re.compile(f"^{name}$")).bounding_box()
+        rail = figure.locator(".slider-rail-rect").first.bounding_box()
+        page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
+        try:  # the label moves at once, the heatmap once the frame is drawn
+            page.wait_for_function(HEATMAP_SHOWS, arg=[f"step {name}", frames[index]["z"]], timeout=ROUND_TRIP_MS)
+        except PlaywrightTimeout:
+            state = {k: v for k, v in page.evaluate(HEATMAP_STATE).items() if k != "frames"}
+            pytest.fail(f"clicking step {name} on the slider: the page shows {state}; problems: {problems}")
 
 
 def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_buttons(browser, tmp_path):
     import numpy as np
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     from kdlab.offline_html import figure_html, plotlyjs_script
     from kdlab.viz.gate_figures import gate_heatmap_figure
@@ -658,30 +709,9 @@ def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_b
         page.wait_for_function(f"() => ({HEATMAP_STATE})().label === 'step 30'", timeout=ROUND_TRIP_MS)
         state = page.evaluate(HEATMAP_STATE)
         assert np.allclose(state["z"], figure.frames[-1].data[0].z)
-        left, top, right, bottom = state["buttons"]
-        l2, t2, r2, b2 = state["current"]
-        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, (
-            f"the step label {state['current']} overlaps the buttons {state['buttons']}"
-        )
-        for index in (1, 0):  # click the slider's tick label of a recorded step
-            tick = (
-                page.locator(".slider-label-group")
-                .filter(has_text=re.compile(f"^{figure.frames[index].name}$"))
-                .bounding_box()
-            )
-            rail = page.locator(".slider-rail-rect").first.bounding_box()
-            page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
-            expected = f"step {figure.frames[index].name}"
-            shows = (
-                f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
-                "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }"
-            )
-            try:  # the label moves at once, the heatmap once the frame is drawn
-                page.wait_for_function(
-                    shows, arg=[expected, np.asarray(figure.frames[index].data[0].z).tolist()], timeout=ROUND_TRIP_MS
-                )
-            except PlaywrightTimeout:
-                pytest.fail(f"clicking {expected} on the slider: the page shows {page.evaluate(HEATMAP_STATE)}")
+        assert [f["name"] for f in state["frames"]] == [f.name for f in figure.frames]
+        _heatmap_label_clears_the_buttons(state)
+        _click_heatmap_steps(page, (1, 0), problems)
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()
