@@ -5,7 +5,9 @@ plotly figure), and moving its SNR slider in the page must change the figure (a 
 through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
 follow their sliders, with figure, controls and status agreeing after every move and after a
 page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
-slider (03, 05) must show each recorded step with its label clear of the play buttons.
+slider (03 in JupyterLab, and on a static page) must show each recorded step with its label clear
+of the play buttons. Notebooks 02 and 05 (no widget panel; 05's heatmaps have the same slider) run
+whole in JupyterLab only under `make browser-slow` (``KDLAB_SLOW_BROWSER=1``): minutes of training.
 `outputs/index.html` and the notebook reports must load offline without console errors and draw
 their plotly figures, and a lesson report's formulas must be typeset by its local MathJax copy with
 every request to another host refused.
@@ -46,6 +48,10 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_corpus.ipynb"
 LESSONS = ("03_l0_pruning", "04_low_rank_factorization")  # notebooks with panels, served beside 00
+#: Notebooks without widget panels, run whole in JupyterLab only by `make browser-slow`: at tiny they
+#: train for minutes (05: the tiny grid's rows), past `make test`'s 10-minute budget.
+SLOW_LESSONS = ("02_knowledge_distillation", "05_joint_pruning_rnnt")
+SLOW_RUN_ALL_MS = 1_500_000
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -160,9 +166,10 @@ class Lab:
         return self.log.read_text(errors="replace")[-3000:]
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab on a free localhost port with a random token, serving notebooks 00, 03 and 04 at profile tiny."""
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a free localhost port with a random token, serving notebooks 00, 03 and 04 at
+    profile tiny; one server for every notebook of the module (each opens in its own page and kernel)."""
     _chromium()  # skip before starting a server when there is no browser
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -170,8 +177,8 @@ def lab(tmp_path):
     from kdlab.data.corpus import ensure_corpus
 
     ensure_corpus("tiny", progress=False)  # built here, not inside the browser's time limits
-    root = tmp_path
-    for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS]:
+    root = tmp_path_factory.mktemp("jupyterlab")
+    for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS + SLOW_LESSONS]:
         notebook = parameterize_notebook(load_notebook_node(str(source)), {"profile": "tiny"})
         if nr.PREFERRED_KERNEL not in find_kernel_specs():
             notebook.metadata.kernelspec = {
@@ -355,7 +362,7 @@ NOTEBOOK_SAVED = "() => window.jupyterapp.commands.execute('docmanager:save').th
 MOVES = {"log α": "2.5", "sparsity": "0.4", "rank": "3"}  # sparsity: reachable at tiny (its front-end is ~half)
 SCREENSHOT_NAMES = {"log α": "hard_concrete_panel", "sparsity": "sparsity_panel", "rank": "rank_panel"}
 LESSON_PANELS = {"03_l0_pruning": ["log α", "sparsity"], "04_low_rank_factorization": ["rank"]}
-HEATMAP_LESSONS = {"03_l0_pruning"}  # shows gate heatmaps with a step slider (05 too: see the module docstring)
+HEATMAP_LESSONS = {"03_l0_pruning", "05_joint_pruning_rnnt"}  # show gate heatmaps with a step slider
 
 
 def _number(pattern: str, text: str) -> float:
@@ -487,6 +494,46 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         )
         for shown, label in zip(reloaded, expected):
             assert shown["sliders"][label] == after[expected.index(label)]["sliders"][label]
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+PLOTLY_OUTPUTS_DRAWN = """() => {
+  const outputs = Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+    .filter(el => el.querySelector('.js-plotly-plot'));
+  return outputs.map(el => !!el.querySelector('.js-plotly-plot .main-svg'));
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("KDLAB_SLOW_BROWSER") != "1", reason="minutes of training at tiny: `make browser-slow` runs it"
+)
+@pytest.mark.parametrize("name", SLOW_LESSONS)
+def test_lessons_without_panels_run_in_jupyterlab_and_draw_every_figure(lab, browser, name):
+    """02 and 05 run whole in JupyterLab: no error, no console error, every plotly output drawn; 05's
+    gate heatmap follows its step slider."""
+    page = browser.new_page()
+    problems = _watch(page)
+    try:
+        page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", timeout=PAGE_MS)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
+        all_run = (
+            "() => window.jupyterapp.shell.currentWidget.content.widgets"
+            ".every(cell => cell.model.type !== 'code' || cell.model.executionCount !== null)"
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        finished = f"() => ({all_run})() || ({NOTEBOOK_ERRORS})().length > 0"
+        _wait_for(page, finished, SLOW_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"{name}: the kernel did not go idle", problems, lab)
+        assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        drawn = page.evaluate(PLOTLY_OUTPUTS_DRAWN)
+        assert len(drawn) >= 3 and all(drawn), f"{name}: plotly outputs drawn: {drawn}"
+        if name in HEATMAP_LESSONS:
+            state = page.evaluate(HEATMAP_STATE)
+            _heatmap_label_clears_the_buttons(state)
+            _click_heatmap_steps(page, (0, len(state["frames"]) - 1), problems)
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()
