@@ -528,8 +528,9 @@ def test_lessons_without_panels_run_in_jupyterlab_and_draw_every_figure(lab, bro
         _wait_for(page, finished, SLOW_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, f"{name}: the kernel did not go idle", problems, lab)
         assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
-        drawn = page.evaluate(PLOTLY_OUTPUTS_DRAWN)
-        assert len(drawn) >= 3 and all(drawn), f"{name}: plotly outputs drawn: {drawn}"
+        every = f"() => {{ const d = ({PLOTLY_OUTPUTS_DRAWN})(); return d.length >= 3 && d.every(x => x); }}"
+        # JupyterLab's plotly renderer draws a while after the outputs arrive
+        _wait_for(page, every, PAGE_MS, f"{name}: not every plotly output was drawn", problems, lab)
         if name in HEATMAP_LESSONS:
             state = page.evaluate(HEATMAP_STATE)
             _heatmap_label_clears_the_buttons(state)
