@@ -165,6 +165,11 @@ class Lab:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
+    def notebook_url(self, name: str) -> str:
+        """The notebook `name` (stem) in a workspace of its own: the server is shared, and a page
+        opened in the default workspace would also restore the notebooks earlier pages opened."""
+        return f"{self.url}/lab/workspaces/{name}/tree/{name}.ipynb?token={self.token}"
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
@@ -269,7 +274,7 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
     page = browser.new_page()
     problems = _watch(page)
     try:
-        page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", timeout=PAGE_MS)
+        page.goto(lab.notebook_url(NOTEBOOK.stem), timeout=PAGE_MS)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, "JupyterLab did not open the notebook with an idle kernel", problems, lab)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         _wait_for(page, PANEL_DRAWN_OR_FAILED, RUN_ALL_MS, "the synthesis panel's figure was not drawn", problems, lab)
@@ -430,7 +435,7 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
     page = browser.new_page()
     problems = _watch(page)
     try:
-        page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", timeout=PAGE_MS)
+        page.goto(lab.notebook_url(name), timeout=PAGE_MS)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         drawn = f"() => ({PANELS})().length >= {len(expected)} || ({NOTEBOOK_ERRORS})().length > 0"
@@ -517,7 +522,7 @@ def test_lessons_without_panels_run_in_jupyterlab_and_draw_every_figure(lab, bro
     page = browser.new_page()
     problems = _watch(page)
     try:
-        page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", timeout=PAGE_MS)
+        page.goto(lab.notebook_url(name), timeout=PAGE_MS)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
         all_run = (
             "() => window.jupyterapp.shell.currentWidget.content.widgets"
