@@ -12,7 +12,7 @@ WORKERS ?= 2
 CORPUS ?=
 TOKENIZER ?=
 
-.PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs screenshots
+.PHONY: setup study check-report test browser-slow lab corpus browser-deps synth-deps clean-outputs screenshots
 
 # Re-installs only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -44,6 +44,11 @@ test: setup browser-deps synth-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q --durations=15
+
+## Notebooks 02 and 05 run whole in JupyterLab in headless Chromium at profile tiny (no error, no
+## console error, every figure drawn, 05's gate heatmap slider): minutes of training, so not in `make test`.
+browser-slow: setup browser-deps synth-deps
+	KDLAB_SLOW_BROWSER=1 $(PY) -m pytest -q tests/test_browser.py -k lessons_without_panels
 
 ## The README's images (docs/img/, the only target that writes them): the panels of notebooks 00,
 ## 03 and 04 in JupyterLab at profile tiny, and, after `make study`, outputs/index.html.

@@ -116,3 +116,20 @@ def assert_lesson_explains_and_checks_itself(name: str):
     assert sum("assert " in source for source in code) >= 3, f"{name}: cells should check what they show"
     assert len({c.id for c in notebook.cells}) == len(notebook.cells), f"{name}: cell ids must be unique"
     return notebook
+
+
+def decode_plotly_arrays(value):
+    """plotly JSON with its base64 typed arrays ``{"dtype", "bdata"[, "shape"]}`` as numpy arrays."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value and "dtype" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return array.reshape([int(n) for n in str(shape).split(",")]) if shape else array
+    if isinstance(value, dict):
+        return {k: decode_plotly_arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_plotly_arrays(v) for v in value]
+    return value

@@ -1,11 +1,13 @@
 """Notebooks as people see them: JupyterLab and the HTML reports in a real (headless) Chromium.
 
-The widget panel of notebook 00 must render in JupyterLab (an ipywidgets slider and the plotly
-`FigureWidget`), and moving its SNR slider in the page must change the figure (a round trip
+The widget panel of notebook 00 must render in JupyterLab (ipywidgets sliders and the panel's
+plotly figure), and moving its SNR slider in the page must change the figure (a round trip
 through the kernel). The panels of notebooks 03 (hard-concrete gate, sparsity) and 04 (rank) must
 follow their sliders, with figure, controls and status agreeing after every move and after a
 page reload with the kernel alive (after the panel cells were re-run); the gate heatmaps' step
-slider (03, 05) must show each recorded step with its label clear of the play buttons.
+slider (03 in JupyterLab, and on a static page) must show each recorded step with its label clear
+of the play buttons. Notebooks 02 and 05 (no widget panel; 05's heatmaps have the same slider) run
+whole in JupyterLab only under `make browser-slow` (``KDLAB_SLOW_BROWSER=1``): minutes of training.
 `outputs/index.html` and the notebook reports must load offline without console errors and draw
 their plotly figures, and a lesson report's formulas must be typeset by its local MathJax copy with
 every request to another host refused.
@@ -46,6 +48,10 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_corpus.ipynb"
 LESSONS = ("03_l0_pruning", "04_low_rank_factorization")  # notebooks with panels, served beside 00
+#: Notebooks without widget panels, run whole in JupyterLab only by `make browser-slow`: at tiny they
+#: train for minutes (05: the tiny grid's rows), past `make test`'s 10-minute budget.
+SLOW_LESSONS = ("02_knowledge_distillation", "05_joint_pruning_rnnt")
+SLOW_RUN_ALL_MS = 1_500_000
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -84,7 +90,7 @@ PANEL_DRAWN_OR_FAILED = (
     "() => !!document.querySelector('.widget-vbox .js-plotly-plot .main-svg') || (" + NOTEBOOK_ERRORS + ")().length > 0"
 )
 TRACE_SUMMARY = """gd => {
-  const y = gd.data[0].y;
+  const y = gd._fullData[0].y;  // decoded: the panel's JSON holds arrays as base64
   let total = 0;
   for (let i = 0; i < y.length; i++) total += Math.abs(y[i]);
   return {length: y.length, total: total};
@@ -159,10 +165,16 @@ class Lab:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
+    def notebook_url(self, name: str) -> str:
+        """The notebook `name` (stem) in a workspace of its own: the server is shared, and a page
+        opened in the default workspace would also restore the notebooks earlier pages opened."""
+        return f"{self.url}/lab/workspaces/{name}/tree/{name}.ipynb?token={self.token}"
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab on a free localhost port with a random token, serving notebooks 00, 03 and 04 at profile tiny."""
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a free localhost port with a random token, serving notebooks 00, 03 and 04 at
+    profile tiny; one server for every notebook of the module (each opens in its own page and kernel)."""
     _chromium()  # skip before starting a server when there is no browser
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -170,8 +182,8 @@ def lab(tmp_path):
     from kdlab.data.corpus import ensure_corpus
 
     ensure_corpus("tiny", progress=False)  # built here, not inside the browser's time limits
-    root = tmp_path
-    for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS]:
+    root = tmp_path_factory.mktemp("jupyterlab")
+    for source in [NOTEBOOK] + [PROJECT_ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS + SLOW_LESSONS]:
         notebook = parameterize_notebook(load_notebook_node(str(source)), {"profile": "tiny"})
         if nr.PREFERRED_KERNEL not in find_kernel_specs():
             notebook.metadata.kernelspec = {
@@ -262,7 +274,7 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
     page = browser.new_page()
     problems = _watch(page)
     try:
-        page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", timeout=PAGE_MS)
+        page.goto(lab.notebook_url(NOTEBOOK.stem), timeout=PAGE_MS)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, "JupyterLab did not open the notebook with an idle kernel", problems, lab)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         _wait_for(page, PANEL_DRAWN_OR_FAILED, RUN_ALL_MS, "the synthesis panel's figure was not drawn", problems, lab)
@@ -317,7 +329,8 @@ def test_panel_renders_in_jupyterlab_and_the_snr_slider_updates_the_figure(lab, 
 # line and figure show them; the figure read from plotly's own graph div. (textContent: JupyterLab
 # does not lay out cells scrolled out of view, and innerText is empty there.)
 PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
-  .filter(el => el.querySelector('.widget-vbox .js-plotly-plot .main-svg'))
+  .filter(el => { const gd = el.querySelector('.widget-vbox .js-plotly-plot');  // drawn, not mid-redraw
+                  return gd && gd.layout && gd._fullData && gd.querySelector('.main-svg'); })
   .map(el => {
     const gd = el.querySelector('.js-plotly-plot');
     const sliders = {};
@@ -327,7 +340,7 @@ PANELS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
     });
     const status = el.querySelector('.widget-html-content');
     return {sliders: sliders, status: status ? status.textContent : '', title: (gd.layout.title || {}).text || '',
-            traces: gd.data.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
+            traces: gd._fullData.map(t => ({name: t.name || '', x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
   })"""
 RERUN_PANEL_CELLS = """async () => {
   const notebook = window.jupyterapp.shell.currentWidget.content;
@@ -339,10 +352,10 @@ RERUN_PANEL_CELLS = """async () => {
   }
   return cells.length;
 }"""
-LIVE_FIGURE_WIDGETS = """async () => {
+LIVE_PANEL_FIGURES = """async () => {
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  const code = "import plotly.graph_objects as _go\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
-             + "print(sum(isinstance(w, _go.FigureWidget) for w in _live.values()))";
+  const code = "import ipywidgets as _w\\nfrom ipywidgets.widgets.widget import _instances as _live\\n"
+             + "print(sum(isinstance(w, _w.Output) for w in _live.values()))";
   let text = '';
   const future = kernel.requestExecute({code: code, silent: false, store_history: false});
   future.onIOPub = msg => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
@@ -354,6 +367,7 @@ NOTEBOOK_SAVED = "() => window.jupyterapp.commands.execute('docmanager:save').th
 MOVES = {"log α": "2.5", "sparsity": "0.4", "rank": "3"}  # sparsity: reachable at tiny (its front-end is ~half)
 SCREENSHOT_NAMES = {"log α": "hard_concrete_panel", "sparsity": "sparsity_panel", "rank": "rank_panel"}
 LESSON_PANELS = {"03_l0_pruning": ["log α", "sparsity"], "04_low_rank_factorization": ["rank"]}
+HEATMAP_LESSONS = {"03_l0_pruning", "05_joint_pruning_rnnt"}  # show gate heatmaps with a step slider
 
 
 def _number(pattern: str, text: str) -> float:
@@ -421,15 +435,22 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
     page = browser.new_page()
     problems = _watch(page)
     try:
-        page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", timeout=PAGE_MS)
+        page.goto(lab.notebook_url(name), timeout=PAGE_MS)
         _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         drawn = f"() => ({PANELS})().length >= {len(expected)} || ({NOTEBOOK_ERRORS})().length > 0"
         _wait_for(page, drawn, LESSON_RUN_ALL_MS, f"{name}: the panels' figures were not drawn", problems, lab)
         _wait_for(page, KERNEL_IDLE, LESSON_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
         assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        if name in HEATMAP_LESSONS:  # the gate heatmaps' step slider, drawn by JupyterLab's plotly renderer
+            heatmap = "() => !!document.querySelector('.js-plotly-plot .slider-group')"
+            _wait_for(page, heatmap, PAGE_MS, f"{name}: no gate heatmap with a step slider", problems, lab)
+            state = page.evaluate(HEATMAP_STATE)
+            assert len(state["frames"]) >= 2, f"{name}: the heatmap has {len(state['frames'])} recorded steps"
+            _heatmap_label_clears_the_buttons(state)
+            _click_heatmap_steps(page, (0, len(state["frames"]) - 1), problems)
         # Re-running the panel cells must not leave their earlier widgets alive: a reload loads every
-        # live widget, and too many FigureWidgets time out in anywidget (a console error).
+        # live widget, and their number would grow with every re-run.
         for _ in range(2):
             page.evaluate(RERUN_PANEL_CELLS)
             _wait_for(
@@ -441,9 +462,9 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
                 lab,
             )
         before = _wait_until_agreeing(page, expected, problems, f"{name}: a panel disagrees with itself after the run")
-        live = page.evaluate(LIVE_FIGURE_WIDGETS)
+        live = page.evaluate(LIVE_PANEL_FIGURES)
         assert live == str(len(expected)), (
-            f"{name}: {live} FigureWidgets alive in the kernel after re-runs, not {len(expected)}"
+            f"{name}: {live} panel figures (Output widgets) alive in the kernel after re-runs, not {len(expected)}"
         )
 
         moved = {label: MOVES[label] for label in expected}
@@ -478,6 +499,47 @@ def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_
         )
         for shown, label in zip(reloaded, expected):
             assert shown["sliders"][label] == after[expected.index(label)]["sliders"][label]
+        assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+PLOTLY_OUTPUTS_DRAWN = """() => {
+  const outputs = Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+    .filter(el => el.querySelector('.js-plotly-plot'));
+  return outputs.map(el => !!el.querySelector('.js-plotly-plot .main-svg'));
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("KDLAB_SLOW_BROWSER") != "1", reason="minutes of training at tiny: `make browser-slow` runs it"
+)
+@pytest.mark.parametrize("name", SLOW_LESSONS)
+def test_lessons_without_panels_run_in_jupyterlab_and_draw_every_figure(lab, browser, name):
+    """02 and 05 run whole in JupyterLab: no error, no console error, every plotly output drawn; 05's
+    gate heatmap follows its step slider."""
+    page = browser.new_page()
+    problems = _watch(page)
+    try:
+        page.goto(lab.notebook_url(name), timeout=PAGE_MS)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"JupyterLab did not open {name} with an idle kernel", problems, lab)
+        all_run = (
+            "() => window.jupyterapp.shell.currentWidget.content.widgets"
+            ".every(cell => cell.model.type !== 'code' || cell.model.executionCount !== null)"
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        finished = f"() => ({all_run})() || ({NOTEBOOK_ERRORS})().length > 0"
+        _wait_for(page, finished, SLOW_RUN_ALL_MS, f"{name}: the notebook did not finish", problems, lab)
+        _wait_for(page, KERNEL_IDLE, PAGE_MS, f"{name}: the kernel did not go idle", problems, lab)
+        assert not page.evaluate(NOTEBOOK_ERRORS), f"{name} failed in JupyterLab: {page.evaluate(NOTEBOOK_ERRORS)}"
+        every = f"() => {{ const d = ({PLOTLY_OUTPUTS_DRAWN})(); return d.length >= 3 && d.every(x => x); }}"
+        # JupyterLab's plotly renderer draws a while after the outputs arrive
+        _wait_for(page, every, PAGE_MS, f"{name}: not every plotly output was drawn", problems, lab)
+        if name in HEATMAP_LESSONS:
+            state = page.evaluate(HEATMAP_STATE)
+            _heatmap_label_clears_the_buttons(state)
+            _click_heatmap_steps(page, (0, len(state["frames"]) - 1), problems)
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()
@@ -627,18 +689,61 @@ def test_a_lesson_reports_formulas_render_with_no_network(browser, tmp_path):
 
 # ---- the gate heatmaps' step slider (notebooks 03 and 05) -------------------------------------------
 
+# In the page: the first plotly figure with a step slider (a gate heatmap) as drawn: its heatmap, the
+# step label shown, the boxes of its play buttons and of that label, and its frames (name, z).
 HEATMAP_STATE = """() => {
-  const gd = document.querySelector('.js-plotly-plot');
+  const decode = v => {  // plotly's base64 array {dtype, bdata, shape} as nested arrays
+    if (!v || !v.bdata) return v;
+    const bytes = Uint8Array.from(atob(v.bdata), c => c.charCodeAt(0));
+    const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, i2: Int16Array, i1: Int8Array, u1: Uint8Array};
+    const flat = Array.from(new types[v.dtype](bytes.buffer));
+    const shape = String(v.shape || flat.length).split(',').map(Number);
+    const row = i => flat.slice(i * shape[1], (i + 1) * shape[1]);
+    return shape.length < 2 ? flat : Array.from({length: shape[0]}, (_, i) => row(i));
+  };
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find(g => g.querySelector('.slider-group'));
   const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
   const current = gd.querySelector('.slider-group > .slider-label');  // the step shown; tick labels are in groups
   return {z: gd.calcdata[0][0].z.map(row => Array.from(row)), label: current.textContent,
-          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current)};
+          buttons: box(gd.querySelector('.updatemenu-container')), current: box(current),
+          frames: gd._transitionData._frames.map(f => ({name: String(f.name), z: decode(f.data[0].z)}))};
 }"""
+HEATMAP_SHOWS = (
+    f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
+    "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }"
+)
+
+
+def _heatmap_label_clears_the_buttons(state: dict) -> None:
+    left, top, right, bottom = state["buttons"]
+    l2, t2, r2, b2 = state["current"]
+    assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, (
+        f"the step label {state['current']} overlaps the buttons {state['buttons']}"
+    )
+
+
+def _click_heatmap_steps(page, indices, problems: list[str]) -> None:
+    """Click the slider's tick label of each recorded step in `indices`; the label and the heatmap
+    (its frame's z, read from the figure's own frames) must follow."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    figure = page.locator(".js-plotly-plot", has=page.locator(".slider-group")).first
+    figure.scroll_into_view_if_needed()
+    frames = page.evaluate(HEATMAP_STATE)["frames"]
+    for index in indices:
+        name = frames[index]["name"]
+        tick = figure.locator(".slider-label-group").filter(has_text=re.compile(f"^{name}$")).bounding_box()
+        rail = figure.locator(".slider-rail-rect").first.bounding_box()
+        page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
+        try:  # the label moves at once, the heatmap once the frame is drawn
+            page.wait_for_function(HEATMAP_SHOWS, arg=[f"step {name}", frames[index]["z"]], timeout=ROUND_TRIP_MS)
+        except PlaywrightTimeout:
+            state = {k: v for k, v in page.evaluate(HEATMAP_STATE).items() if k != "frames"}
+            pytest.fail(f"clicking step {name} on the slider: the page shows {state}; problems: {problems}")
 
 
 def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_buttons(browser, tmp_path):
     import numpy as np
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     from kdlab.report.offline_html import figure_html, plotlyjs_script
     from kdlab.viz.gate_figures import gate_heatmap_figure
@@ -657,30 +762,9 @@ def test_gate_heatmap_slider_shows_each_recorded_step_and_its_label_clears_the_b
         page.wait_for_function(f"() => ({HEATMAP_STATE})().label === 'step 30'", timeout=ROUND_TRIP_MS)
         state = page.evaluate(HEATMAP_STATE)
         assert np.allclose(state["z"], figure.frames[-1].data[0].z)
-        left, top, right, bottom = state["buttons"]
-        l2, t2, r2, b2 = state["current"]
-        assert right <= l2 or r2 <= left or bottom <= t2 or b2 <= top, (
-            f"the step label {state['current']} overlaps the buttons {state['buttons']}"
-        )
-        for index in (1, 0):  # click the slider's tick label of a recorded step
-            tick = (
-                page.locator(".slider-label-group")
-                .filter(has_text=re.compile(f"^{figure.frames[index].name}$"))
-                .bounding_box()
-            )
-            rail = page.locator(".slider-rail-rect").first.bounding_box()
-            page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
-            expected = f"step {figure.frames[index].name}"
-            shows = (
-                f"([label, z]) => {{ const s = ({HEATMAP_STATE})(); return s.label === label && "
-                "s.z.every((row, i) => row.every((v, j) => Math.abs(v - z[i][j]) < 1e-9)); }"
-            )
-            try:  # the label moves at once, the heatmap once the frame is drawn
-                page.wait_for_function(
-                    shows, arg=[expected, np.asarray(figure.frames[index].data[0].z).tolist()], timeout=ROUND_TRIP_MS
-                )
-            except PlaywrightTimeout:
-                pytest.fail(f"clicking {expected} on the slider: the page shows {page.evaluate(HEATMAP_STATE)}")
+        assert [f["name"] for f in state["frames"]] == [f.name for f in figure.frames]
+        _heatmap_label_clears_the_buttons(state)
+        _click_heatmap_steps(page, (1, 0), problems)
         assert not problems, "the browser reported problems:\n" + "\n".join(problems)
     finally:
         page.close()

@@ -111,7 +111,7 @@ def test_html_report_embeds_plotly_once_and_the_widget_state(study):
     assert nr.plotlyjs_bundle_count(page) == 1
     assert page.count("Plotly.newPlot(") == len(nr.notebook_figures(executed)) >= 4  # histogram, waveforms, the panel's
     assert WIDGET_STATE_MIMETYPE in page
-    assert '"model_name": "AnyModel"' in page or '"model_name":"AnyModel"' in page  # the FigureWidget of the panel
+    assert '"model_name": "OutputModel"' in page or '"model_name":"OutputModel"' in page  # the panel's figure
     assert "kdlab-widget-box" in page and nr.WIDGET_VIEW_MIMETYPE not in page  # the panel drawn statically
 
 

@@ -10,8 +10,10 @@ import plotly.graph_objects as go
 import pytest
 from ipywidgets.embed import dependency_state, embed_data
 from nbformat.v4 import new_code_cell, new_notebook, new_output
+from stand_ins import decode_plotly_arrays
 
 from kdlab.report import widget_snapshot as ws
+from kdlab.viz.figure_pane import FigurePane
 
 WAVEFORM = np.linspace(-1, 1, 7, dtype=np.float32)
 AUDIO = b"RIFF\x00\x01fake wav bytes"
@@ -20,7 +22,7 @@ AUDIO = b"RIFF\x00\x01fake wav bytes"
 @pytest.fixture
 def panel_notebook():
     """A notebook whose one output is a panel (like the synthesis panel), saved as a headless run saves it."""
-    figure = go.FigureWidget(go.Figure(go.Scatter(y=WAVEFORM, name="waveform")))
+    figure = FigurePane(go.Figure(go.Scatter(y=WAVEFORM, name="waveform"))).widget
     panel = widgets.VBox(
         [
             widgets.HBox(
@@ -58,10 +60,10 @@ def test_saved_state_restores_binary_buffers(panel_notebook):
     assert ws.saved_widget_state(new_notebook()) == {}
 
 
-def test_view_figures_decode_the_figure_widget_arrays(panel_notebook):
+def test_view_figures_are_the_figures_the_panels_last_drew(panel_notebook):
     notebook, view = panel_notebook
     (figure,) = ws.view_figures(ws.saved_widget_state(notebook), view)
-    np.testing.assert_array_equal(figure["data"][0]["y"], WAVEFORM)
+    np.testing.assert_array_equal(decode_plotly_arrays(figure["data"][0]["y"]), WAVEFORM)
     assert figure["data"][0]["name"] == "waveform" and "template" in figure["layout"]
 
 

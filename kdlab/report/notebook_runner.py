@@ -29,13 +29,13 @@ from pathlib import Path
 
 from kdlab.paths import notebooks_dir
 from kdlab.report.widget_snapshot import WIDGET_VIEW_MIMETYPE
+from kdlab.viz.figure_pane import PLOTLY_MIMETYPE
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_\w+\.ipynb$")
 PREFERRED_KERNEL = "kdlab"
 FALLBACK_KERNEL = "python3"
 OFFLINE_RENDERER = "kdlab_notebook"
 PLOTLY_RENDERER = f"plotly_mimetype+{OFFLINE_RENDERER}"
-PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 KEY_FIGURE_TAG = "key-figure"
 _PLOTLYJS_BANNER = re.compile(r"\* plotly\.js v\d+\.\d+\.\d+")
 
@@ -279,7 +279,7 @@ def notebook_links_section(runs: Sequence[NotebookRun], out_dir: str | Path) -> 
 def notebook_figures(notebook) -> list[tuple[dict, dict]]:
     """`(cell, figure dict)` for every plotly figure an executed notebook shows, in order.
 
-    Figures are plotly mimetype outputs and the `FigureWidget`s inside widget outputs (as saved).
+    Figures are plotly mimetype outputs and the panel figures inside widget outputs (as saved).
     """
     from kdlab.report.widget_snapshot import saved_widget_state, view_figures
 

@@ -8,9 +8,9 @@ copy of the notebook whose widget outputs are plain HTML built from that state i
 - boxes lay out their children (VBox: a column, other boxes: a row);
 - controls show `description: value` (dropdowns and other selections: the chosen label);
 - HTML and Label widgets show their content; Audio, Image and Video their media, inline;
-- plotly `FigureWidget`s show their figure as built (`Plotly.newPlot` once the page has loaded:
-  a panel may come before the report's plotly.js; later updates are messages the state does
-  not keep). The page must load plotly.js.
+- a panel's figure (an `Output` widget showing a plotly figure: `kdlab.viz.figure_pane`) shows
+  the figure it last drew (`Plotly.newPlot` once the page has loaded: a panel may come before
+  the report's plotly.js). The page must load plotly.js.
 
 Other widgets show their model name. A caption says the panel is interactive in JupyterLab.
 """
@@ -21,7 +21,7 @@ import base64
 import copy
 import html
 
-import numpy as np
+from kdlab.viz.figure_pane import output_figure
 
 WIDGET_STATE_MIMETYPE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -80,7 +80,7 @@ def view_html(models: dict[str, dict], model_id: str) -> str:
 
 
 def view_figures(models: dict[str, dict], model_id: str) -> list[dict]:
-    """Plotly figure dicts (`data`, `layout`) of the FigureWidgets in widget `model_id`'s tree."""
+    """Plotly figure dicts (`data`, `layout`) of the panel figures in widget `model_id`'s tree."""
     state = models.get(model_id, {}).get("state", {})
     if "children" in state:
         return [figure for child in state["children"] for figure in view_figures(models, _ref(child))]
@@ -130,18 +130,5 @@ def _shown_value(state: dict) -> str | None:
 
 
 def _plotly_figure(state: dict) -> dict | None:
-    """The figure of a plotly FigureWidget's state (typed arrays as numpy), or None for other widgets."""
-    if "_widget_data" not in state or "_widget_layout" not in state:
-        return None
-    return {"data": _arrays(state["_widget_data"]), "layout": _arrays(state["_widget_layout"])}
-
-
-def _arrays(value):
-    """Replace plotly's typed-array records `{"dtype", "shape", "buffer"}` by numpy arrays."""
-    if isinstance(value, dict):
-        if isinstance(value.get("buffer"), bytes) and "dtype" in value:
-            return np.frombuffer(value["buffer"], dtype=value["dtype"]).reshape(value.get("shape", -1))
-        return {key: _arrays(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_arrays(item) for item in value]
-    return value
+    """The plotly figure an Output widget's state shows (a panel's figure), or None for other widgets."""
+    return output_figure(state) if "outputs" in state else None

@@ -1,10 +1,9 @@
 """One live panel per notebook cell: re-running a cell closes the widgets its earlier run made.
 
 Every ipywidget stays alive in the kernel until it is closed, even when its output is gone. A
-page that (re)loads a notebook fetches every live widget; plotly's ``FigureWidget`` brings a
-5 MB script each time, and anywidget gives a model 2 s to start, after which the page logs
-``[anywidget] Failed to initialize model.`` and that figure stops updating. Re-running a panel
-cell a few times was enough for that on a reload (issue 19). ``replace_earlier_panels(widget)``
+page that (re)loads a notebook fetches every live widget, so without closing them each re-run of
+a panel cell adds to what every later reload loads (issue 19: with plotly's ``FigureWidget``, 5 MB
+each, a few re-runs made a reload time out; see ``figure_pane``). ``replace_earlier_panels(widget)``
 keeps only the widgets of the cell's latest run: JupyterLab names the cell of each execution
 (``cellId`` in the request's metadata); outside JupyterLab (papermill, a script) nothing is
 closed.

@@ -1,13 +1,14 @@
 """ipywidgets panels for compression: prune to a sparsity, factorise one matrix, explore a gate.
 
-Each panel has controls, a status line (``status``, HTML), a plotly ``go.FigureWidget``
-(``figure``, updated in place), a dict ``values`` holding exactly the numbers the status line
-shows, and a plain ``update()`` that recomputes everything from the controls. Moving a control
-calls ``update()``; it can also be called headlessly. Any error during an update is shown in
+Each panel has controls, a status line (``status``, HTML), a plotly figure (``figure``, a
+``go.Figure`` updated in place and drawn by ``pane``, a ``FigurePane``), a dict ``values``
+holding exactly the numbers the status line shows, and a plain ``update()`` that recomputes
+everything from the controls. Moving a control calls ``update()``; it can also be called
+headlessly. Any error during an update is shown in
 the status line (the previous figure stays) instead of being raised. Display with
-``display(panel.widget)``. The figure's saved widget state follows every update (a reloaded page
-shows what the controls say: ``figure_widget_state``), and re-running a panel's cell in
-JupyterLab closes the panel its earlier run made (``cell_panels``).
+``display(panel.widget)``. The figure's widget state follows every update (a reloaded page
+shows what the controls say: ``figure_pane``), and re-running a panel's cell in JupyterLab
+closes the panel its earlier run made (``cell_panels``).
 
 * ``SparsityPanel``: a sparsity slider; the encoder is pruned to that sparsity by ranking units
   (``kdlab.compress.sparsity_selection``), materialised, and measured: parameters, MACs per second
@@ -25,7 +26,6 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 
-import plotly.graph_objects as go
 import torch
 from torch import nn
 
@@ -35,7 +35,7 @@ from kdlab.compress.sparsity_selection import SparsitySelector
 from kdlab.eval.latency import measure_latency
 from kdlab.models.conformer import ConformerEncoder
 from kdlab.viz.cell_panels import replace_earlier_panels
-from kdlab.viz.figure_widget_state import live_update
+from kdlab.viz.figure_pane import FigurePane
 from kdlab.viz.gate_figures import remaining_bars, remaining_ratio_figure, remaining_title
 from kdlab.viz.hardconcrete_figure import hard_concrete_figure, hard_concrete_view, view_title, view_traces
 from kdlab.viz.rank_figures import CHOSEN, ENERGY, spectrum_figure
@@ -136,12 +136,13 @@ class SparsityPanel:
         self.status = widgets.HTML()
         self.values: dict = {}
         self.model: ConformerEncoder | None = None
-        self.figure = None
+        self.pane: FigurePane | None = None
         self.update()
         shown = self.model if self.model is not None else self.selector.encoder
-        self.figure = go.FigureWidget(remaining_ratio_figure(self.selector.encoder, shown))
+        self.pane = FigurePane(remaining_ratio_figure(self.selector.encoder, shown))
+        self.figure = self.pane.figure
         self.slider.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([self.slider, self.status, self.figure])
+        self.widget = widgets.VBox([self.slider, self.status, self.pane.widget])
         replace_earlier_panels(self.widget)
 
     def _latency(self, model: nn.Module):
@@ -183,11 +184,11 @@ class SparsityPanel:
             return
         self.model, self.values = model, values
         self.status.value = self._status(values)
-        if self.figure is not None:
-            with live_update(self.figure):
-                for trace, bar in zip(self.figure.data, remaining_bars(self.selector.encoder, model)):
+        if self.pane is not None:
+            with self.pane.editing() as figure:
+                for trace, bar in zip(figure.data, remaining_bars(self.selector.encoder, model)):
                     trace.update(bar)
-                self.figure.layout.title.text = remaining_title(self.selector.encoder, model)
+                figure.layout.title.text = remaining_title(self.selector.encoder, model)
 
     @staticmethod
     def _status(v: dict) -> str:
@@ -250,12 +251,13 @@ class RankPanel:
         self.rank = widgets.IntSlider(value=start, min=1, max=min(m, n), description="rank", **_slider_style())
         self.status = widgets.HTML()
         self.values: dict = {}
-        self.figure = go.FigureWidget(spectrum_figure(self._weight(), start, title=self.matrix.value))
+        self.pane = FigurePane(spectrum_figure(self._weight(), start, title=self.matrix.value))
+        self.figure = self.pane.figure
         self._switching = False
         self.update()
         self.matrix.observe(self._on_matrix, names="value")
         self.rank.observe(lambda change: None if self._switching else self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.matrix, self.rank]), self.status, self.figure])
+        self.widget = widgets.VBox([widgets.HBox([self.matrix, self.rank]), self.status, self.pane.widget])
         replace_earlier_panels(self.widget)
 
     def _weight(self) -> torch.Tensor:
@@ -299,12 +301,12 @@ class RankPanel:
             return
         self.values = values
         self.status.value = self._status(values)
-        with live_update(self.figure):
+        with self.pane.editing() as figure:
             traces = range(len(spectrum.data)) if new_matrix else [CHOSEN]
             for index in traces:
-                source, target = spectrum.data[index], self.figure.data[index]
+                source, target = spectrum.data[index], figure.data[index]
                 target.x, target.y, target.name, target.visible = source.x, source.y, source.name, source.visible
-            self.figure.layout.title.text = spectrum.layout.title.text
+            figure.layout.title.text = spectrum.layout.title.text
 
     @staticmethod
     def _status(v: dict) -> str:
@@ -342,13 +344,12 @@ class HardConcretePanel:
         )
         self.status = widgets.HTML()
         self.values = None
-        self.figure = go.FigureWidget(
-            hard_concrete_figure(log_alpha, beta, num_samples=num_samples, bins=bins, seed=seed)
-        )
+        self.pane = FigurePane(hard_concrete_figure(log_alpha, beta, num_samples=num_samples, bins=bins, seed=seed))
+        self.figure = self.pane.figure
         self.update()
         for slider in (self.log_alpha, self.beta):
             slider.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.log_alpha, self.beta]), self.status, self.figure])
+        self.widget = widgets.VBox([widgets.HBox([self.log_alpha, self.beta]), self.status, self.pane.widget])
         replace_earlier_panels(self.widget)
 
     def update(self) -> None:
@@ -365,10 +366,10 @@ class HardConcretePanel:
             self.status.value = _error_html(error)
             return
         self.values = view
-        with live_update(self.figure):
-            for trace, data in zip(self.figure.data, view_traces(view)):
+        with self.pane.editing() as figure:
+            for trace, data in zip(figure.data, view_traces(view)):
                 trace.x, trace.y = data["x"], data["y"]
-            self.figure.layout.title.text = view_title(view)
+            figure.layout.title.text = view_title(view)
         self.status.value = (
             f"sampled P(z = 0) = {view.sampled_zero:.3f} (closed form {view.prob_zero:.3f}), "
             f"P(z = 1) = {view.sampled_one:.3f} (closed form {view.prob_one:.3f}), "

@@ -3,7 +3,7 @@
 Controls: sentence, engine (espeak-ng or flite), accent, voice, speaking rate, pitch, noise
 kind, SNR, room and channel. Every change calls `SynthesisPanel.update`, a plain method (also callable
 headlessly) that renders the audio with `render` and updates, in place, the audio player and
-a plotly `FigureWidget` holding the waveform (top) and the log-mel spectrogram (bottom):
+a plotly figure (in a `FigurePane`) holding the waveform (top) and the log-mel spectrogram (bottom):
 the figure keeps its x axis (time) and only the waveform `y` and spectrogram `z` change.
 
 The noise comes from a generator seeded by the panel's `seed` on every update, so the same
@@ -24,7 +24,7 @@ from kdlab.data.augment import mix_at_snr
 from kdlab.data.noises import NOISE_TYPES, make_noise
 from kdlab.data.voices import ACCENTS, ENGINES, FLITE_VOICES, HARD_VARIANTS, VARIANTS, Voice
 from kdlab.viz.cell_panels import replace_earlier_panels
-from kdlab.viz.figure_widget_state import live_update
+from kdlab.viz.figure_pane import FigurePane
 
 SAMPLE_RATE = 16000
 NOISE_KINDS = ("none",) + NOISE_TYPES
@@ -141,8 +141,9 @@ class SynthesisPanel:
     """Widgets + a live figure for one sentence. Show it with `display(panel.widget)`.
 
     Attributes: the controls (`text`, `engine`, `accent`, `variant`, `rate`, `pitch`, `noise`, `snr`,
-    `room`, `channel`), `audio` (player), `status` (HTML line), `figure` (`go.FigureWidget`: trace 0 is
-    the waveform, trace 1 the log-mel heatmap), `rendered` (the `Rendered` on screen).
+    `room`, `channel`), `audio` (player), `status` (HTML line), `figure` (`go.Figure`: trace 0 is
+    the waveform, trace 1 the log-mel heatmap, drawn by `pane`, a `FigurePane`), `rendered` (the
+    `Rendered` on screen).
     The initial `settings` must be valid (ValueError otherwise).
     """
 
@@ -177,9 +178,8 @@ class SynthesisPanel:
         self.audio = widgets.Audio(format="wav", autoplay=False)
         self.status = widgets.HTML()
         self.rendered = render(self.settings(), seed)
-        # Built from the first result: a FigureWidget saves its construction data with the
-        # notebook (later updates are messages), so exported reports show a real figure.
-        self.figure = _figure(self.rendered)
+        self.pane = FigurePane(_figure(self.rendered))  # its widget state follows every render
+        self.figure = self.pane.figure
         self._show(self.rendered)
         self._switching_engine = False
         controls = (
@@ -202,7 +202,7 @@ class SynthesisPanel:
                 widgets.HBox([self.engine, self.accent, self.variant, self.rate, self.pitch]),
                 widgets.HBox([self.noise, self.snr, self.room, self.channel]),
                 widgets.HBox([self.audio, self.status]),
-                self.figure,
+                self.pane.widget,
             ]
         )
         replace_earlier_panels(self.widget)  # a re-run cell closes the panel its earlier run made
@@ -235,9 +235,9 @@ class SynthesisPanel:
             return
         self.rendered = rendered
         self._show(rendered)
-        with live_update(self.figure):  # a reloaded page shows this render too
-            self.figure.data[0].y = rendered.audio
-            self.figure.data[1].z = rendered.fbank.T
+        with self.pane.editing() as figure:  # a reloaded page shows this render too
+            figure.data[0].y = rendered.audio
+            figure.data[1].z = rendered.fbank.T
 
     def _show(self, rendered: Rendered) -> None:
         """Player and status line for `rendered`."""
@@ -268,8 +268,7 @@ class SynthesisPanel:
 
 
 def _figure(rendered: Rendered):
-    """FigureWidget with the waveform (trace 0, top) and log-mel spectrogram (trace 1) of `rendered`."""
-    import plotly.graph_objects as go
+    """Figure with the waveform (trace 0, top) and log-mel spectrogram (trace 1) of `rendered`."""
     from plotly.subplots import make_subplots
 
     from kdlab.viz.corpus_figures import spectrogram_trace, waveform_trace
@@ -282,4 +281,4 @@ def _figure(rendered: Rendered):
     figure.update_xaxes(title_text="time (s)", row=2, col=1)
     figure.update_yaxes(title_text="amplitude", row=1, col=1)
     figure.update_yaxes(title_text="mel bin", row=2, col=1)
-    return go.FigureWidget(figure)
+    return figure
