@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 
 from kdlab.commands._option_types import add_force, add_training_options, output_folder, sparsity
+from kdlab.compress.methods import METHODS
 
 PROFILES = ("tiny", "default", "full")
-#: Kept here (not imported from the recipes) so building the parser stays fast; a test checks it.
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 
 
 def add_method_and_target(parser: argparse.ArgumentParser, method_help: str, profile_help: str) -> None:

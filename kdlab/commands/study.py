@@ -12,13 +12,13 @@ from kdlab.commands._option_types import (
     output_folder,
     positive_int,
 )
+from kdlab.compress.methods import GRID_METHODS
 
 HELP = (
     "study grid: every compression method by the sequential and the joint route, offline and streaming, "
     "vs the KD baseline, the teacher and a from-scratch model; writes results.{json,csv,md} and figures"
 )
 PROFILES = ("tiny", "default", "full")
-METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
 ROUTES = ("sequential", "joint")
 #: StudyConfig budgets with an option each (``--compress-steps`` ...), for runs longer or shorter than the profile's.
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=METHODS,
+        choices=GRID_METHODS,
         default=None,
         help="compression methods (the KD baseline always runs; default: all, or at the default "
         "profile the four of the paper's claims, without kd+lrf+l0)",

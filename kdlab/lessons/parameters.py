@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from kdlab.compress.methods import METHODS
+
 PROFILES = ("tiny", "default", "full")
-#: Compression methods of the recipes (``student_spec.METHODS``; a test checks they agree).
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from kdlab.compress.methods import GRID_METHODS as METHODS
 from kdlab.train.recipes.corpus_choice import check_corpus_folder, parse_tokenizer_spec
 from kdlab.train.recipes.profiles import get_profile
 
 #: The compression methods compared (the KD baseline "kd" always runs: every RWER needs it).
-METHODS = ("lrf", "l0", "kd+lrf", "kd+l0", "kd+lrf+l0")
 MODES = ("offline", "streaming")
 ROUTES = ("sequential", "joint")
 BASELINE = "kd"

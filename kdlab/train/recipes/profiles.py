@@ -151,7 +151,7 @@ PROFILES: dict[str, RecipeProfile] = {
             conv_channels=96,
             subsampling_channels=32,
             dropout=0.0,
-        ),  # a narrow front-end: 1.7x faster on CPU
+        ),  # a narrow front-end (docs/teacher_calibration.md: "The front-end matters")
         rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160),
         bestrq=dict(codebook_size=1024, codebook_dim=16),
         pretrain_steps=500,

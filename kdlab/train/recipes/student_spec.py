@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from kdlab.compress.methods import METHODS
 from kdlab.compress.structures import L0Config
 from kdlab.config import JsonConfig
 
-#: Compression methods (a "+" joins the parts: "kd" distils, "l0" gates, "lrf" factorises).
-METHODS = ("kd", "l0", "lrf", "kd+l0", "kd+lrf", "kd+lrf+l0")
 LRF_METHODS = ("budget", "energy")
 STUDENT_SHAPES = ("deep", "shallow")
 STUDENT_INITS = ("teacher", "random")
