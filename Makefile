@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+## Test processes (pytest-xdist; each test file runs whole in one of them): one per core of the 2-core CI machine.
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default
 WORKERS ?= 2
@@ -43,7 +45,8 @@ check-report: setup browser-deps
 test: setup browser-deps synth-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m kdlab data --profile tiny >/dev/null  # the shared tiny corpus, built once before the workers start
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ## Notebooks 02 and 05 run whole in JupyterLab in headless Chromium at profile tiny (no error, no
 ## console error, every figure drawn, 05's gate heatmap slider): minutes of training, so not in `make test`.
