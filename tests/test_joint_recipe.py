@@ -212,6 +212,20 @@ def test_output_and_layer_kd_vanish_when_the_student_is_the_teacher(teacher):
     assert set(parts) == {"loss_rnnt", "loss_distill"}  # the SSL encoder has no outputs to distil
 
 
+def test_a_pruned_rnnt_loss_is_per_token_and_output_kd_still_sees_the_full_logits(teacher):
+    distill = DistillationConfig(layer_weight=1.0, output_weight=2.0)
+    config = _config("kd", target=0.0, kd_source="finetuned", distill=distill, rnnt=replace(RNNT, prune_range=3))
+    student, _, _ = build_joint_student(config, teacher.encoder)
+    batch = FakeData().dev[0]
+    loss, parts = JointLoss(config, teacher, teacher.encoder.num_parameters())(student.eval(), batch)
+    assert set(parts) == {"loss_rnnt", "loss_simple", "loss_output_kl", "loss_distill"}
+    transducer = parts["loss_rnnt"] + config.rnnt.simple_loss_scale * parts["loss_simple"]
+    per_token = len(batch) / batch.token_lengths.sum()
+    torch.testing.assert_close(transducer, student.asr(batch).detach() * per_token)
+    torch.testing.assert_close(loss.detach(), transducer + parts["loss_distill"] + 2.0 * parts["loss_output_kl"])
+    assert parts["loss_output_kl"] > 0
+
+
 def test_every_student_starts_from_the_ssl_encoder_with_the_same_fresh_heads_and_a_per_token_rnnt(teacher):
     heads = {}
     for method in ("kd", "l0", "kd+lrf"):

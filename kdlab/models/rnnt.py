@@ -14,6 +14,11 @@ joint_dim=256, V=30 that is ~150 MB + ~18 MB (twice that with gradients); halve 
 (or the frames per batch) when it does not fit. ``rnnt_loss`` computes the log-softmax
 itself (``fused_log_softmax=True``), so the joiner returns raw logits.
 
+With ``prune_range`` S > 0 the model trains on the pruned loss instead (``pruned_rnnt.py``): a
+simple joiner (``RNNTModel.simple``, training only) picks S label positions per frame, the joiner
+runs on (B, T', S, J), and the loss is pruned + ``simple_loss_scale`` · simple. Decoding, export and
+``num_parameters`` ignore the simple joiner.
+
 The method names ``transcribe`` / ``predict`` / ``join`` follow ``torchaudio.models.RNNT``;
 the predictor state here is an LSTM ``(h, c)`` tuple, each (layers, B, P).
 """
@@ -27,6 +32,7 @@ from torch import nn
 from torchaudio.functional import rnnt_loss
 
 from kdlab.config import JsonConfig
+from kdlab.models.pruned_rnnt import SimpleJoiner, pruned_transducer_nll
 
 BLANK = 0
 
@@ -35,7 +41,9 @@ PredictorState = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class RNNTConfig(JsonConfig):
-    """Predictor and joiner sizes; ``vocab_size`` counts the blank (id 0)."""
+    """Predictor and joiner sizes; ``vocab_size`` counts the blank (id 0). ``prune_range`` S: label
+    positions per frame of the pruned training loss (0: the full lattice, >= 2 otherwise);
+    ``simple_loss_scale``: the simple joiner's loss weight beside it."""
 
     vocab_size: int = 29
     pred_embed_dim: int = 128
@@ -43,6 +51,8 @@ class RNNTConfig(JsonConfig):
     pred_layers: int = 1
     joint_dim: int = 256
     dropout: float = 0.1
+    prune_range: int = 0
+    simple_loss_scale: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("pred_embed_dim", "pred_hidden", "pred_layers", "joint_dim"):
@@ -55,6 +65,13 @@ class RNNTConfig(JsonConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.prune_range, int) or self.prune_range < 0 or self.prune_range == 1:
+            raise ValueError(
+                f"prune_range must be 0 (full lattice) or an integer >= 2 (a window must hold an emit "
+                f"and the blank after it), got {self.prune_range!r}"
+            )
+        if self.simple_loss_scale < 0:
+            raise ValueError(f"simple_loss_scale must be >= 0, got {self.simple_loss_scale}")
 
 
 class Predictor(nn.Module):
@@ -116,6 +133,11 @@ def _encoder_dim(encoder: nn.Module) -> int:
     return int(config.d_model)
 
 
+def _check_frames(enc_lengths: torch.Tensor) -> None:
+    if bool((enc_lengths < 1).any()):
+        raise ValueError(f"every utterance needs >= 1 encoder frame, got enc_lengths {enc_lengths.tolist()}")
+
+
 class RNNTModel(nn.Module):
     """Encoder + predictor + joiner with the RNN-T loss.
 
@@ -130,7 +152,15 @@ class RNNTModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.predictor = Predictor(config)
-        self.joiner = Joiner(encoder_dim if encoder_dim is not None else _encoder_dim(encoder), config)
+        encoder_dim = encoder_dim if encoder_dim is not None else _encoder_dim(encoder)
+        self.joiner = Joiner(encoder_dim, config)
+        # drawn after predictor and joiner, so their initial weights do not depend on prune_range
+        self.simple = SimpleJoiner(encoder_dim, config.pred_hidden, config.vocab_size) if config.prune_range else None
+
+    def num_parameters(self) -> int:
+        """Parameters of the model that decodes: encoder, predictor, joiner (not the training-only simple joiner)."""
+        skip = set() if self.simple is None else {id(p) for p in self.simple.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
     def transcribe(self, sources: torch.Tensor, source_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F), lengths (B,) -> enc (B, T', E), enc_lengths (B,)."""
@@ -162,11 +192,12 @@ class RNNTModel(nn.Module):
         token_lengths: torch.Tensor | None = None,
         return_logits: bool = False,
     ):
-        """RNN-T loss (scalar, mean over utterances of -log P(y|x)).
+        """The training loss (scalar, ``transducer_loss``: mean over utterances of -log P(y|x)).
 
         Call as ``model(batch)`` with a ``Batch`` (features, feature_lengths, tokens, token_lengths)
         or ``model(features (B,T,F), lengths (B,), tokens (B,U) padded with 0, token_lengths (B,))``.
-        With ``return_logits=True`` returns ``(loss, logits (B, T', U+1, V), enc_lengths (B,))``.
+        With ``return_logits=True`` returns ``(loss, logits (B, T', U+1, V), enc_lengths (B,))``, the
+        loss then being the full rnnt_loss over those logits whatever ``prune_range`` is.
         """
         if lengths is None:
             batch = batch_or_features
@@ -181,27 +212,62 @@ class RNNTModel(nn.Module):
         if tokens is None or token_lengths is None:
             raise ValueError("RNNTModel needs tokens and token_lengths (pass a Batch or all four tensors)")
         enc, enc_lengths = self.transcribe(features, lengths)
+        if not return_logits:
+            return self.transducer_loss(enc, enc_lengths, tokens, token_lengths)[0]
         logits = self.logits(enc, enc_lengths, tokens, token_lengths)
-        loss = self.loss(logits, enc_lengths, tokens, token_lengths)
-        return (loss, logits, enc_lengths) if return_logits else loss
+        return self.loss(logits, enc_lengths, tokens, token_lengths), logits, enc_lengths
+
+    def prediction(self, tokens: torch.Tensor, token_lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, U) -> predictor outputs (B, max(token_lengths)+1, P) over [blank, y_1 .. y_U]."""
+        tokens = tokens[:, : int(token_lengths.max())]
+        start = torch.full((tokens.shape[0], 1), BLANK, dtype=tokens.dtype, device=tokens.device)
+        return self.predictor(torch.cat([start, tokens], dim=1))[0]
 
     def logits(
         self, enc: torch.Tensor, enc_lengths: torch.Tensor, tokens: torch.Tensor, token_lengths: torch.Tensor
     ) -> torch.Tensor:
         """enc (B, T', E), tokens (B, U) -> logits (B, max(enc_lengths), max(token_lengths)+1, V)."""
-        enc = enc[:, : int(enc_lengths.max())]
-        tokens = tokens[:, : int(token_lengths.max())]
-        start = torch.full((tokens.shape[0], 1), BLANK, dtype=tokens.dtype, device=tokens.device)
-        pred, _ = self.predictor(torch.cat([start, tokens], dim=1))
-        return self.joiner(enc, pred)
+        return self.joiner(enc[:, : int(enc_lengths.max())], self.prediction(tokens, token_lengths))
+
+    def transducer_loss(
+        self,
+        enc: torch.Tensor,
+        enc_lengths: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lengths: torch.Tensor,
+        logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """(the loss the model trains on, its parts detached) for enc (B, T', E), tokens (B, U); mean over B.
+
+        ``prune_range`` 0: rnnt_loss over the full logits (``logits`` when the caller already has
+        them, e.g. for output KD), parts {}. S > 0: pruned + ``simple_loss_scale`` · simple, parts
+        {"loss_rnnt": pruned, "loss_simple": simple} (``logits`` unused: the same loss with or without KD).
+        """
+        if self.simple is None:
+            logits = self.logits(enc, enc_lengths, tokens, token_lengths) if logits is None else logits
+            return self.loss(logits, enc_lengths, tokens, token_lengths), {}
+        _check_frames(enc_lengths)
+        frames, labels = int(enc_lengths.max()), int(token_lengths.max())
+        pruned, simple = pruned_transducer_nll(
+            self.joiner,
+            self.simple,
+            enc[:, :frames],
+            self.prediction(tokens, token_lengths),
+            tokens[:, :labels],
+            enc_lengths,
+            token_lengths,
+            self.config.prune_range,
+        )
+        pruned, simple = pruned.mean(), simple.mean()
+        loss = pruned + self.config.simple_loss_scale * simple
+        return loss, {"loss_rnnt": pruned.detach(), "loss_simple": simple.detach()}
 
     @staticmethod
     def loss(
         logits: torch.Tensor, enc_lengths: torch.Tensor, tokens: torch.Tensor, token_lengths: torch.Tensor
     ) -> torch.Tensor:
         """rnnt_loss over logits (B, T', U+1, V) from ``logits``; mean over the batch."""
-        if bool((enc_lengths < 1).any()):
-            raise ValueError(f"every utterance needs >= 1 encoder frame, got enc_lengths {enc_lengths.tolist()}")
+        _check_frames(enc_lengths)
         tokens = tokens[:, : logits.shape[2] - 1]
         with torch.autocast(logits.device.type, enabled=False):  # float32 even in a bf16 step
             return rnnt_loss(

@@ -263,7 +263,7 @@ def measure_model(
     measured = measure_encoder(model.encoder.eval(), teacher, paired)
     return {
         "encoder_params": measured["encoder_params"],
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": model.num_parameters(),
         "macs_per_second": measured["macs_per_second"],
         **{k: v for k, v in measured.items() if k.startswith("latency_")},
     }

@@ -19,8 +19,9 @@ from kdlab.train.trainer import Trainer, TrainerConfig
 
 
 def rnnt_step(model: RNNTModel, batch) -> tuple[torch.Tensor, dict]:
-    """Trainer step: the mean RNN-T loss of `batch`, no extra metrics."""
-    return model(batch), {}
+    """Trainer step: the mean RNN-T loss of `batch` (``transducer_loss``) and its parts when it has some."""
+    enc, enc_lengths = model.transcribe(batch.features, batch.feature_lengths)
+    return model.transducer_loss(enc, enc_lengths, batch.tokens, batch.token_lengths)
 
 
 def rnnt_ctc_step(model: RNNTWithCTC, batch) -> tuple[torch.Tensor, dict]:

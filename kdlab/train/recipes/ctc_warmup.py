@@ -88,9 +88,12 @@ def ctc_loss(
 class RNNTWithCTC(nn.Module):
     """An RNN-T model with a CTC head on its encoder output. ``forward(batch)`` -> (loss, parts):
 
-        loss = RNN-T + weight · CTC        parts = {"loss_rnnt", "loss_ctc"} (detached)
+            loss = RNN-T + weight · CTC        parts = {"loss_rnnt", "loss_ctc"} (detached)
 
-    ``rnnt`` is the model to keep; the head only shapes the encoder while it trains.
+    RNN-T is ``RNNTModel.transducer_loss``: with ``prune_range`` > 0 "loss_rnnt" is the pruned loss,
+    and the simple joiner's loss (weighted into RNN-T) is logged as "loss_simple".
+
+        ``rnnt`` is the model to keep; the head only shapes the encoder while it trains.
     """
 
     def __init__(self, rnnt: nn.Module, head: nn.Linear, weight: float) -> None:
@@ -99,10 +102,10 @@ class RNNTWithCTC(nn.Module):
 
     def forward(self, batch) -> tuple[torch.Tensor, dict]:
         enc, enc_lengths = self.rnnt.transcribe(batch.features, batch.feature_lengths)
-        logits = self.rnnt.logits(enc, enc_lengths, batch.tokens, batch.token_lengths)
-        transducer = self.rnnt.loss(logits, enc_lengths, batch.tokens, batch.token_lengths)
+        transducer, parts = self.rnnt.transducer_loss(enc, enc_lengths, batch.tokens, batch.token_lengths)
         ctc = ctc_loss(F.log_softmax(self.head(enc), dim=-1), enc_lengths, batch.tokens, batch.token_lengths)
-        return transducer + self.weight * ctc, {"loss_rnnt": transducer.detach(), "loss_ctc": ctc.detach()}
+        parts = {"loss_rnnt": transducer.detach(), **parts, "loss_ctc": ctc.detach()}
+        return transducer + self.weight * ctc, parts
 
 
 def ctc_step(model: EncoderCTC, batch) -> tuple[torch.Tensor, dict]:

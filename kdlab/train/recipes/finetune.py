@@ -268,7 +268,7 @@ def run_finetune(
     )
     loader = data.train_loader(config.frames_per_batch, config.seed)
     metrics.update(
-        params=sum(p.numel() for p in model.parameters()),
+        params=model.num_parameters(),
         encoder_params=encoder.num_parameters(),
         ctc_warmup=warmup,
         asr_cost={"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)},

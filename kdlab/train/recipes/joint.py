@@ -319,7 +319,7 @@ def run_joint(
         **measure_encoder(
             final.encoder, ssl.cpu(), solo_latency(config.latency_seconds, config.seed) if config.latency else None
         ),
-        "params": sum(p.numel() for p in final.parameters()),
+        "params": final.num_parameters(),
         **digests,
         "asr_cost": {"ctc": phase_cost(warmup, loader), "rnnt": _rnnt_cost(joint, recovery, loader)},
         "materialisation_error": error,

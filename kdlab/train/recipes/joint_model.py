@@ -9,13 +9,16 @@ outputs, N = the batch's tokens, and h_T, z_T those of the KD teacher (eval mode
 the SSL encoder in its own offline mode, or the fine-tuned teacher of the run's mode):
 
     loss = RNN-T(z_S) / N                                                 "loss_rnnt"      (per token)
+         (with rnnt.prune_range > 0: pruned + scale · simple, per token;  "loss_simple" beside)
          + ctc_weight    · CTC(head(enc_S)) / N                           "loss_ctc"       (with a CTC head)
          + layer_weight  · mean_pairs [L1 + (1 − cos)](P h_S, h_T)        "loss_distill"   (kd methods)
          + output_weight · T² KL(softmax(z_T/T) ‖ softmax(z_S/T))          "loss_output_kl" (KD from the
                                                                           fine-tuned teacher only)
          + λ1 (ŝ − t) + λ2 (ŝ − t)²                                       "loss_penalty"   (gated methods)
 
-The KL is averaged over the valid lattice points (t < T'_b, u ≤ U_b) only; the layer KD is a mean
+The KL needs the full logits z_S: with output KD they are computed, and the task loss stays the
+one ``rnnt.prune_range`` chooses (the pruned loss does not reuse them), so every row trains on the
+same task loss. The KL is averaged over the valid lattice points (t < T'_b, u ≤ U_b) only; the layer KD is a mean
 over valid frames. Per token, RNN-T and CTC are of order one like the KD terms (a per-utterance
 sum is tens of nats and would drown them), so the KD weights mean what they say.
 ŝ = 1 − E[params] / params₀ with params₀ the dense SSL encoder's count.
@@ -134,9 +137,10 @@ class JointLoss:
         )
         per_token = len(token_lengths) / token_lengths.sum().clamp(min=1)  # utterance mean -> token mean
         enc, enc_lengths, hidden = model.asr.encoder(features, lengths)
-        logits = model.asr.logits(enc, enc_lengths, tokens, token_lengths)
-        rnnt = model.asr.loss(logits, enc_lengths, tokens, token_lengths) * per_token
-        loss, parts = rnnt, {"loss_rnnt": rnnt.detach()}
+        logits = model.asr.logits(enc, enc_lengths, tokens, token_lengths) if self.output_weight else None
+        rnnt, rnnt_parts = model.asr.transducer_loss(enc, enc_lengths, tokens, token_lengths, logits)
+        rnnt = rnnt * per_token
+        loss, parts = rnnt, {"loss_rnnt": rnnt.detach(), **{k: v * per_token for k, v in rnnt_parts.items()}}
         if self.ctc_weight and model.ctc_head is not None:
             log_probs = torch.log_softmax(model.ctc_head(enc), dim=-1)
             ctc = ctc_loss(log_probs, enc_lengths, tokens, token_lengths) * per_token

@@ -42,6 +42,8 @@ HASHED_UNLESS = {
     "teacher_corpus_dir": None,
     "teacher_corpus_digest": None,
     "precision": "fp32",
+    "prune_range": 0,
+    "simple_loss_scale": 0.5,
 }
 
 

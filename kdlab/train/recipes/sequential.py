@@ -273,7 +273,7 @@ def run_sequential(
         "achieved_sparsity": 1.0 - encoder_params / teacher_params,
         "encoder_params": encoder_params,
         "teacher_encoder_params": teacher_params,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": model.num_parameters(),
         "compress_run_dir": str(config.compress_run_dir),
         **start,
         "compress_cost": compressed.metrics["compress_cost"],
