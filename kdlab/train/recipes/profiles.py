@@ -24,6 +24,8 @@ class RecipeProfile:
     corpus_profile: str
     encoder_size: str
     encoder_overrides: dict = field(default_factory=dict)
+    # ``RNNTConfig`` fields of every route's RNN-T: sizes, and ``prune_range`` (S > 0: the pruned
+    # transducer loss, docs/teacher_calibration.md "Session 9"; 0 everywhere until calibrated)
     rnnt: dict = field(default_factory=dict)
     bestrq: dict = field(default_factory=dict)
     pretrain_steps: int = 100
