@@ -162,3 +162,66 @@ def test_an_export_that_differs_from_pytorch_fails_and_names_the_difference(offl
     with pytest.raises(onnx_export.ExportCheckError, match=r"differs from PyTorch by 3.00e-03 > 1e-04"):
         export_onnx(model, tmp_path / "m.onnx")
     assert json.loads((tmp_path / "m.json").read_text())["max_abs_diff"]["encoder"] == 3e-3
+
+
+def test_the_exported_attention_mask_is_additive_and_equals_the_boolean_one(monkeypatch):
+    import torch.nn.functional as F
+
+    from kdlab.models.attention import additive_mask
+
+    q, k, v = (_features(2, 6 * 3, seed=11 + i).reshape(2, 3, 6, 80)[..., :8] for i in range(3))
+    allowed = torch.arange(6)[None, None, None, :] < torch.tensor([6, 2])[:, None, None, None]  # (B, 1, 1, S)
+    mask = additive_mask(allowed, torch.float32)
+    assert mask.dtype == torch.float32 and mask[allowed].eq(0).all() and mask[~allowed].eq(torch.finfo().min).all()
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    assert torch.allclose(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), expected, atol=1e-6)
+
+
+def test_the_exported_offline_encoder_has_no_nan_guard_over_the_attention_weights(offline):
+    import onnx
+
+    _, report, _ = offline
+    graph = onnx.load(str(report.files["encoder"]), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert "Softmax" in ops and "IsNaN" not in ops  # a boolean SDPA mask would add IsNaN + Where over (B, H, T, S)
+
+
+def test_a_low_rank_layer_exports_with_its_bias_in_the_rank(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from kdlab.compress.lowrank import LowRankLinear
+    from kdlab.deploy.onnx_export import _export
+
+    torch.manual_seed(3)
+    layer = LowRankLinear(12, 20, rank=3).eval()
+    with torch.no_grad():
+        layer.second.bias.uniform_(-1.0, 1.0)
+    x = _features(2, 5, seed=12)[..., :12]
+    _export(layer, (x,), tmp_path / "layer.onnx", ["x"], ["y"], {"x": {0: torch.export.Dim("batch", min=1)}})
+    graph = onnx.load(str(tmp_path / "layer.onnx")).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    last = producer["y"]
+    assert last.op_type == "MatMul" and shapes[last.input[1]] == (4, 20)  # [A, bias]: rank + 1 rows, no bias Add after
+    session = ort.InferenceSession(str(tmp_path / "layer.onnx"), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = layer(x)
+    assert (torch.from_numpy(session.run(None, {"x": x.numpy()})[0]) - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_the_exported_subsampling_projection_is_a_convolution_equal_to_the_linear_one(monkeypatch, stride):
+    from kdlab.models.subsampling import Subsampling
+
+    torch.manual_seed(4)
+    subsampling = Subsampling(80, 24, 8, stride=stride).eval()
+    with torch.no_grad():
+        subsampling.linear.bias.uniform_(-1.0, 1.0)
+    features = _features(2, 40, seed=13)
+    with torch.inference_mode():
+        eager = subsampling(features)
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+        exported = subsampling(features)
+    assert exported.shape == eager.shape == (2, (40 - stride + 1) // stride, 24)
+    assert torch.allclose(exported, eager, atol=1e-5)

@@ -238,3 +238,16 @@ def test_rank_gate_samples_in_training_and_gets_gradients():
     assert not torch.equal(layer(x), layer(x))
     layer(x).pow(2).sum().backward()
     assert layer.gate.log_alpha.grad.abs().sum() > 0
+
+
+def test_the_export_form_carries_the_bias_in_the_rank_and_computes_the_same_map(monkeypatch):
+    layer = LowRankLinear(6, 5, rank=2)
+    with torch.no_grad():
+        layer.second.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(3, 4, 6)
+    with torch.inference_mode():
+        eager = layer(x)
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+        exported = layer(x)
+    assert torch.allclose(exported, eager, atol=1e-6)
+    assert not torch.allclose(eager, layer.second(layer.first(x)) - layer.second.bias, atol=1e-3)  # the bias counts

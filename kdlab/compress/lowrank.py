@@ -24,7 +24,9 @@ memory access), so a factorisation that saves little costs time (measured per la
 rank: docs/deployment_speed.md). A factorised layer is therefore kept only where its factors cost
 at most ⅔ of the dense MACs, r·(m + n) ≤ ⅔·m·n (`factors_are_faster`, the largest such r is
 `fast_rank`); `ranks_by_global_budget` plans dense matrices past it, and materialisation
-stores such a layer dense.
+stores such a layer dense. Measured in ONNX Runtime with the exported layout (the bias carried in
+the rank, `LowRankLinear._bias_in_rank`), pairs at that limit still run 1.2–1.9× faster than the
+dense layer, so the rule is not the cause of slow factorised encoders.
 
 **Choosing ranks.** Per matrix, `rank_by_energy` keeps the smallest r whose components hold a
 fraction `energy` of Σσ². Across matrices, `ranks_by_global_budget` spends one parameter budget
@@ -41,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdlab.compress.hardconcrete import HardConcreteGate
@@ -281,10 +284,22 @@ class LowRankLinear(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is None and self.second.bias is not None and torch.compiler.is_exporting():
+            return self._bias_in_rank(x)
         h = self.first(x)
         if self.gate is not None:
             h = h * self.gate()
         return self.second(h)
+
+    def _bias_in_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map with the bias carried by an extra rank component whose input is the constant 1:
+        h = [B; 0] x + e_r (r + 1 wide), y = [A, bias] h. What the exporter gets: ONNX Runtime adds a
+        bias to a 3-D MatMul in a separate pass over the wide (..., m) output, which costs about as much
+        as the thin product itself; here it is added on the narrow side (docs/deployment_speed.md)."""
+        first = F.pad(self.first.weight, (0, 0, 0, 1))  # a zero row
+        one = F.pad(self.first.weight.new_ones(1), (self.rank, 0))  # e_r, the last of r + 1
+        second = torch.cat((self.second.weight, self.second.bias[:, None]), dim=1)
+        return F.linear(F.linear(x, first, one), second)
 
     def dense_weight(self) -> torch.Tensor:
         """A B `(out_features, in_features)`, without the gate."""

@@ -49,6 +49,16 @@ def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return rotated.reshape(b, t, h, d).to(x.dtype)
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean mask (True = may attend) -> the same mask to add to the scores: 0, or the dtype's lowest value.
+
+    Used while exporting: ONNX's translation of a *boolean* SDPA mask adds a NaN guard (IsNaN + Where
+    over the whole (B, H, T, S) weights, about a tenth of an offline encoder call in ONNX Runtime:
+    docs/deployment_speed.md), needless here since every row of our masks allows a key.
+    """
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Pre-norm self-attention branch: LayerNorm -> q/k/v -> SDPA -> [gate] -> out_proj -> dropout.
 
@@ -98,6 +108,8 @@ class MultiHeadSelfAttention(nn.Module):
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         p = self.attn_dropout if self.training else 0.0
+        if attn_mask is not None and torch.compiler.is_exporting():
+            attn_mask = additive_mask(attn_mask, q.dtype)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, T, hd)
         if self.gate is not None:
             ctx = ctx * self.gate().view(-1, 1, 1)

@@ -19,6 +19,7 @@ does that.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FACTORS = (4, 8)
@@ -92,4 +93,7 @@ class Subsampling(nn.Module):
         for stage in self.convs:
             x = torch.relu(stage(x))  # (B, C, T', F')
         b, c, t, f = x.shape
+        if torch.compiler.is_exporting():  # the same linear map as a (1 x F') convolution: no (B, T', C, F') copy
+            kernel = self.linear.weight.view(-1, c, 1, f)
+            return F.conv2d(x, kernel, self.linear.bias).squeeze(3).transpose(1, 2)
         return self.linear(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
