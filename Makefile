@@ -39,7 +39,7 @@ study: setup synth-deps
 ## After `make study`: open outputs/index.html and every notebook report in headless Chromium
 ## (no console errors, every figure drawn). Its screenshots go to a temporary folder.
 check-report: setup browser-deps
-	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
+	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_notebooks.py -m browser
 
 ## Lint and format check (ruff, config in pyproject.toml), unit tests and headless notebook runs at tiny settings.
 test: setup browser-deps synth-deps
@@ -53,7 +53,7 @@ test: setup browser-deps synth-deps
 screenshots: setup browser-deps synth-deps
 	KDLAB_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/test_browser.py tests/test_notebooks_compression.py -k jupyterlab
 	@if [ -f outputs/index.html ]; then \
-	  KDLAB_SCREENSHOTS=docs/img KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k index; \
+	  KDLAB_SCREENSHOTS=docs/img KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_notebooks.py -m browser -k index; \
 	else echo "note: no outputs/index.html (run make study first): docs/img/index.png left as it is"; fi
 
 ## JupyterLab on notebooks/ with the kdlab kernel; open the URL it prints (with its token). Opens no
