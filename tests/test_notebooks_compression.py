@@ -92,7 +92,7 @@ def test_lesson_reopened_in_jupyterlab_draws_every_figure(executed, lab, browser
 
 @pytest.mark.browser
 @pytest.mark.parametrize("name", LESSON_PANELS)
-def test_lesson_panels_in_jupyterlab_agree_with_their_sliders_after_moves_and_a_reload(
+def test_lesson_panels_in_jupyterlab_agree_with_their_controls_after_moves_and_a_reload(
     lab, browser, tmp_path_factory, name
 ):
     page, problems = open_notebook(browser, lab, name)
