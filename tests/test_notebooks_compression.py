@@ -6,10 +6,9 @@ training steps per run) and must finish without an error, with every code cell r
 self-checks (asserts in the cells) passed, and its figures and widget panels shown.
 
 Then in JupyterLab in headless Chromium (tests/jupyterlab_pages.py), as a student sees them:
-02 (no widgets) reopened with its outputs, every figure drawn;
-03 and 04 run whole (their runs, trained by the headless run, are loaded), their panels following
-their sliders before and after a reload (tests/lesson_panels.py), 03's gate heatmaps following
-their step sliders; no console error anywhere.
+02 (no widgets) reopened with its outputs, every figure drawn; 03 and 04 run whole (loading the
+runs the headless run trained), their panels following every control before and after a reload
+(tests/lesson_panels.py), 03's gate heatmaps following their step sliders; no console error.
 """
 
 from __future__ import annotations
