@@ -14,7 +14,7 @@ WORKERS ?= 2
 CORPUS ?=
 TOKENIZER ?=
 
-.PHONY: setup study check-report test browser-slow lab corpus browser-deps synth-deps clean-outputs screenshots
+.PHONY: setup study check-report test lab corpus browser-deps synth-deps clean-outputs screenshots
 
 # Re-installs only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -39,7 +39,7 @@ study: setup synth-deps
 ## After `make study`: open outputs/index.html and every notebook report in headless Chromium
 ## (no console errors, every figure drawn). Its screenshots go to a temporary folder.
 check-report: setup browser-deps
-	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k "index or reports"
+	KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_notebooks.py -m browser
 
 ## Lint and format check (ruff, config in pyproject.toml), unit tests and headless notebook runs at tiny settings.
 test: setup browser-deps synth-deps
@@ -48,17 +48,12 @@ test: setup browser-deps synth-deps
 	$(PY) -m kdlab data --profile tiny >/dev/null  # the shared tiny corpus, built once before the workers start
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
-## Notebooks 02 and 05 run whole in JupyterLab in headless Chromium at profile tiny (no error, no
-## console error, every figure drawn, 05's gate heatmap slider): minutes of training, so not in `make test`.
-browser-slow: setup browser-deps synth-deps
-	KDLAB_SLOW_BROWSER=1 $(PY) -m pytest -q tests/test_browser.py -k lessons_without_panels
-
 ## The README's images (docs/img/, the only target that writes them): the panels of notebooks 00,
 ## 03 and 04 in JupyterLab at profile tiny, and, after `make study`, outputs/index.html.
 screenshots: setup browser-deps synth-deps
-	KDLAB_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/test_browser.py -k jupyterlab
+	KDLAB_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/test_browser.py tests/test_notebooks_compression.py -k jupyterlab
 	@if [ -f outputs/index.html ]; then \
-	  KDLAB_SCREENSHOTS=docs/img KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_browser.py -k index; \
+	  KDLAB_SCREENSHOTS=docs/img KDLAB_CHECK_OUTPUTS=outputs $(PY) -m pytest -q tests/test_notebooks.py -m browser -k index; \
 	else echo "note: no outputs/index.html (run make study first): docs/img/index.png left as it is"; fi
 
 ## JupyterLab on notebooks/ with the kdlab kernel; open the URL it prints (with its token). Opens no

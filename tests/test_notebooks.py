@@ -1,16 +1,24 @@
-"""Notebooks: committed clean, run headless at tiny settings, published as HTML with an index."""
+"""Notebooks: committed clean, run headless at tiny settings, published as HTML with an index;
+the reports and the index opened in a real (headless) Chromium (tests/jupyterlab_pages.py) load
+offline without console errors and draw their plotly figures, those of notebooks 00 and 01 run
+here, or with ``KDLAB_CHECK_OUTPUTS=<folder>`` those of a finished `make study` (`make check-report`:
+``-m browser``).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
+from jupyterlab_pages import PAGE_MS, chromium_context, drawn_figures, open_page, screenshot_folder, wait_for_drawn
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from stand_ins import assert_nothing_on_stderr
 
@@ -138,6 +146,70 @@ def test_index_shows_the_key_figure_of_notebook_00_with_plotly_embedded_once(stu
     assert nr.plotlyjs_bundle_count(index) == 1
     assert index.count("Plotly.newPlot(") == 2  # one key figure for each of the two notebooks run
     assert f'href="html/00_corpus.html#cell-id={cell.id}"' in index
+
+
+# --- the reports and the index in a browser ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reports(request):
+    """The output folder whose reports the browser opens: ``KDLAB_CHECK_OUTPUTS`` (a finished
+    `make study`: `make check-report`), else notebooks 00 and 01 run here (``study``)."""
+    finished = os.environ.get("KDLAB_CHECK_OUTPUTS")
+    if not finished:
+        return request.getfixturevalue("study")
+    folder = Path(finished).resolve()
+    if not (folder / "index.html").is_file():
+        pytest.fail(f"KDLAB_CHECK_OUTPUTS={finished}: no index.html there; run `make study` first")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
+
+
+@pytest.mark.browser
+def test_index_in_a_browser_loads_offline_without_errors_and_shows_each_notebooks_figures(
+    browser, reports, tmp_path_factory
+):
+    with_figures = [
+        p.stem for p in sorted(reports.glob("*.ipynb")) if nr.notebook_figures(nbformat.read(p, as_version=4))
+    ]
+    assert with_figures, "notebook 00 shows figures; the index must have some to check"
+    page, problems = open_page(browser, reports / "index.html")
+    try:
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_MS)
+        for name in with_figures:
+            drawn = drawn_figures(page, f"figure:has(a[href^='html/{name}.html'])")
+            assert drawn and all(drawn), f"index.html: the key figure(s) of {name} are missing or not drawn: {drawn}"
+        if (reports / "study" / "results.json").is_file():  # a study ran: its table is on the page
+            assert page.locator("h2", has_text="Study results").count() == 1
+            assert page.locator("table").count() >= 2, "the study's results and claims tables"
+        page.screenshot(path=str(screenshot_folder(tmp_path_factory) / "index.png"))
+        assert not problems, "index.html: the browser reported problems:\n" + "\n".join(problems)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_reports_in_a_browser_load_offline_without_errors_and_draw_every_figure(browser, reports):
+    for executed in sorted(reports.glob("*.ipynb")):
+        expected = len(nr.notebook_figures(nbformat.read(executed, as_version=4)))
+        page, problems = open_page(browser, reports / "html" / f"{executed.stem}.html")
+        try:
+            if expected:  # large figures draw one after another: wait for all of them (or time out)
+                wait_for_drawn(page, expected)
+            drawn = page.locator(".js-plotly-plot").evaluate_all(
+                "els => els.map(el => !!el.querySelector('.main-svg'))"
+            )
+            assert len(drawn) == expected and all(drawn), (
+                f"{executed.stem}: {expected} figures expected, drawn: {drawn}"
+            )
+            assert not problems, f"{executed.stem}.html: the browser reported problems:\n" + "\n".join(problems)
+        finally:
+            page.close()
 
 
 # --- runner behaviour --------------------------------------------------------------------

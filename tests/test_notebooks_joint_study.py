@@ -5,7 +5,10 @@ Both notebooks run with papermill at profile "tiny" in an isolated KDLAB_HOME (e
 outputs/, the shared tiny corpus): 05 trains the tiny teachers and its rows of the study grid,
 then 06 finds no study outputs, runs the tiny smoke grid (reusing 05's rows) and shows it. Each
 must finish without an error, every code cell run, its self-checks (asserts in the cells)
-passed and its figures shown; what 06 shows must be what the study wrote.
+passed and its figures shown; what 06 shows must be what the study wrote. 05 reopened in
+JupyterLab in headless Chromium with those outputs (tests/jupyterlab_pages.py), as a student sees
+it: every figure drawn, each gate heatmap following its step slider, before and after a page
+reload, and no console error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import nbformat
 import pytest
 import torch
+from jupyterlab_pages import check_executed_notebook, chromium_context, jupyterlab
 from stand_ins import (
     assert_lesson_explains_and_checks_itself,
     assert_ran_headless_at_tiny,
@@ -181,6 +185,27 @@ def test_the_gated_student_rebuilt_from_a_checkpoint_counts_as_materialised(home
     gated = sl.joint_gated_student(routes.joint, runs.ssl_teacher().encoder)
     assert round(float(expected_params(gated.encoder, deterministic=True))) == routes.joint.metrics["encoder_params"]
     assert any(isinstance(m, HardConcreteGate) for m in gated.encoder.modules()), "the rebuilt student is gated"
+
+
+# ------------------------------------------------------------------ in JupyterLab
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def lab(executed, tmp_path_factory):
+    """JupyterLab serving 05 as its headless run left it."""
+    with jupyterlab(tmp_path_factory.mktemp("jupyterlab"), {JOINT: executed[JOINT]}, trusted=(JOINT,)) as served:
+        yield served
+
+
+@pytest.mark.browser
+def test_the_joint_lesson_in_jupyterlab_draws_every_figure_and_heatmap_step_before_and_after_a_reload(
+    executed, lab, browser
+):
+    check_executed_notebook(browser, lab, JOINT, executed[JOINT])
 
 
 # ------------------------------------------------------------------ helpers, without notebooks

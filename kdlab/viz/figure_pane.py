@@ -13,6 +13,9 @@ Here the figure is a plain ``go.Figure`` (``pane.figure``, edited in place) and 
 own plotly renderer). ``with pane.editing(): ...`` redraws once at the end by setting the
 Output's ``outputs``, which is its synced state: the page, a reloaded page and a report
 (``kdlab.widget_snapshot``) all show what the panel's controls and status say.
+
+A reload can still log "widget model not found" from a renderer JupyterLab discards while the
+page loads (the panel itself is drawn; tests/jupyterlab_pages.py, ``HIDDEN_WIDGET_RENDER_ERRORS``).
 """
 
 from __future__ import annotations
