@@ -88,12 +88,12 @@ def ctc_loss(
 class RNNTWithCTC(nn.Module):
     """An RNN-T model with a CTC head on its encoder output. ``forward(batch)`` -> (loss, parts):
 
-            loss = RNN-T + weight · CTC        parts = {"loss_rnnt", "loss_ctc"} (detached)
+        loss = RNN-T + weight · CTC        parts = {"loss_rnnt", "loss_ctc"} (detached)
 
     RNN-T is ``RNNTModel.transducer_loss``: with ``prune_range`` > 0 "loss_rnnt" is the pruned loss,
     and the simple joiner's loss (weighted into RNN-T) is logged as "loss_simple".
 
-        ``rnnt`` is the model to keep; the head only shapes the encoder while it trains.
+    ``rnnt`` is the model to keep; the head only shapes the encoder while it trains.
     """
 
     def __init__(self, rnnt: nn.Module, head: nn.Linear, weight: float) -> None:
