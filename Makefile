@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-## Test processes (pytest-xdist; each test file runs whole in one of them): one per core of the 2-core CI machine.
+## Test processes (pytest-xdist; each test file runs whole in one of them, files sharing a session
+## fixture together: tests/conftest.py): one per core of the 2-core CI machine.
 TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.kdlab-installed
 PROFILE ?= default

@@ -1,11 +1,12 @@
 """Notebooks 05 (joint pruning with RNN-T) and 06 (the study's results) run headless at tiny
 settings, and the helpers behind them (``kdlab.lessons.study_grid``) behave.
 
-Both notebooks run with papermill at profile "tiny" in an isolated KDLAB_HOME (empty runs/ and
-outputs/, the shared tiny corpus): 05 trains the tiny teachers and its rows of the study grid,
-then 06 finds no study outputs, runs the tiny smoke grid (reusing 05's rows) and shows it. Each
-must finish without an error, every code cell run, its self-checks (asserts in the cells)
-passed and its figures shown; what 06 shows must be what the study wrote. 05 reopened in
+Both notebooks run with papermill at profile "tiny" in the KDLAB_HOME of the session's tiny grid
+(tests/tiny_grid.py: every row of the study grid at the lessons' smoke budgets, trained from
+nothing through the CLI; outputs/ empty): 05 finds its teachers and rows trained, then 06 finds no
+study outputs, runs the tiny smoke grid (every row trained) and shows it. Each must finish
+without an error, every code cell run, its self-checks (asserts in the cells) passed and its
+figures shown; what 06 shows must be what the study wrote. 05 reopened in
 JupyterLab in headless Chromium with those outputs (tests/jupyterlab_pages.py), as a student sees
 it: every figure drawn, each gate heatmap following its step slider, before and after a page
 reload, and no console error.
@@ -24,12 +25,10 @@ from stand_ins import (
     assert_lesson_explains_and_checks_itself,
     assert_ran_headless_at_tiny,
     execute_lessons,
-    isolated_kdlab_home,
 )
 
 from kdlab.compress.hardconcrete import HardConcreteGate
 from kdlab.compress.param_count import expected_params
-from kdlab.data.corpus import ensure_corpus
 from kdlab.lessons import study_grid as sl
 from kdlab.paths import PROJECT_ROOT
 from kdlab.report import notebook_runner as nr
@@ -81,12 +80,11 @@ def test_the_joint_lesson_writes_out_the_joint_loss():
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A KDLAB_HOME with empty runs/ and outputs/ that shares the tiny corpus and its feature cache."""
-    root = tmp_path_factory.mktemp("home")
-    patch = isolated_kdlab_home(root, ensure_corpus("tiny", progress=False))
-    yield root
-    patch.undo()
+def home(tiny_grid):
+    """The KDLAB_HOME of the session's tiny grid (its runs/, empty outputs/), set for this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDLAB_HOME", str(tiny_grid.home))
+        yield tiny_grid.home
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +95,7 @@ def executed(home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def results(home, executed):
-    """results.json of the study notebook 06 ran (the isolated home had none)."""
+    """results.json of the study notebook 06 ran (the home's outputs/ had none)."""
     return json.loads((home / "outputs" / "study" / "results.json").read_text())
 
 

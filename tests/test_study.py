@@ -1,30 +1,29 @@
 """The study grid (issue 5, acceptance 2): the whole grid end to end at the tiny profile — every
-method, both routes, both modes, one seed, two training steps per recipe — through the CLI; its
-outputs' schema, finiteness and consistency with the reloaded models; the claims and checks
-recomputed from the rows (and moved by changing a WER); caching of finished rows; and the config
-and task logic (the claims, checks and tables on synthetic rows: test_study_claims.py).
+method, both routes, both modes, one seed, the lessons' smoke budgets (a few steps per recipe) —
+through the CLI; its outputs' schema, finiteness and consistency with the reloaded models; the
+claims and checks recomputed from the rows (and moved by changing a WER); caching of finished
+rows; and the config and task logic (the claims, checks and tables on synthetic rows:
+test_study_claims.py). The grid is the session's ``tiny_grid`` (tests/tiny_grid.py), whose runs
+notebooks 05 and 06 reuse in test_notebooks_joint_study.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
 
 import pytest
 import torch
-from stand_ins import isolated_kdlab_home
+from tiny_grid import run_study_cli
 
-from kdlab.cli import main
 from kdlab.compress.factorise import factorise_encoder
 from kdlab.compress.lowrank import LowRankLinear
 from kdlab.compress.materialise import materialise
 from kdlab.compress.param_count import expected_macs_per_second
-from kdlab.data.corpus import ensure_corpus
 from kdlab.eval.wer import relative_wer
+from kdlab.lessons import study_grid as sl
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.report.offline_html import external_resources
 from kdlab.study.checks import run_checks
@@ -34,55 +33,27 @@ from kdlab.study.parallel import tasks
 from kdlab.study.plan import RowSpec, plan_rows
 from kdlab.study.recipes import GridRuns
 from kdlab.study.table import COLUMNS, add_rwer
+from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import load_asr, read_result
 from kdlab.train.recipes.sequential import SequentialConfig, encoder_in_mode, run_sequential
 from kdlab.train.recipes.student_start import fresh_rnnt, weights_digest
 
 torch.set_num_threads(1)
 TARGET = 0.25
-ARGS = [
-    "study",
-    "--profile",
-    "tiny",
-    "--steps",
-    "2",
-    "--latency-seconds",
-    "1",
-    "--latency-min-time",
-    "0.02",
-    "--latency-runs",
-    "1",
-    "--device",
-    "cpu",
-    "--workers",
-    "2",
-]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A KDLAB_HOME whose runs/ is empty and whose corpus (and feature cache) is the shared tiny one."""
-    corpus = ensure_corpus("tiny", progress=False)
-    root = tmp_path_factory.mktemp("home")
-    patch = isolated_kdlab_home(root, corpus)
-    yield root
-    patch.undo()
-
-
-def _run_cli(out) -> str:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit) as exit_info:
-        main([*ARGS, "--out", str(out)])
-    assert exit_info.value.code == 0, buffer.getvalue()
-    return buffer.getvalue()
+def home(tiny_grid):
+    """The KDLAB_HOME of the session's tiny grid (its runs/ and the shared tiny corpus), set for this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDLAB_HOME", str(tiny_grid.home))
+        yield tiny_grid.home
 
 
 @pytest.fixture(scope="module")
-def study(home):
+def study(home, tiny_grid):
     """(output folder, stdout, results.json) of the tiny grid run from nothing through the CLI."""
-    out = home / "outputs" / "study"
-    stdout = _run_cli(out)
-    return out, stdout, json.loads((out / "results.json").read_text())
+    return tiny_grid.out, tiny_grid.stdout, tiny_grid.results
 
 
 def _walk_numbers(value, path="results"):
@@ -119,6 +90,11 @@ def test_the_grid_has_every_method_route_and_mode_and_writes_all_outputs(study):
         for name in ("encoder_params", "params", "macs_per_second", "latency_ms", "dev_wer", "test_wer"):
             assert row[name] is not None, (row["key"], name)
     assert len(data["summary"]) == len(expected) and all(s["seeds"] == 1 for s in data["summary"])
+
+
+def test_the_grid_is_the_lessons_smoke_grid_with_every_method(study):
+    """Notebooks 05 and 06 at profile tiny train rows of this grid (``grid_config``), so they find them trained."""
+    assert StudyConfig.from_dict(study[2]["config"]) == sl.grid_config("tiny", methods=list(METHODS))
 
 
 def test_every_reported_number_is_finite(study):
@@ -189,7 +165,7 @@ def test_every_student_row_had_the_same_start_and_the_same_asr_schedule(study):
     }
     assert schedules == scratch and len(schedules) == 1  # the from-scratch reference too
     ((ctc_steps, ctc_frames, rnnt_steps, rnnt_frames),) = schedules
-    assert (ctc_steps, rnnt_steps) == (config.ctc_warmup_steps, config.finetune_steps) == (2, 2)
+    assert (ctc_steps, rnnt_steps) == (get_profile("tiny").student_ctc_steps, config.finetune_steps)
     assert ctc_frames > 0 and rnnt_frames > 0
     for row in students:  # what each row was paid: the sequential route's compression on top of the schedule
         paid = row["compress_cpu_seconds"]
@@ -228,7 +204,7 @@ def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study)
     markdown = (out / "results.md").read_text()
     for claim in data["claims"]:
         assert f"| {claim['statement']} | {TARGET:g} | {claim['verdict']} |" in markdown
-        # two training steps per recipe leave every model on the blank plateau: nothing can be decided
+        # a few training steps per recipe leave every model on the blank plateau: nothing can be decided
         assert claim["verdict"] == "undetermined" and "blank plateau" in claim["reason"], claim
 
     def with_wer(rows, mode, route, method, factor):
@@ -251,7 +227,7 @@ def test_claims_and_checks_are_computed_from_the_rows_and_flip_with_a_wer(study)
 
 def test_a_rerun_skips_every_finished_row_and_writes_the_same_rows(study):
     out, _, data = study
-    stdout = _run_cli(out)
+    stdout = run_study_cli(out)
     progress = [line for line in stdout.splitlines() if line.startswith("[")]
     assert len(progress) == len(data["rows"]) and all(": cached in " in line for line in progress)
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
@@ -291,7 +267,6 @@ def test_gpus_per_run_trains_a_task_under_torchrun(study):
     processes) and rank 0's run folder is the one the grid reuses."""
     from kdlab.study.parallel import PRETRAIN, Task, run_task
     from kdlab.study.recipes import GridRuns
-    from kdlab.train.recipes.profiles import get_profile
 
     config = StudyConfig.from_dict({**study[2]["config"], "teacher_seed": 7})  # a pre-training not yet run
     run_task(config.to_dict(), Task(PRETRAIN, (), PRETRAIN), threads=1, device="cpu", processes_per_run=2)
