@@ -1,5 +1,5 @@
-"""What several test files share: runs built once per test session, and the pytest-xdist
-scheduling that keeps the files sharing them in one worker process.
+"""What several test files share: runs built once per test session, a browser per module, and the
+pytest-xdist scheduling that keeps the files sharing a session fixture in one worker process.
 
 `make test` runs the suite in pytest-xdist workers with ``--dist loadfile``: a file runs whole in
 one worker. The files of ``SHARED_GROUPS`` are one work unit instead: they run one after the
@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 import pytest
+from jupyterlab_pages import chromium_context
 from tiny_grid import TinyGrid, build_tiny_grid
 
 #: File name -> its work unit, for files sharing a session fixture (others: a unit of their own).
@@ -40,3 +41,10 @@ def pytest_xdist_make_scheduler(config, log):
 def tiny_grid(tmp_path_factory) -> TinyGrid:
     """The study grid at profile tiny (tests/tiny_grid.py), run from nothing once per session."""
     return build_tiny_grid(tmp_path_factory.mktemp("tiny-grid-home"))
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A Chromium browser context (the system Chromium, headless) with a fresh profile, closed after the module."""
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context

@@ -28,7 +28,6 @@ from jupyterlab_pages import (
     NOTEBOOK_ERRORS,
     PAGE_MS,
     ROUND_TRIP_MS,
-    chromium_context,
     click_heatmap_steps,
     drawn_figures,
     heatmap_label_clears_the_buttons,
@@ -60,13 +59,6 @@ TRACE_SUMMARY = """gd => {
   for (let i = 0; i < y.length; i++) total += Math.abs(y[i]);
   return {length: y.length, total: total};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    """A Chromium browser context with a fresh profile, closed after the module."""
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
 
 
 @pytest.fixture(scope="module")

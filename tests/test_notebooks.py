@@ -18,7 +18,7 @@ import nbformat
 import papermill
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
-from jupyterlab_pages import PAGE_MS, chromium_context, drawn_figures, open_page, screenshot_folder, wait_for_drawn
+from jupyterlab_pages import PAGE_MS, drawn_figures, open_page, screenshot_folder, wait_for_drawn
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from stand_ins import assert_nothing_on_stderr
 
@@ -162,12 +162,6 @@ def reports(request):
     if not (folder / "index.html").is_file():
         pytest.fail(f"KDLAB_CHECK_OUTPUTS={finished}: no index.html there; run `make study` first")
     return folder
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
 
 
 @pytest.mark.browser

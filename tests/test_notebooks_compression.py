@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 from jupyterlab_pages import (
     check_executed_notebook,
-    chromium_context,
     jupyterlab,
     lesson_at_tiny,
     open_notebook,
@@ -67,12 +66,6 @@ def test_lesson_shows_its_figures_and_panels(executed, name, figures, panels):
 
 
 # ---- in JupyterLab -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
-
-
 @pytest.fixture(scope="module")
 def lab(executed, tmp_path_factory):
     """JupyterLab serving 02 as the headless run left it and 03, 04 at profile tiny to run (after

@@ -20,7 +20,7 @@ import re
 import nbformat
 import pytest
 import torch
-from jupyterlab_pages import check_executed_notebook, chromium_context, jupyterlab
+from jupyterlab_pages import check_executed_notebook, jupyterlab
 from stand_ins import (
     assert_lesson_explains_and_checks_itself,
     assert_ran_headless_at_tiny,
@@ -186,12 +186,6 @@ def test_the_gated_student_rebuilt_from_a_checkpoint_counts_as_materialised(home
 
 
 # ------------------------------------------------------------------ in JupyterLab
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
-        yield context
-
-
 @pytest.fixture(scope="module")
 def lab(executed, tmp_path_factory):
     """JupyterLab serving 05 as its headless run left it."""
