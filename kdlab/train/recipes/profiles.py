@@ -154,8 +154,8 @@ PROFILES: dict[str, RecipeProfile] = {
             subsampling_channels=32,
             dropout=0.0,
         ),  # a narrow front-end (docs/teacher_calibration.md: "The front-end matters")
-        # the pruned transducer loss: the same teacher, 1.66x the transducer phase's audio per CPU second,
-        # part of it spent on 900 RNN-T steps (test WER 18.9 %; docs/teacher_calibration.md "Session 10")
+        # the pruned transducer loss: the same teacher for less CPU per RNN-T step, part of the saving
+        # spent on more RNN-T steps (docs/teacher_calibration.md "Session 10")
         rnnt=dict(pred_embed_dim=64, pred_hidden=192, joint_dim=160, prune_range=4),
         bestrq=dict(codebook_size=1024, codebook_dim=16),
         pretrain_steps=500,
