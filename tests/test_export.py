@@ -9,10 +9,9 @@ import json
 
 import pytest
 import torch
-from tiny_asr import tiny_compressed_asr, write_run_folder
+from tiny_asr import tiny_compressed_asr
 
 from kdlab.cli import main
-from kdlab.data.features import GlobalCMVN
 from kdlab.deploy.onnx_export import TOLERANCE, companion_paths, export_onnx
 from kdlab.deploy.onnx_runtime import OnnxRNNT
 from kdlab.models.decoding import beam_search, greedy_search
@@ -21,33 +20,44 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    model = tiny_compressed_asr(streaming=False)
-    path = tmp_path_factory.mktemp("offline") / "model.onnx"
-    return model, export_onnx(model, path), OnnxRNNT(path, threads=1)
+def offline(offline_export):
+    """(model, the export's own check, runtime) of the session's offline export (tests/conftest.py)."""
+    return offline_export.model, _check_of(offline_export.onnx), OnnxRNNT(offline_export.onnx, threads=1)
 
 
-@pytest.fixture(
-    scope="module",
-    params=[{"subsampling_factor": 4}, {"subsampling_factor": 8, "half_rate_blocks": [0, 1]}],
-    ids=["4x", "8x-half-rate"],
-)
+@pytest.fixture(scope="module", params=["4x", "8x-half-rate"])
 def streaming(tmp_path_factory, request):
-    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1, **request.param)
-    path = tmp_path_factory.mktemp("streaming") / "model.onnx"
-    return model, export_onnx(model, path, streaming=True), OnnxRNNT(path, threads=1)
+    """(model, the export's own check, runtime) of a streaming tiny model carrying one chunk of left
+    context: at 4x the session's export by `kdlab export --streaming` (tests/conftest.py), at 8x with
+    half-rate blocks one exported here."""
+    if request.param == "4x":
+        shared = request.getfixturevalue("streaming_export")
+        model, path = shared.model, shared.onnx
+    else:
+        model = tiny_compressed_asr(
+            streaming=True, left_chunks=1, seed=1, subsampling_factor=8, half_rate_blocks=[0, 1]
+        )
+        path = tmp_path_factory.mktemp("streaming") / "model.onnx"
+        export_onnx(model, path, streaming=True)
+    return model, _check_of(path), OnnxRNNT(path, threads=1)
+
+
+def _check_of(path) -> dict:
+    """The export's own check as its manifest records it: {graph role: max |ONNX Runtime - PyTorch|}."""
+    return json.loads(companion_paths(path)["manifest"].read_text())["max_abs_diff"]
 
 
 def _features(batch: int, frames: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, frames, 80, generator=torch.Generator().manual_seed(seed))
 
 
-def test_offline_export_writes_its_files_and_its_check_is_within_tolerance(offline):
-    _, report, runtime = offline
+def test_offline_export_writes_its_files_and_its_check_is_within_tolerance(offline_export):
+    report = offline_export.report
     assert set(report.files) == {"encoder", "predictor", "joiner", "manifest"}
     assert all(path.is_file() for path in report.files.values())
     assert set(report.max_abs_diff) == {"encoder", "predictor", "joiner"}
     assert report.worst <= TOLERANCE
+    runtime = OnnxRNNT(offline_export.onnx, threads=1)
     assert runtime.manifest["mode"] == "offline" and runtime.manifest["max_abs_diff"] == report.max_abs_diff
 
 
@@ -80,8 +90,8 @@ def test_greedy_and_beam_search_through_onnx_runtime_give_pytorchs_hypotheses(of
 
 
 def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_caches(streaming):
-    model, report, runtime = streaming
-    assert report.worst <= TOLERANCE
+    model, check, runtime = streaming
+    assert set(check) == {"encoder", "predictor", "joiner"} and max(check.values()) <= TOLERANCE
     config = model.encoder.config
     s = config.subsampling_factor
     utterance = _features(1, 239, seed=9)  # 59 encoder frames at 4x (14 chunks of 4, then 3), 29 at 8x (7, then 1)
@@ -116,21 +126,16 @@ def test_a_streaming_export_of_an_offline_model_is_refused_with_what_to_do(offli
         export_onnx(model, tmp_path / "x.onnx", streaming=True)
 
 
-def test_cli_export_writes_the_files_and_reports_each_difference(tmp_path, capsys):
-    model = tiny_compressed_asr(streaming=True, seed=2)
-    cmvn = GlobalCMVN(torch.zeros(80), torch.ones(80))
-    run_dir = write_run_folder(tmp_path / "run", model, cmvn)
-    out = tmp_path / "exported" / "tiny.onnx"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(run_dir), "--format", "onnx", "--streaming", "--out", str(out)])
-    printed = capsys.readouterr()
-    assert exit_info.value.code == 0, printed.err
-    files = companion_paths(out)
+def test_cli_export_writes_the_files_and_reports_each_difference(streaming_export):
+    files = companion_paths(streaming_export.onnx)  # `kdlab export RUN_DIR --streaming --out FILE` wrote them
     assert all(path.is_file() for path in files.values())
     manifest = json.loads(files["manifest"].read_text())
     assert manifest["mode"] == "streaming" and manifest["tokenizer"]["kind"] == "char"
+    assert manifest["cmvn"] == json.loads((streaming_export.run_dir / "cmvn.json").read_text())
+    printed = streaming_export.printed
+    assert f"exported streaming chunk step (160 ms chunks) model of {streaming_export.run_dir}" in printed
     for role in ("encoder", "predictor", "joiner"):
-        assert f"{role}" in printed.out and f"= {manifest['max_abs_diff'][role]:.1e}" in printed.out
+        assert f"{role}" in printed and f"= {manifest['max_abs_diff'][role]:.1e}" in printed
 
 
 def test_cli_export_of_a_folder_without_a_finished_run_names_it(tmp_path, capsys):
@@ -177,11 +182,10 @@ def test_the_exported_attention_mask_is_additive_and_equals_the_boolean_one(monk
     assert torch.allclose(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), expected, atol=1e-6)
 
 
-def test_the_exported_offline_encoder_has_no_nan_guard_over_the_attention_weights(offline):
+def test_the_exported_offline_encoder_has_no_nan_guard_over_the_attention_weights(offline_export):
     import onnx
 
-    _, report, _ = offline
-    graph = onnx.load(str(report.files["encoder"]), load_external_data=False).graph
+    graph = onnx.load(str(offline_export.onnx), load_external_data=False).graph
     ops = {node.op_type for node in graph.node}
     assert "Softmax" in ops and "IsNaN" not in ops  # a boolean SDPA mask would add IsNaN + Where over (B, H, T, S)
 

@@ -50,7 +50,11 @@ def test_paired_latency_alternates_the_order_and_takes_medians_of_times_and_rati
     assert result.speedup == pytest.approx(3.0) and result.rounds == 4
 
 
-def test_onnx_runtime_encoder_call_computes_the_eager_encoder_and_measure_model_names_its_runtime(tmp_path):
+def test_onnx_runtime_encoder_call_computes_the_eager_encoder_and_measure_model_names_its_runtime(
+    tmp_path, monkeypatch
+):
+    import kdlab.study.recipes as recipes
+
     model = tiny_compressed_asr(streaming=False)
     features, lengths = latency_inputs(model, 1.0)
     eager = encoder_call(model.encoder, features, lengths, "eager")
@@ -58,7 +62,10 @@ def test_onnx_runtime_encoder_call_computes_the_eager_encoder_and_measure_model_
     with torch.inference_mode():
         expected = eager()[0]
     assert (torch.from_numpy(onnx()[0]) - expected).abs().max() <= 1e-4
+    asked = []  # measure_model's call in the runtime it was given: the one exported above, not a second export
+    monkeypatch.setattr(recipes, "encoder_call", lambda encoder, f, n, runtime, folder: asked.append(runtime) or onnx)
     measured = measure_model(model, model.encoder, eager, 1.0, min_time=0.01, min_runs=2, runtime="onnxruntime")
+    assert asked == ["onnxruntime"]
     assert measured["latency_runtime"] == "onnxruntime" and measured["latency_audio_seconds"] == 1.0
     assert measured["latency_ms"] > 0 and measured["latency_teacher_ms"] > 0 and measured["latency_speedup"] > 0
     assert measured["encoder_params"] == model.encoder.num_parameters()

@@ -10,10 +10,8 @@ import re
 import pytest
 import soundfile
 import torch
-from tiny_asr import tiny_compressed_asr, write_run_folder
 
 from kdlab.cli import main
-from kdlab.data.corpus import ensure_corpus
 from kdlab.models.decoding import decode
 from kdlab.train.recipes.data_setup import SpeechData
 
@@ -22,27 +20,21 @@ LINE = re.compile(r"^(?P<path>\S+): (?P<text>.*)  \[(?P<seconds>[\d.]+) s audio,
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    """The tiny corpus and the CMVN of its first train utterances."""
-    folder = ensure_corpus("tiny", progress=False)
-    data = SpeechData.from_corpus(folder, cmvn_utterances=8)
-    return data
-
-
-def _run(model, data, tmp_path_factory, name):
-    return write_run_folder(tmp_path_factory.mktemp(name) / "run", model, data.cmvn)
+def corpus(tiny_speech_data):
+    """The tiny corpus and the CMVN of its first train utterances (tests/conftest.py)."""
+    return tiny_speech_data
 
 
 @pytest.fixture(scope="module")
-def offline_run(corpus, tmp_path_factory):
-    model = tiny_compressed_asr(streaming=False)
-    return model, _run(model, corpus, tmp_path_factory, "offline")
+def offline_run(offline_export):
+    """A tiny offline run, its ONNX export already in the run folder (tests/conftest.py)."""
+    return offline_export.model, offline_export.run_dir
 
 
 @pytest.fixture(scope="module")
-def streaming_run(corpus, tmp_path_factory):
-    model = tiny_compressed_asr(streaming=True, seed=3)
-    return model, _run(model, corpus, tmp_path_factory, "streaming")
+def streaming_run(streaming_export):
+    """A tiny streaming run, its ONNX chunk step already in the run folder (tests/conftest.py)."""
+    return streaming_export.model, streaming_export.run_dir
 
 
 def _transcribe(capsys, *args) -> tuple[int, dict[str, str], list[str], str]:
@@ -77,7 +69,7 @@ def test_onnx_runtime_and_beam_search_give_the_pytorch_transcripts(offline_run, 
     audio, expected_beam = _reference(model, corpus, method="beam", beam=3)
     code, onnx_texts, errors, _ = _transcribe(capsys, run_dir, audio, "--runtime", "onnx", "--beam", "3")
     assert code == 0 and not errors and onnx_texts == {audio: expected_beam}
-    assert (run_dir / "onnx" / "model-offline.onnx").is_file()  # exported on first use, reused after
+    assert (run_dir / "onnx" / "model-offline.onnx").is_file()  # the session's export, reused (first use: below)
 
 
 def test_streaming_transcripts_agree_across_runtimes_and_with_the_offline_forward(streaming_run, corpus, capsys):
@@ -115,7 +107,8 @@ def test_streaming_transcription_of_an_offline_run_is_refused_with_what_to_do(of
 
 
 def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(corpus, tmp_path, capsys):
-    """A real tiny run (two RNN-T steps from random init) in the teacher's run-folder format."""
+    """A real tiny run (two RNN-T steps from random init) in the teacher's run-folder format, exported
+    to ONNX on first use."""
     from stand_ins import isolated_kdlab_home
 
     from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
@@ -127,5 +120,7 @@ def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(corpus, tmp_pat
         patch.undo()
     data = SpeechData.from_corpus(corpus.corpus_dir, cmvn=result.cmvn)
     audio, expected = _reference(result.model, data)
+    assert not (result.run_dir / "onnx").exists()
     code, texts, errors, _ = _transcribe(capsys, result.run_dir, audio, "--runtime", "onnx")
     assert code == 0 and not errors and texts == {audio: expected}
+    assert (result.run_dir / "onnx" / "model-offline.onnx").is_file()

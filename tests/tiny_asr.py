@@ -1,16 +1,23 @@
-"""A tiny compressed RNN-T model (pruned branches, low-rank layers, materialised) and a run folder
-holding it, for the deployment tests (export, ONNX Runtime, transcribe)."""
+"""A tiny compressed RNN-T model (pruned branches, low-rank layers, materialised), a run folder
+holding it, and such runs exported to ONNX where `kdlab transcribe --runtime onnx` keeps them, for
+the deployment tests (export, ONNX Runtime, transcribe; tests/conftest.py shares one offline and one
+streaming export per test session)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 from kdlab.compress.factorise import factorise_encoder
 from kdlab.compress.materialise import materialise
 from kdlab.data.features import GlobalCMVN
 from kdlab.data.tokenizer import CharTokenizer
+from kdlab.deploy.onnx_export import ExportReport, export_onnx
 from kdlab.models.conformer import ConformerEncoder, teacher_config
 from kdlab.models.rnnt import BLANK, RNNTConfig, RNNTModel
 from kdlab.train.recipes.runs import save_student_asr, write_result
@@ -59,3 +66,43 @@ def write_run_folder(run_dir: Path, model: RNNTModel, cmvn: GlobalCMVN) -> Path:
     cmvn.save(run_dir / "cmvn.json")
     write_result(run_dir, {"stand_in": True})
     return run_dir
+
+
+@dataclass(frozen=True)
+class ExportedRun:
+    """A run folder of a tiny model and its ONNX export at ``RUN_DIR/onnx/model-{mode}.onnx`` (the
+    transcriber's place, so `kdlab transcribe --runtime onnx` reuses it), written either by
+    ``export_onnx`` (``report``: its ``ExportReport``) or by `kdlab export` (``printed``: its stdout)."""
+
+    model: RNNTModel
+    run_dir: Path
+    onnx: Path
+    report: ExportReport | None = None
+    printed: str = ""
+
+
+def exported_offline_run(root: Path, cmvn: GlobalCMVN) -> ExportedRun:
+    """``tiny_compressed_asr()`` in a run folder under `root`, exported offline by ``export_onnx``."""
+    from kdlab.deploy.transcribe import onnx_export_path
+
+    model = tiny_compressed_asr(streaming=False)
+    run_dir = write_run_folder(root / "run", model, cmvn)
+    path = onnx_export_path(run_dir, streaming=False)
+    report = export_onnx(model, path, tokenizer=CharTokenizer(), cmvn=cmvn)
+    return ExportedRun(model, run_dir, path, report=report)
+
+
+def exported_streaming_run(root: Path, cmvn: GlobalCMVN) -> ExportedRun:
+    """A streaming tiny model carrying one chunk of left context in a run folder under `root`,
+    exported as a chunk step by `kdlab export RUN_DIR --streaming --out RUN_DIR/onnx/...`."""
+    from kdlab.cli import main
+    from kdlab.deploy.transcribe import onnx_export_path
+
+    model = tiny_compressed_asr(streaming=True, left_chunks=1, seed=1)
+    run_dir = write_run_folder(root / "run", model, cmvn)
+    path = onnx_export_path(run_dir, streaming=True)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run_dir), "--format", "onnx", "--streaming", "--out", str(path)])
+    assert exit_info.value.code == 0, printed.getvalue()
+    return ExportedRun(model, run_dir, path, printed=printed.getvalue())
