@@ -20,12 +20,6 @@ LINE = re.compile(r"^(?P<path>\S+): (?P<text>.*)  \[(?P<seconds>[\d.]+) s audio,
 
 
 @pytest.fixture(scope="module")
-def corpus(tiny_speech_data):
-    """The tiny corpus and the CMVN of its first train utterances (tests/conftest.py)."""
-    return tiny_speech_data
-
-
-@pytest.fixture(scope="module")
 def offline_run(offline_export):
     """A tiny offline run, its ONNX export already in the run folder (tests/conftest.py)."""
     return offline_export.model, offline_export.run_dir
@@ -53,38 +47,44 @@ def _reference(model, data, method="greedy", beam=4) -> tuple[str, str]:
     return utterance.audio, decode(model, batch, data.tokenizer, method=method, beam=beam)[0]
 
 
-def test_transcribe_prints_the_transcript_of_the_evaluation_path_and_a_real_time_factor(offline_run, corpus, capsys):
+def test_transcribe_prints_the_transcript_of_the_evaluation_path_and_a_real_time_factor(
+    offline_run, tiny_speech_data, capsys
+):
     model, run_dir = offline_run
-    audio, expected = _reference(model, corpus)
+    audio, expected = _reference(model, tiny_speech_data)
     code, texts, errors, out = _transcribe(capsys, run_dir, audio)
     assert code == 0 and not errors
     assert expected and texts == {audio: expected}
     seconds = float(LINE.match(out.splitlines()[0])["seconds"])
-    assert seconds == pytest.approx(next(u.duration for u in corpus.splits["test"] if u.audio == audio), abs=0.01)
+    assert seconds == pytest.approx(
+        next(u.duration for u in tiny_speech_data.splits["test"] if u.audio == audio), abs=0.01
+    )
     assert "transcribed 1 of 1 file(s) (torch, offline, greedy)" in out
 
 
-def test_onnx_runtime_and_beam_search_give_the_pytorch_transcripts(offline_run, corpus, capsys):
+def test_onnx_runtime_and_beam_search_give_the_pytorch_transcripts(offline_run, tiny_speech_data, capsys):
     model, run_dir = offline_run
-    audio, expected_beam = _reference(model, corpus, method="beam", beam=3)
+    audio, expected_beam = _reference(model, tiny_speech_data, method="beam", beam=3)
     code, onnx_texts, errors, _ = _transcribe(capsys, run_dir, audio, "--runtime", "onnx", "--beam", "3")
     assert code == 0 and not errors and onnx_texts == {audio: expected_beam}
     assert (run_dir / "onnx" / "model-offline.onnx").is_file()  # the session's export, reused (first use: below)
 
 
-def test_streaming_transcripts_agree_across_runtimes_and_with_the_offline_forward(streaming_run, corpus, capsys):
+def test_streaming_transcripts_agree_across_runtimes_and_with_the_offline_forward(
+    streaming_run, tiny_speech_data, capsys
+):
     model, run_dir = streaming_run
-    audio, offline_text = _reference(model, corpus)  # a streaming model's full forward uses the chunk mask
+    audio, offline_text = _reference(model, tiny_speech_data)  # a streaming model's full forward uses the chunk mask
     for runtime in ("torch", "onnx"):
         code, texts, errors, _ = _transcribe(capsys, run_dir, audio, "--streaming", "--runtime", runtime)
         assert code == 0 and not errors and texts == {audio: offline_text}, runtime
 
 
 def test_bad_files_get_one_error_line_each_and_the_good_ones_are_still_transcribed(
-    offline_run, corpus, capsys, tmp_path
+    offline_run, tiny_speech_data, capsys, tmp_path
 ):
     model, run_dir = offline_run
-    audio, expected = _reference(model, corpus)
+    audio, expected = _reference(model, tiny_speech_data)
     missing, empty, text = tmp_path / "missing.wav", tmp_path / "empty.wav", tmp_path / "notes.flac"
     empty.write_bytes(b"")
     text.write_text("not audio at all\n")
@@ -100,25 +100,25 @@ def test_bad_files_get_one_error_line_each_and_the_good_ones_are_still_transcrib
     assert "transcribed 1 of 5 file(s)" in out
 
 
-def test_streaming_transcription_of_an_offline_run_is_refused_with_what_to_do(offline_run, corpus, capsys):
+def test_streaming_transcription_of_an_offline_run_is_refused_with_what_to_do(offline_run, tiny_speech_data, capsys):
     _, run_dir = offline_run
     code, _, errors, _ = _transcribe(capsys, run_dir, "x.wav", "--streaming")
     assert code == 2 and "holds an offline model" in errors[0] and "without --streaming" in errors[0]
 
 
-def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(corpus, tmp_path, capsys):
+def test_a_teacher_fine_tune_run_transcribes_like_its_evaluation(tiny_speech_data, tmp_path, capsys):
     """A real tiny run (two RNN-T steps from random init) in the teacher's run-folder format, exported
     to ONNX on first use."""
     from stand_ins import isolated_kdlab_home
 
     from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
 
-    patch = isolated_kdlab_home(tmp_path, corpus.corpus_dir)
+    patch = isolated_kdlab_home(tmp_path, tiny_speech_data.corpus_dir)
     try:
         result = run_finetune(FinetuneConfig.for_profile("tiny", init="random", steps=2), device="cpu", progress=False)
     finally:
         patch.undo()
-    data = SpeechData.from_corpus(corpus.corpus_dir, cmvn=result.cmvn)
+    data = SpeechData.from_corpus(tiny_speech_data.corpus_dir, cmvn=result.cmvn)
     audio, expected = _reference(result.model, data)
     assert not (result.run_dir / "onnx").exists()
     code, texts, errors, _ = _transcribe(capsys, result.run_dir, audio, "--runtime", "onnx")
