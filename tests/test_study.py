@@ -305,7 +305,7 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
 
 def test_study_config_defaults_validation_and_plan_size():
     assert StudyConfig("tiny").target_sparsities == [0.25]
-    assert StudyConfig("default").target_sparsities == [0.5]
+    assert StudyConfig("default").target_sparsities == [0.75]
     config = StudyConfig(
         "tiny", seeds=2, target_sparsities=[0.2, 0.3], methods=["kd+l0", "lrf"], modes=["streaming"], routes=["joint"]
     )
