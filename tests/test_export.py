@@ -21,8 +21,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def offline(offline_export):
-    """(model, the export's own check, runtime) of the session's offline export (tests/conftest.py)."""
-    return offline_export.model, _check_of(offline_export.onnx), OnnxRNNT(offline_export.onnx, threads=1)
+    """(model, runtime) of the session's offline export (tests/conftest.py)."""
+    return offline_export.model, OnnxRNNT(offline_export.onnx, threads=1)
 
 
 @pytest.fixture(scope="module", params=["4x", "8x-half-rate"])
@@ -62,7 +62,7 @@ def test_offline_export_writes_its_files_and_its_check_is_within_tolerance(offli
 
 
 def test_offline_onnx_encoder_matches_pytorch_on_a_new_padded_batch(offline):
-    model, _, runtime = offline
+    model, runtime = offline
     features, lengths = _features(3, 250, seed=7), torch.tensor([250, 180, 61])
     with torch.inference_mode():
         enc, enc_lengths = model.transcribe(features, lengths)
@@ -74,7 +74,7 @@ def test_offline_onnx_encoder_matches_pytorch_on_a_new_padded_batch(offline):
 
 
 def test_greedy_and_beam_search_through_onnx_runtime_give_pytorchs_hypotheses(offline):
-    model, _, runtime = offline
+    model, runtime = offline
     features, lengths = _features(2, 200, seed=8), torch.tensor([200, 150])
     with torch.inference_mode():
         enc, enc_lengths = model.transcribe(features, lengths)
@@ -121,7 +121,7 @@ def test_streaming_chunk_step_matches_pytorch_chunk_by_chunk_and_trims_its_cache
 
 
 def test_a_streaming_export_of_an_offline_model_is_refused_with_what_to_do(offline, tmp_path):
-    model, _, _ = offline
+    model, _ = offline
     with pytest.raises(ValueError, match="needs a model trained for streaming"):
         export_onnx(model, tmp_path / "x.onnx", streaming=True)
 
@@ -160,7 +160,7 @@ def test_the_exported_rotary_form_rotates_like_the_eager_complex_one(monkeypatch
 def test_an_export_that_differs_from_pytorch_fails_and_names_the_difference(offline, tmp_path, monkeypatch):
     import kdlab.deploy.onnx_export as onnx_export
 
-    model, _, _ = offline
+    model, _ = offline
     monkeypatch.setattr(onnx_export, "_export_offline", lambda *args: 3e-3)  # as if the encoder graph were off
     monkeypatch.setattr(onnx_export, "_export_predictor", lambda *args: 0.0)
     monkeypatch.setattr(onnx_export, "_export_joiner", lambda *args: 0.0)

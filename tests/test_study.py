@@ -288,7 +288,7 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
     sequential = [t for t in graph if t.row is not None and t.row.route == "sequential"]
     assert config.methods == ["lrf", "l0", "kd+lrf", "kd+l0"]  # the default grid: the methods of the claims
     assert {t.after for t in sequential} == {
-        (f"compress/{m}/0.5/s{s}",) for m in ["kd", *config.methods] for s in (0, 1)
+        (f"compress/{m}/{config.target_sparsities[0]:g}/s{s}",) for m in ["kd", *config.methods] for s in (0, 1)
     }
     joint = [t for t in graph if t.row is not None and t.row.route == "joint"]
     assert joint and all(t.after == ("pretrain",) for t in joint)  # they start from the SSL encoder
