@@ -32,12 +32,12 @@ from pruned_speed import (
     dense_encoder,
     interleaved_medians,
     lrf_encoder,
-    onnx_workloads,
     structured_scores,
     workload_inputs,
 )
 
 from kdlab.compress.param_count import expected_macs_per_second
+from kdlab.deploy.encoder_runtime import encoder_call
 
 RESULT = Path(__file__).resolve().parent / "results" / "compiled_runtime.json"
 RUNTIMES = ("eager", "inductor", "onnxruntime")
@@ -75,9 +75,11 @@ def main() -> None:
                 out = compiled(features, lengths)[0]
                 compile_s = time.perf_counter() - start
                 max_diff = float((out - encoder(features, lengths)[0]).abs().max())
-            calls["eager"].append(lambda e=encoder: e(features, lengths))
+            calls["eager"].append(encoder_call(encoder, features, lengths, "eager"))
             calls["inductor"].append(lambda c=compiled: c(features, lengths))
-            calls["onnxruntime"].append(onnx_workloads(encoder, inputs, Path(tmp) / name, args.threads)[0])
+            folder = Path(tmp) / name
+            folder.mkdir()
+            calls["onnxruntime"].append(encoder_call(encoder, features, lengths, "onnxruntime", folder, args.threads))
             macs = float(expected_macs_per_second(encoder, deterministic=True))
             rows.append(
                 {"name": name, "mac_reduction": macs0 / macs, "compile_s": compile_s, "inductor_max_abs_diff": max_diff}
