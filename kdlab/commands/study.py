@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="S",
-        help="parameter budgets: fractions of the teacher encoder to remove (default: 0.5; tiny: 0.25)",
+        help="parameter budgets: fractions of the teacher encoder to remove (default: the profile's target_sparsity)",
     )
     parser.add_argument(
         "--methods",

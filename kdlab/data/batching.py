@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -185,15 +184,17 @@ class SpeechDataset(Dataset):
         except OSError:
             return self._compute(audio)  # load_audio raises the precise AudioError
         key = json.dumps([str(Path(audio).resolve()), stat.st_size, stat.st_mtime_ns, self.fbank_config.to_dict()])
-        path = self.feature_cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
+        # .npy: a raw array reads ~3x faster than a torch.save zip, a cost paid per utterance per step
+        path = self.feature_cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
         if path.is_file():
             try:
-                return torch.load(path, weights_only=True)
-            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+                return torch.from_numpy(np.load(path, allow_pickle=False))
+            except (EOFError, OSError, ValueError):
                 pass  # damaged cache entry (e.g. an interrupted run): recompute and overwrite
         features = self._compute(audio)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(features, tmp)
+        with open(tmp, "wb") as file:
+            np.save(file, features.numpy(), allow_pickle=False)
         os.replace(tmp, path)
         return features
 

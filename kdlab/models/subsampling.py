@@ -60,6 +60,8 @@ class Subsampling(nn.Module):
         self.convs = nn.ModuleList(stages)
         self.linear = nn.Linear(channels * self.frequency_bins(input_dim), d_model)
         self.reset_parameters()
+        # channels-last kernels and activations: a ~1.3x faster forward + backward on CPU (docs/cpu_timings.md)
+        self.convs.to(memory_format=torch.channels_last)
 
     @property
     def receptive_field(self) -> int:
@@ -91,9 +93,11 @@ class Subsampling(nn.Module):
         """(B, T, F) with T >= 2s - 1 -> (B, (T - s + 1) // s, D). Valid output frames never read padding."""
         x = features.unsqueeze(1)
         for stage in self.convs:
-            x = torch.relu(stage(x))  # (B, C, T', F')
+            x = torch.relu(stage(x))  # (B, C, T', F'), stored channels-last
         b, c, t, f = x.shape
         if torch.compiler.is_exporting():  # the same linear map as a (1 x F') convolution: no (B, T', C, F') copy
             kernel = self.linear.weight.view(-1, c, 1, f)
             return F.conv2d(x, kernel, self.linear.bias).squeeze(3).transpose(1, 2)
-        return self.linear(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
+        # the (D, C·F') projection reordered to (D, F'·C), so channels-last activations flatten without a copy
+        weight = self.linear.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)
+        return F.linear(x.permute(0, 2, 3, 1).reshape(b, t, f * c), weight, self.linear.bias)
