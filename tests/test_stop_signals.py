@@ -32,7 +32,16 @@ def make_trainer(run_dir, interrupt_at=None, **overrides):
     return Trainer(model, config, step_fn, DATA, run_dir=run_dir)
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_then_interrupts_and_the_run_resumes(tmp_path):
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT raising KeyboardInterrupt, as in a fresh interpreter: a library used by an earlier test in
+    the same xdist worker may have left another handler, and the trainer hands the signal to the one it found."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_then_interrupts_and_the_run_resumes(tmp_path, python_ctrl_c):
     trainer = make_trainer(tmp_path, interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()

@@ -60,7 +60,7 @@ class Subsampling(nn.Module):
         self.convs = nn.ModuleList(stages)
         self.linear = nn.Linear(channels * self.frequency_bins(input_dim), d_model)
         self.reset_parameters()
-        # channels-last kernels and activations: a ~1.3x faster forward + backward on CPU (docs/cpu_timings.md)
+        # channels-last kernels and activations: a ~1.4x faster forward + backward on CPU (docs/cpu_timings.md)
         self.convs.to(memory_format=torch.channels_last)
 
     @property
