@@ -2,7 +2,7 @@
 
 What is compared (one process, same threads): the dense encoder (``--size``: a ``teacher_config``
 preset, or ``study`` for the default profile's teacher; random weights, seed 0), and for each
-sparsity s in 0.3 / 0.5 / 0.7 (0.5 is the study's default target)
+sparsity s in 0.3 / 0.5 / 0.7 and the study's default target (0.75)
 
 * **L0**: the structured pattern that L0 pruning produces, without training: every head / FFN unit
   / conv channel is scored by weight magnitude (the L2 norm of its output-projection slice; FFN
