@@ -7,7 +7,8 @@
 
 Runs (or reuses, from the teacher cache ``runs/teacher-<profile>-<hash>/``) in one process:
 BEST-RQ pre-training once, then RNN-T fine-tuning from the SSL encoder and from random weights
-with the same budget, and the streaming fine-tuning (SSL init, chunked attention). Writes
+with the same budget, and the streaming teacher (chunked attention; from the SSL encoder or, as the
+default profile has it, from the offline teacher: ``teacher_finetune_config``). Writes
 benchmarks/results/asr_quality.json (other profiles: asr_quality-<profile>.json) with dev / test
 WER and CER (greedy) of each on dev, test and the held-out test sets (unseen engine, unseen text),
 parameter counts, wall times of each training (as recorded when it ran, with CPU seconds: on a
@@ -31,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from kdlab.train.recipes.finetune import FinetuneConfig, default_finetune_dir
+from kdlab.train.recipes.finetune import default_finetune_dir
 from kdlab.train.recipes.profiles import PROFILES
 from kdlab.train.recipes.runs import read_result
-from kdlab.train.recipes.teacher import ensure_teacher
+from kdlab.train.recipes.teacher import ensure_teacher, teacher_finetune_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER_MINUTES = 8.0
@@ -44,7 +45,7 @@ SPLITS = ("dev", "test", "test_unseen_engine", "test_unseen_text")
 RUNS = {
     "offline_ssl": dict(streaming=False, init="ssl"),
     "offline_random": dict(streaming=False, init="random"),
-    "streaming_ssl": dict(streaming=True, init="ssl"),
+    "streaming": dict(streaming=True),  # the profile's start
 }
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     runs, load = {}, {"start": _load()}
     start = time.perf_counter()
     for name, options in RUNS.items():
-        config = FinetuneConfig.for_profile(args.profile, args.seed, **options)
+        config = teacher_finetune_config(args.profile, args.seed, **options)
         cached = read_result(default_finetune_dir(config)) is not None
         teacher = ensure_teacher(args.profile, args.seed, device=args.device, **options)
         load[f"after_{name}"] = _load()

@@ -285,6 +285,14 @@ def test_worker_tasks_run_each_recipe_once_after_what_it_needs():
         assert all(position[need] < position[task.name] for need in task.after), task
     after = {t.name: t.after for t in graph}
     assert after["teacher/streaming"] == after["teacher/offline"] == ("pretrain",)  # side by side
+    # a streaming teacher that starts from the offline one (the default profile's) waits for it, in
+    # any plan that has it, a streaming-only one too
+    assert get_profile("default").streaming_teacher_init == "offline"
+    for modes in (["offline", "streaming"], ["streaming"]):
+        plan = plan_rows(StudyConfig("default", modes=modes))
+        chained = {t.name: t.after for t in tasks(plan, streaming_teacher_init="offline")}
+        assert chained["teacher/streaming"] == ("pretrain", "teacher/offline")
+        assert chained["teacher/offline"] == ("pretrain",)
     sequential = [t for t in graph if t.row is not None and t.row.route == "sequential"]
     assert config.methods == ["lrf", "l0", "kd+lrf", "kd+l0"]  # the default grid: the methods of the claims
     assert {t.after for t in sequential} == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from kdlab.commands._option_types import (
     add_corpus_options,
@@ -33,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--init",
-        choices=("ssl", "random"),
-        default="ssl",
-        help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random",
+        choices=("ssl", "random", "offline"),
+        default=None,
+        help="ssl: start from the profile's BEST-RQ run (pre-trained first if missing); random; offline (with "
+        "--streaming): from the profile's fine-tuned offline teacher (trained first if missing) (default: ssl, "
+        "and the profile's choice for --streaming: offline at default)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -57,19 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_accelerator(args.profile, args.device)
-    from kdlab.train.recipes.finetune import FinetuneConfig, run_finetune
+    from kdlab.train.recipes.finetune import run_finetune
+    from kdlab.train.recipes.teacher import teacher_finetune_config
 
-    overrides = {} if args.beam is None else {"decode_method": "beam", "beam": args.beam}
-    config = FinetuneConfig.for_profile(
-        args.profile,
-        args.seed,
-        streaming=args.streaming,
-        init=args.init,
-        steps=args.steps,
-        corpus_dir=args.corpus,
-        tokenizer=args.tokenizer,
-        **overrides,
+    config = teacher_finetune_config(
+        args.profile, args.seed, args.streaming, args.init, args.steps, args.corpus, args.tokenizer
     )
+    if args.beam is not None:
+        config = replace(config, decode_method="beam", beam=args.beam)
     result = run_finetune(config, args.run_dir, device=args.device, progress=not args.no_progress, force=args.force)
     m = result.metrics
     frame_ms = 10 * config.encoder.subsampling_factor

@@ -7,7 +7,8 @@ with all the threads (small conformers do not scale across threads: docs/cpu_tim
 grid is a graph of recipe runs (``tasks``):
 
     pretrain                        the SSL encoder every compression starts from
-    teacher/<mode>                  after pretrain; the reference rows (and joint rows distilling it)
+    teacher/<mode>                  after pretrain; the reference rows (and joint rows distilling it);
+                                    teacher/streaming after teacher/offline when it starts from it
     compress/<method>/<t>/s<seed>   after pretrain; shared by both modes' sequential rows
     row/<key>                       scratch rows: no dependency; sequential: after its compression;
                                     joint: after pretrain (the SSL encoder it starts from), and
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from kdlab.study.config import StudyConfig
 from kdlab.study.plan import SCRATCH, TEACHER, RowSpec
+from kdlab.train.recipes.profiles import get_profile
 
 PRETRAIN = "pretrain"
 
@@ -55,14 +57,18 @@ def _compress_name(spec: RowSpec) -> str:
     return f"compress/{spec.method}/{spec.target_sparsity:g}/s{spec.seed}"
 
 
-def tasks(plan: list[RowSpec], joint_kd_source: str = "ssl") -> list[Task]:
+def tasks(plan: list[RowSpec], joint_kd_source: str = "ssl", streaming_teacher_init: str = "ssl") -> list[Task]:
     """The runs behind ``plan``, each once, teachers and compressions before the rows that need them
-    (joint kd rows need their mode's teacher with ``joint_kd_source`` "finetuned")."""
+    (joint kd rows need their mode's teacher with ``joint_kd_source`` "finetuned"; the streaming
+    teacher needs the offline one with ``streaming_teacher_init`` "offline", the profile's)."""
     out: dict[str, Task] = {PRETRAIN: Task(PRETRAIN, (), PRETRAIN)}
 
     def add_teacher(mode: str) -> str:
         name = f"teacher/{mode}"
-        out.setdefault(name, Task(name, (PRETRAIN,), TEACHER, mode=mode))
+        after = (PRETRAIN,)
+        if mode == "streaming" and streaming_teacher_init == "offline":
+            after = (PRETRAIN, add_teacher("offline"))
+        out.setdefault(name, Task(name, after, TEACHER, mode=mode))
         return name
 
     for spec in plan:
@@ -193,7 +199,8 @@ def train_runs(
             f"need workers, threads_per_worker and processes_per_run >= 1, got {workers}, {threads_per_worker} "
             f"and {processes_per_run}"
         )
-    pending = sorted(tasks(plan, config.joint_kd_source), key=_priority)
+    streaming_init = get_profile(config.profile).streaming_teacher_init
+    pending = sorted(tasks(plan, config.joint_kd_source, streaming_init), key=_priority)
     done: dict[str, float] = {}
     running: dict[Future, Task] = {}
     data = config.to_dict()

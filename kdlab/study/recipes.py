@@ -50,7 +50,7 @@ from kdlab.train.recipes.pretrain import PretrainConfig, PretrainResult, run_pre
 from kdlab.train.recipes.runs import load_asr
 from kdlab.train.recipes.sequential import SequentialConfig, default_sequential_dir, run_sequential
 from kdlab.train.recipes.student_schedule import student_finetune_config
-from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher
+from kdlab.train.recipes.teacher import TeacherBundle, ensure_teacher, teacher_finetune_config
 
 
 class GridRuns:
@@ -81,11 +81,11 @@ class GridRuns:
         """The run folder ``teacher(mode)`` uses (nothing is trained)."""
         c = self.config
         return default_finetune_dir(
-            FinetuneConfig.for_profile(
+            teacher_finetune_config(
                 c.profile,
                 c.teacher_seed,
                 streaming=mode == "streaming",
-                steps=c.teacher_steps,
+                finetune_steps=c.teacher_steps,
                 corpus_dir=c.corpus_dir,
                 tokenizer=c.tokenizer,
             )

@@ -8,9 +8,11 @@ convolution (``chunk_size`` encoder frames, ``left_chunks`` chunks of left conte
 all): the masked full-sequence forward equals chunk-by-chunk inference, so its WER is the
 streaming WER. ``init="ssl"`` starts from a BEST-RQ run (``ssl_run_dir``, default the
 profile's pre-training, run first if missing) and its CMVN; ``init="random"`` from fresh weights
-with the same architecture and budget. ``ctc_warmup.steps`` > 0 first trains the encoder alone
-with CTC (``ctc_warmup.py``: it ends the blank plateau that RNN-T alone sits on), in the run
-folder's ``ctc_warmup/``.
+with the same architecture and budget; ``init="offline"`` (streaming only) from the fine-tuned
+offline teacher (``offline_run_dir``, default the same profile's, trained first if missing): its
+encoder, predictor, joiner, CTC head and CMVN, so the run needs no CTC warm-start.
+``ctc_warmup.steps`` > 0 first trains the encoder alone with CTC (``ctc_warmup.py``: it ends the
+blank plateau that RNN-T alone sits on), in the run folder's ``ctc_warmup/``.
 
 The run folder (default: beside the pre-training, ``runs/teacher-<profile>-<hash>/
 finetune-<offline|streaming>-<init>-<hash>``) holds ``config.json``, ``history.json``
@@ -19,7 +21,9 @@ finetune-<offline|streaming>-<init>-<hash>``) holds ``config.json``, ``history.j
 ``rnnt_config``, ``tokenizer``, ``model`` weights: encoder + predictor + joiner),
 ``test_transcripts.jsonl`` and, last, ``result.json`` (full dev and test WER / CER, greedy,
 plus beam search when ``decode_method="beam"``; wall / CPU seconds and load average as in
-``pretrain``; ``asr_cost``: steps, frames and CPU seconds of the CTC and RNN-T phases).
+``pretrain``; ``asr_cost``: steps, frames and CPU seconds of the CTC and RNN-T phases; an
+``init="offline"`` run adds ``offline_run_dir`` and ``start_digest``, the hash of the weights it
+started from: ``student_start.weights_digest`` of the RNN-T model and, when used, the CTC head).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from kdlab.config import JsonConfig
 from kdlab.data.features import GlobalCMVN
@@ -51,11 +56,12 @@ from kdlab.train.recipes.pretrain import (
 )
 from kdlab.train.recipes.profiles import get_profile
 from kdlab.train.recipes.runs import claim_run_dir, config_digest, load_asr, load_run, read_result, write_result
+from kdlab.train.recipes.student_start import weights_digest
 from kdlab.train.recipes.training_cost import phase_cost
 from kdlab.train.rng import seed_everything
 from kdlab.train.trainer import TrainerConfig
 
-INITS = ("ssl", "random")
+INITS = ("ssl", "random", "offline")
 DECODE_METHODS = ("greedy", "beam")
 #: Encoder fields a fine-tuning run may set differently from its SSL checkpoint.
 MODE_FIELDS = ("streaming", "chunk_size", "left_chunks", "dropout")
@@ -76,6 +82,7 @@ class FinetuneConfig(JsonConfig):
     tokenizer: str = "char"
     init: str = "ssl"
     ssl_run_dir: str | None = None
+    offline_run_dir: str | None = None
     streaming: bool = False
     chunk_size: int = 16
     left_chunks: int = -1
@@ -96,6 +103,10 @@ class FinetuneConfig(JsonConfig):
         self.corpus_digest = corpus_digest_of(self.corpus_dir, self.corpus_digest)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init == "offline" and not self.streaming:
+            raise ValueError("init='offline' starts a streaming run from the offline teacher; set streaming=True")
+        if self.init == "offline" and self.ctc_warmup.steps > 0:
+            raise ValueError("init='offline' starts after the offline teacher's CTC warm-start; set ctc_warmup.steps=0")
         if self.decode_method not in DECODE_METHODS:
             raise ValueError(f"decode_method must be one of {DECODE_METHODS}, got {self.decode_method!r}")
         for name in ("frames_per_batch", "cmvn_utterances", "dev_eval_utterances", "beam", "chunk_size"):
@@ -118,7 +129,8 @@ class FinetuneConfig(JsonConfig):
     ) -> FinetuneConfig:
         """The profile's settings; `steps` replaces its step budget, `corpus_dir` its corpus,
         `tokenizer` its tokenizer (None: the profile's; a BPE model is trained on the corpus here,
-        once), `overrides` any other field."""
+        once), `overrides` any other field. ``init="offline"`` trains at the profile's
+        ``streaming_from_offline_lr`` without a CTC warm-start (the offline teacher had one)."""
         p = get_profile(profile)
         tokenizer = p.tokenizer if tokenizer is None else tokenizer
         steps = p.finetune_steps if steps is None else steps
@@ -135,8 +147,12 @@ class FinetuneConfig(JsonConfig):
             encoder=teacher_config(p.encoder_size, **p.encoder_overrides),
             rnnt=RNNTConfig(**{"vocab_size": vocab_size, **p.rnnt}),
             specaugment=SpecAugmentConfig() if p.specaugment else None,
-            ctc_warmup=CTCWarmupConfig(steps=p.ctc_warmup_steps, lr=p.ctc_warmup_lr, aux_weight=p.ctc_aux_weight),
-            trainer=p.cosine_trainer(steps, p.finetune_lr, p.finetune_warmup, seed),
+            ctc_warmup=CTCWarmupConfig(
+                steps=0 if init == "offline" else p.ctc_warmup_steps, lr=p.ctc_warmup_lr, aux_weight=p.ctc_aux_weight
+            ),
+            trainer=p.cosine_trainer(
+                steps, p.streaming_from_offline_lr if init == "offline" else p.finetune_lr, p.finetune_warmup, seed
+            ),
             frames_per_batch=p.frames_per_batch,
             cmvn_utterances=p.cmvn_utterances,
             dev_eval_utterances=p.dev_eval_utterances,
@@ -148,12 +164,26 @@ class FinetuneConfig(JsonConfig):
         return replace(self.encoder, streaming=self.streaming, chunk_size=self.chunk_size, left_chunks=self.left_chunks)
 
     def digest(self) -> str:
-        """Hash of the config; the SSL run counts by its folder name, not by where runs/ lives."""
+        """Hash of the config; the SSL and offline runs count by their folder names, not by where runs/ lives."""
         data = self.to_dict()
-        if self.ssl_run_dir is not None:
-            path = Path(self.ssl_run_dir)
-            data["ssl_run_dir"] = f"{path.parent.name}/{path.name}"
+        for key in ("ssl_run_dir", "offline_run_dir"):
+            if data[key] is not None:
+                path = Path(data[key])
+                data[key] = f"{path.parent.name}/{path.name}"
         return config_digest(data)
+
+    def offline_teacher(self) -> FinetuneConfig:
+        """The offline teacher an ``init="offline"`` run starts from when ``offline_run_dir`` is None:
+        the profile's, with this run's seed, corpus, tokenizer, SSL run and RNN-T steps."""
+        return FinetuneConfig.for_profile(
+            self.profile,
+            self.seed,
+            steps=self.trainer.max_steps,
+            corpus_dir=self.corpus_dir,
+            tokenizer=self.tokenizer,
+            corpus_seed=self.corpus_seed,
+            ssl_run_dir=self.ssl_run_dir,
+        )
 
     def default_pretrain(self) -> PretrainConfig:
         """The profile's pre-training with this seed and corpus (the SSL init when ``ssl_run_dir`` is None)."""
@@ -217,6 +247,25 @@ def _ssl_encoder(config: FinetuneConfig, device: str, progress: bool):
     return encoder, pretrain.cmvn
 
 
+def _offline_start(config: FinetuneConfig, device: str, progress: bool) -> tuple[FinetuneResult, nn.Linear | None]:
+    """The offline teacher an ``init="offline"`` run starts from (``offline_run_dir``, or the profile's,
+    trained first if missing) and its CTC head (from its last checkpoint; None when it had no CTC beside
+    the transducer loss)."""
+    if config.offline_run_dir is not None:
+        offline = load_finetune(config.offline_run_dir)
+    else:
+        offline = run_finetune(config.offline_teacher(), device=device, progress=progress)
+    if offline.config.ctc_warmup.aux_weight == 0:
+        return offline, None
+    checkpoint = offline.run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint} is missing: it holds the CTC head of the offline teacher to start from")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    head = nn.Linear(offline.model.encoder.config.d_model, offline.tokenizer.vocab_size)
+    head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+    return offline, head
+
+
 def run_finetune(
     config: FinetuneConfig,
     run_dir: str | Path | None = None,
@@ -232,7 +281,13 @@ def run_finetune(
     )
     if read_result(run_dir) is not None:
         return load_finetune(run_dir)
-    encoder, cmvn = _ssl_encoder(config, device, progress) if config.init == "ssl" else (None, None)
+    encoder, cmvn, offline = None, None, None
+    if config.init == "ssl":
+        encoder, cmvn = _ssl_encoder(config, device, progress)
+    elif config.init == "offline":
+        offline, offline_head = _offline_start(config, device, progress)
+        encoder, cmvn = ConformerEncoder(config.encoder_config()), offline.cmvn
+        encoder.load_state_dict(offline.model.encoder.state_dict())
     folder = corpus_folder(config.profile, config.corpus_seed, config.corpus_dir)
     data = SpeechData.from_corpus(folder, config.cmvn_utterances, cmvn, config.tokenizer)
     seed_everything(config.seed)
@@ -251,6 +306,15 @@ def run_finetune(
         progress=progress,
     )
     model = RNNTModel(encoder, config.rnnt)
+    start = {}
+    if offline is not None:
+        model.load_state_dict(offline.model.state_dict())
+        if ctc_head is not None and offline_head is not None:  # the head it trained beside the transducer
+            ctc_head = offline_head
+        start = {
+            "offline_run_dir": str(offline.run_dir),
+            "start_digest": weights_digest(model, *([] if ctc_head is None else [ctc_head])),
+        }
     _, metrics = train_rnnt(
         model,
         data,
@@ -272,6 +336,7 @@ def run_finetune(
         encoder_params=encoder.num_parameters(),
         ctc_warmup=warmup,
         asr_cost={"ctc": phase_cost(warmup, loader), "rnnt": phase_cost(metrics, loader)},
+        **start,
     )
     if distributed.is_main_process():
         metrics.update(evaluate_rnnt(model, data, run_dir, config.beam if config.decode_method == "beam" else None))

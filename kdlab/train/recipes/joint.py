@@ -383,12 +383,13 @@ def load_joint(run_dir: str | Path) -> JointResult:
 def joint_teacher(config: JointConfig, device: str = "auto", progress: bool = True) -> TeacherBundle:
     """The profile's fine-tuned teacher of the run's mode (the KD source with ``kd_source``
     "finetuned"): ``ensure_teacher(profile, teacher_seed, streaming, teacher_init)``, trained first
-    if missing (a streaming run distils from the streaming teacher)."""
+    if missing (a streaming run distils from the streaming teacher; ``teacher_init`` "ssl" means the
+    profile's pre-trained teacher, whose streaming one may start from the offline one)."""
     return ensure_teacher(
         config.profile,
         config.teacher_seed,
         streaming=config.streaming,
-        init=config.teacher_init,
+        init=None if config.teacher_init == "ssl" else config.teacher_init,
         device=device,
         progress=progress,
         corpus_dir=config.teacher_corpus_dir,

@@ -37,6 +37,12 @@ class RecipeProfile:
     ctc_warmup_steps: int = 0
     ctc_warmup_lr: float = 2e-3
     ctc_aux_weight: float = 0.0
+    # Where the streaming teacher starts: "ssl" (the BEST-RQ encoder, CTC warm-start first, like the
+    # offline teacher) or "offline" (the fine-tuned offline teacher, whole model and CTC head, its
+    # ``finetune_steps`` RNN-T steps at peak ``streaming_from_offline_lr``: docs/teacher_calibration.md
+    # "Session 13").
+    streaming_teacher_init: str = "ssl"
+    streaming_from_offline_lr: float = 2e-3
     frames_per_batch: int = 12000
     eval_every: int = 0
     dev_eval_utterances: int = 100
@@ -163,6 +169,10 @@ PROFILES: dict[str, RecipeProfile] = {
         ctc_warmup_steps=800,
         ctc_warmup_lr=2e-3,
         ctc_aux_weight=0.3,
+        # from the offline teacher the streaming one generalises better than from the SSL encoder, for
+        # less CPU (no CTC warm-start): docs/teacher_calibration.md "Session 13"
+        streaming_teacher_init="offline",
+        streaming_from_offline_lr=4e-3,
         finetune_steps=900,
         finetune_lr=2e-3,
         finetune_warmup=30,

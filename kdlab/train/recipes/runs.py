@@ -44,6 +44,7 @@ HASHED_UNLESS = {
     "precision": "fp32",
     "prune_range": 0,
     "simple_loss_scale": 0.5,
+    "offline_run_dir": None,
 }
 
 

@@ -3,7 +3,8 @@
     teacher = ensure_teacher("default")                  # offline, SSL init
     teacher.encoder, teacher.model, teacher.tokenizer, teacher.cmvn
     teacher.metrics["test"]["wer"]
-    ensure_teacher("default", streaming=True)            # the streaming teacher (same pre-training)
+    ensure_teacher("default", streaming=True)            # the streaming teacher (same pre-training;
+                                                         # at default it starts from the offline teacher)
 
 Runs live in ``runs/teacher-<profile>-<hash>/`` (``pretrain/``, ``finetune-<mode>-<init>-<hash>/``),
 the same folders ``python -m kdlab pretrain`` / ``finetune`` use, so whichever runs first
@@ -20,6 +21,7 @@ from kdlab.models.conformer import ConformerConfig, ConformerEncoder
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train.recipes.finetune import FinetuneConfig, FinetuneResult, run_finetune
 from kdlab.train.recipes.pretrain import PretrainResult, default_pretrain_dir, load_pretrain
+from kdlab.train.recipes.profiles import get_profile
 
 
 @dataclass
@@ -41,11 +43,29 @@ class TeacherBundle:
     metrics: dict
 
 
+def teacher_finetune_config(
+    profile: str = "default",
+    seed: int = 0,
+    streaming: bool = False,
+    init: str | None = None,
+    finetune_steps: int | None = None,
+    corpus_dir: str | None = None,
+    tokenizer: str | None = None,
+) -> FinetuneConfig:
+    """The fine-tuning config of the profile's teacher (arguments as in ``ensure_teacher``). `init`
+    None: "ssl" offline, the profile's ``streaming_teacher_init`` streaming."""
+    if init is None:
+        init = get_profile(profile).streaming_teacher_init if streaming else "ssl"
+    return FinetuneConfig.for_profile(
+        profile, seed, streaming=streaming, init=init, steps=finetune_steps, corpus_dir=corpus_dir, tokenizer=tokenizer
+    )
+
+
 def ensure_teacher(
     profile: str = "default",
     seed: int = 0,
     streaming: bool = False,
-    init: str = "ssl",
+    init: str | None = None,
     device: str = "auto",
     progress: bool = True,
     finetune_steps: int | None = None,
@@ -54,17 +74,17 @@ def ensure_teacher(
 ) -> TeacherBundle:
     """The profile's teacher, trained first if its runs are missing (resumed if interrupted).
 
-    `init` "random" gives the baseline without pre-training (same architecture and budget);
+    `init` "random" gives the baseline without pre-training (same architecture and budget), "offline"
+    (streaming) starts from the offline teacher, "ssl" from the BEST-RQ encoder (None: the profile's
+    choice, ``teacher_finetune_config``);
     `finetune_steps` replaces the profile's fine-tuning budget (a separate cached run);
     `corpus_dir` / `tokenizer`: another corpus (``kdlab data --out DIR``) and "char" / "bpe[:N]"
     (None: the profile's).
     """
-    config = FinetuneConfig.for_profile(
-        profile, seed, streaming=streaming, init=init, steps=finetune_steps, corpus_dir=corpus_dir, tokenizer=tokenizer
-    )
+    config = teacher_finetune_config(profile, seed, streaming, init, finetune_steps, corpus_dir, tokenizer)
     finetune = run_finetune(config, device=device, progress=progress)
     pretrain = None
-    if init == "ssl":
+    if config.init != "random":
         pretrain = load_pretrain(default_pretrain_dir(config.default_pretrain()))
     model = finetune.model
     return TeacherBundle(
