@@ -89,7 +89,6 @@ def test_tokenizer_option_accepts_char_and_bpe_sizes_and_names_a_bad_one():
     assert_one_line_error(err, "--tokenizer", "bpe:x")
 
 
-
 def test_finetune_init_offline_without_streaming_is_refused_on_one_line():
     code, _, err = run_cli(["finetune", "--profile", "tiny", "--init", "offline", "--no-progress"])
     assert code != 0
