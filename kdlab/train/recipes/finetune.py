@@ -42,6 +42,7 @@ from kdlab.data.tokenizer import CharTokenizer, Tokenizer
 from kdlab.models.conformer import ConformerConfig, ConformerEncoder, teacher_config
 from kdlab.models.rnnt import RNNTConfig, RNNTModel
 from kdlab.train import distributed
+from kdlab.train.checkpoint import load_checkpoint
 from kdlab.train.history import History
 from kdlab.train.recipes.asr_training import evaluate_rnnt, train_rnnt
 from kdlab.train.recipes.corpus_choice import corpus_digest_of, corpus_tokenizer, parse_tokenizer_spec
@@ -257,10 +258,7 @@ def _offline_start(config: FinetuneConfig, device: str, progress: bool) -> tuple
         offline = run_finetune(config.offline_teacher(), device=device, progress=progress)
     if offline.config.ctc_warmup.aux_weight == 0:
         return offline, None
-    checkpoint = offline.run_dir / "checkpoints" / "last.pt"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint} is missing: it holds the CTC head of the offline teacher to start from")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    state = load_checkpoint(offline.run_dir / "checkpoints" / "last.pt")["model"]
     head = nn.Linear(offline.model.encoder.config.d_model, offline.tokenizer.vocab_size)
     head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
     return offline, head
