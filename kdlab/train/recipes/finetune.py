@@ -279,7 +279,7 @@ def run_finetune(
     )
     if read_result(run_dir) is not None:
         return load_finetune(run_dir)
-    encoder, cmvn, offline = None, None, None
+    encoder, cmvn, offline, offline_head = None, None, None, None
     if config.init == "ssl":
         encoder, cmvn = _ssl_encoder(config, device, progress)
     elif config.init == "offline":
