@@ -412,4 +412,6 @@ def test_the_cli_budget_options_override_steps_and_appear_in_the_readme_command(
     )
     defaults = parser.parse_args([])
     assert command.study_config(defaults) == StudyConfig("default")  # the grid's budgets untouched
+    latency = command.study_config(parser.parse_args(["--latency-runs", "3"]))
+    assert (latency.latency_min_runs, latency.latency_min_time) == (3, StudyConfig("default").latency_min_time)
     assert command.command_line(defaults) == "python -m kdlab study --profile default --seeds 1"

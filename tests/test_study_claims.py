@@ -18,7 +18,7 @@ from kdlab.study.claims import (
     lrf_kd_best_streaming,
 )
 from kdlab.study.config import METHODS, MODES, ROUTES
-from kdlab.study.report import checks_table, claims_table
+from kdlab.study.report import checks_table, claims_table, results_table
 from kdlab.study.table import add_rwer, summarise
 
 TARGET = 0.75
@@ -111,6 +111,17 @@ def test_claim_functions_compute_their_numbers_and_flip_with_the_wers():
     assert l0_kd_best_offline(tie, TARGET)["holds"] is False
     assert kd_pruning_beats_kd(tie, TARGET)["holds"] is False  # streaming: no KD+pruning gain
     assert l0_kd_best_offline(_rows({("offline", "joint", "kd+l0"): 0.3}), TARGET)["holds"] is False  # worse than KD
+
+
+def test_a_best_method_claim_needs_another_compression_method_than_the_kd_baseline():
+    rows = [
+        r for r in _rows({("offline", "joint", "kd+l0"): 0.15}) if r["method"] in ("teacher", "scratch", "kd", "kd+l0")
+    ]
+    claim = _claims(rows)["l0_kd_best_offline"]  # kd+l0 beats KD by 25 % RWER, yet nothing else is ranked
+    assert claim["verdict"] == "undetermined" and claim["value"] is None
+    assert "no offline compression method besides kd+l0 and the KD baseline" in claim["reason"]
+    with_l0 = [r for r in _rows({("offline", "joint", "kd+l0"): 0.15}) if r["method"] != "kd+lrf"]
+    assert _claims(with_l0)["l0_kd_best_offline"]["verdict"] == "held"  # one more method (l0) to rank against
 
 
 def test_joint_beats_sequential_pairs_the_same_method_across_routes_without_the_kd_baselines():
@@ -241,6 +252,19 @@ def test_the_kd_baseline_must_be_within_2_5_times_the_teacher_and_clearly_worse_
 
 
 # ------------------------------------------------------------------ tables
+def test_the_results_table_shows_the_paired_speed_up_over_the_teacher_as_a_seed_mean():
+    rows = _rows(seeds=(0, 1))
+    for row, speedup in zip(rows, [1.0, 1.02] + [2.0 + 0.5 * (r["seed"] == 1) for r in rows[2:]]):
+        row["latency_speedup"] = speedup  # the teachers timed against themselves: 1.0 and 1.02
+    header, _, *lines = results_table(summarise(rows))
+    column = header.split(" | ").index("× faster than the teacher (paired)")
+    cells = [line.split(" | ")[column] for line in lines]
+    assert cells[:2] == ["1.00", "1.02"]  # one seed: no spread
+    assert set(cells[2:]) == {"2.25 ± 0.35"}  # mean and sample SD of 2.0 and 2.5
+    old = [{k: v for k, v in r.items() if not k.startswith("latency_speedup")} for r in summarise(rows)]
+    assert {line.split(" | ")[column] for line in results_table(old)[2:]} == {"n/a"}  # a study from before
+
+
 def test_the_claims_table_shows_verdict_signed_values_unsigned_spread_and_reason():
     def claim(unit, value, effect_std):
         return {

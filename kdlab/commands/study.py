@@ -112,20 +112,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-seconds",
         type=float,
-        default=10.0,
-        help="audio length of the batch-1 CPU latency measurement of every encoder (default: 10)",
+        default=None,
+        help="audio length of the batch-1 CPU latency measurement of every encoder (default: StudyConfig's)",
     )
     parser.add_argument(
         "--latency-min-time",
         type=float,
-        default=0.3,
-        help="seconds of repeated runs behind each latency median (default: 0.3)",
+        default=None,
+        help="seconds of each encoder's timed calls, teacher's and model's, behind each latency median "
+        "(default: StudyConfig's)",
     )
     parser.add_argument(
         "--latency-runs",
         type=positive_int,
-        default=5,
-        help="timed blocks (at least) behind each latency median; each costs ~0.25 s (default: 5)",
+        default=None,
+        help="interleaved rounds behind each latency median (default: StudyConfig's)",
     )
     parser.add_argument("--out", type=output_folder, default=None, help="output folder (default: outputs/study)")
     parser.add_argument(
@@ -160,12 +161,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def study_config(args: argparse.Namespace):
     """The StudyConfig of parsed ``study`` arguments: ``--steps`` sets every budget, the per-recipe
-    options then replace theirs."""
+    options then replace theirs; a latency option left out keeps StudyConfig's default."""
     from kdlab.study import StudyConfig
     from kdlab.study.config import uniform_budgets
 
-    steps = {} if args.steps is None else uniform_budgets(args.steps)
-    steps.update({name: getattr(args, name) for name in BUDGET_OPTIONS if getattr(args, name) is not None})
+    options = {} if args.steps is None else uniform_budgets(args.steps)
+    options.update({name: getattr(args, name) for name in BUDGET_OPTIONS if getattr(args, name) is not None})
+    latency = {
+        "latency_seconds": args.latency_seconds,
+        "latency_min_time": args.latency_min_time,
+        "latency_min_runs": args.latency_runs,
+    }  # None: StudyConfig's defaults
+    options.update({name: value for name, value in latency.items() if value is not None})
     return StudyConfig(
         args.profile,
         args.seeds,
@@ -173,13 +180,10 @@ def study_config(args: argparse.Namespace):
         args.methods,
         args.modes,
         args.routes,
-        latency_seconds=args.latency_seconds,
-        latency_min_time=args.latency_min_time,
-        latency_min_runs=args.latency_runs,
         corpus_dir=args.corpus,
         tokenizer=args.tokenizer,
         joint_kd_source=args.joint_kd_source,
-        **steps,
+        **options,
     )
 
 

@@ -75,8 +75,9 @@ class StudyConfig:
       for every row: the median of at least ``latency_min_runs`` timed blocks covering at least
       ``latency_min_time`` seconds, after warm-up, interleaved with the teacher of the row's mode
       (``kdlab.eval.latency.measure_paired_latency``: ``latency_min_runs`` rounds, so a busy moment
-      hits both), in ``latency_runtime`` ("eager" or "onnxruntime"; None: the profile's
-      ``study_latency_runtime``).
+      hits both; ``latency_speedup``, the median of the per-round ratios, is what compares a row with
+      its teacher, as each row's milliseconds move with the host's speed), in ``latency_runtime``
+      ("eager" or "onnxruntime"; None: the profile's ``study_latency_runtime``).
     * ``corpus_dir``: a folder written by ``kdlab data`` (synthesised or imported) every run trains
       on (None: the profile's corpus); ``tokenizer``: "char", "bpe" or "bpe:N" (a sentencepiece
       BPE trained on that corpus's train text). Both reach every run's config and hash.
@@ -96,8 +97,8 @@ class StudyConfig:
     recovery_steps: int | None = None
     frames_per_batch: int | None = None
     latency_seconds: float = 10.0
-    latency_min_time: float = 0.3
-    latency_min_runs: int = 5
+    latency_min_time: float = 2.0  # 0.3 s in 5 rounds left ±20 % noise (docs/deployment_speed.md)
+    latency_min_runs: int = 9
     latency_runtime: str | None = None
     corpus_dir: str | None = None
     tokenizer: str | None = None

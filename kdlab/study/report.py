@@ -39,6 +39,7 @@ def results_table(summary: list[dict]) -> list[str]:
         "encoder params",
         "MACs/s (M)",
         "CPU latency (ms)",
+        "× faster than the teacher (paired)",
         "dev WER (%)",
         "test WER (%)",
         "unseen engine WER (%)",
@@ -60,6 +61,7 @@ def results_table(summary: list[dict]) -> list[str]:
                 _number(r["encoder_params"], r["encoder_params_std"], digits=0),
                 _number(r["macs_per_second"], r["macs_per_second_std"], 1e-6, 1),
                 _number(r["latency_ms"], r["latency_ms_std"], digits=1),
+                _number(r.get("latency_speedup"), r.get("latency_speedup_std")),  # absent in older studies
                 _number(r["dev_wer"], r["dev_wer_std"], 100, 1),
                 _number(r["test_wer"], r["test_wer_std"], 100, 1),
                 _number(r["unseen_engine_wer"], r["unseen_engine_wer_std"], 100, 1),
@@ -158,7 +160,10 @@ def render_markdown(config: dict, summary: list[dict], claims: list[dict], check
         "RWER = (WER_KD − WER) / WER_KD × 100 on the test set, against the KD baseline of the row's own "
         "route, mode, target and seed (positive = better than KD). CPU latency: the encoder in "
         f"{RUNTIME_NAMES[config.get('latency_runtime') or 'eager']}, batch 1, {config['latency_seconds']:g} s of "
-        "audio, timed in rounds interleaved with the teacher (median). Budget: achieved sparsity "
+        "audio, timed in rounds interleaved with the teacher (median); × faster: the median over those "
+        "rounds of teacher time / model time, the number that compares a row with its teacher (the "
+        "teacher's own row is timed against itself, so its distance from 1 shows the noise). Budget: "
+        "achieved sparsity "
         "(1 − encoder parameters / the teacher encoder's) within the target "
         f"± {BUDGET_TOLERANCE:g}.",
         "",

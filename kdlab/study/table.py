@@ -60,6 +60,7 @@ SUMMARY_METRICS = (
     "achieved_sparsity",
     "macs_per_second",
     "latency_ms",
+    "latency_speedup",
     "dev_wer",
     "test_wer",
     "unseen_engine_wer",
