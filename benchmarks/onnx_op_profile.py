@@ -3,10 +3,12 @@
 Issue 15 asks a materialised encoder to run offline at ≥ 0.9× its MAC reduction. MACs count only
 the products (linear maps, convolutions, attention's two products); the per-element work between
 them (bias and residual adds, activations, layer norms, softmax, transposes, splits, concatenations)
-is not counted. This script profiles one offline call (``--batch`` utterances of ``--seconds`` s,
+is not counted. This script profiles the offline call (``--batch`` utterances of ``--seconds`` s,
 the inputs of ``pruned_speed.py``) of the dense encoder and of L0 and LRF at ``--sparsities`` with
-ONNX Runtime's profiler (``--threads``, 2 as in ``pruned_speed.py``; one node runs at a time,
-so the kernel times add up to the call), and splits each call's kernel time into
+ONNX Runtime's profiler (``--threads``, 2 as in ``pruned_speed.py``; one node runs at a time, so
+the kernel times add up to the call): ``--calls`` rounds after a warm-up, each calling every model
+once (alternating order, so a busy moment hits all of them; per operator the median over rounds).
+It splits each call's kernel time into
 
 * **products**: ``MatMul``, ``FusedMatMul``, ``Gemm`` and ``Conv`` kernels (``PRODUCT_OPS``);
 * **per-element**: every other kernel.
@@ -14,8 +16,8 @@ so the kernel times add up to the call), and splits each call's kernel time into
 **The ceiling.** If every product of a compressed encoder ran at the dense encoder's time per MAC,
 its call would take  t* = products_dense × MACs / MACs_dense + per-element  (its own per-element
 time). Its best speed-up is then t_dense / t*, and ``ceiling`` is that divided by the MAC reduction:
-the largest speed-up ÷ MAC reduction its per-element work allows. ``measured`` is the profiled
-call's own ratio (one profile per model, not a paired timing: ``pruned_speed.py`` measures speed).
+the largest speed-up ÷ MAC reduction its per-element work allows. ``measured`` is the ratio of the
+profiled calls themselves (``pruned_speed.py`` measures speed, with per-round ratios).
 The load average is recorded; above ``pruned_speed.MAX_LOAD`` the script refuses to run.
 
     python benchmarks/onnx_op_profile.py    # writes benchmarks/results/onnx_op_profile.json
@@ -27,6 +29,7 @@ import argparse
 import collections
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -43,26 +46,31 @@ RESULT = Path(__file__).resolve().parent / "results" / "onnx_op_profile.json"
 PRODUCT_OPS = frozenset({"MatMul", "FusedMatMul", "Gemm", "Conv"})
 
 
-def kernel_ms_by_op(path: Path, feed: dict, threads: int, calls: int) -> dict[str, float]:
-    """Mean kernel milliseconds per call of the graph at ``path``, by ONNX operator type; the
-    session's first call (a warm-up) is profiled too and left out."""
+def profiled_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session of the graph at ``path`` that profiles every call (CPU provider)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
     options.enable_profiling = True
     options.profile_file_prefix = str(path.with_suffix(""))
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(calls + 1):
-        session.run(None, feed)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def kernel_ms_by_op(session: ort.InferenceSession) -> dict[str, float]:
+    """Median over the session's calls but its first (a warm-up) of each ONNX operator type's
+    kernel milliseconds in a call; ends the session's profile."""
     events = json.loads(Path(session.end_profiling()).read_text())
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    assert len(runs) == calls + 1, f"expected {calls + 1} model_run events, got {len(runs)}"
-    totals = collections.Counter()
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[1:]
+    per_call = [collections.Counter() for _ in runs]
     for event in events:
-        timed = any(first <= event["ts"] <= last for first, last in runs[1:])
-        if timed and event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"] / 1e3
-    return {op: ms / calls for op, ms in totals.most_common()}
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        call = next((i for i, (first, last) in enumerate(runs) if first <= event["ts"] <= last), None)
+        if call is not None:
+            per_call[call][event["args"]["op_name"]] += event["dur"] / 1e3
+    ops = set().union(*per_call)
+    medians = {op: statistics.median(c[op] for c in per_call) for op in ops}
+    return dict(sorted(medians.items(), key=lambda item: -item[1]))
 
 
 def main() -> None:
@@ -72,7 +80,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--calls", type=int, default=5, help="profiled calls per model (default: 5)")
+    parser.add_argument("--calls", type=int, default=7, help="profiled rounds (default: 7)")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -90,10 +98,15 @@ def main() -> None:
     feed = {"features": inputs["features"].numpy(), "lengths": inputs["lengths"].numpy()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        sessions = []
         for name, encoder in models:
-            path = Path(tmp) / f"{name}.onnx"
-            export_encoder(encoder, path)
-            by_op = kernel_ms_by_op(path, feed, args.threads, args.calls)
+            export_encoder(encoder, Path(tmp) / f"{name}.onnx")
+            sessions.append(profiled_session(Path(tmp) / f"{name}.onnx", args.threads))
+        for r in range(args.calls + 1):  # one call of each model per round, so a busy moment hits all
+            for session in sessions if r % 2 == 0 else reversed(sessions):
+                session.run(None, feed)
+        for (name, encoder), session in zip(models, sessions):
+            by_op = kernel_ms_by_op(session)
             products = sum(ms for op, ms in by_op.items() if op in PRODUCT_OPS)
             rows.append(
                 {
