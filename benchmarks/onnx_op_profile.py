@@ -37,23 +37,21 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
-from pruned_speed import MAX_LOAD, SparsitySelector, dense_encoder, lrf_encoder, structured_scores, workload_inputs
+from pruned_speed import (
+    MAX_LOAD,
+    SparsitySelector,
+    dense_encoder,
+    lrf_encoder,
+    onnx_session,
+    structured_scores,
+    workload_inputs,
+)
 
 from kdlab.compress.param_count import expected_macs_per_second
 from kdlab.deploy.onnx_export import export_encoder
 
 RESULT = Path(__file__).resolve().parent / "results" / "onnx_op_profile.json"
 PRODUCT_OPS = frozenset({"MatMul", "FusedMatMul", "Gemm", "Conv"})
-
-
-def profiled_session(path: Path, threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime session of the graph at ``path`` that profiles every call (CPU provider)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix(""))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def kernel_ms_by_op(session: ort.InferenceSession) -> dict[str, float]:
@@ -101,7 +99,7 @@ def main() -> None:
         sessions = []
         for name, encoder in models:
             export_encoder(encoder, Path(tmp) / f"{name}.onnx")
-            sessions.append(profiled_session(Path(tmp) / f"{name}.onnx", args.threads))
+            sessions.append(onnx_session(Path(tmp) / f"{name}.onnx", args.threads, profile=True))
         for r in range(args.calls + 1):  # one call of each model per round, so a busy moment hits all
             for session in sessions if r % 2 == 0 else reversed(sessions):
                 session.run(None, feed)

@@ -151,12 +151,16 @@ def eager_workloads(encoder: ConformerEncoder, inputs: dict):
     return (lambda: encoder(inputs["features"], inputs["lengths"])), one_chunk
 
 
-def onnx_session(path: Path, threads: int):
+def onnx_session(path: Path, threads: int, profile: bool = False):
+    """An ONNX Runtime session (CPU provider) of the graph at ``path``; ``profile``: record every
+    call's kernels in a JSON file beside it (``session.end_profiling()`` names it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
+    options.enable_profiling = profile
+    options.profile_file_prefix = str(path.with_suffix(""))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
